@@ -1,0 +1,185 @@
+// Mapped files, bounds-checked reads and atomic writes.
+#include "formats/file_io.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace llmc {
+
+namespace fs = std::filesystem;
+
+Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return make_error(ErrorCode::kIo, path, ": cannot open: ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return make_error(ErrorCode::kIo, path, ": not a regular file");
+  }
+  std::shared_ptr<MappedFile> f(new MappedFile());
+  f->path_ = path;
+  f->size_ = static_cast<size_t>(st.st_size);
+  if (f->size_ > 0) {
+    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      return make_error(ErrorCode::kIo, path, ": mmap failed: ", std::strerror(errno));
+    }
+    f->data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+  return f;
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+Bytes MappedFile::bytes(std::shared_ptr<const MappedFile> self, uint64_t offset, uint64_t size) const {
+  LLMC_CHECK(offset <= size_ && size <= size_ - offset, "mapped range outside file");
+  return Bytes::view(std::move(self), data_ + offset, size);
+}
+
+Error ByteReader::error(ErrorCode code, const std::string& what) const {
+  return make_error(code, file_, ": at offset ", pos_, ": ", what);
+}
+
+Result<void> ByteReader::seek(uint64_t offset) {
+  if (offset > size_) return error(ErrorCode::kFormat, str_cat("seek to ", offset, " past end of file (", size_, " bytes)"));
+  pos_ = static_cast<size_t>(offset);
+  return {};
+}
+
+Result<void> ByteReader::skip(uint64_t n) {
+  if (n > remaining()) return error(ErrorCode::kFormat, str_cat("need ", n, " more bytes, file has ", remaining()));
+  pos_ += static_cast<size_t>(n);
+  return {};
+}
+
+Result<const uint8_t*> ByteReader::take(uint64_t n) {
+  if (n > remaining())
+    return error(ErrorCode::kFormat, str_cat("truncated: need ", n, " bytes, only ", remaining(), " left"));
+  const uint8_t* p = data_ + pos_;
+  pos_ += static_cast<size_t>(n);
+  return p;
+}
+
+namespace {
+template <class T>
+Result<T> read_le(ByteReader& r) {
+  LLMC_ASSIGN_OR_RETURN(const uint8_t* p, r.take(sizeof(T)));
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+}  // namespace
+
+Result<uint8_t> ByteReader::u8() { return read_le<uint8_t>(*this); }
+Result<uint16_t> ByteReader::u16() { return read_le<uint16_t>(*this); }
+Result<uint32_t> ByteReader::u32() { return read_le<uint32_t>(*this); }
+Result<int32_t> ByteReader::i32() { return read_le<int32_t>(*this); }
+Result<uint64_t> ByteReader::u64() { return read_le<uint64_t>(*this); }
+Result<int64_t> ByteReader::i64() { return read_le<int64_t>(*this); }
+Result<float> ByteReader::f32() { return read_le<float>(*this); }
+Result<double> ByteReader::f64() { return read_le<double>(*this); }
+
+Result<std::string> ByteReader::string(uint64_t n) {
+  LLMC_ASSIGN_OR_RETURN(const uint8_t* p, take(n));
+  return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+}
+
+Result<std::unique_ptr<AtomicOutput>> AtomicOutput::create(const std::string& path) {
+  std::unique_ptr<AtomicOutput> out(new AtomicOutput());
+  out->path_ = path;
+  std::string tmpl = path + ".tmp-XXXXXX";
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return make_error(ErrorCode::kIo, path, ": cannot create temporary output: ", std::strerror(errno));
+  out->tmp_path_ = tmpl;
+  out->file_ = ::fdopen(fd, "wb");
+  if (!out->file_) {
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    return make_error(ErrorCode::kIo, path, ": fdopen failed");
+  }
+  return out;
+}
+
+AtomicOutput::~AtomicOutput() {
+  if (file_) std::fclose(file_);
+  if (!committed_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+}
+
+Result<void> AtomicOutput::write(const void* data, size_t size) {
+  if (size == 0) return {};
+  if (std::fwrite(data, 1, size, file_) != size)
+    return make_error(ErrorCode::kIo, path_, ": write failed at offset ", pos_, ": ", std::strerror(errno));
+  pos_ += size;
+  return {};
+}
+
+Result<void> AtomicOutput::write_zeros(size_t size) {
+  static const uint8_t kZeros[4096] = {};
+  while (size > 0) {
+    const size_t n = size < sizeof(kZeros) ? size : sizeof(kZeros);
+    LLMC_TRY(write(kZeros, n));
+    size -= n;
+  }
+  return {};
+}
+
+Result<void> AtomicOutput::pad_to(uint64_t alignment) {
+  const uint64_t rem = pos_ % alignment;
+  return rem == 0 ? Result<void>() : write_zeros(static_cast<size_t>(alignment - rem));
+}
+
+Result<void> AtomicOutput::commit() {
+  if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
+    return make_error(ErrorCode::kIo, path_, ": flush failed: ", std::strerror(errno));
+  const int rc = std::fclose(file_);
+  file_ = nullptr;
+  if (rc != 0) return make_error(ErrorCode::kIo, path_, ": close failed: ", std::strerror(errno));
+  if (::chmod(tmp_path_.c_str(), 0644) != 0 || std::rename(tmp_path_.c_str(), path_.c_str()) != 0)
+    return make_error(ErrorCode::kIo, path_, ": rename failed: ", std::strerror(errno));
+  committed_ = true;
+  return {};
+}
+
+Result<void> check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  std::error_code ec;
+  const bool exists = fs::exists(out, ec);
+  for (const auto& in : inputs) {
+    std::error_code ec2;
+    if (exists && fs::equivalent(out, in, ec2))
+      return make_error(ErrorCode::kExists, out, ": output is the same file as input ", in, "; refusing to overwrite an input");
+    // A directory input (Hugging Face folder) must not contain the output either.
+    if (fs::is_directory(in, ec2) && fs::weakly_canonical(fs::path(out), ec2).parent_path() == fs::weakly_canonical(in, ec2) &&
+        exists)
+      return make_error(ErrorCode::kExists, out, ": output lies inside input folder ", in);
+  }
+  if (exists && !force) return make_error(ErrorCode::kExists, out, ": already exists (use --force to replace it)");
+  if (exists && fs::is_directory(out, ec) && !force)
+    return make_error(ErrorCode::kExists, out, ": is a directory");
+  return {};
+}
+
+Result<std::string> read_text_file(const std::string& path, size_t max_bytes) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) return make_error(ErrorCode::kIo, path, ": cannot read: ", ec.message());
+  if (size > max_bytes) return make_error(ErrorCode::kFormat, path, ": file too large (", size, " bytes)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(ErrorCode::kIo, path, ": cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace llmc

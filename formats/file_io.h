@@ -1,0 +1,98 @@
+// File access shared by every reader and writer: read-only mappings, bounds-checked parsing,
+// and atomic output (temp file in the same directory, renamed when complete).
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/bytes.h"
+#include "core/error.h"
+
+namespace llmc {
+
+// A whole file mapped read-only. Bytes views created from it keep it alive.
+class MappedFile {
+ public:
+  static Result<std::shared_ptr<MappedFile>> open(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  // A Bytes view of [offset, offset+size); the caller has checked the range.
+  Bytes bytes(std::shared_ptr<const MappedFile> self, uint64_t offset, uint64_t size) const;
+
+ private:
+  MappedFile() = default;
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Sequential little-endian reader over untrusted bytes; every read is bounds-checked and
+// failures name the file and the offset.
+class ByteReader {
+ public:
+  ByteReader(std::string file, const uint8_t* data, size_t size) : file_(std::move(file)), data_(data), size_(size) {}
+
+  size_t offset() const { return pos_; }
+  size_t size() const { return size_; }
+  size_t remaining() const { return size_ - pos_; }
+  Result<void> seek(uint64_t offset);
+  Result<void> skip(uint64_t n);
+  Result<uint8_t> u8();
+  Result<uint16_t> u16();
+  Result<uint32_t> u32();
+  Result<int32_t> i32();
+  Result<uint64_t> u64();
+  Result<int64_t> i64();
+  Result<float> f32();
+  Result<double> f64();
+  // Pointer to the next n bytes, then advance.
+  Result<const uint8_t*> take(uint64_t n);
+  Result<std::string> string(uint64_t n);
+  // An error naming the file and the current offset: "model.gguf: at offset 24: <what>".
+  Error error(ErrorCode code, const std::string& what) const;
+
+ private:
+  std::string file_;
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+// Writes to "<path>.tmp-XXXXXX" next to the target and renames on commit(); if destroyed
+// without commit() the temp file is removed, so no partial output is ever left behind.
+class AtomicOutput {
+ public:
+  static Result<std::unique_ptr<AtomicOutput>> create(const std::string& path);
+  ~AtomicOutput();
+  Result<void> write(const void* data, size_t size);
+  Result<void> write_zeros(size_t size);
+  Result<void> pad_to(uint64_t alignment);  // zero-fill up to the next multiple
+  uint64_t position() const { return pos_; }
+  Result<void> commit();  // flush, fsync, rename over the target
+  const std::string& path() const { return path_; }
+
+ private:
+  AtomicOutput() = default;
+  std::string path_;
+  std::string tmp_path_;
+  std::FILE* file_ = nullptr;
+  uint64_t pos_ = 0;
+  bool committed_ = false;
+};
+
+// Refuses to write `out` when it is one of the inputs (same file, also via links) or when it
+// exists and `force` is false.
+Result<void> check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force);
+
+Result<std::string> read_text_file(const std::string& path, size_t max_bytes = size_t(1) << 30);
+
+}  // namespace llmc

@@ -1,0 +1,34 @@
+// The forward pass over a model's encoded weights with a KV cache (DESIGN.md §5).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "core/model.h"
+
+namespace llmc {
+
+struct RuntimeOptions {
+  int threads = 0;          // 0 = all cores
+  int64_t max_context = 0;  // KV cache length; 0 = the model's context_length (capped at 4096)
+};
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+  // The model must outlive the runtime (weights are used in place, never copied whole).
+  static Result<std::unique_ptr<Runtime>> create(const Model& model, const RuntimeOptions& options);
+
+  // Feeds tokens at positions [pos, pos + tokens.size()) into the KV cache (batched prefill when
+  // more than one). logits: nullptr, or [tokens.size(), vocab] when all_logits, else [vocab] for
+  // the last token. Errors when pos + n exceeds max_context or an id is out of range.
+  virtual Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) = 0;
+
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_context() const = 0;
+  // Bytes of weights read to produce one token (for bandwidth figures).
+  virtual uint64_t weight_bytes_per_token() const = 0;
+};
+
+}  // namespace llmc

@@ -1,0 +1,68 @@
+// Shared test helpers.
+#include "test_util.h"
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sys/wait.h>
+
+namespace llmc::test {
+
+namespace fs = std::filesystem;
+
+std::string fixtures_dir() { return (fs::path(LLMC_SOURCE_DIR) / ".." / "shared" / "fixtures").lexically_normal().string(); }
+
+std::string fixture(const std::string& relative) {
+  const fs::path p = fs::path(fixtures_dir()) / relative;
+  if (fs::exists(p)) return p.string();
+  if (std::getenv("CI")) FAIL("fixture missing under CI: " << p.string());
+  WARN("skipping: fixture missing: " << p.string());
+  return "";
+}
+
+std::string smollm2_path() {
+  const char* cache = std::getenv("LLMC_CACHE");
+  const fs::path dir = cache ? fs::path(cache) : fs::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") / ".cache" / "llmc";
+  const fs::path p = dir / "SmolLM2-135M-Instruct.gguf";
+  if (fs::exists(p)) return p.string();
+  if (std::getenv("CI")) FAIL("SmolLM2 missing under CI (scripts/setup fetches it): " << p.string());
+  WARN("skipping: SmolLM2 missing (run scripts/setup): " << p.string());
+  return "";
+}
+
+TempDir::TempDir() {
+  std::random_device rd;
+  dir_ = fs::temp_directory_path() / ("llmc-test-" + std::to_string(rd()) + std::to_string(rd()));
+  fs::create_directories(dir_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+CliResult run_cli(const std::string& args) {
+  const std::string cmd = std::string(LLMC_BIN) + " " + args + " 2>&1";
+  CliResult r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::vector<unsigned char> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace llmc::test

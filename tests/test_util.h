@@ -1,0 +1,41 @@
+// Shared test helpers: fixture paths (fail loudly in CI when missing), temp dirs, running the CLI.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace llmc::test {
+
+// ../shared/fixtures relative to the source tree.
+std::string fixtures_dir();
+// Path of a fixture file; when it is missing: FAIL under CI=..., otherwise returns "" after a WARN
+// so the caller can `if (path.empty()) return;`.
+std::string fixture(const std::string& relative);
+// SmolLM2-135M-Instruct Q4_1 GGUF from the setup script's cache ($LLMC_CACHE or ~/.cache/llmc).
+std::string smollm2_path();
+
+// A fresh empty directory under the system temp dir, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  const std::filesystem::path& dir() const { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+struct CliResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+// Runs the llmc binary with the given shell-quoted argument string.
+CliResult run_cli(const std::string& args);
+
+std::vector<unsigned char> read_file_bytes(const std::string& path);
+void write_file_bytes(const std::string& path, const std::vector<unsigned char>& bytes);
+
+}  // namespace llmc::test

@@ -1,0 +1,70 @@
+// CLI helpers.
+#include "cli_util.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace llmc::cli {
+
+int exit_code_for(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kExists: return kExitExists;
+    case ErrorCode::kInvalidArgument: return kExitUsage;
+    case ErrorCode::kInternal: return kExitInternal;
+    default: return kExitInput;
+  }
+}
+
+int report_error(const Error& error) {
+  std::fprintf(stderr, "llmc: error: %s\n", error.message.c_str());
+  return exit_code_for(error.code);
+}
+
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+StderrSink::StderrSink() : tty_(::isatty(2) != 0) {}
+
+void StderrSink::log(LogLevel level, std::string_view message) {
+  if (bar_open_) {
+    std::fputc('\n', stderr);
+    bar_open_ = false;
+  }
+  const char* prefix = level == LogLevel::kError ? "error: " : level == LogLevel::kWarn ? "warning: " : "";
+  std::fprintf(stderr, "llmc: %s%.*s\n", prefix, static_cast<int>(message.size()), message.data());
+}
+
+void StderrSink::progress(std::string_view task, int64_t done, int64_t total, std::string_view unit) {
+  if (!tty_) return;
+  if (task != task_ || done == 0) {
+    task_ = std::string(task);
+    start_ = now_seconds();
+  }
+  const double elapsed = now_seconds() - start_;
+  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
+  const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+  const int width = 30;
+  const int filled = total > 0 ? static_cast<int>(width * done / total) : 0;
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar.resize(width, '.');
+  std::fprintf(stderr, "\r%.*s [%s] %lld/%lld %.*s  %.1f/s  ETA %.0fs ", static_cast<int>(task.size()), task.data(),
+               bar.c_str(), static_cast<long long>(done), static_cast<long long>(total), static_cast<int>(unit.size()),
+               unit.data(), rate, eta);
+  bar_open_ = done < total;
+  if (!bar_open_) std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path, bool require_tensors) {
+  LoadOptions options;
+  options.tokenizer_path = tokenizer_path;
+  options.require_tensors = require_tensors;
+  return load_model(path, options);
+}
+
+}  // namespace llmc::cli

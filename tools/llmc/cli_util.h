@@ -1,0 +1,43 @@
+// CLI helpers: exit codes, printing errors, the stderr log/progress sink, option validators.
+#pragma once
+
+#include <string>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "formats/model_io.h"
+
+namespace llmc::cli {
+
+// Exit codes: 0 ok, 1 input/format error, 2 usage (CLI11), 3 gate failed (compare/eval gates),
+// 4 refused to overwrite, 5 internal error.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitInput = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitGate = 3;
+inline constexpr int kExitExists = 4;
+inline constexpr int kExitInternal = 5;
+
+int exit_code_for(ErrorCode code);
+// Prints "llmc: error: <message>" to stderr and returns the matching exit code.
+int report_error(const Error& error);
+
+// Log lines to stderr; a redrawn progress bar when stderr is a terminal.
+class StderrSink : public LogSink {
+ public:
+  StderrSink();
+  void log(LogLevel level, std::string_view message) override;
+  void progress(std::string_view task, int64_t done, int64_t total, std::string_view unit) override;
+
+ private:
+  bool tty_;
+  bool bar_open_ = false;
+  double start_ = 0;
+  std::string task_;
+};
+
+// Loads a model (with --tokenizer when given) or prints the error; returns false on error.
+Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path,
+                                 bool require_tensors = true);
+
+}  // namespace llmc::cli

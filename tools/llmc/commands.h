@@ -1,0 +1,22 @@
+// The subcommand table's row type and each subcommand's setup function.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace llmc::cli {
+
+// A subcommand adds its options to `sub` and returns what runs it (returns the exit code).
+using RunFn = std::function<int()>;
+
+struct CommandRow {
+  const char* name;
+  const char* description;
+  RunFn (*setup)(CLI::App& sub);
+};
+
+RunFn setup_inspect(CLI::App& sub);
+RunFn setup_convert(CLI::App& sub);
+RunFn setup_synth(CLI::App& sub);
+
+}  // namespace llmc::cli

@@ -1,0 +1,48 @@
+// llmc entry point: the subcommand table, error-to-exit-code mapping.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "core/version.h"
+
+namespace llmc::cli {
+namespace {
+
+const CommandRow kCommands[] = {
+    {"inspect", "Show a model's architecture, tokenizer, tensors and size", setup_inspect},
+    {"convert", "Convert a model between .llmc, GGUF and safetensors", setup_convert},
+    {"synth", "Write a random-weight model with the shape of a real one (format/speed tests only)", setup_synth},
+};
+
+}  // namespace
+}  // namespace llmc::cli
+
+int main(int argc, char** argv) {
+  using namespace llmc::cli;
+  CLI::App app{"llmc: make LLMs small and fast, and prove what it cost"};
+  app.set_version_flag("--version", std::string("llmc ") + llmc::kVersion);
+  app.require_subcommand(1);
+  StderrSink sink;
+  llmc::set_log_sink(&sink);
+  RunFn run;
+  for (const auto& row : kCommands) {
+    CLI::App* sub = app.add_subcommand(row.name, row.description);
+    RunFn fn = row.setup(*sub);
+    sub->callback([&run, fn] { run = fn; });
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+  try {
+    return run ? run() : kExitUsage;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "llmc: error: out of memory\n");
+    return kExitInternal;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "llmc: error: %s\n", e.what());
+    return kExitInternal;
+  }
+}
