@@ -53,7 +53,8 @@ Error ByteReader::error(ErrorCode code, const std::string& what) const {
 }
 
 Result<void> ByteReader::seek(uint64_t offset) {
-  if (offset > size_) return error(ErrorCode::kFormat, str_cat("seek to ", offset, " past end of file (", size_, " bytes)"));
+  if (offset > size_)
+    return error(ErrorCode::kFormat, str_cat("seek to ", offset, " past end of file (", size_, " bytes)"));
   pos_ = static_cast<size_t>(offset);
   return {};
 }
@@ -158,15 +159,15 @@ Result<void> check_output_path(const std::string& out, const std::vector<std::st
   for (const auto& in : inputs) {
     std::error_code ec2;
     if (exists && fs::equivalent(out, in, ec2))
-      return make_error(ErrorCode::kExists, out, ": output is the same file as input ", in, "; refusing to overwrite an input");
+      return make_error(ErrorCode::kExists, out, ": output is the same file as input ", in,
+                        "; refusing to overwrite an input");
     // A directory input (Hugging Face folder) must not contain the output either.
-    if (fs::is_directory(in, ec2) && fs::weakly_canonical(fs::path(out), ec2).parent_path() == fs::weakly_canonical(in, ec2) &&
-        exists)
+    if (fs::is_directory(in, ec2) &&
+        fs::weakly_canonical(fs::path(out), ec2).parent_path() == fs::weakly_canonical(in, ec2) && exists)
       return make_error(ErrorCode::kExists, out, ": output lies inside input folder ", in);
   }
   if (exists && !force) return make_error(ErrorCode::kExists, out, ": already exists (use --force to replace it)");
-  if (exists && fs::is_directory(out, ec) && !force)
-    return make_error(ErrorCode::kExists, out, ": is a directory");
+  if (exists && fs::is_directory(out, ec) && !force) return make_error(ErrorCode::kExists, out, ": is a directory");
   return {};
 }
 
@@ -180,6 +181,51 @@ Result<std::string> read_text_file(const std::string& path, size_t max_bytes) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+}  // namespace llmc
+
+#include <xxhash.h>
+
+#include <algorithm>
+
+namespace llmc {
+
+Result<uint64_t> hash_path(const std::string& path) {
+  std::error_code ec;
+  std::vector<std::string> files;
+  if (fs::is_directory(path, ec)) {
+    for (const auto& e : fs::recursive_directory_iterator(path, ec))
+      if (e.is_regular_file(ec)) files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  XXH64_state_t* state = XXH64_createState();
+  XXH64_reset(state, 0);
+  for (const auto& f : files) {
+    auto mapped = MappedFile::open(f);
+    if (!mapped.ok()) {
+      XXH64_freeState(state);
+      return mapped.error();
+    }
+    XXH64_update(state, (*mapped)->data(), (*mapped)->size());
+  }
+  const uint64_t h = XXH64_digest(state);
+  XXH64_freeState(state);
+  return h;
+}
+
+uint64_t path_size(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) {
+    const auto n = fs::file_size(path, ec);
+    return ec ? 0 : n;
+  }
+  uint64_t total = 0;
+  for (const auto& e : fs::recursive_directory_iterator(path, ec))
+    if (e.is_regular_file(ec)) total += e.file_size(ec);
+  return total;
 }
 
 }  // namespace llmc

@@ -96,3 +96,10 @@ Result<void> check_output_path(const std::string& out, const std::vector<std::st
 Result<std::string> read_text_file(const std::string& path, size_t max_bytes = size_t(1) << 30);
 
 }  // namespace llmc
+
+namespace llmc {
+// xxHash64 (seed 0) of a file's bytes; for a folder, of its regular files in name order.
+Result<uint64_t> hash_path(const std::string& path);
+// Bytes of a file, or of all regular files below a folder.
+uint64_t path_size(const std::string& path);
+}  // namespace llmc

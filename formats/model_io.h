@@ -14,8 +14,8 @@ const char* file_format_name(FileFormat f);
 Result<FileFormat> detect_format(const std::string& path);
 
 struct LoadOptions {
-  std::string tokenizer_path;  // separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, or a GGUF)
-  bool require_tensors = true; // false: a vocabulary-only GGUF is acceptable
+  std::string tokenizer_path;   // separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, or a GGUF)
+  bool require_tensors = true;  // false: a vocabulary-only GGUF is acceptable
 };
 
 // Any supported format, detected from content. The result passes validate_model() unless

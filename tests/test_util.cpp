@@ -1,17 +1,19 @@
 // Shared test helpers.
 #include "test_util.h"
 
+#include <sys/wait.h>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
 #include <random>
-#include <sys/wait.h>
 
 namespace llmc::test {
 
 namespace fs = std::filesystem;
 
-std::string fixtures_dir() { return (fs::path(LLMC_SOURCE_DIR) / ".." / "shared" / "fixtures").lexically_normal().string(); }
+std::string fixtures_dir() {
+  return (fs::path(LLMC_SOURCE_DIR) / ".." / "shared" / "fixtures").lexically_normal().string();
+}
 
 std::string fixture(const std::string& relative) {
   const fs::path p = fs::path(fixtures_dir()) / relative;
@@ -23,7 +25,8 @@ std::string fixture(const std::string& relative) {
 
 std::string smollm2_path() {
   const char* cache = std::getenv("LLMC_CACHE");
-  const fs::path dir = cache ? fs::path(cache) : fs::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") / ".cache" / "llmc";
+  const fs::path dir =
+      cache ? fs::path(cache) : fs::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") / ".cache" / "llmc";
   const fs::path p = dir / "SmolLM2-135M-Instruct.gguf";
   if (fs::exists(p)) return p.string();
   if (std::getenv("CI")) FAIL("SmolLM2 missing under CI (scripts/setup fetches it): " << p.string());

@@ -49,7 +49,7 @@ uint16_t f32_to_f16(float f) {
   const uint32_t abs = x & 0x7fffffffu;
   if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // nan
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (abs >= 0x38800000u) {  // normal half
+  if (abs >= 0x38800000u) {                                              // normal half
     uint32_t mant = abs & 0x7fffffu;
     uint32_t exp = (abs >> 23) - 112;
     uint32_t h = (exp << 10) | (mant >> 13);

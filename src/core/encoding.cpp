@@ -63,7 +63,8 @@ float load_scalar(DType dtype, const uint8_t* p) {
 bool is_float(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
 
 Result<void> validate_node(const DenseEncoding& d, const Shape& shape) {
-  if (!is_float(d.dtype)) return make_error(ErrorCode::kFormat, "dense tensor has non-float dtype ", dtype_name(d.dtype));
+  if (!is_float(d.dtype))
+    return make_error(ErrorCode::kFormat, "dense tensor has non-float dtype ", dtype_name(d.dtype));
   const uint64_t want = static_cast<uint64_t>(shape.numel()) * dtype_bytes(d.dtype);
   if (d.data.size() != want)
     return make_error(ErrorCode::kFormat, "dense ", dtype_name(d.dtype), " tensor of shape ", shape.str(), " needs ",
@@ -155,8 +156,9 @@ std::string describe_encoding(const Encoding& enc) {
   struct {
     std::string operator()(const DenseEncoding& d) const { return std::string(dtype_name(d.dtype)); }
     std::string operator()(const QuantEncoding& q) const {
-      return str_cat("q", q.bits, " ", quant_scheme_name(q.scheme), " g", q.group_size == 0 ? std::string("row") : std::to_string(q.group_size),
-                     " (scale ", dtype_name(q.scale_dtype), ")");
+      return str_cat("q", q.bits, " ", quant_scheme_name(q.scheme), " g",
+                     q.group_size == 0 ? std::string("row") : std::to_string(q.group_size), " (scale ",
+                     dtype_name(q.scale_dtype), ")");
     }
   } visitor;
   return std::visit(visitor, enc.node);

@@ -65,8 +65,7 @@ int64_t quant_row_stride(const QuantEncoding& q, int64_t cols);
 Result<void> validate_encoding(const Encoding& enc, const Shape& shape);
 
 // Reference decode of rows [row_begin, row_end) into out[(row_end-row_begin) * cols].
-void decode_rows_to_f32(const Encoding& enc, const Shape& shape, int64_t row_begin, int64_t row_end,
-                        float* out);
+void decode_rows_to_f32(const Encoding& enc, const Shape& shape, int64_t row_begin, int64_t row_end, float* out);
 
 // Bytes of all buffers of the tree (codes, scales, mins, ...).
 size_t encoded_bytes(const Encoding& enc);

@@ -45,7 +45,7 @@ Error make_error(ErrorCode code, Args&&... args) {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
@@ -91,22 +91,21 @@ inline Error with_context(Error e, const std::string& context) {
 #define LLMC_CONCAT(a, b) LLMC_CONCAT_INNER(a, b)
 
 // Returns the error of a Result<void> expression from the enclosing function.
-#define LLMC_TRY(expr)                                    \
-  do {                                                    \
-    auto llmc_try_result_ = (expr);                       \
+#define LLMC_TRY(expr)                                           \
+  do {                                                           \
+    auto llmc_try_result_ = (expr);                              \
     if (!llmc_try_result_.ok()) return llmc_try_result_.error(); \
   } while (0)
 
 // `LLMC_ASSIGN_OR_RETURN(auto x, f());` binds the value or returns the error.
-#define LLMC_ASSIGN_OR_RETURN(lhs, expr) \
-  LLMC_ASSIGN_OR_RETURN_IMPL(LLMC_CONCAT(llmc_result_, __LINE__), lhs, expr)
+#define LLMC_ASSIGN_OR_RETURN(lhs, expr) LLMC_ASSIGN_OR_RETURN_IMPL(LLMC_CONCAT(llmc_result_, __LINE__), lhs, expr)
 #define LLMC_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                               \
   if (!tmp.ok()) return tmp.error();               \
   lhs = std::move(tmp).value()
 
 // Broken internal invariant: abort with file and line. Never for untrusted input.
-#define LLMC_CHECK(cond, ...)                                                           \
-  do {                                                                                  \
+#define LLMC_CHECK(cond, ...)                                                                      \
+  do {                                                                                             \
     if (!(cond)) ::llmc::check_failed(#cond, __FILE__, __LINE__, ::llmc::str_cat("" __VA_ARGS__)); \
   } while (0)

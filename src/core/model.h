@@ -60,10 +60,10 @@ enum class TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserD
 struct TokenizerData {
   TokenizerKind kind = TokenizerKind::kNone;
   std::vector<std::string> tokens;
-  std::vector<float> scores;       // SentencePiece merge priority (empty for byte-level BPE)
+  std::vector<float> scores;         // SentencePiece merge priority (empty for byte-level BPE)
   std::vector<int32_t> token_types;  // TokenType per token (may be empty: all normal)
-  std::vector<std::string> merges;  // byte-level BPE merges, "a b"
-  std::string pre;                  // pre-tokenizer name (GGUF tokenizer.ggml.pre), e.g. "gpt2", "smollm"
+  std::vector<std::string> merges;   // byte-level BPE merges, "a b"
+  std::string pre;                   // pre-tokenizer name (GGUF tokenizer.ggml.pre), e.g. "gpt2", "smollm"
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t unk_id = -1;

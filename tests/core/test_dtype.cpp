@@ -12,8 +12,8 @@ TEST_CASE("f16 known values", "[core]") {
   CHECK(f32_to_f16(65504.0f) == 0x7bff);
   CHECK(f32_to_f16(65520.0f) == 0x7c00);  // rounds to inf
   CHECK(f32_to_f16(65519.0f) == 0x7bff);
-  CHECK(f32_to_f16(5.9604645e-8f) == 0x0001);  // smallest subnormal
-  CHECK(f32_to_f16(2.9802322e-8f) == 0x0000);  // exactly half of it: ties to even (0)
+  CHECK(f32_to_f16(5.9604645e-8f) == 0x0001);       // smallest subnormal
+  CHECK(f32_to_f16(2.9802322e-8f) == 0x0000);       // exactly half of it: ties to even (0)
   CHECK(f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00);  // tie -> even
   CHECK(f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02);  // tie -> even (up)
   CHECK(f16_to_f32(0x3555) == Approx(0.33325195f).epsilon(0));

@@ -8,6 +8,11 @@
 
 namespace llmc::cli {
 
+std::string& command_line() {
+  static std::string line;
+  return line;
+}
+
 int exit_code_for(ErrorCode code) {
   switch (code) {
     case ErrorCode::kExists: return kExitExists;

@@ -36,7 +36,10 @@ class StderrSink : public LogSink {
   std::string task_;
 };
 
-// Loads a model (with --tokenizer when given) or prints the error; returns false on error.
+// The whole command line, as typed (for provenance records and reports).
+std::string& command_line();
+
+// Loads a model, with --tokenizer when given.
 Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path,
                                  bool require_tensors = true);
 

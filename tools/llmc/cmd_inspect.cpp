@@ -1,5 +1,104 @@
-// STUB (replace): llmc inspect.
+// llmc inspect: architecture, tokenizer, per-tensor encodings and sizes, bits per weight.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "cli_util.h"
 #include "commands.h"
+#include "formats/file_io.h"
+#include "model/describe.h"
+
 namespace llmc::cli {
-RunFn setup_inspect(CLI::App&) { return [] { return 5; }; }
+namespace {
+
+struct InspectArgs {
+  std::string model;
+  std::string tokenizer;
+  std::string json;
+  bool quiet_tensors = false;
+};
+
+void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {
+  const auto& c = m.config;
+  std::printf("file: %s (%s, %llu bytes)\n", j["file"].get<std::string>().c_str(),
+              j["format"].get<std::string>().c_str(), static_cast<unsigned long long>(j["file_bytes"].get<uint64_t>()));
+  if (!m.tensors().empty()) {
+    std::printf("architecture: %s  dim %lld  hidden %lld  layers %lld  heads %lld  kv_heads %lld  head_dim %lld\n",
+                family_name(c.family), (long long)c.dim, (long long)c.hidden_dim, (long long)c.n_layers,
+                (long long)c.n_heads, (long long)c.n_kv_heads, (long long)c.head_dim);
+    std::printf("vocab %lld  context %lld  norm_eps %g  rope_theta %g  rope %s  output %s%s\n", (long long)c.vocab_size,
+                (long long)c.context_length, c.norm_eps, c.rope_theta,
+                j["config"]["rope_style"].get<std::string>().c_str(), c.tied_embeddings ? "tied" : "untied",
+                c.attn_qkv_bias ? "  qkv-bias" : "");
+  }
+  const auto& t = j["tokenizer"];
+  if (m.tokenizer.empty()) {
+    std::printf("tokenizer: none\n");
+  } else {
+    std::printf("tokenizer: %s, %lld tokens, %lld merges, bos %d, eos %d%s%s\n", t["kind"].get<std::string>().c_str(),
+                (long long)m.tokenizer.tokens.size(), (long long)m.tokenizer.merges.size(), m.tokenizer.bos_id,
+                m.tokenizer.eos_id, m.tokenizer.pre.empty() ? "" : ", pre ", m.tokenizer.pre.c_str());
+  }
+  if (m.tensors().empty()) return;
+  if (show_tensors) {
+    std::printf("\n%-28s %-14s %-26s %12s\n", "tensor", "shape", "encoding", "bytes");
+    for (const auto& ten : m.tensors())
+      std::printf("%-28s %-14s %-26s %12llu\n", ten.name.c_str(), ten.shape.str().c_str(),
+                  describe_encoding(*ten.encoding).c_str(), static_cast<unsigned long long>(ten.encoded_bytes()));
+  }
+  const auto& s = j["size"];
+  std::printf("\ntotals: %lld tensors, %lld parameters, %llu encoded bytes\n", (long long)s["tensors"].get<int64_t>(),
+              (long long)s["parameters"].get<int64_t>(), (unsigned long long)s["encoded_bytes"].get<uint64_t>());
+  for (const auto& [name, e] : s["encodings"].items())
+    std::printf("  %-26s %4lld tensors %12llu bytes\n", name.c_str(), (long long)e["tensors"].get<int64_t>(),
+                (unsigned long long)e["bytes"].get<uint64_t>());
+  std::printf("bits per weight: %.3f (linear, embedding and output weights, all encoding bytes counted)\n",
+              s["bits_per_weight"].get<double>());
+}
+
+int run_inspect(const InspectArgs& a) {
+  auto loaded = load_model_for_cli(a.model, a.tokenizer, /*require_tensors=*/false);
+  if (!loaded.ok()) return report_error(loaded.error());
+  const Model& m = *loaded;
+  auto fmt = detect_format(a.model);
+  nlohmann::json j = {
+      {"file", a.model},
+      {"format", fmt.ok() ? file_format_name(*fmt) : "unknown"},
+      {"file_bytes", path_size(a.model)},
+      {"config", config_to_json(m.config)},
+      {"tokenizer", tokenizer_summary_json(m.tokenizer)},
+      {"size", size_summary_json(summarize_size(m))},
+  };
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const auto& t : m.tensors())
+    tensors.push_back({{"name", t.name},
+                       {"shape", t.shape.dims},
+                       {"kind", encoding_kind_name(*t.encoding)},
+                       {"encoding", describe_encoding(*t.encoding)},
+                       {"bytes", t.encoded_bytes()}});
+  j["tensors"] = tensors;
+  if (a.json == "-") {
+    std::cout << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  print_human(m, j, !a.quiet_tensors);
+  if (!a.json.empty()) {
+    std::ofstream out(a.json);
+    out << j.dump(2) << "\n";
+    if (!out) return report_error(make_error(ErrorCode::kIo, a.json, ": cannot write"));
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+RunFn setup_inspect(CLI::App& sub) {
+  auto a = std::make_shared<InspectArgs>();
+  sub.add_option("model", a->model, "Model file or folder (.llmc, GGUF, safetensors, llama2.c)")->required();
+  sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, GGUF)");
+  sub.add_option("--json", a->json, "Also write the summary as JSON to FILE ('-' = stdout only)");
+  sub.add_flag("--no-tensors", a->quiet_tensors, "Omit the per-tensor table");
+  return [a] { return run_inspect(*a); };
+}
+
 }  // namespace llmc::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   CLI::App app{"llmc: make LLMs small and fast, and prove what it cost"};
   app.set_version_flag("--version", std::string("llmc ") + llmc::kVersion);
   app.require_subcommand(1);
+  for (int i = 0; i < argc; ++i) command_line() += (i ? " " : "") + std::string(i ? argv[i] : "llmc");
   StderrSink sink;
   llmc::set_log_sink(&sink);
   RunFn run;

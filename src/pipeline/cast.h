@@ -1,0 +1,20 @@
+// Storage-type conversion of a whole model (what `llmc convert --dtype` does before writing).
+#pragma once
+
+#include "core/model.h"
+#include "formats/model_io.h"
+
+namespace llmc {
+
+// Converts weight tensors to `dtype`: f32/f16/bf16 become Dense of that type; q8_0/q4_0 become
+// Quant{8|4 bits, symmetric, group 32, f16 scales} with ggml's reference rounding (the same
+// values GGUF Q8_0/Q4_0 hold). 1-D tensors (norms, biases) stay f32; a weight whose row length
+// is not a multiple of 32 cannot take q8_0/q4_0 and becomes f16 (logged). kKeep changes nothing.
+void cast_model(Model& model, ExportDType dtype);
+
+// ggml reference quantization of one row of `cols` (a multiple of 32) values into Quant codes
+// (our offset-binary layout) and f16 scales, one per block of 32.
+void quantize_row_q8_0(const float* x, int64_t cols, uint8_t* codes, uint16_t* scales);
+void quantize_row_q4_0(const float* x, int64_t cols, uint8_t* codes, uint16_t* scales);
+
+}  // namespace llmc
