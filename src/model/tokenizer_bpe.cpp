@@ -87,6 +87,7 @@ class BpeTokenizer final : public Tokenizer {
       }
       ids_.emplace(text, id);
     }
+    unk_usable_ = data_.unk_id >= 0 && token_type_of(data_, data_.unk_id) == TokenType::kUnknown;
     byte_ids_.fill(-1);
     for (uint32_t b = 0; b < 256; ++b) {
       std::string s;
@@ -164,7 +165,10 @@ class BpeTokenizer final : public Tokenizer {
     for (char c : word) {
       const int32_t id = byte_ids_[static_cast<uint8_t>(c)];
       if (id < 0) {
-        if (data_.unk_id >= 0) out.push_back(data_.unk_id);  // a vocabulary without that byte
+        // A vocabulary without that byte (SmolLM2 lacks bytes that never occur in UTF-8, e.g. 0xC0,
+        // 0xF5..0xFF): a true <unk> token stands in, otherwise the byte is dropped as llama.cpp
+        // does (SmolLM2's "unknown" id is <|endoftext|>, a control token the model must not see).
+        if (unk_usable_) out.push_back(data_.unk_id);
         continue;
       }
       const auto i = static_cast<int32_t>(syms.size());
@@ -208,6 +212,7 @@ class BpeTokenizer final : public Tokenizer {
   std::unordered_map<std::string_view, int32_t> ids_;
   std::unordered_map<uint64_t, MergeRule> merges_;  // (left id, right id) -> rank, merged id
   std::array<int32_t, 256> byte_ids_{};
+  bool unk_usable_ = false;
   std::vector<std::string> pieces_;  // bytes each id decodes to ("" for control tokens)
 };
 

@@ -749,6 +749,34 @@ TEST_CASE("SmolLM2 vocabulary", "[tokenizer]") {
   CHECK(std::find(ids.begin(), ids.end(), 1) == ids.end());
   CHECK((*tok)->decode(ids) == chat);
   CHECK((*tok)->decode(std::vector<int32_t>{1, 19556, 2}) == "Hello");
+  // 0xFF has no token in this vocabulary and its "unknown" id 0 is the control token
+  // <|endoftext|>: the byte is dropped (as llama.cpp does) rather than turned into EOS.
+  CHECK((*tok)->encode("a\xff", false) == (*tok)->encode("a", false));
+}
+
+TEST_CASE("llmc tokenize and detokenize", "[tokenizer][cli]") {
+  const std::string vocab = test::fixture("tokenizers/ggml-vocab-llama-spm.gguf");
+  if (vocab.empty()) return;
+  // Ids from the .out vectors: "Hello world" -> 15043 3186; BOS is 1.
+  auto r = test::run_cli("tokenize '" + vocab + "' --text 'Hello world' --bos");
+  CHECK(r.exit_code == 0);
+  CHECK(r.output == "1 15043 3186\n");
+  r = test::run_cli("detokenize '" + vocab + "' --ids '1 15043 3186'");
+  CHECK(r.exit_code == 0);
+  CHECK(r.output == "Hello world");
+  test::TempDir dir;
+  const std::string text = "line one\n\ttwo  ?\n";
+  test::write_file_bytes(dir.path("in.txt"), std::vector<unsigned char>(text.begin(), text.end()));
+  r = test::run_cli("tokenize '" + vocab + "' --file '" + dir.path("in.txt") + "'");
+  REQUIRE(r.exit_code == 0);
+  test::write_file_bytes(dir.path("ids.txt"), std::vector<unsigned char>(r.output.begin(), r.output.end()));
+  r = test::run_cli("detokenize '" + vocab + "' < '" + dir.path("ids.txt") + "'");
+  CHECK(r.exit_code == 0);
+  CHECK(r.output == text);
+  CHECK(test::run_cli("detokenize '" + vocab + "' --ids '1 32000'").exit_code != 0);  // out of range
+  CHECK(test::run_cli("detokenize '" + vocab + "' --ids '1 x'").exit_code != 0);
+  CHECK(test::run_cli("tokenize '" + vocab + "'").exit_code != 0);  // neither --text nor --file
+  CHECK(test::run_cli("tokenize '" + vocab + "' --text a --file '" + dir.path("in.txt") + "'").exit_code != 0);
 }
 
 }  // namespace llmc
