@@ -1,6 +1,8 @@
 // Tokenizer::create: validates the vocabulary data and picks the implementation by kind.
 #include "model/tokenizer.h"
 
+#include <cstdint>
+
 #include "model/tokenizer_impl.h"
 
 namespace llmc {

@@ -2,6 +2,7 @@
 // vocabularies, llama.cpp's tokenizer vectors (.inp/.out), round trips, SmolLM2's vocabulary.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
