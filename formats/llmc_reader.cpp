@@ -1,5 +1,461 @@
-// STUB (replace): llmc_reader.
+// Reads a .llmc file (formats/README.md) as hostile input: prefix, verified FlatBuffers header, checked sections.
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <new>
+
+#include "formats/file_io.h"
+#include "formats/llmc.h"
+#include "formats/llmc_generated.h"
 #include "formats/model_io.h"
+
 namespace llmc {
-Result<Model> read_llmc(const std::string& p) { return make_error(ErrorCode::kUnsupported, p, ": not built yet"); }
+
+namespace {
+
+// zstd blocks hold at most 128 KiB and the smallest block (RLE) is 4 bytes: no frame of n bytes
+// decodes to more than n * 32768 bytes. Used to refuse absurd raw sizes before allocating.
+constexpr uint64_t kMaxZstdRatio = 32768;
+constexpr size_t kMaxDims = 8;
+constexpr int64_t kMaxNumel = int64_t(1) << 48;
+
+uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+bool is_float_dtype(fb::DType d) { return d == fb::DType::F32 || d == fb::DType::F16 || d == fb::DType::BF16; }
+
+// What the reader knows about one section of the section table.
+struct SectionInfo {
+  const fb::Section* fb = nullptr;
+  const char* first_tensor = nullptr;  // first tensor that references it, for error messages
+  bool referenced = false;
+  Bytes bytes;  // raw view or decoded zstd frame
+};
+
+class Parser {
+ public:
+  Parser(std::string name, std::shared_ptr<const void> owner, const uint8_t* data, size_t size,
+         const LlmcReadOptions& options)
+      : name_(std::move(name)), owner_(std::move(owner)), data_(data), size_(size), options_(options) {}
+
+  Result<LlmcFile> run() {
+    LlmcFile file;
+    LLMC_TRY(read_prefix(file));
+    LLMC_TRY(verify_header());
+    LLMC_TRY(read_config(file.model.config));
+    LLMC_TRY(read_tokenizer(file.model.tokenizer));
+    LLMC_TRY(read_section_table());
+    LLMC_TRY(check_tensor_refs());
+    LLMC_TRY(load_sections(file));
+    LLMC_TRY(build_tensors(file.model));
+    read_metadata(file);
+    file.owner = owner_;
+    file.data = data_;
+    file.size = size_;
+    return file;
+  }
+
+ private:
+  template <class... Args>
+  Error fail(ErrorCode code, Args&&... args) const {
+    return make_error(code, name_, ": ", std::forward<Args>(args)...);
+  }
+
+  Result<void> read_prefix(LlmcFile& file) {
+    if (size_ < kLlmcPrefixSize)
+      return fail(ErrorCode::kFormat, "file is ", size_, " bytes, shorter than the ", kLlmcPrefixSize,
+                  "-byte .llmc prefix");
+    if (std::memcmp(data_, kLlmcMagic, 4) != 0)
+      return fail(ErrorCode::kFormat, "at offset 0: not an .llmc file (bad magic)");
+    if (std::memcmp(data_ + 4, kLlmcMagic + 4, 4) != 0)
+      return fail(ErrorCode::kFormat, "at offset 4: magic bytes damaged (file transferred in text mode?)");
+    file.version = load_u32(data_ + 8);
+    if (file.version == 0) return fail(ErrorCode::kFormat, "at offset 8: format version 0 is invalid");
+    if (file.version > kLlmcFormatVersion)
+      return fail(ErrorCode::kUnsupported, "at offset 8: format version ", file.version,
+                  " is newer than this llmc supports (", kLlmcFormatVersion, ")");
+    const uint32_t flags = load_u32(data_ + 12);
+    if (flags & kLlmcRequiredFlagsMask)
+      return fail(ErrorCode::kUnsupported, "at offset 12: file requires features this llmc lacks (flags 0x", std::hex,
+                  flags, ")");
+    header_size_ = load_u64(data_ + 16);
+    header_xxh_ = load_u64(data_ + 24);
+    const uint64_t file_size = load_u64(data_ + 32);
+    if (file_size != size_)
+      return fail(ErrorCode::kFormat, "at offset 32: prefix records a file size of ", file_size,
+                  " bytes but the file has ", size_, file_size > size_ ? " (truncated)" : " (trailing bytes)");
+    if (header_size_ == 0 || header_size_ > size_ - kLlmcPrefixSize || header_size_ >= FLATBUFFERS_MAX_BUFFER_SIZE)
+      return fail(ErrorCode::kFormat, "at offset 16: header size ", header_size_, " does not fit in the file (", size_,
+                  " bytes)");
+    file.header_size = header_size_;
+    return {};
+  }
+
+  Result<void> verify_header() {
+    const uint8_t* h = data_ + kLlmcPrefixSize;
+    const uint64_t got = XXH64(h, header_size_, 0);
+    if (got != header_xxh_)
+      return fail(ErrorCode::kFormat, "at offset ", kLlmcPrefixSize, ": header checksum mismatch (stored 0x", std::hex,
+                  header_xxh_, ", computed 0x", got, ")");
+    // Tables: one per tensor, encoding, node and section plus a few; strings are not counted.
+    flatbuffers::Verifier::Options opts;
+    opts.max_depth = 32;
+    opts.max_tables = 100'000'000;
+    flatbuffers::Verifier verifier(h, static_cast<size_t>(header_size_), opts);
+    // VerifyHeaderBuffer checks the size before it reads the identifier.
+    if (!fb::VerifyHeaderBuffer(verifier))
+      return fail(ErrorCode::kFormat, "at offset ", kLlmcPrefixSize, ": header (", header_size_,
+                  " bytes) fails FlatBuffers verification");
+    header_ = fb::GetHeader(h);
+    return {};
+  }
+
+  Result<void> read_config(ModelConfig& c) {
+    const fb::Config* fc = header_->config();
+    const std::string family = fc->family() ? fc->family()->str() : "";
+    auto fam = family_from_name(family);
+    if (!fam) return fail(ErrorCode::kUnsupported, "config: unknown model family '", family, "'");
+    c.family = *fam;
+    c.dim = fc->dim();
+    c.hidden_dim = fc->hidden_dim();
+    c.n_layers = fc->n_layers();
+    c.n_heads = fc->n_heads();
+    c.n_kv_heads = fc->n_kv_heads();
+    c.head_dim = fc->head_dim();
+    c.vocab_size = fc->vocab_size();
+    c.context_length = fc->context_length();
+    c.norm_eps = fc->norm_eps();
+    c.rope_theta = fc->rope_theta();
+    c.tied_embeddings = fc->tied_embeddings();
+    c.attn_qkv_bias = fc->attn_qkv_bias();
+    const struct {
+      const char* field;
+      uint8_t value;
+      uint8_t max;
+    } kEnums[] = {
+        {"norm", fc->norm(), static_cast<uint8_t>(NormKind::kLayerNorm)},
+        {"rope_style", fc->rope_style(), static_cast<uint8_t>(RopeStyle::kNeox)},
+        {"activation", fc->activation(), static_cast<uint8_t>(Activation::kGelu)},
+        {"rope_scaling.type", fc->rope_scaling() ? fc->rope_scaling()->type() : uint8_t{0},
+         static_cast<uint8_t>(RopeScalingType::kLlama3)},
+    };
+    for (const auto& e : kEnums)
+      if (e.value > e.max)
+        return fail(ErrorCode::kUnsupported, "config: ", e.field, " value ", int(e.value),
+                    " unknown (file from a newer llmc?)");
+    c.norm = static_cast<NormKind>(fc->norm());
+    c.rope_style = static_cast<RopeStyle>(fc->rope_style());
+    c.activation = static_cast<Activation>(fc->activation());
+    if (const fb::RopeScaling* rs = fc->rope_scaling()) {
+      c.rope_scaling.type = static_cast<RopeScalingType>(rs->type());
+      c.rope_scaling.factor = rs->factor();
+      c.rope_scaling.low_freq_factor = rs->low_freq_factor();
+      c.rope_scaling.high_freq_factor = rs->high_freq_factor();
+      c.rope_scaling.original_context = rs->original_context();
+    }
+    return {};
+  }
+
+  Result<void> read_tokenizer(TokenizerData& t) {
+    const fb::Tokenizer* ft = header_->tokenizer();
+    if (!ft) return {};
+    if (ft->kind() > static_cast<uint8_t>(TokenizerKind::kBytePairGpt2))
+      return fail(ErrorCode::kUnsupported, "tokenizer kind ", int(ft->kind()), " unknown (file from a newer llmc?)");
+    t.kind = static_cast<TokenizerKind>(ft->kind());
+    if (const auto* v = ft->tokens()) {
+      t.tokens.reserve(v->size());
+      for (const auto* s : *v) t.tokens.push_back(s ? s->str() : std::string());
+    }
+    if (const auto* v = ft->scores()) t.scores.assign(v->begin(), v->end());
+    if (const auto* v = ft->token_types()) t.token_types.assign(v->begin(), v->end());
+    if (const auto* v = ft->merges()) {
+      t.merges.reserve(v->size());
+      for (const auto* s : *v) t.merges.push_back(s ? s->str() : std::string());
+    }
+    if (!t.scores.empty() && t.scores.size() != t.tokens.size())
+      return fail(ErrorCode::kFormat, "tokenizer has ", t.tokens.size(), " tokens but ", t.scores.size(), " scores");
+    if (!t.token_types.empty() && t.token_types.size() != t.tokens.size())
+      return fail(ErrorCode::kFormat, "tokenizer has ", t.tokens.size(), " tokens but ", t.token_types.size(),
+                  " token types");
+    t.pre = ft->pre() ? ft->pre()->str() : "";
+    t.bos_id = ft->bos_id();
+    t.eos_id = ft->eos_id();
+    t.unk_id = ft->unk_id();
+    t.pad_id = ft->pad_id();
+    t.add_bos = ft->add_bos();
+    t.add_eos = ft->add_eos();
+    return {};
+  }
+
+  // Every section must lie after the header, 64-byte aligned, inside the file, in ascending order
+  // without overlap; raw sections have stored == raw size.
+  Result<void> read_section_table() {
+    const auto* secs = header_->sections();
+    const size_t n = secs ? secs->size() : 0;
+    sections_.resize(n);
+    uint64_t min_offset = kLlmcPrefixSize + header_size_;
+    for (size_t i = 0; i < n; ++i) {
+      const fb::Section* s = secs->Get(static_cast<flatbuffers::uoffset_t>(i));
+      sections_[i].fb = s;
+      const uint64_t off = s->offset(), stored = s->stored_size(), raw = s->raw_size();
+      if (off % kLlmcSectionAlignment != 0)
+        return fail(ErrorCode::kFormat, "section ", i, ": offset ", off, " is not ", kLlmcSectionAlignment,
+                    "-byte aligned");
+      if (off < min_offset)
+        return fail(ErrorCode::kFormat, "section ", i, ": offset ", off,
+                    " overlaps the header or the previous section (", "must be at least ", min_offset, ")");
+      if (off > size_ || stored > size_ - off)
+        return fail(ErrorCode::kFormat, "section ", i, ": bytes [", off, ", ", off, " + ", stored,
+                    ") extend past the end of the file (", size_, " bytes)");
+      min_offset = off + stored;
+      switch (s->compression()) {
+        case fb::Compression::None:
+          if (raw != stored)
+            return fail(ErrorCode::kFormat, "section ", i, " at offset ", off, ": raw section with stored size ",
+                        stored, " != raw size ", raw);
+          break;
+        case fb::Compression::Zstd:
+          if (raw / kMaxZstdRatio > stored)
+            return fail(ErrorCode::kFormat, "section ", i, " at offset ", off, ": raw size ", raw,
+                        " is impossible for a zstd frame of ", stored, " bytes");
+          break;
+        default:
+          return fail(ErrorCode::kUnsupported, "section ", i, " at offset ", off, ": compression ",
+                      int(s->compression()), " unknown (file from a newer llmc?)");
+      }
+    }
+    return {};
+  }
+
+  // Expected byte size of a section referenced by a tensor, checked against the section table.
+  Result<void> expect_section(const char* tensor, const char* role, int64_t index, uint64_t want) {
+    if (index < 0 || static_cast<uint64_t>(index) >= sections_.size())
+      return fail(ErrorCode::kFormat, "tensor '", tensor, "': ", role, " section index ", index,
+                  " outside the table of ", sections_.size(), " sections");
+    SectionInfo& s = sections_[static_cast<size_t>(index)];
+    if (s.fb->raw_size() != want)
+      return fail(ErrorCode::kFormat, "tensor '", tensor, "': ", role, " section ", index, " at offset ",
+                  s.fb->offset(), " holds ", s.fb->raw_size(), " bytes, the encoding needs ", want);
+    if (!s.referenced) s.first_tensor = tensor;
+    s.referenced = true;
+    return {};
+  }
+
+  Result<Shape> read_shape(const char* name, const fb::TensorEntry* e) {
+    Shape shape;
+    if (const auto* dims = e->shape()) {
+      if (dims->size() > kMaxDims)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", dims->size(), " dimensions (at most ", kMaxDims, ")");
+      shape.dims.assign(dims->begin(), dims->end());
+    }
+    int64_t numel = 1;
+    for (int64_t d : shape.dims) {
+      if (d < 0) return fail(ErrorCode::kShape, "tensor '", name, "': negative dimension in shape ", shape.str());
+      if (d != 0 && numel > kMaxNumel / d)
+        return fail(ErrorCode::kShape, "tensor '", name, "': shape ", shape.str(), " has too many elements");
+      numel *= d;
+    }
+    return shape;
+  }
+
+  // Checks every tensor's encoding parameters and section references before any section is read.
+  Result<void> check_tensor_refs() {
+    const auto* entries = header_->tensors();
+    if (!entries) return {};
+    shapes_.reserve(entries->size());
+    for (const fb::TensorEntry* e : *entries) {
+      const char* name = e->name()->c_str();
+      LLMC_ASSIGN_OR_RETURN(Shape shape, read_shape(name, e));
+      const fb::Encoding* enc = e->encoding();
+      const uint64_t numel = static_cast<uint64_t>(shape.numel());
+      switch (enc->node_type()) {
+        case fb::Node::DenseNode: {
+          const fb::DenseNode* d = enc->node_as_DenseNode();
+          if (!is_float_dtype(d->dtype()))
+            return fail(ErrorCode::kFormat, "tensor '", name, "': dense dtype ", int(d->dtype()),
+                        " is not f32/f16/bf16");
+          LLMC_TRY(expect_section(name, "data", d->data(), numel * dtype_bytes(static_cast<DType>(d->dtype()))));
+          break;
+        }
+        case fb::Node::QuantNode: {
+          const fb::QuantNode* q = enc->node_as_QuantNode();
+          if (q->bits() < 1 || q->bits() > 8)
+            return fail(ErrorCode::kFormat, "tensor '", name, "': quant bits ", int(q->bits()), " outside 1..8");
+          if (q->scheme() != fb::QuantScheme::Symmetric && q->scheme() != fb::QuantScheme::Asymmetric)
+            return fail(ErrorCode::kUnsupported, "tensor '", name, "': quant scheme ", int(q->scheme()),
+                        " not supported");
+          if (!is_float_dtype(q->scale_dtype()))
+            return fail(ErrorCode::kFormat, "tensor '", name, "': quant scale dtype ", int(q->scale_dtype()),
+                        " is not f32/f16/bf16");
+          if (q->group_size() < 0)
+            return fail(ErrorCode::kFormat, "tensor '", name, "': negative quant group size ", q->group_size());
+          QuantEncoding qe;
+          qe.bits = q->bits();
+          qe.group_size = q->group_size();
+          const uint64_t rows = static_cast<uint64_t>(shape.rows()), cols = static_cast<uint64_t>(shape.cols());
+          const uint64_t scale_bytes = rows * quant_groups_per_row(qe, static_cast<int64_t>(cols)) *
+                                       dtype_bytes(static_cast<DType>(q->scale_dtype()));
+          LLMC_TRY(expect_section(name, "codes", q->codes(), rows * quant_row_stride(qe, static_cast<int64_t>(cols))));
+          LLMC_TRY(expect_section(name, "scales", q->scales(), scale_bytes));
+          if (q->scheme() == fb::QuantScheme::Asymmetric)
+            LLMC_TRY(expect_section(name, "mins", q->mins(), scale_bytes));
+          else if (q->mins() != -1)
+            return fail(ErrorCode::kFormat, "tensor '", name, "': symmetric quant with a mins section");
+          break;
+        }
+        case fb::Node::NONE: return fail(ErrorCode::kFormat, "tensor '", name, "': encoding has no node");
+        default:
+          return fail(ErrorCode::kUnsupported, "tensor '", name, "': encoding node type ", int(enc->node_type()),
+                      " unknown (file written by a newer llmc?)");
+      }
+      shapes_.push_back(std::move(shape));
+    }
+    return {};
+  }
+
+  // Verifies checksums and decodes zstd frames, in parallel over sections; the first failing
+  // section (in table order) is reported.
+  Result<void> load_sections(LlmcFile& file) {
+    const int64_t n = static_cast<int64_t>(sections_.size());
+    std::vector<Error> errors(sections_.size());
+    std::vector<char> failed(sections_.size(), 0);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      auto r = load_section(static_cast<size_t>(i));
+      if (!r.ok()) {
+        errors[i] = r.error();
+        failed[i] = 1;
+      }
+    }
+    for (int64_t i = 0; i < n; ++i)
+      if (failed[i]) return errors[i];
+    for (const auto& s : sections_)
+      (s.fb->compression() == fb::Compression::Zstd ? file.zstd_sections : file.raw_sections)++;
+    return {};
+  }
+
+  Result<void> load_section(size_t i) {
+    SectionInfo& s = sections_[i];
+    const uint64_t off = s.fb->offset(), stored = s.fb->stored_size(), raw = s.fb->raw_size();
+    const uint8_t* p = data_ + off;
+    const std::string where = str_cat("section ", i, " at offset ", off,
+                                      s.first_tensor ? str_cat(" (tensor '", s.first_tensor, "')") : std::string());
+    if (options_.verify_checksums) {
+      const uint64_t got = XXH64(p, stored, 0);
+      if (got != s.fb->xxh64())
+        return fail(ErrorCode::kFormat, where, ": checksum mismatch (stored 0x", std::hex, s.fb->xxh64(),
+                    ", computed 0x", got, ")");
+    }
+    if (s.fb->compression() == fb::Compression::None) {
+      s.bytes = Bytes::view(owner_, p, static_cast<size_t>(stored));
+      return {};
+    }
+    if (!s.referenced) return {};  // unreferenced zstd section: checked, not decoded
+    const unsigned long long content = ZSTD_getFrameContentSize(p, stored);
+    if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN)
+      return fail(ErrorCode::kFormat, where, ": not a zstd frame with a recorded content size");
+    if (content != raw)
+      return fail(ErrorCode::kFormat, where, ": zstd frame holds ", content, " bytes, section table says ", raw);
+    const size_t frame = ZSTD_findFrameCompressedSize(p, stored);
+    if (ZSTD_isError(frame) || frame != stored)
+      return fail(ErrorCode::kFormat, where, ": stored bytes are not exactly one zstd frame");
+    std::vector<uint8_t> out;
+    try {
+      out.resize(static_cast<size_t>(raw));
+    } catch (const std::bad_alloc&) {
+      return fail(ErrorCode::kIo, where, ": cannot allocate ", raw, " bytes");
+    }
+    const size_t got = ZSTD_decompress(out.data(), out.size(), p, stored);
+    if (ZSTD_isError(got)) return fail(ErrorCode::kFormat, where, ": zstd: ", ZSTD_getErrorName(got));
+    if (got != raw) return fail(ErrorCode::kFormat, where, ": zstd frame decoded to ", got, " bytes, expected ", raw);
+    s.bytes = Bytes::owned(std::move(out));
+    return {};
+  }
+
+  Result<void> build_tensors(Model& model) {
+    const auto* entries = header_->tensors();
+    if (!entries) return {};
+    for (flatbuffers::uoffset_t i = 0; i < entries->size(); ++i) {
+      const fb::TensorEntry* e = entries->Get(i);
+      Tensor t;
+      t.name = e->name()->str();
+      t.shape = std::move(shapes_[i]);
+      const fb::Encoding* enc = e->encoding();
+      auto encoding = std::make_shared<Encoding>();
+      if (const fb::DenseNode* d = enc->node_as_DenseNode()) {
+        encoding->node = DenseEncoding{static_cast<DType>(d->dtype()), sections_[d->data()].bytes};
+      } else {
+        const fb::QuantNode* q = enc->node_as_QuantNode();
+        QuantEncoding qe;
+        qe.bits = q->bits();
+        qe.scheme = static_cast<QuantScheme>(q->scheme());
+        qe.group_size = q->group_size();
+        qe.scale_dtype = static_cast<DType>(q->scale_dtype());
+        qe.codes = sections_[q->codes()].bytes;
+        qe.scales = sections_[q->scales()].bytes;
+        if (q->mins() >= 0) qe.mins = sections_[static_cast<size_t>(q->mins())].bytes;
+        encoding->node = std::move(qe);
+      }
+      if (auto v = validate_encoding(*encoding, t.shape); !v.ok())
+        return with_context(v.error(), str_cat(name_, ": tensor '", t.name, "'"));
+      t.encoding = std::move(encoding);
+      if (auto r = model.add(std::move(t)); !r.ok()) return with_context(r.error(), name_);
+    }
+    return {};
+  }
+
+  void read_metadata(LlmcFile& file) {
+    if (const auto* kvs = header_->metadata())
+      for (const fb::KeyValue* kv : *kvs)
+        file.model.metadata[kv->key()->str()] = kv->value() ? kv->value()->str() : std::string();
+    if (const fb::Provenance* p = header_->provenance()) {
+      auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
+      file.provenance = LlmcProvenance{str(p->llmc_version()), p->input_xxh64(),       str(p->input_path()),
+                                       str(p->recipe()),       str(p->command_line()), p->created_unix()};
+    }
+    if (header_->report_json()) file.report_json = header_->report_json()->str();
+  }
+
+  std::string name_;
+  std::shared_ptr<const void> owner_;
+  const uint8_t* data_;
+  size_t size_;
+  LlmcReadOptions options_;
+  uint64_t header_size_ = 0;
+  uint64_t header_xxh_ = 0;
+  const fb::Header* header_ = nullptr;
+  std::vector<SectionInfo> sections_;
+  std::vector<Shape> shapes_;
+};
+
+}  // namespace
+
+Result<LlmcFile> parse_llmc(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
+                            size_t size, const LlmcReadOptions& options) {
+  return Parser(name, std::move(owner), data, size, options).run();
+}
+
+Result<LlmcFile> open_llmc(const std::string& path, const LlmcReadOptions& options) {
+  LLMC_ASSIGN_OR_RETURN(std::shared_ptr<MappedFile> file, MappedFile::open(path));
+  const uint8_t* data = file->data();
+  const size_t size = file->size();
+  return parse_llmc(path, std::move(file), data, size, options);
+}
+
+Result<Model> read_llmc(const std::string& path, const LlmcReadOptions& options) {
+  LLMC_ASSIGN_OR_RETURN(LlmcFile file, open_llmc(path, options));
+  return std::move(file.model);
+}
+
+Result<Model> read_llmc(const std::string& path) { return read_llmc(path, LlmcReadOptions{}); }
+
 }  // namespace llmc
