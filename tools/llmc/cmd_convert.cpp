@@ -50,6 +50,9 @@ double peak_rss_mib() {
 
 int run_convert(const ConvertArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> inputs = {a.input};
+  if (!a.tokenizer.empty()) inputs.push_back(a.tokenizer);
+  if (auto ok = check_output_path(a.output, inputs, a.force); !ok.ok()) return report_error(ok.error());
   auto format = target_format(a);
   if (!format.ok()) return report_error(format.error());
   const ExportDType dtype = kDTypes.at(a.dtype);
@@ -58,9 +61,6 @@ int run_convert(const ConvertArgs& a) {
         make_error(ErrorCode::kInvalidArgument, "safetensors has no ", a.dtype, " type; use f32, f16 or bf16"));
   if (a.zstd != 0 && *format != FileFormat::kLlmc)
     return report_error(make_error(ErrorCode::kInvalidArgument, "--zstd applies to .llmc output only"));
-  std::vector<std::string> inputs = {a.input};
-  if (!a.tokenizer.empty()) inputs.push_back(a.tokenizer);
-  if (auto ok = check_output_path(a.output, inputs, a.force); !ok.ok()) return report_error(ok.error());
 
   auto loaded = load_model_for_cli(a.input, a.tokenizer);
   if (!loaded.ok()) return report_error(loaded.error());
