@@ -578,3 +578,36 @@ TEST_CASE("official safetensors package reads our output and we read its output"
   REQUIRE(r.ok());
   require_same_tensors(m, *r);
 }
+
+TEST_CASE("SmolLM2's vocabulary as tokenizer.json reads like its GGUF (gguf package peer)", "[hf][peer][heavy]") {
+  const std::string gguf = test::smollm2_path();
+  if (gguf.empty()) return;
+  if (std::system("python3 -c 'import gguf' >/dev/null 2>&1") != 0) {
+    if (std::getenv("CI")) FAIL("python3 with the gguf package is required under CI");
+    WARN("skipping: python3 gguf package not available");
+    return;
+  }
+  test::TempDir tmp;
+  const std::string script = std::string(LLMC_SOURCE_DIR) + "/tests/formats/hf_tokenizer_peer.py";
+  const int res = std::system(
+      ("python3 " + script + " " + gguf + " " + tmp.dir().string() + " >" + tmp.path("peer.log") + " 2>&1").c_str());
+  INFO(read_text(tmp.path("peer.log")));
+  REQUIRE(res == 0);
+  const Json want = Json::parse(read_text(tmp.path("expected.json")));
+  auto tok = read_hf_tokenizer(tmp.path("tokenizer.json"));
+  REQUIRE(tok.ok());
+  CHECK(tok->kind == TokenizerKind::kBytePairGpt2);
+  CHECK(tok->tokens == want["tokens"].get<std::vector<std::string>>());
+  CHECK(tok->token_types == want["types"].get<std::vector<int32_t>>());
+  CHECK(tok->merges == want["merges"].get<std::vector<std::string>>());
+  CHECK(tok->pre == want["pre"].get<std::string>());
+  CHECK(tok->bos_id == want["bos"].get<int32_t>());
+  CHECK(tok->eos_id == want["eos"].get<int32_t>());
+  // And our tokenizer.json export of it reads back the same.
+  TokenizerData exported = *tok;
+  auto text = hf_tokenizer_json(exported);
+  REQUIRE(text.ok());
+  auto again = parse_hf_tokenizer("export.json", *text, hf_tokenizer_config_json(exported, 8192));
+  REQUIRE(again.ok());
+  require_same_tokenizer(exported, *again);
+}
