@@ -1,4 +1,5 @@
 // Hugging Face checkpoint reader: config.json + model.safetensors (single or sharded) + tokenizer.json.
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -155,6 +156,9 @@ Result<Tensor> make_tensor(const std::string& canonical, const Located& loc, con
     const size_t row_bytes = size / static_cast<uint64_t>(rope_heads * head_dim);
     permute_rope_rows(view.data(), permuted.data(), rope_heads, head_dim, row_bytes, /*to_interleaved=*/true);
     d.data = Bytes::owned(std::move(permuted));
+  } else if (reinterpret_cast<uintptr_t>(view.data()) % dtype_bytes(row->dtype) != 0) {
+    // safetensors does not promise aligned offsets; kernels may load whole elements.
+    d.data = Bytes::owned(std::vector<uint8_t>(view.data(), view.data() + size));
   } else {
     d.data = std::move(view);  // zero-copy: stays a view of the mapped shard
   }

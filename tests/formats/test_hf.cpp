@@ -465,6 +465,24 @@ TEST_CASE("hostile Hugging Face folders: configs, dtypes, missing and extra tens
   REQUIRE(!r4.ok());
   CHECK(r4.error().code == ErrorCode::kShape);
   REQUIRE(rewrite(header).ok());
+  {
+    // Offsets that are not multiples of the element size (allowed by the format) still read.
+    Json shifted = header;
+    for (auto& [name, entry] : shifted.items())
+      if (name != "__metadata__")
+        entry["data_offsets"] = {entry["data_offsets"][0].get<uint64_t>() + 2,
+                                 entry["data_offsets"][1].get<uint64_t>() + 2};
+    std::string text = shifted.dump();
+    text.append((4 - text.size() % 4) % 4, ' ');  // data starts 4-aligned, every tensor at +2
+    auto file = safetensors_bytes(text, 2);
+    file.insert(file.end(), bytes.begin() + 8 + static_cast<long>(n), bytes.end());
+    test::write_file_bytes(dir + "/model.safetensors", file);
+    auto r = read_hf(dir);
+    REQUIRE(r.ok());
+    require_same_tensors(m, *r);
+    for (const auto& t : r->tensors())
+      CHECK(reinterpret_cast<uintptr_t>(std::get<DenseEncoding>(t.encoding->node).data.data()) % 4 == 0);
+  }
   // A folder without weights, and one without config.json.
   fs::remove(dir + "/model.safetensors");
   CHECK(!read_hf(dir).ok());
