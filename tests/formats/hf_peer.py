@@ -3,7 +3,8 @@
 #   DIR/out/model.safetensors   written by llmc (HF names, rotate-half q/k)
 #   DIR/canon/manifest.json     {canonical_name: [shape, n_head]} and DIR/canon/<name>.f32 raw values
 # Checks every tensor against the canonical (interleaved) values through llama.cpp's permute(),
-# then writes DIR/py/model.safetensors (f32, HF layout, reversed order) for llmc to read back.
+# then writes DIR/py/model.safetensors (f32, HF layout, reversed order) and DIR/py16 (f16, no
+# metadata) for llmc to read back.
 import json, os, re, sys
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -50,4 +51,6 @@ for name, t in hf.items():
 os.makedirs(os.path.join(d, "py"), exist_ok=True)
 save_file({k: hf[k].astype(np.float32) for k in reversed(sorted(hf))}, os.path.join(d, "py", "model.safetensors"),
           metadata={"format": "pt"})
+os.makedirs(os.path.join(d, "py16"), exist_ok=True)
+save_file({k: hf[k].astype(np.float16) for k in sorted(hf)}, os.path.join(d, "py16", "model.safetensors"))
 print("OK", len(hf))

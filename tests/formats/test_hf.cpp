@@ -595,6 +595,17 @@ TEST_CASE("official safetensors package reads our output and we read its output"
   auto r = read_hf(tmp.path("py"));
   REQUIRE(r.ok());
   require_same_tensors(m, *r);
+  // numpy's float16 cast rounds to nearest even, as our f16 conversion.
+  fs::copy_file(tmp.path("out/config.json"), tmp.path("py16/config.json"));
+  auto r16 = read_hf(tmp.path("py16"));
+  REQUIRE(r16.ok());
+  for (const auto& t : m.tensors()) {
+    INFO(t.name);
+    const auto want = t.to_f32();
+    const auto got = r16->get(t.name).to_f32();
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) REQUIRE(got[i] == f16_to_f32(f32_to_f16(want[i])));
+  }
 }
 
 TEST_CASE("SmolLM2's vocabulary as tokenizer.json reads like its GGUF (gguf package peer)", "[hf][peer][heavy]") {
