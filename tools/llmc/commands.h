@@ -18,5 +18,6 @@ struct CommandRow {
 RunFn setup_inspect(CLI::App& sub);
 RunFn setup_convert(CLI::App& sub);
 RunFn setup_synth(CLI::App& sub);
+RunFn setup_generate(CLI::App& sub);
 
 }  // namespace llmc::cli
