@@ -1,6 +1,6 @@
 // Raw runtime speed figures: decode and prefill tokens/s for a model at given thread counts,
 // optionally with linear weights converted to f16 in memory. Prints figures; asserts nothing.
-// usage: bench_runtime MODEL [--threads 1,2] [--f16] [--decode N] [--prefill 64,512] [--tokenizer FILE]
+// usage: bench_runtime MODEL|synth:smollm2 [--threads 1,2] [--f16] [--decode N] [--prefill 64,512] [--tokenizer FILE]
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -40,6 +40,33 @@ void convert_to_f16(Model& m) {
   for (auto& t : converted) m.replace(std::move(t));
 }
 
+// A random-weight model with SmolLM2-135M's shape (speed only; weights are meaningless).
+Model synth_smollm2() {
+  Model m;
+  ModelConfig& c = m.config;
+  c.dim = 576;
+  c.hidden_dim = 1536;
+  c.n_layers = 30;
+  c.n_heads = 9;
+  c.n_kv_heads = 3;
+  c.head_dim = 64;
+  c.vocab_size = 49152;
+  c.context_length = 8192;
+  c.rope_theta = 100000.0f;
+  c.rope_style = RopeStyle::kNeox;
+  c.tied_embeddings = true;
+  uint32_t state = 12345;
+  for (const auto& spec : expected_tensors(c)) {
+    std::vector<float> v(static_cast<size_t>(spec.shape.numel()));
+    for (auto& x : v) {
+      state = state * 1664525u + 1013904223u;
+      x = (static_cast<float>(state >> 8) / 16777216.0f - 0.5f) * 0.1f + (spec.role == TensorRole::kNorm ? 1.0f : 0.0f);
+    }
+    (void)m.add(make_dense_f32(spec.name, spec.shape, v));
+  }
+  return m;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,7 +95,8 @@ int main(int argc, char** argv) {
   LoadOptions lo;
   lo.tokenizer_path = tokenizer;
   const auto t_load = std::chrono::steady_clock::now();
-  auto model = load_model(path, lo);
+  // "synth:smollm2" benchmarks a random model of SmolLM2-135M's shape without any file.
+  Result<Model> model = path == "synth:smollm2" ? Result<Model>(synth_smollm2()) : load_model(path, lo);
   if (!model) {
     std::fprintf(stderr, "error: %s\n", model.error().message.c_str());
     return 1;
