@@ -116,7 +116,8 @@ Result<BeamResult> beam_search(std::span<Runtime* const> runtimes, std::span<con
   if (prompt.empty()) return make_error(ErrorCode::kInvalidArgument, "beam search needs a non-empty prompt");
   const int64_t vocab = runtimes[0]->vocab_size();
   const auto n_prompt = static_cast<int64_t>(prompt.size());
-  const int64_t max_pos = std::min(options.max_positions, runtimes[0]->max_context());
+  // The last token is picked but never forwarded, so it may sit one past the cache.
+  const int64_t max_pos = std::min(options.max_positions, runtimes[0]->max_context() + 1);
   std::vector<std::vector<float>> logits(beams, std::vector<float>(static_cast<size_t>(vocab)));
   LLMC_TRY(runtimes[0]->forward(prompt, 0, logits[0].data(), false));
 

@@ -44,9 +44,9 @@ int run_generate(const GenerateArgs& a) {
     prompt.push_back(tokenizer.bos());
   }
   const auto n_prompt = static_cast<int64_t>(prompt.size());
-  if (n_prompt >= steps)
+  if (n_prompt > steps)
     return report_error(make_error(ErrorCode::kInvalidArgument, "the prompt has ", n_prompt,
-                                   " tokens; -n (total positions) must be larger"));
+                                   " tokens; -n (total positions) must be at least that"));
   std::vector<int32_t> stops;
   if (tokenizer.eos() >= 0) stops.push_back(tokenizer.eos());
   if (tokenizer.bos() >= 0) stops.push_back(tokenizer.bos());  // run.c stops when BOS comes next
@@ -68,7 +68,7 @@ int run_generate(const GenerateArgs& a) {
       rts.push_back(rt->get());
       owned.push_back(std::move(*rt));
     }
-    BeamOptions bo{a.beams, steps, stops};
+    BeamOptions bo{a.beams, steps + 1, stops};  // the same token count as the sampling path
     auto result = beam_search(rts, prompt, bo);
     if (!result) return report_error(result.error());
     int32_t prev = prompt.back();
@@ -85,16 +85,16 @@ int run_generate(const GenerateArgs& a) {
     std::vector<float> logits(static_cast<size_t>(runtime.vocab_size()));
     if (auto ok = runtime.forward(prompt, 0, logits.data(), false); !ok) return report_error(ok.error());
     int32_t prev = prompt.back();
-    // The token sampled after forwarding position pos sits at pos + 1; the last one printed sits at
-    // position steps (as in run.c, it is printed but never forwarded).
-    for (int64_t pos = n_prompt - 1; pos < steps - 1; ++pos) {
+    // As run.c: positions 0..steps-1 are forwarded and the token picked after each one is
+    // printed, so -n 200 from BOS prints 200 tokens (golden.json); the last is never forwarded.
+    for (int64_t pos = n_prompt - 1; pos < steps; ++pos) {
       const int32_t next = sampler.sample(logits);
       if (is_stop(next)) break;
       std::fputs(tokenizer.decode_piece(prev, next).c_str(), stdout);
       std::fflush(stdout);
       ++generated;
       prev = next;
-      if (pos + 1 < steps - 1)
+      if (pos + 1 < steps)
         if (auto ok = runtime.forward({&next, 1}, pos + 1, logits.data(), false); !ok) return report_error(ok.error());
     }
   }
