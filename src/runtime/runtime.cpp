@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -45,7 +46,11 @@ struct LayerWeights {
 class TransformerRuntime final : public Runtime {
  public:
   TransformerRuntime(const Model& model, const RuntimeOptions& options, int64_t max_context)
-      : model_(model), c_(model.config), threads_(options.threads), max_context_(max_context) {}
+      : model_(model),
+        c_(model.config),
+        threads_(options.threads),
+        max_context_(max_context),
+        act_group_(options.activation_q8_group) {}
 
   Result<void> init();
   Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) override;
@@ -55,6 +60,11 @@ class TransformerRuntime final : public Runtime {
   uint64_t weight_bytes_per_token() const override { return weight_bytes_; }
 
  private:
+  // x: [n, cols] -> the input a linear layer sees (x itself, or its int8-rounded copy).
+  const float* linear_input(const float* x, int64_t n, int64_t cols);
+  void linear(const Tensor& w, const float* x, int64_t n, float* y) {
+    kernels::linear(w, linear_input(x, n, w.cols()), n, y);
+  }
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
   float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
   float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
@@ -63,6 +73,8 @@ class TransformerRuntime final : public Runtime {
   ModelConfig c_;
   int threads_;
   int64_t max_context_;
+  int64_t act_group_;
+  std::vector<float> act_q_;
   int64_t q_dim_ = 0, kv_dim_ = 0;
   std::vector<LayerWeights> layers_;
   const Tensor* embedding_ = nullptr;
@@ -131,6 +143,22 @@ Result<void> TransformerRuntime::init() {
   return {};
 }
 
+const float* TransformerRuntime::linear_input(const float* x, int64_t n, int64_t cols) {
+  if (act_group_ <= 0) return x;
+  act_q_.resize(static_cast<size_t>(n * cols));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < cols; g += act_group_) {
+      const float* in = x + t * cols + g;
+      float* out = act_q_.data() + t * cols + g;
+      const int64_t len = std::min(act_group_, cols - g);
+      float mx = 0.0f;
+      for (int64_t i = 0; i < len; ++i) mx = std::max(mx, std::fabs(in[i]));
+      const float scale = mx / 127.0f;
+      for (int64_t i = 0; i < len; ++i) out[i] = scale == 0.0f ? 0.0f : std::round(in[i] / scale) * scale;
+    }
+  return act_q_.data();
+}
+
 Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) {
   const auto n = static_cast<int64_t>(tokens.size());
   if (pos < 0 || pos + n > max_context_)
@@ -161,9 +189,9 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     const LayerWeights& w = layers_[l];
     for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&x_[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
-    kernels::linear(*w.wq, xb_.data(), n, q_.data());
-    kernels::linear(*w.wk, xb_.data(), n, k_.data());
-    kernels::linear(*w.wv, xb_.data(), n, v_.data());
+    linear(*w.wq, xb_.data(), n, q_.data());
+    linear(*w.wk, xb_.data(), n, k_.data());
+    linear(*w.wv, xb_.data(), n, v_.data());
     for (int64_t t = 0; t < n; ++t) {
       float* q = &q_[t * q_dim_];
       float* k = &k_[t * kv_dim_];
@@ -192,24 +220,24 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
                            &att_[t * q_dim_], false);
       }
     }
-    kernels::linear(*w.wo, att_.data(), n, xb2_.data());
+    linear(*w.wo, att_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
 
     for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&x_[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
-    kernels::linear(*w.gate, xb_.data(), n, hb_.data());
-    kernels::linear(*w.up, xb_.data(), n, hb2_.data());
+    linear(*w.gate, xb_.data(), n, hb_.data());
+    linear(*w.up, xb_.data(), n, hb2_.data());
     for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
-    kernels::linear(*w.down, hb_.data(), n, xb2_.data());
+    linear(*w.down, hb_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
   }
   if (!logits) return;
   if (all_logits) {
     for (int64_t t = 0; t < n; ++t)
       kernels::rmsnorm(&x_[t * dim], output_norm_.data(), dim, c_.norm_eps, &xb_[t * dim]);
-    kernels::linear(*output_, xb_.data(), n, logits);
+    linear(*output_, xb_.data(), n, logits);
   } else {
     kernels::rmsnorm(&x_[(n - 1) * dim], output_norm_.data(), dim, c_.norm_eps, xb_.data());
-    kernels::matvec(*output_, xb_.data(), logits);
+    linear(*output_, xb_.data(), 1, logits);
   }
 }
 
@@ -232,6 +260,8 @@ Result<void> TransformerRuntime::copy_cache_from(const Runtime& other, int64_t n
 
 Result<std::unique_ptr<Runtime>> Runtime::create(const Model& model, const RuntimeOptions& options) {
   if (options.threads < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: threads must be >= 0");
+  if (options.activation_q8_group < 0)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: activation_q8_group must be >= 0");
   if (options.max_context < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: max_context must be >= 0");
   int64_t ctx = options.max_context;
   if (ctx == 0)

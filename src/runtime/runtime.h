@@ -12,6 +12,9 @@ namespace llmc {
 struct RuntimeOptions {
   int threads = 0;          // 0 = all cores
   int64_t max_context = 0;  // KV cache length; 0 = the model's context_length (capped at 4096)
+  // > 0: round the input of every linear layer to symmetric int8 in groups of this many values
+  // (scale = max|x| / 127), emulating llama2.c's runq.c int8 activations. 0 = f32 activations.
+  int64_t activation_q8_group = 0;
 };
 
 class Runtime {
