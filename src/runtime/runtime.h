@@ -12,6 +12,9 @@ namespace llmc {
 struct RuntimeOptions {
   int threads = 0;          // 0 = all cores
   int64_t max_context = 0;  // KV cache length; 0 = the model's context_length (capped at 4096)
+  // > 0: round the input of every linear layer to symmetric int8 in groups of this many values
+  // (scale = max|x| / 127), emulating llama2.c's runq.c int8 activations. 0 = f32 activations.
+  int64_t activation_q8_group = 0;
 };
 
 class Runtime {
@@ -24,6 +27,10 @@ class Runtime {
   // more than one). logits: nullptr, or [tokens.size(), vocab] when all_logits, else [vocab] for
   // the last token. Errors when pos + n exceeds max_context or an id is out of range.
   virtual Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) = 0;
+
+  // Copies the KV cache of positions [0, n_positions) from `other`, a runtime created for the
+  // same model and options (beam search forks hypotheses this way).
+  virtual Result<void> copy_cache_from(const Runtime& other, int64_t n_positions) = 0;
 
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context() const = 0;
