@@ -42,11 +42,11 @@ const std::vector<SynthShape>& synth_shapes() {
       {"stories260k", "llama2.c stories260K.bin header",
        llama_config(64, 172, 5, 8, 4, 512, 512, 10000.0f, true, RopeStyle::kInterleaved)},
       {"smollm2-135m", "HuggingFaceTB/SmolLM2-135M config.json",
-       llama_config(576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, true, RopeStyle::kNeox)},
+       llama_config(576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, true, RopeStyle::kInterleaved)},
       {"tinyllama-1.1b", "TinyLlama/TinyLlama-1.1B config.json",
-       llama_config(2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, false, RopeStyle::kNeox)},
+       llama_config(2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, false, RopeStyle::kInterleaved)},
       {"llama2-7b", "meta-llama/Llama-2-7b-hf config.json",
-       llama_config(4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, false, RopeStyle::kNeox)},
+       llama_config(4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, false, RopeStyle::kInterleaved)},
   };
   return kShapes;
 }
