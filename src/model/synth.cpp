@@ -66,30 +66,52 @@ uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-constexpr float kTwoPi = 6.28318530717958647692f;
+// Box-Muller on two 24-bit uniforms of one hashed counter: elements 2k and 2k+1 of a stream are
+// r*cos and r*sin of pair k. u1 in (0, 1] keeps the log finite.
+void normal_pair(uint64_t key, uint64_t pair_index, float out[2]) {
+  const uint64_t h = mix64(key + mix64(pair_index + 0x9e3779b97f4a7c15ull));
+  const float u1 = (static_cast<float>(h >> 40) + 1.0f) * (1.0f / 16777216.0f);
+  const float u2 = static_cast<float>(h & 0xffffffu) * (1.0f / 16777216.0f);
+  const float r = std::sqrt(-2.0f * std::log(u1));
+  const float theta = 6.28318530717958647692f * u2;
+  out[0] = r * std::cos(theta);
+  out[1] = r * std::sin(theta);
+}
+
 constexpr int64_t kChunk = 1 << 16;  // elements per parallel work item
 
-// Fills n elements of a dense buffer in `dtype`; element i = stddev * normal(key, i), or 1 for norms.
+void store(uint8_t* out, DType dtype, int64_t i, float v) {
+  switch (dtype) {
+    case DType::kF16: {
+      const uint16_t h = f32_to_f16(v);
+      std::memcpy(out + i * 2, &h, 2);
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t h = f32_to_bf16(v);
+      std::memcpy(out + i * 2, &h, 2);
+      break;
+    }
+    default: std::memcpy(out + i * 4, &v, 4); break;
+  }
+}
+
+// Fills n elements of a dense buffer in `dtype`: element i = stddev * synth_standard_normal(key, i),
+// or 1 for norms. Chunks hold an even count so each Box-Muller pair is computed once.
 void fill(uint8_t* out, DType dtype, int64_t n, uint64_t key, float stddev, bool ones) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t ch = 0; ch < chunks; ++ch) {
     const int64_t end = std::min(n, (ch + 1) * kChunk);
-    for (int64_t i = ch * kChunk; i < end; ++i) {
-      const float v = ones ? 1.0f : stddev * synth_standard_normal(key, static_cast<uint64_t>(i));
-      switch (dtype) {
-        case DType::kF16: {
-          const uint16_t h = f32_to_f16(v);
-          std::memcpy(out + i * 2, &h, 2);
-          break;
-        }
-        case DType::kBF16: {
-          const uint16_t h = f32_to_bf16(v);
-          std::memcpy(out + i * 2, &h, 2);
-          break;
-        }
-        default: std::memcpy(out + i * 4, &v, 4); break;
+    for (int64_t i = ch * kChunk; i < end; i += 2) {
+      float pair[2] = {1.0f, 1.0f};
+      if (!ones) {
+        normal_pair(key, static_cast<uint64_t>(i / 2), pair);
+        pair[0] *= stddev;
+        pair[1] *= stddev;
       }
+      store(out, dtype, i, pair[0]);
+      if (i + 1 < end) store(out, dtype, i + 1, pair[1]);
     }
   }
 }
@@ -97,11 +119,9 @@ void fill(uint8_t* out, DType dtype, int64_t n, uint64_t key, float stddev, bool
 }  // namespace
 
 float synth_standard_normal(uint64_t key, uint64_t index) {
-  // Box-Muller on two 32-bit halves of one hashed counter; u1 in (0, 1] keeps log finite.
-  const uint64_t h = mix64(key + mix64(index + 0x9e3779b97f4a7c15ull));
-  const float u1 = (static_cast<float>(h >> 40) + 1.0f) * (1.0f / 16777216.0f);
-  const float u2 = static_cast<float>(h & 0xffffffu) * (1.0f / 16777216.0f);
-  return std::sqrt(-2.0f * std::log(u1)) * std::cos(kTwoPi * u2);
+  float pair[2];
+  normal_pair(key, index / 2, pair);
+  return pair[index % 2];
 }
 
 uint64_t synth_tensor_key(uint64_t seed, std::string_view tensor_name) {
