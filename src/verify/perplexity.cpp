@@ -219,7 +219,7 @@ Result<EvalResult> evaluate_tokens(Runtime& model, Runtime* ref, std::span<const
   Sums sums;
   std::vector<int32_t> chunk(static_cast<size_t>(ctx));
   const double t0 = now_seconds();
-  report_progress("eval", 0, n_chunks, "chunks");
+  report_progress("eval", 0, n_chunks * ctx, "tokens");
   for (int64_t c = 0; c < n_chunks; ++c) {
     std::copy_n(tokens.begin() + c * ctx, ctx, chunk.begin());
     if (options.add_bos) chunk[0] = options.bos_id;
@@ -265,7 +265,7 @@ Result<EvalResult> evaluate_tokens(Runtime& model, Runtime* ref, std::span<const
       }
     }
     result.ppl.chunk_ppl.push_back(std::exp(sums.nll / static_cast<double>(sums.count)));
-    report_progress("eval", c + 1, n_chunks, "chunks");
+    report_progress("eval", (c + 1) * ctx, n_chunks * ctx, "tokens");
   }
   result.seconds = now_seconds() - t0;
   const double fed = static_cast<double>(n_chunks * (ctx - 1)) * (ref != nullptr ? 2 : 1);

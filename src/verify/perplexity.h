@@ -91,7 +91,7 @@ struct EvalResult {
 
 // Scores `tokens` with `model` (and `ref` when non-null: same chunks, same tokens). Only
 // score_batch rows of logits per model are held at a time; per-token KLD/Δp are kept (one
-// float each) for the percentiles. Reports progress as task "eval", unit "chunks".
+// float each) for the percentiles. Reports progress as task "eval" in text tokens (whole chunks).
 Result<EvalResult> evaluate_tokens(Runtime& model, Runtime* ref, std::span<const int32_t> tokens,
                                    const EvalOptions& options);
 
