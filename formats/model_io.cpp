@@ -69,7 +69,7 @@ Result<FileFormat> detect_format(const std::string& path) {
   if (name == "config.json" || name == "model.safetensors.index.json") return FileFormat::kSafetensors;
   std::ifstream in(path, std::ios::binary);
   if (!in) return make_error(ErrorCode::kIo, path, ": cannot open");
-  uint8_t head[16] = {};
+  uint8_t head[32] = {};  // enough for the 28-byte llama2.c v0 header
   in.read(reinterpret_cast<char*>(head), sizeof(head));
   const size_t n = static_cast<size_t>(in.gcount());
   for (const auto& row : kMagics) {

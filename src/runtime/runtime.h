@@ -25,6 +25,10 @@ class Runtime {
   // the last token. Errors when pos + n exceeds max_context or an id is out of range.
   virtual Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) = 0;
 
+  // Copies the KV cache of positions [0, n_positions) from `other`, a runtime created for the
+  // same model and options (beam search forks hypotheses this way).
+  virtual Result<void> copy_cache_from(const Runtime& other, int64_t n_positions) = 0;
+
   virtual int64_t vocab_size() const = 0;
   virtual int64_t max_context() const = 0;
   // Bytes of weights read to produce one token (for bandwidth figures).

@@ -18,6 +18,7 @@ struct CommandRow {
 RunFn setup_inspect(CLI::App& sub);
 RunFn setup_convert(CLI::App& sub);
 RunFn setup_synth(CLI::App& sub);
+RunFn setup_generate(CLI::App& sub);
 RunFn setup_eval(CLI::App& sub);
 RunFn setup_bench(CLI::App& sub);
 

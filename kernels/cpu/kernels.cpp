@@ -1,0 +1,193 @@
+// Norms, softmax, SiLU-gated multiply, RoPE and KV-cache attention (production and _ref), and SIMD
+// target control.
+#include "kernels/cpu/kernels.h"
+
+#include <hwy/targets.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "kernels/cpu/simd.h"
+
+namespace llmc::kernels {
+
+void rmsnorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * weight[i];
+}
+
+void rmsnorm_ref(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  const double inv = 1.0 / std::sqrt(ss / static_cast<double>(n) + static_cast<double>(eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<double>(x[i]) * inv * weight[i]);
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  const float mx = *std::max_element(x, x + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void softmax_ref(float* x, int64_t n) {
+  if (n <= 0) return;
+  double mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, static_cast<double>(x[i]));
+  std::vector<double> e(static_cast<size_t>(n));
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += e[i] = std::exp(static_cast<double>(x[i]) - mx);
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(e[i] / sum);
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void silu_mul_ref(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    gate[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * up[i]);
+  }
+}
+
+std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling) {
+  std::vector<float> out(static_cast<size_t>(head_dim / 2));
+  const double factor = scaling.factor > 0 ? scaling.factor : 1.0;
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    double f = 1.0 / std::pow(static_cast<double>(theta), 2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    if (scaling.type == RopeScalingType::kLinear) {
+      f /= factor;
+    } else if (scaling.type == RopeScalingType::kLlama3) {
+      // Llama 3.1: keep high frequencies, divide low ones by factor, interpolate in between.
+      const double orig = static_cast<double>(scaling.original_context);
+      const double low_wavelen = orig / scaling.low_freq_factor;
+      const double high_wavelen = orig / scaling.high_freq_factor;
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      if (wavelen > low_wavelen) {
+        f /= factor;
+      } else if (wavelen >= high_wavelen && scaling.high_freq_factor != scaling.low_freq_factor) {
+        const double smooth =
+            (orig / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor);
+        f = (1.0 - smooth) * f / factor + smooth * f;
+      }
+    }
+    out[static_cast<size_t>(i)] = static_cast<float>(f);
+  }
+  return out;
+}
+
+namespace {
+// Element offsets of rotary pair i within a head.
+inline void pair_index(RopeStyle style, int64_t head_dim, int64_t i, int64_t* a, int64_t* b) {
+  if (style == RopeStyle::kInterleaved) {
+    *a = 2 * i;
+    *b = 2 * i + 1;
+  } else {
+    *a = i;
+    *b = i + head_dim / 2;
+  }
+}
+}  // namespace
+
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const float* inv_freq, RopeStyle style) {
+  const int64_t half = head_dim / 2;
+  thread_local std::vector<float> cs;
+  cs.resize(static_cast<size_t>(2 * half));
+  for (int64_t i = 0; i < half; ++i) {
+    const double angle = static_cast<double>(pos) * inv_freq[i];
+    cs[2 * i] = static_cast<float>(std::cos(angle));
+    cs[2 * i + 1] = static_cast<float>(std::sin(angle));
+  }
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      int64_t a, b;
+      pair_index(style, head_dim, i, &a, &b);
+      const float x0 = v[a], x1 = v[b], c = cs[2 * i], s = cs[2 * i + 1];
+      v[a] = x0 * c - x1 * s;
+      v[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void rope_ref(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const float* inv_freq, RopeStyle style) {
+  for (int64_t h = 0; h < n_heads; ++h)
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      int64_t a, b;
+      pair_index(style, head_dim, i, &a, &b);
+      const double angle = static_cast<double>(pos) * inv_freq[i];
+      const double x0 = x[h * head_dim + a], x1 = x[h * head_dim + b];
+      x[h * head_dim + a] = static_cast<float>(x0 * std::cos(angle) - x1 * std::sin(angle));
+      x[h * head_dim + b] = static_cast<float>(x0 * std::sin(angle) + x1 * std::cos(angle));
+    }
+}
+
+namespace {
+void attention_head(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
+                    int64_t h, float* scores, float* out) {
+  const int64_t group = s.n_heads / s.n_kv_heads;
+  const int64_t kv_off = (h / group) * s.head_dim;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+  const float* qh = q + h * s.head_dim;
+  for (int64_t p = 0; p < n_pos; ++p) scores[p] = simd::dot(qh, k_cache + p * s.kv_stride + kv_off, s.head_dim) * scale;
+  softmax(scores, n_pos);
+  float* oh = out + h * s.head_dim;
+  std::fill(oh, oh + s.head_dim, 0.0f);
+  for (int64_t p = 0; p < n_pos; ++p) simd::axpy(scores[p], v_cache + p * s.kv_stride + kv_off, oh, s.head_dim);
+}
+}  // namespace
+
+void attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
+               float* scratch, float* out, bool parallel) {
+  const bool par = parallel && s.n_heads * n_pos * s.head_dim >= (1 << 14);
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (par)
+  for (int64_t h = 0; h < s.n_heads; ++h) attention_head(q, k_cache, v_cache, n_pos, s, h, scratch + h * n_pos, out);
+}
+
+void attention_ref(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
+                   float* out) {
+  const int64_t group = s.n_heads / s.n_kv_heads;
+  std::vector<float> scores(static_cast<size_t>(n_pos));
+  for (int64_t h = 0; h < s.n_heads; ++h) {
+    const int64_t kv_off = (h / group) * s.head_dim;
+    for (int64_t p = 0; p < n_pos; ++p) {
+      double d = 0.0;
+      for (int64_t i = 0; i < s.head_dim; ++i)
+        d += static_cast<double>(q[h * s.head_dim + i]) * k_cache[p * s.kv_stride + kv_off + i];
+      scores[p] = static_cast<float>(d / std::sqrt(static_cast<double>(s.head_dim)));
+    }
+    softmax_ref(scores.data(), n_pos);
+    for (int64_t i = 0; i < s.head_dim; ++i) {
+      double acc = 0.0;
+      for (int64_t p = 0; p < n_pos; ++p) acc += static_cast<double>(scores[p]) * v_cache[p * s.kv_stride + kv_off + i];
+      out[h * s.head_dim + i] = static_cast<float>(acc);
+    }
+  }
+}
+
+std::vector<int64_t> simd_targets() {
+  std::vector<int64_t> t = simd::compiled_targets();
+  std::sort(t.begin(), t.end());  // lower bit = better target
+  return t;
+}
+
+std::string simd_target_name(int64_t target) { return hwy::TargetName(target); }
+
+void force_simd_target(int64_t target) { hwy::SetSupportedTargetsForTest(target); }
+
+std::string active_simd_target() { return simd_target_name(simd::current_target()); }
+
+}  // namespace llmc::kernels

@@ -1,0 +1,93 @@
+// CPU kernels of the forward pass: linear layers over encoded weights, norms, RoPE, softmax, attention.
+//
+// Every kernel has a scalar `_ref` (double accumulation, kept forever as the oracle) and a
+// production entry point; linear kernels dispatch on (encoding kind, dtype) through one table
+// (kLinearKernels in linear.cpp) and, inside a row, on the CPU's SIMD target through Highway.
+// Threading: OpenMP over output rows (linear) or heads (attention); every output element is
+// computed by exactly one thread in a fixed order, so results do not depend on the thread count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/model.h"
+#include "core/tensor.h"
+
+namespace llmc::kernels {
+
+// Threads the kernels use (0 = all cores, OpenMP's default). Results do not depend on it.
+void set_num_threads(int threads);
+int num_threads();
+
+// ---- linear layers: W is [rows, cols] (out_features, in_features) ----
+
+// y[rows] = W x[cols]
+void matvec(const Tensor& w, const float* x, float* y);
+// Y[n, rows] = X[n, cols] · Wᵀ (batched prefill). For the same SIMD target, row r of Y equals
+// matvec(W, X[r]) bit for bit: both use the same per-element accumulation order.
+void matmul(const Tensor& w, const float* x, int64_t n, float* y);
+// y = W x, or Y = X Wᵀ when n > 1.
+inline void linear(const Tensor& w, const float* x, int64_t n, float* y) {
+  if (n == 1)
+    matvec(w, x, y);
+  else
+    matmul(w, x, n, y);
+}
+// Scalar references: double accumulation over a row decoded with decode_rows_to_f32.
+void matvec_ref(const Tensor& w, const float* x, float* y);
+void matmul_ref(const Tensor& w, const float* x, int64_t n, float* y);
+// True when the dispatch table has a fast kernel for this encoding (others use the generic
+// decode-a-row-block kernel).
+bool has_fast_linear(const Tensor& w);
+
+// ---- element-wise and small kernels (O(dim) per token, scalar) ----
+
+// out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i]; sum of squares in double.
+void rmsnorm(const float* x, const float* weight, int64_t n, float eps, float* out);
+void rmsnorm_ref(const float* x, const float* weight, int64_t n, float eps, float* out);
+
+// In-place softmax with max subtraction; sum in double.
+void softmax(float* x, int64_t n);
+void softmax_ref(float* x, int64_t n);
+
+// gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
+void silu_mul(float* gate, const float* up, int64_t n);
+void silu_mul_ref(float* gate, const float* up, int64_t n);
+
+// Inverse frequencies of one head's rotary pairs ([head_dim / 2]) for theta and the config's
+// scaling (none, linear: divide by factor, Llama-3: smooth per-wavelength interpolation).
+std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling);
+// Rotates `n_heads` heads of `head_dim` in x ([n_heads * head_dim]) for position `pos`.
+// Interleaved pairs (2i, 2i+1) or NeoX pairs (i, i + head_dim/2); angles in double.
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const float* inv_freq, RopeStyle style);
+void rope_ref(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const float* inv_freq, RopeStyle style);
+
+// Causal attention of one token over positions [0, n_pos) of a KV cache.
+// q: [n_heads * head_dim]; k_cache, v_cache: [n_pos, kv_stride] with head h's keys at column
+// (h / (n_heads / n_kv_heads)) * head_dim (GQA); out: [n_heads * head_dim];
+// scratch: [n_heads * n_pos] floats. Scores scaled by 1/sqrt(head_dim).
+struct AttentionShape {
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t kv_stride = 0;  // floats between consecutive positions in the cache
+};
+// Parallel over heads when `parallel` (call with false from inside a parallel region).
+void attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
+               float* scratch, float* out, bool parallel = true);
+void attention_ref(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
+                   float* out);
+
+// ---- SIMD target control (tests and reports) ----
+
+// Highway targets compiled in and supported by this CPU, best first.
+std::vector<int64_t> simd_targets();
+std::string simd_target_name(int64_t target);
+// Restricts dispatch to `target` (0 = back to the best supported). For tests; not thread-safe
+// against kernels running concurrently.
+void force_simd_target(int64_t target);
+// Name of the target the dispatched kernels use now.
+std::string active_simd_target();
+
+}  // namespace llmc::kernels

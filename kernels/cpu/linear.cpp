@@ -1,0 +1,130 @@
+// Linear-layer kernels over encoded weights: the dispatch table keyed by (encoding kind, dtype),
+// OpenMP blocking over rows and tokens, the generic decode-a-block kernel and the scalar references.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
+
+namespace llmc::kernels {
+namespace {
+
+std::atomic<int> g_threads{0};
+
+// Index of the Dense node kind in Encoding::node.
+constexpr size_t kDenseKind = 0;
+static_assert(std::is_same_v<std::variant_alternative_t<kDenseKind, decltype(Encoding::node)>, DenseEncoding>);
+
+// Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts).
+using RowsKernel = void (*)(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                            int64_t r_end, float* y);
+
+template <simd::MatmulRowsFn F>
+void dense_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
+                float* y) {
+  const auto& d = std::get<DenseEncoding>(w.encoding->node);
+  F(d.data.data(), w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
+}
+
+// Any encoding: decode 16 rows at a time with the reference decoder into a per-thread buffer,
+// then run the f32 kernel on it. Correct for every node kind; fast kernels replace it per kind.
+constexpr int64_t kDecodeRows = 16;
+void decoded_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
+                  float* y) {
+  thread_local std::vector<float> block;
+  thread_local std::vector<float> out;
+  const int64_t cols = w.cols();
+  for (int64_t r = r_begin; r < r_end; r += kDecodeRows) {
+    const int64_t nr = std::min(kDecodeRows, r_end - r);
+    block.resize(static_cast<size_t>(nr * cols));
+    out.resize(static_cast<size_t>(nr * (t_end - t_begin)));
+    w.rows_to_f32(r, r + nr, block.data());
+    simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(block.data()), nr, cols, x + t_begin * cols, 0,
+                          t_end - t_begin, 0, nr, out.data());
+    for (int64_t t = t_begin; t < t_end; ++t) std::copy_n(out.data() + (t - t_begin) * nr, nr, y + t * w.rows() + r);
+  }
+}
+
+struct LinearKernelRow {
+  size_t kind;                 // index in Encoding::node
+  std::optional<DType> dtype;  // Dense dtype; nullopt = any
+  const char* name;
+  RowsKernel rows;
+};
+
+// The one dispatch point of linear layers: first matching row wins; the last row matches all.
+const LinearKernelRow kLinearKernels[] = {
+    {kDenseKind, DType::kF32, "dense f32", dense_rows<simd::matmul_rows_f32>},
+    {kDenseKind, DType::kF16, "dense f16", dense_rows<simd::matmul_rows_f16>},
+    {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
+    {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
+};
+
+const LinearKernelRow& lookup(const Tensor& w) {
+  const Encoding& e = *w.encoding;
+  const size_t kind = e.node.index();
+  for (const auto& row : kLinearKernels) {
+    if (row.kind == static_cast<size_t>(-1)) return row;
+    if (row.kind != kind) continue;
+    if (!row.dtype) return row;
+    if (kind == kDenseKind && std::get<DenseEncoding>(e.node).dtype == *row.dtype) return row;
+  }
+  return kLinearKernels[std::size(kLinearKernels) - 1];
+}
+
+// Token blocks bound the activations kept hot in cache (64 × cols floats); row blocks are the
+// unit of work of one thread (a multiple of the microkernel's 4 rows).
+constexpr int64_t kTokenBlock = 64;
+constexpr int64_t kRowBlock = 16;
+constexpr int64_t kMinParallelWork = 1 << 15;  // multiply-adds below which threads cost more than they give
+
+void run_linear(const Tensor& w, const float* x, int64_t n, float* y) {
+  const RowsKernel kernel = lookup(w).rows;
+  const int64_t rows = w.rows();
+  const int64_t cols = w.cols();
+  const int64_t row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const bool parallel = rows * cols * n >= kMinParallelWork;
+  const int threads = num_threads();
+#pragma omp parallel num_threads(threads) if (parallel)
+  for (int64_t tb = 0; tb < n; tb += kTokenBlock) {
+    const int64_t te = std::min(n, tb + kTokenBlock);
+#pragma omp for schedule(static)
+    for (int64_t rb = 0; rb < row_blocks; ++rb)
+      kernel(w, x, tb, te, rb * kRowBlock, std::min(rows, (rb + 1) * kRowBlock), y);
+  }
+}
+
+}  // namespace
+
+void set_num_threads(int threads) { g_threads.store(std::max(0, threads)); }
+int num_threads() {
+  const int t = g_threads.load();
+  return t > 0 ? t : omp_get_max_threads();
+}
+
+void matvec(const Tensor& w, const float* x, float* y) { run_linear(w, x, 1, y); }
+void matmul(const Tensor& w, const float* x, int64_t n, float* y) { run_linear(w, x, n, y); }
+
+bool has_fast_linear(const Tensor& w) { return lookup(w).rows != decoded_rows; }
+
+void matmul_ref(const Tensor& w, const float* x, int64_t n, float* y) {
+  const int64_t rows = w.rows();
+  const int64_t cols = w.cols();
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    w.rows_to_f32(r, r + 1, row.data());
+    for (int64_t t = 0; t < n; ++t) {
+      double s = 0.0;
+      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(row[c]) * x[t * cols + c];
+      y[t * rows + r] = static_cast<float>(s);
+    }
+  }
+}
+void matvec_ref(const Tensor& w, const float* x, float* y) { matmul_ref(w, x, 1, y); }
+
+}  // namespace llmc::kernels

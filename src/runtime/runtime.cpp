@@ -1,0 +1,246 @@
+// The CPU forward pass for the Llama family and Qwen2: RMSNorm, RoPE, GQA attention over an f32
+// KV cache, SwiGLU FFN, optional q/k/v biases, tied or untied output; batched prefill and decode.
+#include "runtime/runtime.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+#include "model/arch.h"
+
+namespace llmc {
+namespace {
+
+constexpr int64_t kMaxBatch = 256;  // tokens per prefill chunk (bounds activation memory)
+constexpr int64_t kDefaultContextCap = 4096;
+constexpr size_t kMaxCacheFloats = size_t{8} << 30;  // 32 GiB per K or V: refuse rather than die
+
+// Uninitialised float storage: KV cache pages are only touched when positions are written.
+struct FloatBuffer {
+  std::unique_ptr<float[]> data;
+  size_t size = 0;
+  void allocate(size_t n) {
+    data.reset(new float[n]);
+    size = n;
+  }
+  float* get() { return data.get(); }
+  const float* get() const { return data.get(); }
+};
+
+struct LayerWeights {
+  const Tensor* wq;
+  const Tensor* wk;
+  const Tensor* wv;
+  const Tensor* wo;
+  const Tensor* gate;
+  const Tensor* up;
+  const Tensor* down;
+  std::vector<float> attn_norm, ffn_norm;  // [dim]
+  std::vector<float> bq, bk, bv;           // empty without biases
+};
+
+class TransformerRuntime final : public Runtime {
+ public:
+  TransformerRuntime(const Model& model, const RuntimeOptions& options, int64_t max_context)
+      : model_(model), c_(model.config), threads_(options.threads), max_context_(max_context) {}
+
+  Result<void> init();
+  Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) override;
+  Result<void> copy_cache_from(const Runtime& other, int64_t n_positions) override;
+  int64_t vocab_size() const override { return c_.vocab_size; }
+  int64_t max_context() const override { return max_context_; }
+  uint64_t weight_bytes_per_token() const override { return weight_bytes_; }
+
+ private:
+  void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
+  float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
+  float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
+
+  const Model& model_;
+  ModelConfig c_;
+  int threads_;
+  int64_t max_context_;
+  int64_t q_dim_ = 0, kv_dim_ = 0;
+  std::vector<LayerWeights> layers_;
+  const Tensor* embedding_ = nullptr;
+  const Tensor* output_ = nullptr;
+  std::vector<float> output_norm_;
+  std::vector<float> inv_freq_;
+  uint64_t weight_bytes_ = 0;
+  FloatBuffer k_cache_, v_cache_;  // [layers, max_context, kv_dim]
+  // Activations for one chunk of up to kMaxBatch tokens.
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
+};
+
+Result<void> TransformerRuntime::init() {
+  LLMC_TRY(validate_model(model_));
+  if (c_.norm != NormKind::kRmsNorm)
+    return make_error(ErrorCode::kUnsupported, "runtime: only RMSNorm models are supported");
+  if (c_.activation != Activation::kSilu)
+    return make_error(ErrorCode::kUnsupported, "runtime: only SiLU-gated (SwiGLU) FFNs are supported");
+  q_dim_ = c_.n_heads * c_.head_dim;
+  kv_dim_ = c_.n_kv_heads * c_.head_dim;
+  auto decode = [&](const std::string& name) { return model_.get(name).to_f32(); };
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    auto t = [&](const char* s) { return &model_.get(layer_tensor_name(l, s)); };
+    LayerWeights w{t("attn_q.weight"),
+                   t("attn_k.weight"),
+                   t("attn_v.weight"),
+                   t("attn_output.weight"),
+                   t("ffn_gate.weight"),
+                   t("ffn_up.weight"),
+                   t("ffn_down.weight"),
+                   decode(layer_tensor_name(l, "attn_norm.weight")),
+                   decode(layer_tensor_name(l, "ffn_norm.weight")),
+                   {},
+                   {},
+                   {}};
+    if (c_.attn_qkv_bias) {
+      w.bq = decode(layer_tensor_name(l, "attn_q.bias"));
+      w.bk = decode(layer_tensor_name(l, "attn_k.bias"));
+      w.bv = decode(layer_tensor_name(l, "attn_v.bias"));
+    }
+    for (const Tensor* lin : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) weight_bytes_ += lin->encoded_bytes();
+    layers_.push_back(std::move(w));
+  }
+  embedding_ = &model_.get("token_embd.weight");
+  output_ = c_.tied_embeddings ? embedding_ : &model_.get("output.weight");
+  output_norm_ = decode("output_norm.weight");
+  weight_bytes_ += output_->encoded_bytes() + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
+  inv_freq_ = kernels::rope_inv_freq(c_.head_dim, c_.rope_theta, c_.rope_scaling);
+
+  const size_t cache = static_cast<size_t>(c_.n_layers * max_context_ * kv_dim_);
+  if (cache > kMaxCacheFloats)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: a KV cache of ", c_.n_layers, " layers x ", max_context_,
+                      " positions x ", kv_dim_, " floats (x2) is too large; lower max_context");
+  k_cache_.allocate(cache);
+  v_cache_.allocate(cache);
+  const auto b = static_cast<size_t>(kMaxBatch);
+  x_.resize(b * c_.dim);
+  xb_.resize(b * std::max(c_.dim, q_dim_));
+  xb2_.resize(b * c_.dim);
+  q_.resize(b * q_dim_);
+  k_.resize(b * kv_dim_);
+  v_.resize(b * kv_dim_);
+  att_.resize(b * q_dim_);
+  hb_.resize(b * c_.hidden_dim);
+  hb2_.resize(b * c_.hidden_dim);
+  return {};
+}
+
+Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) {
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (pos < 0 || pos + n > max_context_)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: positions [", pos, ", ", pos + n,
+                      ") exceed the context of ", max_context_);
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
+      return make_error(ErrorCode::kInvalidArgument, "runtime: token id ", tokens[i], " at index ", i,
+                        " is outside the vocabulary [0, ", c_.vocab_size, ")");
+  kernels::set_num_threads(threads_);
+  for (int64_t start = 0; start < n; start += kMaxBatch) {
+    const int64_t m = std::min(kMaxBatch, n - start);
+    const bool last = start + m == n;
+    float* out = nullptr;
+    if (logits && all_logits) out = logits + start * c_.vocab_size;
+    if (logits && !all_logits && last) out = logits;
+    forward_chunk(tokens.data() + start, m, pos + start, out, all_logits);
+  }
+  return {};
+}
+
+// x: [n, dim] residual stream; positions pos..pos+n-1.
+void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits) {
+  const int64_t dim = c_.dim;
+  for (int64_t t = 0; t < n; ++t) embedding_->rows_to_f32(ids[t], ids[t] + 1, x_.data() + t * dim);
+  const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
+  const int threads = kernels::num_threads();
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&x_[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    kernels::linear(*w.wq, xb_.data(), n, q_.data());
+    kernels::linear(*w.wk, xb_.data(), n, k_.data());
+    kernels::linear(*w.wv, xb_.data(), n, v_.data());
+    for (int64_t t = 0; t < n; ++t) {
+      float* q = &q_[t * q_dim_];
+      float* k = &k_[t * kv_dim_];
+      float* v = &v_[t * kv_dim_];
+      if (c_.attn_qkv_bias) {
+        for (int64_t i = 0; i < q_dim_; ++i) q[i] += w.bq[i];
+        for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
+        for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
+      }
+      kernels::rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      kernels::rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      std::memcpy(k_cache(l, pos + t), k, sizeof(float) * kv_dim_);
+      std::memcpy(v_cache(l, pos + t), v, sizeof(float) * kv_dim_);
+    }
+    if (n == 1) {
+      thread_local std::vector<float> scratch;
+      scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
+      kernels::attention(q_.data(), k_cache(l, 0), v_cache(l, 0), pos + 1, shape, scratch.data(), att_.data());
+    } else {
+      // One token per iteration, all its heads on one thread: each output has one writer.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int64_t t = 0; t < n; ++t) {
+        thread_local std::vector<float> scratch;
+        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + t + 1)));
+        kernels::attention(&q_[t * q_dim_], k_cache(l, 0), v_cache(l, 0), pos + t + 1, shape, scratch.data(),
+                           &att_[t * q_dim_], false);
+      }
+    }
+    kernels::linear(*w.wo, att_.data(), n, xb2_.data());
+    for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
+
+    for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&x_[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    kernels::linear(*w.gate, xb_.data(), n, hb_.data());
+    kernels::linear(*w.up, xb_.data(), n, hb2_.data());
+    for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
+    kernels::linear(*w.down, hb_.data(), n, xb2_.data());
+    for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
+  }
+  if (!logits) return;
+  if (all_logits) {
+    for (int64_t t = 0; t < n; ++t)
+      kernels::rmsnorm(&x_[t * dim], output_norm_.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    kernels::linear(*output_, xb_.data(), n, logits);
+  } else {
+    kernels::rmsnorm(&x_[(n - 1) * dim], output_norm_.data(), dim, c_.norm_eps, xb_.data());
+    kernels::matvec(*output_, xb_.data(), logits);
+  }
+}
+
+Result<void> TransformerRuntime::copy_cache_from(const Runtime& other, int64_t n_positions) {
+  const auto* o = dynamic_cast<const TransformerRuntime*>(&other);
+  if (!o || &o->model_ != &model_ || o->max_context_ != max_context_)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: copy_cache_from needs a runtime of the same model");
+  if (n_positions < 0 || n_positions > max_context_)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: cannot copy ", n_positions, " positions");
+  const size_t count = static_cast<size_t>(n_positions * kv_dim_);
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    const size_t off = static_cast<size_t>(l * max_context_ * kv_dim_);
+    std::memcpy(k_cache_.get() + off, o->k_cache_.get() + off, count * sizeof(float));
+    std::memcpy(v_cache_.get() + off, o->v_cache_.get() + off, count * sizeof(float));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Runtime>> Runtime::create(const Model& model, const RuntimeOptions& options) {
+  if (options.threads < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: threads must be >= 0");
+  if (options.max_context < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: max_context must be >= 0");
+  int64_t ctx = options.max_context;
+  if (ctx == 0)
+    ctx = model.config.context_length > 0 ? std::min(model.config.context_length, kDefaultContextCap)
+                                          : kDefaultContextCap;
+  if (ctx > (1 << 20)) return make_error(ErrorCode::kInvalidArgument, "runtime: max_context ", ctx, " is too large");
+  auto rt = std::make_unique<TransformerRuntime>(model, options, ctx);
+  LLMC_TRY(rt->init());
+  return std::unique_ptr<Runtime>(std::move(rt));
+}
+
+}  // namespace llmc
