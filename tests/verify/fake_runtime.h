@@ -37,6 +37,9 @@ class BigramRuntime : public Runtime {
     }
     return {};
   }
+  Result<void> copy_cache_from(const Runtime&, int64_t) override {
+    return make_error(ErrorCode::kUnsupported, "fake: no cache copies");
+  }
   int64_t vocab_size() const override { return static_cast<int64_t>(table_.size()); }
   int64_t max_context() const override { return max_context_; }
   uint64_t weight_bytes_per_token() const override { return 1000; }
