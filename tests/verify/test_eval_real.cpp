@@ -53,7 +53,8 @@ TEST_CASE("stories260K: NLL of the golden sentence matches llama2.c's", "[verify
   REQUIRE((*rt)->forward(ids, 0, logits.data(), true).ok());
   double nll = 0;
   for (size_t i = 0; i + 1 < ids.size(); ++i) nll += token_nll(logits.data() + i * vocab, vocab, ids[i + 1]);
-  CHECK(nll == Approx(golden["fp32_model"]["nll"].get<double>()).margin(golden["fp32_model"]["tolerance"].get<double>()));
+  CHECK(nll ==
+        Approx(golden["fp32_model"]["nll"].get<double>()).margin(golden["fp32_model"]["tolerance"].get<double>()));
 }
 
 TEST_CASE("stories260K: perplexity on TinyStories and KLD against itself", "[verify]") {
@@ -107,9 +108,17 @@ TEST_CASE("llmc eval and bench write valid reports", "[verify]") {
   auto again = llmc::test::run_cli("eval " + bin + " --tokenizer " + tok + " --data " + text + " --json " + json);
   CHECK(again.exit_code == 4);
   CHECK(llmc::test::run_cli("eval " + bin + " --data " + text + " --ctx 1").exit_code == 2);
+  // Quality gates: PPL of a 260K-parameter model is far above 1.5; a model agrees with itself.
+  const std::string quick =
+      "eval " + bin + " --tokenizer " + tok + " --data " + text + " --ctx 64 --max-chunks 2 --threads 1";
+  CHECK(llmc::test::run_cli(quick + " --max-ppl 1.5").exit_code == 3);
+  CHECK(llmc::test::run_cli(quick + " --max-ppl 1000").exit_code == 0);
+  CHECK(llmc::test::run_cli(quick + " --ref " + bin + " --min-same-top 0.999 --max-kld 1e-6").exit_code == 0);
+  CHECK(llmc::test::run_cli(quick + " --max-kld 0.1").exit_code == 3);  // needs --ref
 
   const std::string bjson = dir.path("bench.json");
-  auto b = llmc::test::run_cli("bench " + bin + " --threads 1 --prompt-tokens 16 --gen-tokens 8 --repeat 2 --membw-mib 64 --json " +
+  auto b = llmc::test::run_cli("bench " + bin +
+                               " --threads 1 --prompt-tokens 16 --gen-tokens 8 --repeat 2 --membw-mib 64 --json " +
                                bjson + " --md -");
   INFO(b.output);
   REQUIRE(b.exit_code == 0);
@@ -127,8 +136,8 @@ TEST_CASE("SmolLM2: KLD against itself is zero with full agreement", "[verify][h
   if (path.empty() || text.empty()) return;
   llmc::test::TempDir dir;
   const std::string json = dir.path("kld.json");
-  auto r = llmc::test::run_cli("eval " + path + " --ref " + path + " --data " + text + " --ctx 128 --max-chunks 2 --json " +
-                               json);
+  auto r = llmc::test::run_cli("eval " + path + " --ref " + path + " --data " + text +
+                               " --ctx 128 --max-chunks 2 --json " + json);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto report = Json::parse(llmc::test::read_file_bytes(json));
@@ -152,8 +161,8 @@ TEST_CASE("SmolLM2: wikitext-2 perplexity, ctx 512, first 20 chunks", "[verify][
   auto report = Json::parse(llmc::test::read_file_bytes(json));
   REQUIRE(validate_report(report).ok());
   const double ppl = report["metrics"]["perplexity"]["ppl"].get<double>();
-  WARN("SmolLM2-135M-Instruct Q4_1, wikitext2-test, ctx 512, 20 chunks: PPL " << ppl << " ± "
-                                                                              << report["metrics"]["perplexity"]["ppl_stderr"]);
+  WARN("SmolLM2-135M-Instruct Q4_1, wikitext2-test, ctx 512, 20 chunks: PPL "
+       << ppl << " ± " << report["metrics"]["perplexity"]["ppl_stderr"]);
   // Published WikiText-2 figures for SmolLM2-135M are ~25 (fp16 base, apple/coreai-models PR #197)
   // and ~31 (Instruct Q4_K_M, huggingface.co/Orivael-SRD-Lab/smollm2-135m-srd4); the tokenized
   // (<unk>, @-@) split and 20 chunks shift this, so only a factor-of-two band is asserted.

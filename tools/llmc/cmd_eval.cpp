@@ -2,6 +2,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cstdio>
 #include <memory>
 
 #include "cli_util.h"
@@ -25,7 +26,47 @@ struct EvalArgs {
   int64_t batch = 256;
   int threads = 0;
   ReportTargets out;
+  // Quality gates (0 = off): a failed gate gives exit code 3 after the reports are written.
+  double max_ppl = 0;
+  double max_kld = 0;
+  double max_ppl_ratio = 0;
+  double min_same_top = 0;
 };
+
+// One row per gate: the report value it reads (JSON pointer), its limit, and its direction.
+struct Gate {
+  const char* flag;
+  const char* pointer;
+  double EvalArgs::*limit;
+  bool is_max;
+};
+constexpr Gate kGates[] = {
+    {"--max-ppl", "/metrics/perplexity/ppl", &EvalArgs::max_ppl, true},
+    {"--max-kld", "/metrics/vs_reference/kld/mean", &EvalArgs::max_kld, true},
+    {"--max-ppl-ratio", "/metrics/vs_reference/ppl_ratio/value", &EvalArgs::max_ppl_ratio, true},
+    {"--min-same-top", "/metrics/vs_reference/same_top/mean", &EvalArgs::min_same_top, false},
+};
+
+// Prints each failed gate to stderr; returns true when all enabled gates pass.
+bool check_gates(const EvalArgs& a, const Json& report) {
+  bool ok = true;
+  for (const Gate& g : kGates) {
+    const double limit = a.*g.limit;
+    if (limit <= 0) continue;
+    const Json::json_pointer ptr(g.pointer);
+    if (!report.contains(ptr) || !report.at(ptr).is_number()) {
+      std::fprintf(stderr, "llmc: gate %s needs %s (give --ref for reference metrics)\n", g.flag, g.pointer);
+      ok = false;
+      continue;
+    }
+    const double value = report.at(ptr).get<double>();
+    if (g.is_max ? value > limit : value < limit) {
+      std::fprintf(stderr, "llmc: gate failed: %s %g, value %g\n", g.flag, limit, value);
+      ok = false;
+    }
+  }
+  return ok;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -93,7 +134,10 @@ int run_eval(const EvalArgs& a) {
   parts.machine = machine_json(detect_machine(), nullptr);
   parts.command_line = current_command_line();
   parts.load_seconds = load_seconds;
-  return emit_report(make_report(parts), a.out, inputs);
+  const Json report = make_report(parts);
+  const int rc = emit_report(report, a.out, inputs);
+  if (rc != kExitOk) return rc;
+  return check_gates(a, report) ? kExitOk : kExitGate;
 }
 
 }  // namespace
@@ -117,6 +161,13 @@ RunFn setup_eval(CLI::App& sub) {
   sub.add_option("--json", a->out.json_path, "Write the JSON report to FILE ('-' = stdout)");
   sub.add_option("--md", a->out.md_path, "Write the Markdown report to FILE ('-' = stdout)");
   sub.add_flag("--force", a->out.force, "Replace existing report files");
+  sub.add_option("--max-ppl", a->max_ppl, "Gate: exit code 3 when PPL exceeds this")->check(CLI::PositiveNumber);
+  sub.add_option("--max-kld", a->max_kld, "Gate: exit code 3 when the mean KLD exceeds this (needs --ref)")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--max-ppl-ratio", a->max_ppl_ratio, "Gate: exit code 3 when PPL/PPL(ref) exceeds this")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--min-same-top", a->min_same_top, "Gate: exit code 3 when top-1 agreement (0..1) is below this")
+      ->check(CLI::Range(0.0, 1.0));
   return [a] { return run_eval(*a); };
 }
 
