@@ -19,6 +19,8 @@ RunFn setup_inspect(CLI::App& sub);
 RunFn setup_convert(CLI::App& sub);
 RunFn setup_synth(CLI::App& sub);
 RunFn setup_generate(CLI::App& sub);
+RunFn setup_eval(CLI::App& sub);
+RunFn setup_bench(CLI::App& sub);
 RunFn setup_tokenize(CLI::App& sub);
 RunFn setup_detokenize(CLI::App& sub);
 

@@ -16,6 +16,8 @@ const CommandRow kCommands[] = {
     {"tokenize", "Print the token ids of a text (--text or --file)", setup_tokenize},
     {"detokenize", "Print the text of token ids (--ids or stdin)", setup_detokenize},
     {"synth", "Write a random-weight model with the shape of a real one (format/speed tests only)", setup_synth},
+    {"eval", "Perplexity on a text, and KLD/agreement against a reference model", setup_eval},
+    {"bench", "Prefill/decode speed, load time, peak memory, memory-bandwidth use", setup_bench},
 };
 
 }  // namespace
