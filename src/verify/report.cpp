@@ -1,8 +1,6 @@
 // Verification reports: JSON with a versioned schema (docs/report-schema.md) and its Markdown rendering.
 #include "verify/report.h"
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -15,6 +13,7 @@
 #include "core/version.h"
 #include "formats/file_io.h"
 #include "model/arch.h"
+#include "model/describe.h"
 
 namespace llmc {
 
@@ -24,84 +23,29 @@ namespace fs = std::filesystem;
 
 Result<FileIdentity> identify_file(const std::string& path) {
   std::error_code ec;
-  std::vector<fs::path> files;
-  if (fs::is_directory(path, ec)) {
-    for (const auto& entry : fs::directory_iterator(path, ec)) {
-      if (entry.is_regular_file()) files.push_back(entry.path());
-    }
-    std::sort(files.begin(), files.end());
-  } else if (fs::is_regular_file(path, ec)) {
-    files.emplace_back(path);
-  } else {
+  if (!fs::is_directory(path, ec) && !fs::is_regular_file(path, ec))
     return make_error(ErrorCode::kIo, path, ": not a file or folder");
-  }
-  std::unique_ptr<XXH64_state_t, decltype(&XXH64_freeState)> state(XXH64_createState(), &XXH64_freeState);
-  if (!state || XXH64_reset(state.get(), 0) != XXH_OK) return make_error(ErrorCode::kInternal, "xxHash64 init failed");
   FileIdentity id;
-  std::vector<char> buffer(size_t(1) << 20);
-  for (const fs::path& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return make_error(ErrorCode::kIo, file.string(), ": cannot open for hashing");
-    while (in) {
-      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-      const std::streamsize got = in.gcount();
-      if (got <= 0) break;
-      XXH64_update(state.get(), buffer.data(), static_cast<size_t>(got));
-      id.bytes += static_cast<uint64_t>(got);
-    }
-    if (in.bad()) return make_error(ErrorCode::kIo, file.string(), ": read failed at offset ", id.bytes);
-  }
-  id.xxh64 = XXH64_digest(state.get());
+  LLMC_ASSIGN_OR_RETURN(id.xxh64, hash_path(path));
+  id.bytes = path_size(path);
   return id;
 }
 
 WeightSize weight_size(const Model& model) {
+  const SizeSummary size = summarize_size(model);
   WeightSize w;
-  for (const Tensor& t : model.tensors()) {
-    if (!counts_for_bpw(tensor_role(t.name))) continue;
-    w.encoded_bytes += t.encoded_bytes();
-    w.elements += static_cast<uint64_t>(t.numel());
-  }
-  w.bits_per_weight = w.elements > 0 ? 8.0 * static_cast<double>(w.encoded_bytes) / static_cast<double>(w.elements) : 0;
+  w.encoded_bytes = size.bpw_bytes;
+  w.elements = static_cast<uint64_t>(size.bpw_elements);
+  w.bits_per_weight = size.bits_per_weight();
   return w;
 }
 
 namespace {
 
-const char* norm_name(NormKind k) { return k == NormKind::kRmsNorm ? "rmsnorm" : "layernorm"; }
-const char* activation_name(Activation a) { return a == Activation::kSilu ? "silu" : "gelu"; }
-const char* rope_style_name(RopeStyle r) { return r == RopeStyle::kInterleaved ? "interleaved" : "neox"; }
-const char* rope_scaling_name(RopeScalingType t) {
-  constexpr const char* kNames[] = {"none", "linear", "llama3"};
-  const auto i = static_cast<size_t>(t);
-  return i < std::size(kNames) ? kNames[i] : "unknown";
-}
 const char* tokenizer_kind_name(TokenizerKind k) {
   constexpr const char* kNames[] = {"none", "sentencepiece", "gpt2-bpe"};
   const auto i = static_cast<size_t>(k);
   return i < std::size(kNames) ? kNames[i] : "unknown";
-}
-
-Json config_json(const ModelConfig& c) {
-  Json j;
-  j["family"] = family_name(c.family);
-  j["dim"] = c.dim;
-  j["hidden_dim"] = c.hidden_dim;
-  j["n_layers"] = c.n_layers;
-  j["n_heads"] = c.n_heads;
-  j["n_kv_heads"] = c.n_kv_heads;
-  j["head_dim"] = c.head_dim;
-  j["vocab_size"] = c.vocab_size;
-  j["context_length"] = c.context_length;
-  j["norm"] = norm_name(c.norm);
-  j["norm_eps"] = c.norm_eps;
-  j["rope_theta"] = c.rope_theta;
-  j["rope_style"] = rope_style_name(c.rope_style);
-  j["rope_scaling"] = rope_scaling_name(c.rope_scaling.type);
-  j["activation"] = activation_name(c.activation);
-  j["tied_embeddings"] = c.tied_embeddings;
-  j["attn_qkv_bias"] = c.attn_qkv_bias;
-  return j;
 }
 
 std::string hex64(uint64_t v) {
@@ -124,7 +68,7 @@ Json mean_se_json(const MeanStderr& m) { return Json{{"mean", m.mean}, {"stderr"
 
 Json model_summary_json(const Model& model) {
   Json j;
-  j["config"] = config_json(model.config);
+  j["config"] = config_to_json(model.config);
   j["tokenizer"] = Json{{"kind", tokenizer_kind_name(model.tokenizer.kind)},
                         {"tokens", model.tokenizer.tokens.size()},
                         {"add_bos", model.tokenizer.add_bos},
