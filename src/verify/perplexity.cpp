@@ -233,7 +233,7 @@ Result<EvalResult> evaluate_tokens(Runtime& model, Runtime* ref, std::span<const
       const std::span<const int32_t> part(chunk.data() + b0, static_cast<size_t>(nb));
       LLMC_TRY(with_ctx(model.forward(part, b0, logits_q.data(), true), c));
       if (ref != nullptr) LLMC_TRY(with_ctx(ref->forward(part, b0, logits_r.data(), true), c));
-        // Per-row scores in parallel (when there is enough work to pay for waking threads), sums in
+      // Per-row scores in parallel (when there is enough work to pay for waking threads), sums in
       // row order so results do not depend on the thread count.
       const bool parallel = nb * vocab * (ref != nullptr ? 2 : 1) >= (int64_t{1} << 18);
 #pragma omp parallel for schedule(dynamic, 4) if (parallel)
