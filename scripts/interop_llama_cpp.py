@@ -8,6 +8,7 @@ Prints one table row per case and exits 1 when any check fails."""
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,8 @@ def load_error(path, n_ctx):
     code = ("import sys; from llama_cpp import Llama\n"
             f"Llama(model_path={path!r}, n_ctx={n_ctx}, verbose=True)\n")
     r = run([sys.executable, "-c", code])
-    lines = [l for l in (r.stderr + r.stdout).splitlines() if l.strip()]
+    # llama.cpp's lines start with the C function that logged them; drop Python's tracebacks.
+    lines = [l for l in (r.stderr + r.stdout).splitlines() if re.match(r"(llama|gguf|ggml)\w*:", l)]
     return "\n    ".join(lines[-8:])
 
 
