@@ -2,11 +2,11 @@
 //
 // Why bit-level fidelity: on stories260K_q8 one activation of layer 3 at position 6 (the input of
 // ffn_down) divides to -37.5 within one float ulp; which way it rounds moves the golden sentence NLL
-// between 54.311 (runq.c's float32 order, golden.json) and 54.353 (RMSNorm sums in double or with
-// FMA, or RoPE angles in double; tests/py/test_runq_reference.py --variants). So these functions follow runq.c's
-// expressions and summation orders exactly: float accumulators, left-to-right sums, C powf/cosf/sinf/expf/sqrtf, one
-// rounding per operation (each product is a separate statement so no compiler contracts it into an FMA; the project
-// builds with -std=c++20, where GCC's default is -ffp-contract=off).
+// between 54.311 (runq.c's float32 order, golden.json) and 54.353 (RMSNorm sums in double, RoPE
+// angles in double, or FMA contraction of both matmul and RMSNorm; tests/py/test_runq_reference.py --variants). So
+// these functions follow runq.c's expressions and summation orders exactly: float accumulators, left-to-right sums, C
+// powf/cosf/sinf/expf/sqrtf, one rounding per operation (each product is a separate statement so no compiler contracts
+// it into an FMA; the project builds with -std=c++20, where GCC's default is -ffp-contract=off).
 #pragma once
 
 #include <cstdint>

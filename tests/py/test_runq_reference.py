@@ -9,7 +9,7 @@ group dot products accumulated as `val += ival * ws * xs`, RoPE angles in float.
 golden's tolerance. --variants also prints what changes it: RMSNorm sums in double or RoPE angles
 in double each give 54.353, because one activation (layer 3, position 6, input of ffn_down,
 element 154) divides to -37.5 within one float ulp; an FMA-contracted matmul alone happens not to
-move it. Weights-only dequantization gives 54.412. The file's codes are also checked against export.py's quantize_q80 of stories260K.bin.
+move it (FMA in both the matmul and the RMSNorm sum does: 54.353). Weights-only dequantization gives 54.412. The file's codes are also checked against export.py's quantize_q80 of stories260K.bin.
 
 Args: --llmc BIN (unused) --fixtures DIR [--variants].
 """
@@ -91,7 +91,7 @@ def dequantize(qs, gs, np):
     return (q.astype(np.float32).reshape(-1, gs) * s.reshape(-1, 1)).reshape(q.shape)
 
 
-def runq_nll(cfg, w, ids, np, fma=False, rms_double=False, rope_double=False, weights_only=False):
+def runq_nll(cfg, w, ids, np, fma=False, fma_rms=False, rms_double=False, rope_double=False, weights_only=False):
     """Sum of -log p(ids[i+1] | ids[..i]) from runq.c's forward(), one position at a time."""
     dim, hidden, gs = cfg["dim"], cfg["hidden"], cfg["gs"]
     heads, kv_heads = cfg["heads"], cfg["kv_heads"]
@@ -126,8 +126,8 @@ def runq_nll(cfg, w, ids, np, fma=False, rms_double=False, rope_double=False, we
             ss = F32(np.sum(x.astype(np.float64) ** 2))
         else:
             ss = F32(0)
-            for v in x:
-                ss = F32(ss + F32(v * v))
+            for v in x:  # with fma_rms: fma(v, v, ss), one rounding
+                ss = F32(np.float64(v) * np.float64(v) + np.float64(ss)) if fma_rms else F32(ss + F32(v * v))
         ss = F32(F32(ss / F32(dim)) + F32(1e-5))
         ss = F32(F32(1) / np.sqrt(ss))
         return (weight * (ss * x).astype(F32)).astype(F32)
@@ -232,7 +232,8 @@ def main():
     print(f"{'ok  ' if good else 'FAIL'} runq.c float32 emulation: NLL {nll:.6f} (golden {want} ± {tol})")
     ok &= good
     if args.variants:
-        for label, kw in (("FMA-contracted matmul", {"fma": True}), ("RMSNorm sum in double", {"rms_double": True}),
+        for label, kw in (("FMA-contracted matmul", {"fma": True}), ("FMA-contracted RMSNorm sum", {"fma_rms": True}),
+                          ("FMA in both", {"fma": True, "fma_rms": True}), ("RMSNorm sum in double", {"rms_double": True}),
                           ("RoPE angles in double", {"rope_double": True}),
                           ("weights-only dequantized, f32 activations", {"weights_only": True})):
             print(f"     {label}: NLL {runq_nll(cfg, w, ids, np, **kw):.6f}")
