@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/kernels.h"
 #include "model/arch.h"
+#include "runtime/runq_emulation.h"
 
 namespace llmc {
 namespace {
@@ -30,6 +31,18 @@ struct FloatBuffer {
   float* get() { return data.get(); }
   const float* get() const { return data.get(); }
 };
+
+// The O(dim) operations of the forward pass: the production kernels, or llama2.c runq.c's float32
+// arithmetic when emulating runq.c (RuntimeOptions::activation_q8_group).
+struct ForwardOps {
+  void (*rmsnorm)(const float* x, const float* weight, int64_t n, float eps, float* out);
+  void (*rope)(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const float* inv_freq, RopeStyle style);
+  void (*silu_mul)(float* gate, const float* up, int64_t n);
+  void (*attention)(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos,
+                    const kernels::AttentionShape& s, float* scratch, float* out, bool parallel);
+};
+constexpr ForwardOps kKernelOps{kernels::rmsnorm, kernels::rope, kernels::silu_mul, kernels::attention};
+constexpr ForwardOps kRunqOps{runq::rmsnorm, runq::rope, runq::silu_mul, runq::attention};
 
 struct LayerWeights {
   const Tensor* wq;
@@ -60,11 +73,14 @@ class TransformerRuntime final : public Runtime {
   uint64_t weight_bytes_per_token() const override { return weight_bytes_; }
 
  private:
-  // x: [n, cols] -> the input a linear layer sees (x itself, or its int8-rounded copy).
-  const float* linear_input(const float* x, int64_t n, int64_t cols);
+  // Y[n, rows] = X[n, cols] · Wᵀ; under runq.c emulation with int8 activations and int32 group sums.
   void linear(const Tensor& w, const float* x, int64_t n, float* y) {
-    kernels::linear(w, linear_input(x, n, w.cols()), n, y);
+    if (act_group_ > 0)
+      runq::linear(w, x, n, act_group_, y);
+    else
+      kernels::linear(w, x, n, y);
   }
+  Result<void> check_runq_emulation() const;
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
   float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
   float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
@@ -74,7 +90,7 @@ class TransformerRuntime final : public Runtime {
   int threads_;
   int64_t max_context_;
   int64_t act_group_;
-  std::vector<float> act_q_;
+  ForwardOps ops_ = kKernelOps;
   int64_t q_dim_ = 0, kv_dim_ = 0;
   std::vector<LayerWeights> layers_;
   const Tensor* embedding_ = nullptr;
@@ -123,6 +139,11 @@ Result<void> TransformerRuntime::init() {
   output_norm_ = decode("output_norm.weight");
   weight_bytes_ += output_->encoded_bytes() + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
   inv_freq_ = kernels::rope_inv_freq(c_.head_dim, c_.rope_theta, c_.rope_scaling);
+  if (act_group_ > 0) {
+    LLMC_TRY(check_runq_emulation());
+    ops_ = kRunqOps;
+    inv_freq_ = runq::rope_freq(c_.head_dim, c_.rope_theta);
+  }
 
   const size_t cache = static_cast<size_t>(c_.n_layers * max_context_ * kv_dim_);
   if (cache > kMaxCacheFloats)
@@ -143,20 +164,19 @@ Result<void> TransformerRuntime::init() {
   return {};
 }
 
-const float* TransformerRuntime::linear_input(const float* x, int64_t n, int64_t cols) {
-  if (act_group_ <= 0) return x;
-  act_q_.resize(static_cast<size_t>(n * cols));
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t g = 0; g < cols; g += act_group_) {
-      const float* in = x + t * cols + g;
-      float* out = act_q_.data() + t * cols + g;
-      const int64_t len = std::min(act_group_, cols - g);
-      float mx = 0.0f;
-      for (int64_t i = 0; i < len; ++i) mx = std::max(mx, std::fabs(in[i]));
-      const float scale = mx / 127.0f;
-      for (int64_t i = 0; i < len; ++i) out[i] = scale == 0.0f ? 0.0f : std::round(in[i] / scale) * scale;
-    }
-  return act_q_.data();
+// runq.c runs Llama models without biases or RoPE scaling, interleaved RoPE, every matrix
+// (the classifier included) Q8 in groups of GS; the emulation accepts exactly those.
+Result<void> TransformerRuntime::check_runq_emulation() const {
+  if (c_.attn_qkv_bias || c_.rope_style != RopeStyle::kInterleaved || c_.rope_scaling.type != RopeScalingType::kNone)
+    return make_error(ErrorCode::kUnsupported,
+                      "runtime: llama2.c runq.c emulation needs a Llama model with interleaved, unscaled RoPE and no "
+                      "biases");
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    for (const Tensor* lin : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down})
+      LLMC_TRY(runq::check_linear(*lin, act_group_, lin->name));
+  }
+  return runq::check_linear(*output_, act_group_, output_->name);
 }
 
 Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) {
@@ -188,7 +208,7 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
   const int threads = kernels::num_threads();
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&x_[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x_[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
     linear(*w.wq, xb_.data(), n, q_.data());
     linear(*w.wk, xb_.data(), n, k_.data());
     linear(*w.wv, xb_.data(), n, v_.data());
@@ -201,42 +221,41 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
         for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
         for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
       }
-      kernels::rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      kernels::rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      ops_.rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      ops_.rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
       std::memcpy(k_cache(l, pos + t), k, sizeof(float) * kv_dim_);
       std::memcpy(v_cache(l, pos + t), v, sizeof(float) * kv_dim_);
     }
     if (n == 1) {
       thread_local std::vector<float> scratch;
       scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
-      kernels::attention(q_.data(), k_cache(l, 0), v_cache(l, 0), pos + 1, shape, scratch.data(), att_.data());
+      ops_.attention(q_.data(), k_cache(l, 0), v_cache(l, 0), pos + 1, shape, scratch.data(), att_.data(), true);
     } else {
       // One token per iteration, all its heads on one thread: each output has one writer.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
       for (int64_t t = 0; t < n; ++t) {
         thread_local std::vector<float> scratch;
         scratch.resize(static_cast<size_t>(c_.n_heads * (pos + t + 1)));
-        kernels::attention(&q_[t * q_dim_], k_cache(l, 0), v_cache(l, 0), pos + t + 1, shape, scratch.data(),
-                           &att_[t * q_dim_], false);
+        ops_.attention(&q_[t * q_dim_], k_cache(l, 0), v_cache(l, 0), pos + t + 1, shape, scratch.data(),
+                       &att_[t * q_dim_], false);
       }
     }
     linear(*w.wo, att_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
 
-    for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(&x_[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x_[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
     linear(*w.gate, xb_.data(), n, hb_.data());
     linear(*w.up, xb_.data(), n, hb2_.data());
-    for (int64_t t = 0; t < n; ++t) kernels::silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
+    for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
     linear(*w.down, hb_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
   }
   if (!logits) return;
   if (all_logits) {
-    for (int64_t t = 0; t < n; ++t)
-      kernels::rmsnorm(&x_[t * dim], output_norm_.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x_[t * dim], output_norm_.data(), dim, c_.norm_eps, &xb_[t * dim]);
     linear(*output_, xb_.data(), n, logits);
   } else {
-    kernels::rmsnorm(&x_[(n - 1) * dim], output_norm_.data(), dim, c_.norm_eps, xb_.data());
+    ops_.rmsnorm(&x_[(n - 1) * dim], output_norm_.data(), dim, c_.norm_eps, xb_.data());
     linear(*output_, xb_.data(), 1, logits);
   }
 }

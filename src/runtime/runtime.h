@@ -12,8 +12,12 @@ namespace llmc {
 struct RuntimeOptions {
   int threads = 0;          // 0 = all cores
   int64_t max_context = 0;  // KV cache length; 0 = the model's context_length (capped at 4096)
-  // > 0: round the input of every linear layer to symmetric int8 in groups of this many values
-  // (scale = max|x| / 127), emulating llama2.c's runq.c int8 activations. 0 = f32 activations.
+  // > 0: emulate llama2.c runq.c int8 activations with groups of this many values: every linear
+  // layer's input is quantized to symmetric int8 per group (scale = max|x| / 127, C round()) and
+  // multiplied with the weight's int8 codes in int32 group sums, and the rest of the forward pass
+  // uses runq.c's float32 arithmetic (runtime/runq_emulation.h). Needs every matrix, the classifier
+  // included, to be 8-bit symmetric in groups of this size with f32 scales (a llama2.c v2 file);
+  // create() returns kUnsupported otherwise. 0 = the production f32 kernels.
   int64_t activation_q8_group = 0;
 };
 
