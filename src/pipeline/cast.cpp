@@ -1,47 +1,42 @@
 // Whole-model storage-type conversion (f32/f16/bf16, and ggml-compatible q8_0/q4_0).
 #include "pipeline/cast.h"
 
-#include <cmath>
+#include <cstring>
 
 #include "core/log.h"
+#include "formats/gguf_quants.h"
 
 namespace llmc {
 
+namespace {
+
+// ggml's reference quantizers (formats/gguf_quants.h) produce Q8_0/Q4_0 blocks; these repack one
+// row of them into the Quant layout: offset-binary codes packed LSB-first, f16 scales apart.
 void quantize_row_q8_0(const float* x, int64_t cols, uint8_t* codes, uint16_t* scales) {
+  std::vector<uint8_t> blocks(static_cast<size_t>(cols / 32 * 34));
+  quantize_q8_0(x, cols, blocks.data());
   for (int64_t b = 0; b < cols / 32; ++b) {
-    const float* xb = x + b * 32;
-    float amax = 0;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float d = amax / 127.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    scales[b] = f32_to_f16(d);
-    for (int i = 0; i < 32; ++i)
-      codes[b * 32 + i] = static_cast<uint8_t>(static_cast<int>(std::nearbyint(xb[i] * id)) + 128);
+    const uint8_t* block = blocks.data() + b * 34;
+    std::memcpy(&scales[b], block, 2);
+    for (int i = 0; i < 32; ++i) codes[b * 32 + i] = static_cast<uint8_t>(static_cast<int8_t>(block[2 + i]) + 128);
   }
 }
 
 void quantize_row_q4_0(const float* x, int64_t cols, uint8_t* codes, uint16_t* scales) {
-  // codes: 4-bit values packed LSB-first, two per byte (column 2k in the low nibble).
+  std::vector<uint8_t> blocks(static_cast<size_t>(cols / 32 * 18));
+  quantize_q4_0(x, cols, blocks.data());
   for (int64_t b = 0; b < cols / 32; ++b) {
-    const float* xb = x + b * 32;
-    float amax = 0, max = 0;
-    for (int i = 0; i < 32; ++i)
-      if (std::fabs(xb[i]) > amax) {
-        amax = std::fabs(xb[i]);
-        max = xb[i];
-      }
-    const float d = max / -8.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    scales[b] = f32_to_f16(d);
-    for (int i = 0; i < 32; i += 2) {
-      const int q0 = std::min(15, static_cast<int>(xb[i] * id + 8.5f));
-      const int q1 = std::min(15, static_cast<int>(xb[i + 1] * id + 8.5f));
-      codes[(b * 32 + i) / 2] = static_cast<uint8_t>(q0 | (q1 << 4));
+    const uint8_t* block = blocks.data() + b * 18;
+    std::memcpy(&scales[b], block, 2);
+    uint8_t* out = codes + b * 16;  // 32 codes, two per byte, column 2k in the low nibble
+    std::memset(out, 0, 16);
+    for (int j = 0; j < 16; ++j) {
+      const int lo = block[2 + j] & 15, hi = block[2 + j] >> 4;  // columns j and j + 16 of the block
+      out[j / 2] |= static_cast<uint8_t>(lo << (4 * (j & 1)));
+      out[(16 + j) / 2] |= static_cast<uint8_t>(hi << (4 * (j & 1)));
     }
   }
 }
-
-namespace {
 
 Tensor quantize_tensor(const Tensor& t, int bits) {
   const int64_t rows = t.rows(), cols = t.cols();

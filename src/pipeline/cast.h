@@ -12,9 +12,4 @@ namespace llmc {
 // is not a multiple of 32 cannot take q8_0/q4_0 and becomes f16 (logged). kKeep changes nothing.
 void cast_model(Model& model, ExportDType dtype);
 
-// ggml reference quantization of one row of `cols` (a multiple of 32) values into Quant codes
-// (our offset-binary layout) and f16 scales, one per block of 32.
-void quantize_row_q8_0(const float* x, int64_t cols, uint8_t* codes, uint16_t* scales);
-void quantize_row_q4_0(const float* x, int64_t cols, uint8_t* codes, uint16_t* scales);
-
 }  // namespace llmc
