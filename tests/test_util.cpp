@@ -2,10 +2,14 @@
 #include "test_util.h"
 
 #include <sys/wait.h>
+
+#include <cstring>
+
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include "core/model.h"
 
 namespace llmc::test {
 
@@ -56,6 +60,19 @@ CliResult run_cli(const std::string& args) {
   const int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+void require_same_tensors(const Model& a, const Model& b) {
+  REQUIRE(a.tensors().size() == b.tensors().size());
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const Tensor& x = a.tensors()[i];
+    const Tensor& y = b.tensors()[i];
+    INFO(x.name);
+    REQUIRE(x.name == y.name);
+    REQUIRE(x.shape == y.shape);
+    const auto vx = x.to_f32(), vy = y.to_f32();
+    REQUIRE(std::memcmp(vx.data(), vy.data(), vx.size() * sizeof(float)) == 0);
+  }
 }
 
 std::vector<unsigned char> read_file_bytes(const std::string& path) {

@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+namespace llmc {
+class Model;
+}
+
 namespace llmc::test {
 
 // ../shared/fixtures relative to the source tree.
@@ -34,6 +38,9 @@ struct CliResult {
 };
 // Runs the llmc binary with the given shell-quoted argument string.
 CliResult run_cli(const std::string& args);
+
+// REQUIREs the same tensor names in the same order, the same shapes and bit-identical decoded values.
+void require_same_tensors(const Model& a, const Model& b);
 
 std::vector<unsigned char> read_file_bytes(const std::string& path);
 void write_file_bytes(const std::string& path, const std::vector<unsigned char>& bytes);

@@ -11,22 +11,6 @@
 using namespace llmc;
 using llmc::test::run_cli;
 
-namespace {
-
-void require_same_tensors(const Model& a, const Model& b) {
-  REQUIRE(a.config == b.config);
-  REQUIRE(a.tensors().size() == b.tensors().size());
-  for (const auto& t : a.tensors()) {
-    const Tensor* u = b.find(t.name);
-    REQUIRE(u != nullptr);
-    REQUIRE(u->shape == t.shape);
-    const auto x = t.to_f32(), y = u->to_f32();
-    REQUIRE(std::memcmp(x.data(), y.data(), x.size() * 4) == 0);
-  }
-}
-
-}  // namespace
-
 TEST_CASE("convert stories260K: llmc raw, llmc zstd, GGUF F32 round trips are bit-identical", "[cli][convert]") {
   const std::string bin = llmc::test::fixture("models/stories260K/stories260K.bin");
   const std::string tok = llmc::test::fixture("models/stories260K/tok512.bin");
@@ -48,7 +32,8 @@ TEST_CASE("convert stories260K: llmc raw, llmc zstd, GGUF F32 round trips are bi
     INFO(path);
     auto m = load_model(path);
     REQUIRE(m.ok());
-    require_same_tensors(*orig, *m);
+    REQUIRE(m->config == orig->config);
+    llmc::test::require_same_tensors(*orig, *m);
     CHECK(m->tokenizer.tokens == orig->tokenizer.tokens);
     CHECK(m->tokenizer.scores == orig->tokenizer.scores);
   }

@@ -122,19 +122,6 @@ TEST_CASE("gguf loads SmolLM2-135M (Q4_1 + Q8_0) with its config and vocabulary"
 
 // ---- round trips through write_gguf
 
-void check_same_tensors(const Model& a, const Model& b) {
-  REQUIRE(a.tensors().size() == b.tensors().size());
-  for (size_t i = 0; i < a.tensors().size(); ++i) {
-    const Tensor& x = a.tensors()[i];
-    const Tensor& y = b.tensors()[i];
-    INFO(x.name);
-    REQUIRE(x.name == y.name);
-    REQUIRE(x.shape == y.shape);
-    const auto vx = x.to_f32(), vy = y.to_f32();
-    CHECK(std::memcmp(vx.data(), vy.data(), vx.size() * 4) == 0);
-  }
-}
-
 void check_same_tokenizer(const TokenizerData& a, const TokenizerData& b) {
   CHECK(a.kind == b.kind);
   CHECK(a.tokens == b.tokens);
@@ -163,7 +150,7 @@ TEST_CASE("gguf F32 round trip is exact (llama, untied)", "[gguf]") {
   REQUIRE(back.ok());
   CHECK(back->config == m.config);
   check_same_tokenizer(back->tokenizer, m.tokenizer);
-  check_same_tensors(m, *back);
+  llmc::test::require_same_tensors(m, *back);
   CHECK(back->metadata["general.name"] == "gguf test model");
   CHECK(back->metadata["general.file_type"] == "0");
   // Float tensors are zero-copy views of the mapping.
@@ -187,7 +174,7 @@ TEST_CASE("gguf F32 round trip is exact (qwen2, tied, biases)", "[gguf]") {
   CHECK(back->config.rope_style == RopeStyle::kNeox);
   CHECK(back->find("blk.1.attn_v.bias") != nullptr);
   CHECK(back->find("output.weight") == nullptr);
-  check_same_tensors(m, *back);
+  llmc::test::require_same_tensors(m, *back);
 }
 
 TEST_CASE("gguf keeps f16/bf16 tensors as stored and norms as f32", "[gguf]") {
@@ -203,7 +190,7 @@ TEST_CASE("gguf keeps f16/bf16 tensors as stored and norms as f32", "[gguf]") {
   REQUIRE(write_gguf(m, dir.path("k.gguf"), {ExportDType::kKeep}).ok());
   auto back = read_gguf(dir.path("k.gguf"), true);
   REQUIRE(back.ok());
-  check_same_tensors(m, *back);
+  llmc::test::require_same_tensors(m, *back);
   CHECK(dense(back->get("blk.0.attn_q.weight")).dtype == DType::kF16);
   CHECK(dense(back->get("output.weight")).dtype == DType::kBF16);
   CHECK(dense(back->get("blk.0.attn_norm.weight")).dtype == DType::kF32);

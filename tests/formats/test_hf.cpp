@@ -90,18 +90,6 @@ Model make_model(const ModelConfig& c, uint32_t seed, DType dtype) {
   return m;
 }
 
-void require_same_tensors(const Model& a, const Model& b) {
-  REQUIRE(a.tensors().size() == b.tensors().size());
-  for (size_t i = 0; i < a.tensors().size(); ++i) {
-    const Tensor& x = a.tensors()[i];
-    const Tensor& y = b.tensors()[i];
-    INFO(x.name);
-    REQUIRE(x.name == y.name);
-    REQUIRE(x.shape == y.shape);
-    REQUIRE(x.to_f32() == y.to_f32());
-  }
-}
-
 void require_same_tokenizer(const TokenizerData& a, const TokenizerData& b) {
   CHECK(a.kind == b.kind);
   CHECK(a.tokens == b.tokens);
@@ -175,7 +163,7 @@ TEST_CASE("llama write_safetensors -> read_hf round trips exactly", "[hf]") {
     auto r = read_hf(path);
     REQUIRE(r.ok());
     CHECK(r->config == m.config);
-    require_same_tensors(m, *r);
+    llmc::test::require_same_tensors(m, *r);
     require_same_tokenizer(m.tokenizer, r->tokenizer);
     CHECK(r->metadata.at("hf.architecture") == "LlamaForCausalLM");
   }
@@ -200,7 +188,7 @@ TEST_CASE("qwen2 round trips in f16 and bf16, keeping dtypes and NeoX order", "[
     REQUIRE(r.ok());
     CHECK(r->config == m.config);
     CHECK(r->config.rope_style == RopeStyle::kNeox);
-    require_same_tensors(m, *r);
+    llmc::test::require_same_tensors(m, *r);
     for (const auto& t : r->tensors()) CHECK(std::get<DenseEncoding>(t.encoding->node).dtype == dtype);
     // NeoX layout is stored unchanged: bytes of q equal bytes in the file order.
     const Json cfg = Json::parse(read_text(tmp.path("q/config.json")));
@@ -299,7 +287,7 @@ TEST_CASE("sharded checkpoints with an index read like the single file", "[hf]")
     auto r = read_hf(path);
     REQUIRE(r.ok());
     CHECK(r->config == m.config);
-    require_same_tensors(m, *r);
+    llmc::test::require_same_tensors(m, *r);
   }
   // The index must not lead out of the folder or to a shard without the tensor.
   Json bad = {{"weight_map", weight_map}};
@@ -479,7 +467,7 @@ TEST_CASE("hostile Hugging Face folders: configs, dtypes, missing and extra tens
     test::write_file_bytes(dir + "/model.safetensors", file);
     auto r = read_hf(dir);
     REQUIRE(r.ok());
-    require_same_tensors(m, *r);
+    llmc::test::require_same_tensors(m, *r);
     for (const auto& t : r->tensors())
       CHECK(reinterpret_cast<uintptr_t>(std::get<DenseEncoding>(t.encoding->node).data.data()) % 4 == 0);
   }
@@ -594,7 +582,7 @@ TEST_CASE("official safetensors package reads our output and we read its output"
   fs::copy_file(tmp.path("out/config.json"), tmp.path("py/config.json"));
   auto r = read_hf(tmp.path("py"));
   REQUIRE(r.ok());
-  require_same_tensors(m, *r);
+  llmc::test::require_same_tensors(m, *r);
   // numpy's float16 cast rounds to nearest even, as our f16 conversion.
   fs::copy_file(tmp.path("out/config.json"), tmp.path("py16/config.json"));
   auto r16 = read_hf(tmp.path("py16"));

@@ -107,16 +107,6 @@ ByteVec make_v1(const ByteVec& v0, bool shared) {
   return out;
 }
 
-void require_same_values(const Model& a, const Model& b) {
-  REQUIRE(a.tensors().size() == b.tensors().size());
-  for (const auto& t : a.tensors()) {
-    const Tensor* u = b.find(t.name);
-    REQUIRE(u != nullptr);
-    REQUIRE(t.shape == u->shape);
-    REQUIRE(t.to_f32() == u->to_f32());
-  }
-}
-
 }  // namespace
 
 TEST_CASE("llama2c v0 stories260K loads with the published config", "[llama2c]") {
@@ -291,7 +281,7 @@ TEST_CASE("llama2c v1 and untied files rebuilt from the fixture", "[llama2c]") {
     CHECK(v1->config.tied_embeddings == shared);
     CHECK(v1->metadata.at("llama2c.version") == "1");
     if (shared) {
-      require_same_values(*v1, *ref);
+      llmc::test::require_same_tensors(*v1, *ref);
     } else {
       CHECK(v1->get("output.weight").to_f32() == ref->get("token_embd.weight").to_f32());
     }
