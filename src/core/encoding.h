@@ -33,14 +33,25 @@ struct DenseEncoding {
 enum class QuantScheme : uint8_t { kSymmetric = 0, kAsymmetric = 1, kBinary = 2, kTernary = 3 };
 const char* quant_scheme_name(QuantScheme scheme);
 
+// How codes are packed in a row.
+enum class QuantPacking : uint8_t {
+  kBits = 0,    // `bits` bits per code, LSB-first; row stride ceil(cols * bits / 8) bytes
+  kTrits5 = 1,  // ternary only: 5 codes per byte, code i of a byte = (byte / 3^i) % 3; stride ceil(cols / 5)
+};
+
 // Quant{bits, scheme, group size}: each row is split into groups of `group_size` columns (the
-// last group of a row may be shorter: ragged tail); one scale (and for asymmetric one min) per group.
-// codes: unsigned q in [0, 2^bits), packed LSB-first; every row starts on a byte boundary,
-//        row stride = ceil(cols * bits / 8) bytes.
-// value: symmetric  (q - 2^(bits-1)) * scale
-//        asymmetric q * scale + min
-// scales/mins: [rows, groups_per_row] in scale_dtype (f32, f16 or bf16).
-// Binary and ternary codes are added by the quantization issue.
+// last group of a row may be shorter: ragged tail); one scale (and optionally one min) per group.
+// Every row starts on a byte boundary. Value of code q in a group with (scale, min):
+//   symmetric  (bits 2..8) q in [0, 2^bits):  (q - 2^(bits-1)) * scale          no mins
+//   asymmetric (bits 2..8) q in [0, 2^bits):  q * scale + min                   mins required
+//   binary     (bits 1)    q in {0, 1}:       (2q - 1) * scale [+ min]          mins optional: with
+//                                             them the two levels min ± scale are free ("two-level")
+//   ternary    (bits 2)    q in {0, 1, 2}:    (q - 1) * scale                   no mins; q = 3 invalid
+// quant_value() below is the one formula; decoders, kernels' _ref and passes all use it.
+// scales/mins: [rows, groups_per_row] in scale_dtype: f32, f16 or bf16 — or u8 ("double
+// quantization"): then every `scale_block` consecutive entries of the flattened array share one
+// f32 (step, base) pair, entry = u8 * step + base; the pairs are [ceil(n / scale_block), 2] f32 in
+// scale_meta (for scales) and min_meta (for mins).
 struct QuantEncoding {
   int bits = 8;
   QuantScheme scheme = QuantScheme::kSymmetric;
@@ -48,8 +59,23 @@ struct QuantEncoding {
   DType scale_dtype = DType::kF16;
   Bytes codes;
   Bytes scales;
-  Bytes mins;  // asymmetric only
+  Bytes mins;  // empty when the scheme has none
+  QuantPacking packing = QuantPacking::kBits;
+  int64_t scale_block = 0;  // u8 scales only: entries per (step, base) pair
+  Bytes scale_meta;
+  Bytes min_meta;
 };
+
+inline float quant_value(QuantScheme scheme, int bits, uint32_t q, float scale, float min) {
+  switch (scheme) {
+    case QuantScheme::kSymmetric:
+      return static_cast<float>(static_cast<int32_t>(q) - (int32_t{1} << (bits - 1))) * scale;
+    case QuantScheme::kAsymmetric: return static_cast<float>(q) * scale + min;
+    case QuantScheme::kBinary: return static_cast<float>(2 * static_cast<int32_t>(q) - 1) * scale + min;
+    case QuantScheme::kTernary: return static_cast<float>(static_cast<int32_t>(q) - 1) * scale;
+  }
+  return 0.0f;
+}
 
 // One node of the tree. New encodings (Palette, Sparse, LowRank) are appended to the variant.
 struct Encoding {

@@ -1,0 +1,50 @@
+// Target selection and registry lookup shared by every pass.
+#include "passes/pass.h"
+
+#include "model/arch.h"
+
+namespace llmc {
+
+Result<void> TargetSelector::compile() {
+  auto build = [](const std::vector<std::string>& exprs, std::vector<std::regex>& out) -> Result<void> {
+    out.clear();
+    for (const std::string& e : exprs) {
+      try {
+        out.emplace_back(e, std::regex::ECMAScript);
+      } catch (const std::regex_error& err) {
+        return make_error(ErrorCode::kInvalidArgument, "bad tensor-name regular expression '", e, "': ", err.what());
+      }
+    }
+    return {};
+  };
+  LLMC_TRY(build(targets, targets_re_));
+  return build(ignore, ignore_re_);
+}
+
+bool TargetSelector::selects(const std::string& name) const {
+  for (const std::regex& re : ignore_re_)
+    if (std::regex_match(name, re)) return false;
+  if (targets_re_.empty()) return true;
+  for (const std::regex& re : targets_re_)
+    if (std::regex_match(name, re)) return true;
+  return false;
+}
+
+bool is_default_weight_target(const Model& model, const std::string& name) {
+  const Tensor* t = model.find(name);
+  if (!t || t->shape.dims.size() != 2) return false;
+  const TensorRole role = tensor_role(name);
+  return role == TensorRole::kLinear || role == TensorRole::kOutput || role == TensorRole::kEmbedding;
+}
+
+Result<std::unique_ptr<Pass>> make_pass(std::string_view name) {
+  std::string known;
+  for (const PassInfo& info : pass_registry()) {
+    if (name == info.name) return info.make();
+    known += known.empty() ? "" : ", ";
+    known += info.name;
+  }
+  return make_error(ErrorCode::kInvalidArgument, "unknown pass '", name, "' (known: ", known, ")");
+}
+
+}  // namespace llmc

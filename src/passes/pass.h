@@ -1,0 +1,97 @@
+// The pass interface (DESIGN.md §3): a named model transformation with typed options declared once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <regex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/model.h"
+
+namespace llmc {
+
+class CalibrationSet;  // pipeline/calibration.h
+
+// Options are declared once, in Pass::visit(); the same declaration feeds CLI flags, help text,
+// recipe parsing (YAML keys = option names) and the provenance record.
+// `name` is snake_case ("group_size"); the CLI flag is "--group-size".
+class OptionVisitor {
+ public:
+  virtual ~OptionVisitor() = default;
+  virtual void option(const char* name, bool& value, const char* help) = 0;
+  virtual void option(const char* name, int64_t& value, const char* help) = 0;
+  virtual void option(const char* name, double& value, const char* help) = 0;
+  // `choices` empty = free text.
+  virtual void option(const char* name, std::string& value, const char* help, std::span<const char* const> choices) = 0;
+  virtual void option(const char* name, std::vector<std::string>& value, const char* help) = 0;
+};
+
+// What a pass needs from the pipeline before run().
+struct PassNeeds {
+  bool calibration = false;  // token sequences (PassContext::calib)
+  bool teacher = false;
+  bool gradients = false;
+};
+
+// Which tensors a stage applies to: regular expressions (ECMAScript, full match) over canonical
+// names. Empty `targets` = the pass's default set (usually every linear weight of the blocks and
+// the output head).
+struct TargetSelector {
+  std::vector<std::string> targets;
+  std::vector<std::string> ignore;
+  Result<void> compile();                       // errors name the bad expression
+  bool selects(const std::string& name) const;  // after compile()
+  bool has_targets() const { return !targets.empty(); }
+
+ private:
+  std::vector<std::regex> targets_re_, ignore_re_;
+};
+
+struct PassContext {
+  TargetSelector selector;
+  CalibrationSet* calib = nullptr;  // non-null when needs().calibration
+  uint64_t seed = 0;
+  int threads = 0;  // 0 = all cores; results must not depend on it
+};
+
+// What a pass did, for the summary screen and the report ("passes" array).
+struct PassReport {
+  std::string pass;
+  nlohmann::json details = nlohmann::json::object();  // pass-specific: per-tensor choices, errors, ...
+  double seconds = 0;
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  virtual std::string_view name() const = 0;  // "quant.gptq"
+  virtual PassNeeds needs() const = 0;
+  virtual void visit(OptionVisitor& v) = 0;
+  // Checks option values and combinations (bits 9, group 0, ...) before any work: kInvalidArgument.
+  virtual Result<void> validate_options() const = 0;
+  // Transforms the model in place. On error the model may be partly transformed; callers discard it.
+  virtual Result<PassReport> run(Model& model, PassContext& ctx) = 0;
+};
+
+// One row of the pass registry (src/passes/registry.cpp: the only list of passes).
+struct PassInfo {
+  const char* name;
+  const char* summary;  // one line for help text
+  std::unique_ptr<Pass> (*make)();
+};
+std::span<const PassInfo> pass_registry();
+// kInvalidArgument listing the known names when `name` is unknown.
+Result<std::unique_ptr<Pass>> make_pass(std::string_view name);
+
+// Default target set of weight passes: 2-D weights of the blocks, the output head and the token
+// embedding (1-D norms and biases never).
+bool is_default_weight_target(const Model& model, const std::string& name);
+
+}  // namespace llmc

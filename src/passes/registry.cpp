@@ -1,0 +1,18 @@
+// The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
+#include "passes/pass.h"
+
+namespace llmc {
+
+// Factories, one per pass file.
+
+namespace {
+
+const PassInfo kPasses[] = {
+    {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
+};
+
+}  // namespace
+
+std::span<const PassInfo> pass_registry() { return {kPasses, std::size(kPasses) - 1}; }
+
+}  // namespace llmc

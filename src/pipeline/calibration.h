@@ -1,0 +1,82 @@
+// Calibration data shared by every calibration-based pass: token sequences from a text file or
+// sampled from the model itself, and block-by-block capture of each linear layer's inputs.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/model.h"
+#include "runtime/runtime.h"
+
+namespace llmc {
+
+struct CalibOptions {
+  std::string file;          // text file, tokenized with the model's tokenizer
+  int64_t self_samples = 0;  // > 0: sample this many sequences from the model at temperature 1 instead
+  int64_t samples = 128;     // sequences
+  int64_t ctx = 512;         // tokens per sequence (BOS first when the tokenizer adds one)
+  uint64_t seed = 0;
+};
+
+// Statistics of the input x [cols] of one linear layer over all calibration tokens. Layers that
+// read the same input (q/k/v, gate/up) share one object.
+struct LinearInputStats {
+  int64_t cols = 0;
+  int64_t tokens = 0;
+  std::vector<double> sq_sum;  // [cols] Σ x_c²  (importance / imatrix, Wanda norms)
+  std::vector<double> xtx;     // [cols, cols] Σ x xᵀ, row-major; empty unless requested (GPTQ Hessian)
+  std::vector<float> samples;  // [n_samples, cols] a deterministic subset of inputs, unless 0 requested
+  int64_t n_samples = 0;
+};
+
+struct StatsRequest {
+  bool xtx = false;
+  int64_t max_samples = 0;  // rows of x kept in LinearInputStats::samples (evenly spaced tokens)
+};
+
+// Linear input statistics keyed by tensor name ("blk.3.attn_q.weight").
+using LayerStats = std::map<std::string, std::shared_ptr<const LinearInputStats>>;
+
+// Token sequences for calibration; deterministic for a given model, options and seed.
+class CalibrationSet {
+ public:
+  // Errors: no tokenizer (kInvalidArgument), file too short for samples x ctx tokens (the error
+  // says how many tokens it has and how many are needed; a shorter file is never silently used).
+  static Result<std::unique_ptr<CalibrationSet>> create(const Model& model, const CalibOptions& options);
+
+  const CalibOptions& options() const { return options_; }
+  const std::vector<std::vector<int32_t>>& sequences() const { return sequences_; }
+  int64_t tokens() const;
+
+  // Statistics of every linear input of the model as it is now (one forward over all sequences).
+  Result<LayerStats> collect_all(const Model& model, const StatsRequest& request, int threads);
+
+  // Sequential, block-by-block capture for passes that change layer l before layer l+1 is
+  // calibrated (GPTQ, AWQ, SparseGPT): keeps every sequence's residual stream [tokens, dim].
+  class Sequential {
+   public:
+    virtual ~Sequential() = default;
+    // Statistics of the linear inputs of block `layer` given the current hidden states (which
+    // already went through the model's blocks < layer as they were when advanced).
+    virtual Result<LayerStats> collect(int64_t layer, const StatsRequest& request) = 0;
+    // Runs block `layer` with its current weights on the hidden states, making them the input of
+    // block layer + 1. Call once per layer, in order, after collect(layer) and the pass's edits.
+    virtual Result<void> advance(int64_t layer) = 0;
+    // Statistics of the output head's input (final norm of the hidden states after all blocks).
+    virtual Result<LayerStats> collect_head(const StatsRequest& request) = 0;
+  };
+  // The model must outlive the returned object; tensors replaced in it (Model::replace) are seen
+  // by later collect/advance calls.
+  Result<std::unique_ptr<Sequential>> sequential(const Model& model, int threads);
+
+ private:
+  CalibrationSet() = default;
+  CalibOptions options_;
+  std::vector<std::vector<int32_t>> sequences_;
+};
+
+}  // namespace llmc
