@@ -45,8 +45,7 @@ Model quant_model(const std::vector<QuantSpec>& specs, int64_t rows, int64_t col
     std::vector<float> w(static_cast<size_t>(rows * cols));
     for (float& x : w) x = normal(rng);
     QuantEncoding q = quantize_rtn(specs[i], w, rows, cols, {}, ScaleSearch{}, nullptr);
-    REQUIRE(m.add(Tensor{"t" + std::to_string(i), Shape{{rows, cols}}, std::make_shared<const Encoding>(Encoding{q})})
-                .ok());
+    REQUIRE(m.add(Tensor{str_cat("t", i), Shape{{rows, cols}}, std::make_shared<const Encoding>(Encoding{q})}).ok());
   }
   return m;
 }
@@ -62,7 +61,7 @@ TEST_CASE("every quant encoding round-trips through .llmc", "[quant-storage][llm
   const Model m = quant_model(specs, 7, 172, 3);
   test::TempDir dir;
   for (int zstd : {0, 3}) {
-    const std::string path = dir.path("q" + std::to_string(zstd) + ".llmc");
+    const std::string path = dir.path(zstd ? "q_zstd.llmc" : "q_raw.llmc");
     LlmcWriteOptions options;
     options.zstd_level = zstd;
     REQUIRE(write_llmc(m, path, options).ok());
