@@ -39,6 +39,44 @@ int64_t spec_row_stride(const QuantSpec& s, int64_t cols) {
 
 constexpr float kF16Max = 65504.0f;
 
+// Nearest code of v under fixed params: x = (v - min) * mul + add is v in code units, the code is
+// ceil(x - 0.5) (ties to the lower code) clamped to [0, max_code]. A zero scale maps every value to
+// the code of x = add (sym: the zero code; asym/binary: 0; ternary: the zero code).
+struct CodeMapper {
+  float min = 0, mul = 0, add = 0, max_code = 0;
+  CodeMapper(const QuantSpec& spec, const GroupParams& p) {
+    const float inv = p.scale != 0 ? 1.0f / p.scale : 0.0f;
+    min = p.min;
+    switch (spec.scheme) {
+      case QuantScheme::kSymmetric:
+        mul = inv;
+        add = static_cast<float>(1 << (spec.bits - 1));
+        max_code = static_cast<float>((1 << spec.bits) - 1);
+        break;
+      case QuantScheme::kAsymmetric:
+        mul = inv;
+        max_code = static_cast<float>((1 << spec.bits) - 1);
+        break;
+      case QuantScheme::kBinary:
+        mul = 0.5f * inv;
+        add = 0.5f;
+        max_code = 1;
+        break;
+      case QuantScheme::kTernary:
+        mul = inv;
+        add = 1;
+        max_code = 2;
+        break;
+    }
+    if (!std::isfinite(mul)) mul = 0;
+  }
+  uint32_t code(float v) const {
+    float x = (v - min) * mul + add;
+    if (!std::isfinite(x)) x = std::isnan(x) ? add : x;
+    return static_cast<uint32_t>(std::clamp(std::ceil(x - 0.5f), 0.0f, max_code));
+  }
+};
+
 // The value the stored scale dtype will give back (u8 is snapped later, by the builder).
 float round_to_dtype(DType dtype, float x) {
   if (!std::isfinite(x)) x = 0.0f;
@@ -57,9 +95,10 @@ GroupParams round_params(const QuantSpec& spec, GroupParams p) {
 
 // Σ imp (w - dequant(quantize(w)))² under params p.
 double group_error(const QuantSpec& spec, const GroupParams& p, const float* w, const float* imp, int64_t n) {
+  const CodeMapper map(spec, p);
   double err = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(w[i]) - dequantize_code(spec, p, quantize_value(spec, p, w[i]));
+    const double d = static_cast<double>(w[i]) - dequantize_code(spec, p, map.code(w[i]));
     err += (imp ? imp[i] : 1.0) * d * d;
   }
   return err;
@@ -69,11 +108,12 @@ double group_error(const QuantSpec& spec, const GroupParams& p, const float* w, 
 // Σ imp (w - (u * scale + min))² where u is the code's offset (q - zero point) — for schemes with a
 // min — or Σ imp (w - u * scale)² otherwise. Keeps p when the system is degenerate.
 GroupParams refit(const QuantSpec& spec, const GroupParams& p, const float* w, const float* imp, int64_t n) {
+  const CodeMapper map(spec, p);
   double s_w = 0, s_u = 0, s_uu = 0, s_uw = 0, s_ww = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double wt = imp ? imp[i] : 1.0;
     // u: the code's multiplier of scale, i.e. quant_value with scale 1 and min 0.
-    const double u = quant_value(spec.scheme, spec.bits, quantize_value(spec, p, w[i]), 1.0f, 0.0f);
+    const double u = quant_value(spec.scheme, spec.bits, map.code(w[i]), 1.0f, 0.0f);
     s_w += wt;
     s_u += wt * u;
     s_uu += wt * u * u;
@@ -102,8 +142,13 @@ struct BestParams {
   int64_t n;
   GroupParams best{};
   double best_err = std::numeric_limits<double>::infinity();
+  bool single = false;  // only one candidate: no error to compare
   void offer(GroupParams p) {
     p = round_params(spec, p);
+    if (single) {
+      best = p;
+      return;
+    }
     const double err = group_error(spec, p, w, imp, n);
     if (err < best_err) {
       best_err = err;
@@ -130,6 +175,11 @@ GroupParams fit_symmetric(const QuantSpec& spec, const float* w, const float* im
     }
   const float half = static_cast<float>(1 << (spec.bits - 1));
   BestParams best{spec, w, imp, n};
+  best.single = s.steps == 0;
+  if (s.steps == 0) {  // plain RTN: the Q4_0 candidate only
+    best.offer({-extreme / half, 0.0f});
+    return best.best;
+  }
   for (double r : clip_ratios(s)) {
     for (float base : {amax / (half - 1), -extreme / half}) {
       const GroupParams p{static_cast<float>(base * r), 0.0f};
@@ -149,6 +199,7 @@ GroupParams fit_asymmetric(const QuantSpec& spec, const float* w, const float* i
   const double levels = static_cast<double>((1 << spec.bits) - 1);
   const double mid = 0.5 * (static_cast<double>(lo) + hi), half_range = 0.5 * (static_cast<double>(hi) - lo);
   BestParams best{spec, w, imp, n};
+  best.single = s.steps == 0;
   for (double r : clip_ratios(s)) {
     const double a = mid - half_range * r, b = mid + half_range * r;
     const GroupParams p{static_cast<float>((b - a) / levels), static_cast<float>(a)};
@@ -279,32 +330,7 @@ GroupParams fit_group(const QuantSpec& spec, const float* w, const float* imp, i
   return {};
 }
 
-uint32_t quantize_value(const QuantSpec& spec, const GroupParams& p, float v) {
-  // x: the value in code units; the nearest code is ceil(x - 0.5) (ties to the lower code).
-  double x = 0, max_code = 0;
-  const double t = p.scale != 0 && std::isfinite(v) ? (static_cast<double>(v) - p.min) / p.scale : 0.0;
-  switch (spec.scheme) {
-    case QuantScheme::kSymmetric:
-      x = t + (1 << (spec.bits - 1));
-      max_code = (1 << spec.bits) - 1;
-      if (p.scale == 0) x = 1 << (spec.bits - 1);
-      break;
-    case QuantScheme::kAsymmetric:
-      x = t;
-      max_code = (1 << spec.bits) - 1;
-      break;
-    case QuantScheme::kBinary:
-      x = 0.5 * (t + 1);
-      max_code = 1;
-      break;
-    case QuantScheme::kTernary:
-      x = t + 1;
-      max_code = 2;
-      break;
-  }
-  const double q = std::clamp(std::ceil(x - 0.5), 0.0, max_code);
-  return static_cast<uint32_t>(q);
-}
+uint32_t quantize_value(const QuantSpec& spec, const GroupParams& p, float v) { return CodeMapper(spec, p).code(v); }
 
 QuantRowsBuilder::QuantRowsBuilder(const QuantSpec& spec, int64_t rows, int64_t cols)
     : spec_(spec), rows_(rows), cols_(cols) {
@@ -452,8 +478,9 @@ QuantEncoding quantize_rtn(const QuantSpec& spec, std::span<const float> w, int6
       const float* wg = w.data() + r * cols + c0;
       const GroupParams p =
           builder.set_params(r, g, fit_group(spec, wg, col_imp.empty() ? nullptr : col_imp.data() + c0, n, search));
+      const CodeMapper map(spec, p);
       for (int64_t i = 0; i < n; ++i) {
-        const uint32_t q = quantize_value(spec, p, wg[i]);
+        const uint32_t q = map.code(wg[i]);
         builder.set_code(r, c0 + i, q);
         if (dequant) (*dequant)[static_cast<size_t>(r * cols + c0 + i)] = dequantize_code(spec, p, q);
       }
