@@ -7,6 +7,7 @@
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "passes/quant/quant_math.h"
+#include "pipeline/calibration.h"
 #include "quant_test_util.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
@@ -166,4 +167,46 @@ TEST_CASE("stories260K: 8-bit RTN has mean KLD <= 0.002 vs fp32 on TinyStories",
   CHECK(r->chunks > 50);
   CHECK(r->kld->kld.mean <= 0.002);
   CHECK(r->kld->same_top.mean >= 0.97);
+}
+
+TEST_CASE("quant.rtn importance uses calibration statistics of each linear input", "[quant-rtn]") {
+  Model m = load_stories();
+  if (m.tensors().empty()) return;
+  CalibOptions co;
+  co.file = test::fixture("text/tinystories-sample.txt");
+  co.samples = 8;
+  co.ctx = 128;
+  auto calib = CalibrationSet::create(m, co);
+  REQUIRE(calib.ok());
+  auto stats = (*calib)->collect_all(m, StatsRequest{}, 1);
+  REQUIRE(stats.ok());
+  for (bool importance : {false, true}) {
+    Model q = m;
+    auto pass = make_pass("quant.rtn");
+    test::SetOptions set(std::map<std::string, std::string>{
+        {"bits", "3"}, {"clip_search", "10"}, {"importance", importance ? "true" : "false"}});
+    (*pass)->visit(set);
+    REQUIRE((*pass)->validate_options().ok());
+    CHECK((*pass)->needs().calibration == importance);
+    PassContext ctx;
+    REQUIRE(ctx.selector.compile().ok());
+    ctx.calib = calib->get();
+    auto r = (*pass)->run(q, ctx);
+    REQUIRE(r.ok());
+    CHECK(r->details["blk.0.ffn_down.weight"]["importance"] == importance);
+    // stories260K ties the output head to the embedding: the head's input statistics weight it.
+    CHECK(r->details["token_embd.weight"]["importance"] == importance);
+    // Importance-weighted error Σ_c sq_sum_c (w - ŵ)² of every linear: the weighted fit targets it.
+    double weighted = 0;
+    for (const auto& [name, s] : *stats) {
+      const auto w = m.get(name).to_f32(), d = q.get(name).to_f32();
+      for (size_t i = 0; i < w.size(); ++i)
+        weighted += s->sq_sum[i % static_cast<size_t>(s->cols)] * (w[i] - d[i]) * (w[i] - d[i]);
+    }
+    static double plain = 0;
+    if (!importance)
+      plain = weighted;
+    else
+      CHECK(weighted < 0.95 * plain);
+  }
 }

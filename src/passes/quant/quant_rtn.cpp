@@ -30,8 +30,8 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
     const Tensor& t = model.get(name);
     const int64_t rows = t.rows(), cols = t.cols();
     const std::vector<float> w = t.to_f32();
-    // Per-column importance Σ x_c² of this linear's input; tensors without one (the token
-    // embedding is a lookup, not a linear) are fitted unweighted.
+    // Per-column importance Σ x_c² of this linear's input (a tied embedding gets the output head's);
+    // tensors without statistics (an untied token embedding is only a lookup) are fitted unweighted.
     std::vector<float> col_imp;
     if (auto it = stats.find(name); it != stats.end() && it->second && it->second->cols == cols) {
       col_imp.assign(it->second->sq_sum.begin(), it->second->sq_sum.end());
