@@ -1,6 +1,7 @@
 // Benchmark: RTN/binary/ternary quantization of stories260K, evaluated against the fp32 model on
 // TinyStories (ctx 256): bpw, mean KLD, top-1 agreement, PPL. Prints a Markdown table; asserts nothing.
-// Usage: bench_quant_rtn FIXTURES_DIR [max_chunks=0 (all)]
+// Usage: bench_quant_rtn FIXTURES_DIR [max_chunks=0 (all)] [importance]
+// ("importance": only 4/3-bit asym g32 rows, weighted by 32 x 256 calibration tokens of the same text)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "passes/quant/quant_methods.h"
+#include "pipeline/calibration.h"
 #include "runtime/runtime.h"
 #include "verify/perplexity.h"
 
@@ -61,13 +63,31 @@ int main(int argc, char** argv) {
   double ref_ppl = 0;
   std::printf(
       "| encoding | clip_search | bpw | mean KLD | same top | PPL | quant s |\n|---|---|---|---|---|---|---|\n");
+  const bool importance = argc > 3 && std::string(argv[3]) == "importance";
+  std::unique_ptr<CalibrationSet> calib;
+  if (importance) {
+    CalibOptions co;
+    co.file = dir + "/text/tinystories-sample.txt";
+    co.samples = 32;
+    co.ctx = 256;
+    auto c = CalibrationSet::create(*base, co);
+    if (!c.ok()) {
+      std::fprintf(stderr, "calibration: %s\n", c.error().message.c_str());
+      return 1;
+    }
+    calib = std::move(c).value();
+  }
   for (const Row& row : rows) {
+    if (importance && (row.spec.scheme != QuantScheme::kAsymmetric || row.spec.bits > 4 || row.spec.bits < 3 ||
+                       row.spec.group_size != 32 || row.spec.scale_dtype != DType::kF16))
+      continue;
     for (int steps : {0, 20}) {
       if (row.spec.scheme == QuantScheme::kBinary || row.spec.scheme == QuantScheme::kTernary) {
         if (steps) continue;  // closed-form fits: the clipping search does not apply
       }
       Model q = *base;
       PassContext ctx;
+      ctx.calib = calib.get();
       (void)ctx.selector.compile();
       const auto t0 = std::chrono::steady_clock::now();
       auto r = quantize_model_rtn(
