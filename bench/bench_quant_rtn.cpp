@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       auto r = quantize_model_rtn(
           q, ctx, [&](const std::string&) { return std::optional<QuantSpec>(row.spec); }, ScaleSearch{steps, 0.7},
-          false);
+          importance);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (!r.ok()) {
         std::fprintf(stderr, "%s: %s\n", row.label, r.error().message.c_str());
