@@ -209,7 +209,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     const LinearObserver observer = collector.observer();
     for (size_t i = 0; i < hidden_.size(); ++i) {
       std::copy(hidden_[i].begin(), hidden_[i].end(), scratch_.begin());
-      LLMC_TRY(runner_->forward_layer(layer, scratch_.data(), length(i), &observer));
+      LLMC_TRY(runner_->forward_layer(layer, scratch_.data(), length(i), &observer, true));
     }
     return collector.finish();
   }
