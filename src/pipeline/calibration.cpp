@@ -19,6 +19,7 @@ namespace llmc {
 namespace {
 
 constexpr int64_t kMaxCalibTokens = int64_t{1} << 24;   // samples x ctx; the residual streams scale with it
+constexpr int64_t kMaxHiddenFloats = int64_t{1} << 33;  // sequential(): 32 GiB of residual streams
 constexpr int64_t kMaxSampleFloats = int64_t{1} << 30;  // max_samples x cols of one input (4 GiB)
 // Σ x xᵀ: tiles of kXtxTile x kXtxTile columns (a multiple of the matmul microkernel's 4 rows and
 // 3 tokens), each summed in f32 over up to kXtxTokens tokens, then added to the f64 total. The
@@ -209,7 +210,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     const LinearObserver observer = collector.observer();
     for (size_t i = 0; i < hidden_.size(); ++i) {
       std::copy(hidden_[i].begin(), hidden_[i].end(), scratch_.begin());
-      LLMC_TRY(runner_->forward_layer(layer, scratch_.data(), length(i), &observer));
+      LLMC_TRY(runner_->forward_layer(layer, scratch_.data(), length(i), &observer, true));
     }
     return collector.finish();
   }
@@ -390,6 +391,10 @@ Result<LayerStats> CalibrationSet::collect_all(const Model& model, const StatsRe
 }
 
 Result<std::unique_ptr<CalibrationSet::Sequential>> CalibrationSet::sequential(const Model& model, int threads) {
+  if (tokens() > kMaxHiddenFloats / std::max<int64_t>(1, model.config.dim))
+    return make_error(ErrorCode::kInvalidArgument, "calibration: the residual streams of ", tokens(), " tokens x ",
+                      model.config.dim, " floats exceed ", kMaxHiddenFloats * 4 >> 30,
+                      " GiB; lower --calib-samples or --calib-ctx");
   LLMC_ASSIGN_OR_RETURN(auto runner, BlockRunner::create(model, longest(sequences_), threads));
   auto seq = std::make_unique<SequentialImpl>(model, *this, std::move(runner), threads);
   LLMC_TRY(seq->init());

@@ -70,8 +70,8 @@ class CalibrationSet {
     // Statistics of the output head's input (final norm of the hidden states after all blocks).
     virtual Result<LayerStats> collect_head(const StatsRequest& request) = 0;
   };
-  // The model must outlive the returned object; tensors replaced in it (Model::replace) are seen
-  // by later collect/advance calls.
+  // The model and this set must outlive the returned object; tensors replaced in the model
+  // (Model::replace) are seen by later collect/advance calls. Memory: tokens() x dim floats.
   Result<std::unique_ptr<Sequential>> sequential(const Model& model, int threads);
 
  private:

@@ -127,8 +127,9 @@ class BlockForward {
   // x: [n, dim] residual stream at positions pos..pos+n-1, n <= kMaxBatch, updated in place.
   // k_cache, v_cache: this layer's cache [positions, kv_dim]; positions pos..pos+n-1 are written
   // and [0, pos) must hold the earlier tokens' keys and values.
+  // inputs_only: stop once the last linear's input was observed (x is then left half-updated).
   void layer(const LayerWeights& w, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
-             const LinearObserver* observer) {
+             const LinearObserver* observer, bool inputs_only = false) {
     const int64_t dim = c_.dim;
     auto observe = [&](std::initializer_list<const Tensor*> ws, const float* in) {
       if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
@@ -177,6 +178,7 @@ class BlockForward {
     linear(*w.up, xb_.data(), n, hb2_.data());
     for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
     observe({w.down}, hb_.data());
+    if (inputs_only) return;
     linear(*w.down, hb_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
   }
@@ -353,7 +355,8 @@ class BlockRunnerImpl final : public BlockRunner {
     return {};
   }
 
-  Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer) override {
+  Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer,
+                             bool inputs_only) override {
     if (layer < 0 || layer >= model_.config.n_layers)
       return make_error(ErrorCode::kInvalidArgument, "runtime: layer ", layer, " is outside [0, ",
                         model_.config.n_layers, ")");
@@ -363,7 +366,7 @@ class BlockRunnerImpl final : public BlockRunner {
     const LayerWeights w = resolve_layer(model_, layer);
     for (int64_t start = 0; start < n; start += kMaxBatch)
       block_.layer(w, x + start * model_.config.dim, std::min(kMaxBatch, n - start), start, k_.data(), v_.data(),
-                   observer);
+                   observer, inputs_only);
     return {};
   }
 

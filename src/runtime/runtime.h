@@ -67,7 +67,10 @@ class BlockRunner {
   virtual Result<void> embed(std::span<const int32_t> tokens, float* x) = 0;
   // Runs block `layer` in place on one sequence x [n, dim] at positions [0, n), calling `observer`
   // (may be null) with the input of each linear layer, chunk by chunk, in forward order.
-  virtual Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer) = 0;
+  // inputs_only: only the linear inputs are wanted; the last projection is skipped and x is left
+  // in an unspecified state.
+  virtual Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer,
+                                     bool inputs_only = false) = 0;
   // out [n, dim] = the final norm of x [n, dim] (the output head's input).
   virtual void final_norm(const float* x, int64_t n, float* out) = 0;
   // logits [n, vocab] = output head applied to normed [n, dim] (final_norm's output).
