@@ -89,7 +89,8 @@ void unpack_bits(const QuantEncoding&, const uint8_t* row, int64_t cols, uint8_t
   constexpr uint64_t kMask = (uint64_t{1} << kBits) - 1;
   const int64_t chunks = cols / 8;
   // Chunks whose 8-byte word lies inside the row load it whole; the last ones copy kBits bytes.
-  const int64_t wide = std::max<int64_t>(0, std::min(chunks, ((cols * kBits + 7) / 8 - 8) / kBits + 1));
+  const int64_t row_bytes = (cols * kBits + 7) / 8;
+  const int64_t wide = row_bytes >= 8 ? std::min(chunks, (row_bytes - 8) / kBits + 1) : 0;
   for (int64_t i = 0; i < chunks; ++i) {
     uint64_t word = 0;
     if (i < wide)
@@ -173,7 +174,7 @@ void decode_params(const QuantEncoding& q, const Bytes& values, const Bytes& met
       float step, base;
       std::memcpy(&step, pairs + 2 * b, 4);
       std::memcpy(&base, pairs + 2 * b + 1, 4);
-      out[i] = static_cast<float>(values.data()[e]) * step + base;
+      out[i] = quant_u8_entry(values.data()[e], step, base);
     }
     return;
   }
