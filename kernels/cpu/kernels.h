@@ -37,6 +37,9 @@ inline void linear(const Tensor& w, const float* x, int64_t n, float* y) {
 // Scalar references: double accumulation over a row decoded with decode_rows_to_f32.
 void matvec_ref(const Tensor& w, const float* x, float* y);
 void matmul_ref(const Tensor& w, const float* x, int64_t n, float* y);
+// Scalar reference of Quant weights straight from the packed codes: quant_value per element,
+// double accumulation (independent of the encoding's row decoder).
+void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // True when the dispatch table has a fast kernel for this encoding (others use the generic
 // decode-a-row-block kernel).
 bool has_fast_linear(const Tensor& w);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/simd.h"
 
 namespace llmc::kernels {
@@ -19,14 +20,20 @@ std::atomic<int> g_threads{0};
 // Index of the Dense node kind in Encoding::node.
 constexpr size_t kDenseKind = 0;
 static_assert(std::is_same_v<std::variant_alternative_t<kDenseKind, decltype(Encoding::node)>, DenseEncoding>);
+constexpr size_t kQuantKind = 1;
+static_assert(std::is_same_v<std::variant_alternative_t<kQuantKind, decltype(Encoding::node)>, QuantEncoding>);
 
-// Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts).
-using RowsKernel = void (*)(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin,
-                            int64_t r_end, float* y);
+// Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts);
+// aux is the per-call scratch its row's `prepare` filled (null when the row has none).
+using RowsKernel = void (*)(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end,
+                            int64_t r_begin, int64_t r_end, float* y);
+// Per-call preparation of the activations X[n, cols] before the parallel loop (e.g. group sums).
+using AuxFloatsFn = int64_t (*)(const Tensor& w, int64_t n);
+using PrepareFn = void (*)(const Tensor& w, const float* x, int64_t n, float* aux);
 
 template <simd::MatmulRowsFn F>
-void dense_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
-                float* y) {
+void dense_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                int64_t r_end, float* y) {
   const auto& d = std::get<DenseEncoding>(w.encoding->node);
   F(d.data.data(), w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
 }
@@ -34,8 +41,8 @@ void dense_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end,
 // Any encoding: decode 16 rows at a time with the reference decoder into a per-thread buffer,
 // then run the f32 kernel on it. Correct for every node kind; fast kernels replace it per kind.
 constexpr int64_t kDecodeRows = 16;
-void decoded_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
-                  float* y) {
+void decoded_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                  int64_t r_end, float* y) {
   thread_local std::vector<float> block;
   thread_local std::vector<float> out;
   const int64_t cols = w.cols();
@@ -55,6 +62,8 @@ struct LinearKernelRow {
   std::optional<DType> dtype;  // Dense dtype; nullopt = any
   const char* name;
   RowsKernel rows;
+  AuxFloatsFn aux_floats = nullptr;  // null: no preparation
+  PrepareFn prepare = nullptr;
 };
 
 // The one dispatch point of linear layers: first matching row wins; the last row matches all.
@@ -62,6 +71,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kF32, "dense f32", dense_rows<simd::matmul_rows_f32>},
     {kDenseKind, DType::kF16, "dense f16", dense_rows<simd::matmul_rows_f16>},
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
+    {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 
@@ -84,7 +94,14 @@ constexpr int64_t kRowBlock = 16;
 constexpr int64_t kMinParallelWork = 1 << 15;  // multiply-adds below which threads cost more than they give
 
 void run_linear(const Tensor& w, const float* x, int64_t n, float* y) {
-  const RowsKernel kernel = lookup(w).rows;
+  const LinearKernelRow& row = lookup(w);
+  const RowsKernel kernel = row.rows;
+  thread_local std::vector<float> aux;
+  if (row.prepare != nullptr) {
+    aux.resize(static_cast<size_t>(row.aux_floats(w, n)));
+    row.prepare(w, x, n, aux.data());
+  }
+  const float* aux_data = row.prepare != nullptr ? aux.data() : nullptr;
   const int64_t rows = w.rows();
   const int64_t cols = w.cols();
   const int64_t row_blocks = (rows + kRowBlock - 1) / kRowBlock;
@@ -95,7 +112,7 @@ void run_linear(const Tensor& w, const float* x, int64_t n, float* y) {
     const int64_t te = std::min(n, tb + kTokenBlock);
 #pragma omp for schedule(static)
     for (int64_t rb = 0; rb < row_blocks; ++rb)
-      kernel(w, x, tb, te, rb * kRowBlock, std::min(rows, (rb + 1) * kRowBlock), y);
+      kernel(w, x, aux_data, tb, te, rb * kRowBlock, std::min(rows, (rb + 1) * kRowBlock), y);
   }
 }
 

@@ -1,0 +1,244 @@
+// Quant kernel speed on a synthetic model: decode and prefill tok/s and the fraction of measured
+// memory bandwidth for every linear weight (and the classifier) stored as random Quant codes.
+// Prints a Markdown table; asserts nothing. Weights are random (speed does not depend on values).
+// usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary]
+//                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
+#include <time.h>
+
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+#include "model/arch.h"
+#include "model/synth.h"
+#include "runtime/runtime.h"
+#include "verify/bench.h"
+
+using namespace llmc;
+
+namespace {
+
+struct BenchFormat {
+  const char* name;
+  QuantScheme scheme;
+  int bits;
+  QuantPacking packing;
+  bool mins;
+};
+
+// The formats the table can show; --formats picks by name.
+const BenchFormat kBenchFormats[] = {
+    {"q8", QuantScheme::kSymmetric, 8, QuantPacking::kBits, false},
+    {"q8a", QuantScheme::kAsymmetric, 8, QuantPacking::kBits, true},
+    {"q4", QuantScheme::kSymmetric, 4, QuantPacking::kBits, false},
+    {"q4a", QuantScheme::kAsymmetric, 4, QuantPacking::kBits, true},
+    {"q3", QuantScheme::kSymmetric, 3, QuantPacking::kBits, false},
+    {"q2", QuantScheme::kSymmetric, 2, QuantPacking::kBits, false},
+    {"binary", QuantScheme::kBinary, 1, QuantPacking::kBits, false},
+    {"ternary", QuantScheme::kTernary, 2, QuantPacking::kBits, false},
+    {"ternary5", QuantScheme::kTernary, 2, QuantPacking::kTrits5, false},
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(item);
+  return out;
+}
+
+uint64_t g_state = 0x9e3779b97f4a7c15ull;
+uint8_t next_byte() {
+  g_state = g_state * 6364136223846793005ull + 1442695040888963407ull;
+  return static_cast<uint8_t>(g_state >> 56);
+}
+
+// Random codes (valid for the format) with f16 scales (and mins) around 0.01.
+Tensor random_quant(const std::string& name, const Shape& shape, const BenchFormat& f, int64_t group) {
+  QuantEncoding q;
+  q.bits = f.bits;
+  q.scheme = f.scheme;
+  q.packing = f.packing;
+  q.group_size = group;
+  q.scale_dtype = DType::kF16;
+  std::vector<uint8_t> codes(static_cast<size_t>(shape.rows() * quant_row_stride(q, shape.cols())));
+  for (auto& c : codes) c = f.packing == QuantPacking::kTrits5 ? next_byte() % 243 : next_byte();
+  if (f.scheme == QuantScheme::kTernary && f.packing == QuantPacking::kBits)
+    for (auto& c : codes) c &= 0x55;  // 2-bit codes 0/1 only (3 is invalid)
+  q.codes = Bytes::owned(std::move(codes));
+  const size_t n = static_cast<size_t>(shape.rows() * quant_groups_per_row(q, shape.cols()));
+  std::vector<uint16_t> scales(n, 0x2000);  // f16 ~0.0078
+  q.scales = Bytes::from_vector(scales);
+  if (f.mins) q.mins = Bytes::from_vector(std::vector<uint16_t>(n, 0xA000));  // f16 ~-0.0078
+  return Tensor{name, shape, std::make_shared<Encoding>(Encoding{q})};
+}
+
+Model make_model(const ModelConfig& c, const BenchFormat& f, int64_t group) {
+  Model m;
+  m.config = c;
+  for (const auto& spec : expected_tensors(c)) {
+    if (spec.role == TensorRole::kLinear || spec.role == TensorRole::kOutput) {
+      (void)m.add(random_quant(spec.name, spec.shape, f, group));
+    } else if (spec.role == TensorRole::kEmbedding) {
+      std::vector<uint16_t> v(static_cast<size_t>(spec.shape.numel()));
+      for (auto& e : v) e = static_cast<uint16_t>(0x2000 | next_byte());
+      DenseEncoding d{DType::kF16, Bytes::from_vector(v)};
+      (void)m.add(Tensor{spec.name, spec.shape, std::make_shared<Encoding>(Encoding{d})});
+    } else {
+      (void)m.add(make_dense_f32(
+          spec.name, spec.shape,
+          std::vector<float>(static_cast<size_t>(spec.shape.numel()), spec.role == TensorRole::kNorm ? 1.0f : 0.0f)));
+    }
+  }
+  return m;
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Kernel-only figures for one [rows, cols] weight: matvec (decode) and matmul of `n` tokens
+// (prefill), wall and process-CPU time; on a busy machine CPU time shows what the kernel needs.
+// f == nullptr: a Dense f16 weight, the baseline whose kernel reaches ~80 % of bandwidth.
+void kernel_bench(const BenchFormat* f, int64_t group, int threads, int64_t rows, int64_t cols, int64_t n) {
+  Tensor w;
+  if (f != nullptr) {
+    w = random_quant("w", Shape{{rows, cols}}, *f, group);
+  } else {
+    std::vector<uint16_t> v(static_cast<size_t>(rows * cols));
+    for (auto& e : v) e = static_cast<uint16_t>(0x2000 | next_byte());
+    w = Tensor{"w", Shape{{rows, cols}},
+               std::make_shared<Encoding>(Encoding{DenseEncoding{DType::kF16, Bytes::from_vector(v)}})};
+  }
+  std::vector<float> x(static_cast<size_t>(n * cols), 0.5f), y(static_cast<size_t>(n * rows));
+  kernels::set_num_threads(threads);
+  kernels::matvec(w, x.data(), y.data());
+  const int reps = 20;
+  auto t0 = std::chrono::steady_clock::now();
+  double c0 = cpu_seconds();
+  for (int i = 0; i < reps; ++i) kernels::matvec(w, x.data(), y.data());
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  const double cpu = (cpu_seconds() - c0) / reps;
+  t0 = std::chrono::steady_clock::now();
+  c0 = cpu_seconds();
+  kernels::matmul(w, x.data(), n, y.data());
+  const double pwall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double pcpu = cpu_seconds() - c0;
+  const double bytes = static_cast<double>(w.encoded_bytes());
+  const double flop = 2.0 * static_cast<double>(rows * cols);
+  std::printf("| %s | %lldx%lld | %.2f | %.2f | %.1f | %.1f |\n", f != nullptr ? f->name : "f16 dense",
+              static_cast<long long>(rows), static_cast<long long>(cols), bytes / wall / 1e9, bytes / cpu / 1e9,
+              flop * n / pwall / 1e9, flop * n / pcpu / 1e9);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shape = "tinyllama-1.1b", formats = "q8,q4,q3,q2,binary,ternary";
+  int threads = 2;
+  int64_t group = 32, membw_mib = 1024;
+  bool kernel_only = false;
+  BenchOptions bo;
+  bo.prompt_tokens = 64;
+  bo.gen_tokens = 16;
+  bo.repeat = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string("0"); };
+    if (a == "--shape")
+      shape = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--formats")
+      formats = next();
+    else if (a == "--group")
+      group = std::stoll(next());
+    else if (a == "--prompt")
+      bo.prompt_tokens = std::stoll(next());
+    else if (a == "--gen")
+      bo.gen_tokens = std::stoll(next());
+    else if (a == "--repeat")
+      bo.repeat = std::stoi(next());
+    else if (a == "--kernel")
+      kernel_only = true;
+    else if (a == "--membw-mib")
+      membw_mib = std::stoll(next());
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  const SynthShape* s = find_synth_shape(shape);
+  if (s == nullptr) {
+    std::fprintf(stderr, "unknown shape %s\n", shape.c_str());
+    return 2;
+  }
+  if (kernel_only) {
+    std::printf("kernel only, %d threads, SIMD %s, group %lld, f16 scales; prefill = matmul of %lld tokens\n\n",
+                threads, kernels::active_simd_target().c_str(), static_cast<long long>(group),
+                static_cast<long long>(bo.prompt_tokens));
+    std::printf(
+        "| format | weight | decode GB/s (wall) | decode GB/s (CPU time) | prefill GFLOP/s (wall) | prefill "
+        "GFLOP/s (CPU time) |\n| --- | --- | --- | --- | --- | --- |\n");
+    for (const std::string& name : split(formats)) {
+      const BenchFormat* f = nullptr;
+      for (const auto& row : kBenchFormats)
+        if (name == row.name) f = &row;
+      if (f == nullptr && name != "f16") continue;
+      kernel_bench(f, group, threads, s->config.hidden_dim, s->config.dim, bo.prompt_tokens);
+      kernel_bench(f, group, threads, s->config.dim, s->config.hidden_dim, bo.prompt_tokens);
+    }
+    return 0;
+  }
+  const MemBandwidth bw = measure_memory_bandwidth(static_cast<uint64_t>(membw_mib) << 20, 5, threads);
+  std::printf("shape %s, %d threads, SIMD %s, group %lld, f16 scales, memory read bandwidth %.2f GB/s\n\n",
+              shape.c_str(), threads, kernels::active_simd_target().c_str(), static_cast<long long>(group),
+              bw.gb_per_s);
+  std::printf("| format | bpw | weights MB/token | prefill %lld tok/s | decode tok/s | decode GB/s | of bandwidth |\n",
+              static_cast<long long>(bo.prompt_tokens));
+  std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+  bo.threads = threads;
+  bo.membw_bytes = 0;
+  for (const std::string& name : split(formats)) {
+    const BenchFormat* f = nullptr;
+    for (const auto& row : kBenchFormats)
+      if (name == row.name) f = &row;
+    if (f == nullptr) {
+      std::fprintf(stderr, "unknown format %s\n", name.c_str());
+      return 2;
+    }
+    Model m = make_model(s->config, *f, group);
+    uint64_t bytes = 0, weights = 0;
+    for (const auto& t : m.tensors())
+      if (tensor_role(t.name) == TensorRole::kLinear || tensor_role(t.name) == TensorRole::kOutput) {
+        bytes += t.encoded_bytes();
+        weights += static_cast<uint64_t>(t.numel());
+      }
+    RuntimeOptions ro;
+    ro.threads = threads;
+    ro.max_context = bo.prompt_tokens + bo.gen_tokens + 1;
+    auto rt = Runtime::create(m, ro);
+    if (!rt) {
+      std::printf("| %s | - | - | error: %s | | | |\n", f->name, rt.error().message.c_str());
+      continue;
+    }
+    auto r = run_bench(**rt, bo);
+    if (!r) {
+      std::printf("| %s | - | - | error: %s | | | |\n", f->name, r.error().message.c_str());
+      continue;
+    }
+    const double gbs = r->decode_tps.median * static_cast<double>(r->weight_bytes_per_token) / 1e9;
+    std::printf("| %s | %.3f | %.1f | %.1f | %.2f | %.2f | %.0f %% |\n", f->name,
+                8.0 * static_cast<double>(bytes) / static_cast<double>(weights),
+                static_cast<double>(r->weight_bytes_per_token) / 1e6, r->prefill_tps.median, r->decode_tps.median, gbs,
+                100.0 * gbs / bw.gb_per_s);
+    std::fflush(stdout);
+  }
+  return 0;
+}

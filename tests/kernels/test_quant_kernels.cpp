@@ -1,0 +1,241 @@
+// Quant linear kernels (every scheme, bit width, packing, group size, scale dtype, SIMD target,
+// thread count) against the scalar references: the encoding's row decoder (matmul_ref) and
+// quant_value applied per element (matmul_quant_ref).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "kernels/cpu/kernels.h"
+
+using namespace llmc;
+
+namespace {
+
+constexpr double kU = 1.0 / 16777216.0;  // f32 unit roundoff 2^-24
+
+struct Format {
+  QuantScheme scheme;
+  int bits;
+  QuantPacking packing;
+  bool mins;
+};
+
+std::vector<Format> all_formats() {
+  std::vector<Format> f;
+  for (int b = 2; b <= 8; ++b) {
+    f.push_back({QuantScheme::kSymmetric, b, QuantPacking::kBits, false});
+    f.push_back({QuantScheme::kAsymmetric, b, QuantPacking::kBits, true});
+  }
+  f.push_back({QuantScheme::kBinary, 1, QuantPacking::kBits, false});
+  f.push_back({QuantScheme::kBinary, 1, QuantPacking::kBits, true});  // two-level
+  f.push_back({QuantScheme::kTernary, 2, QuantPacking::kBits, false});
+  f.push_back({QuantScheme::kTernary, 2, QuantPacking::kTrits5, false});
+  return f;
+}
+
+// A Quant test tensor plus the f32 values of its scales and mins (as the format defines them).
+struct QuantCase {
+  Tensor w;
+  std::vector<float> scales, mins;  // [rows * groups]; mins all 0 when absent
+};
+
+// `n` parameters in [lo, hi] stored as `dtype`; u8 entries share a (step, base) pair per `block`
+// entries (written to `meta`). `values` gets what each stored entry means.
+Bytes random_params(size_t n, DType dtype, int64_t block, float lo, float hi, std::mt19937& rng, Bytes* meta,
+                    std::vector<float>* values) {
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  values->resize(n);
+  if (dtype == DType::kU8) {
+    std::vector<uint8_t> v(n);
+    for (auto& e : v) e = static_cast<uint8_t>(rng());
+    std::vector<float> pairs;
+    for (size_t b = 0; b < (n + block - 1) / block; ++b) {
+      pairs.push_back((hi - lo) / 255.0f * (0.5f + 0.5f * u(rng)));  // step
+      pairs.push_back(lo);                                           // base
+    }
+    for (size_t i = 0; i < n; ++i)
+      (*values)[i] = static_cast<float>(v[i]) * pairs[2 * (i / block)] + pairs[2 * (i / block) + 1];
+    *meta = Bytes::from_vector(pairs);
+    return Bytes::owned(v);
+  }
+  std::vector<float> f(n);
+  for (auto& e : f) e = lo + (hi - lo) * u(rng);
+  const Tensor t = make_dense("p", Shape{{static_cast<int64_t>(n)}}, f, dtype);
+  *values = t.to_f32();
+  return std::get<DenseEncoding>(t.encoding->node).data;
+}
+
+QuantCase random_quant(const Format& f, int64_t rows, int64_t cols, int64_t group, DType scale_dtype, uint32_t seed) {
+  std::mt19937 rng(seed);
+  QuantEncoding q;
+  q.bits = f.bits;
+  q.scheme = f.scheme;
+  q.packing = f.packing;
+  q.group_size = group;
+  q.scale_dtype = scale_dtype;
+  q.scale_block = scale_dtype == DType::kU8 ? 3 : 0;
+  const int64_t stride = quant_row_stride(q, cols);
+  std::vector<uint8_t> codes(static_cast<size_t>(rows * stride));
+  const bool ternary_bits = f.scheme == QuantScheme::kTernary && f.packing == QuantPacking::kBits;
+  for (auto& c : codes) {
+    c = static_cast<uint8_t>(rng());
+    if (f.packing == QuantPacking::kTrits5) c = static_cast<uint8_t>(c % 243);
+    // ternary 2-bit: code 3 is invalid; turn every 2-bit field 3 into 2.
+    if (ternary_bits)
+      for (int s = 0; s < 8; s += 2)
+        if (((c >> s) & 3) == 3) c = static_cast<uint8_t>(c & ~(1 << s));
+  }
+  q.codes = Bytes::owned(codes);
+  QuantCase out;
+  const size_t n = static_cast<size_t>(rows * quant_groups_per_row(q, cols));
+  q.scales = random_params(n, scale_dtype, q.scale_block, 0.001f, 0.05f, rng, &q.scale_meta, &out.scales);
+  out.mins.assign(n, 0.0f);
+  if (f.mins) q.mins = random_params(n, scale_dtype, q.scale_block, -0.5f, 0.2f, rng, &q.min_meta, &out.mins);
+  out.w = Tensor{"q", Shape{{rows, cols}}, std::make_shared<Encoding>(Encoding{q})};
+  return out;
+}
+
+// Code c of a row as the format defines it: kBits LSB-first, kTrits5 base-3 digits of bytes.
+uint32_t code_of(const QuantEncoding& q, const uint8_t* row, int64_t c) {
+  if (q.packing == QuantPacking::kTrits5) {
+    uint32_t b = row[c / 5];
+    for (int64_t i = 0; i < c % 5; ++i) b /= 3;
+    return b % 3;
+  }
+  uint32_t code = 0;
+  for (int i = 0; i < q.bits; ++i) {
+    const int64_t bit = c * q.bits + i;
+    code |= static_cast<uint32_t>((row[bit / 8] >> (bit % 8)) & 1) << i;
+  }
+  return code;
+}
+
+std::vector<float> random_x(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& e : v) e = normal(rng);
+  return v;
+}
+
+// Runs `body` once per SIMD target the CPU supports; dispatch is restored even when a REQUIRE throws.
+template <class F>
+void for_each_target(F&& body) {
+  struct Restore {
+    ~Restore() { kernels::force_simd_target(0); }
+  } restore;
+  for (int64_t t : kernels::simd_targets()) {
+    kernels::force_simd_target(t);
+    INFO("SIMD target " << kernels::simd_target_name(t));
+    body();
+  }
+}
+
+// Error bound of the kernel against the double references. Weight c of group g is v_c·s_g + m_g
+// (v_c = quant_value(code, scale 1, min 0)). The kernel sums A_g = Σ v_c x_c in f32 (≤ cols
+// terms), folds s_g·A_g into lane accumulators (≤ groups terms), reduces ≤ 16 lanes and adds
+// m_g·Σx_c (Σx_c summed in f32); the references round each weight at most twice (fl(fl(v·s) + m)).
+// Every rounding is at most u times a partial sum of B = Σ_g (|s_g| Σ_c |v_c x_c| + |m_g| Σ_c |x_c|):
+//   |y - y_ref| ≤ 1.01 · (cols + groups + 8) · u · B.
+// The two references sum the same f32 weights in double and differ only where a u8 scale entry
+// u8·step + base may be fused by one of them: ≤ 4 · u · B.
+double magnitude(const QuantCase& qc, int64_t r, const float* x) {
+  const auto& q = std::get<QuantEncoding>(qc.w.encoding->node);
+  const int64_t cols = qc.w.cols(), gpr = quant_groups_per_row(q, cols);
+  const int64_t glen = gpr == 1 ? cols : q.group_size;
+  const uint8_t* row = q.codes.data() + r * quant_row_stride(q, cols);
+  double b = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    const int64_t g = r * gpr + c / glen;
+    const double v = quant_value(q.scheme, q.bits, code_of(q, row, c), 1.0f, 0.0f);
+    b += (std::fabs(v * qc.scales[g]) + std::fabs(qc.mins[g])) * std::fabs(x[c]);
+  }
+  return b;
+}
+
+std::string describe(const Format& f, int64_t group, DType sd) {
+  return std::string(quant_scheme_name(f.scheme)) + " bits " + std::to_string(f.bits) +
+         (f.packing == QuantPacking::kTrits5 ? " trits5" : "") + (f.mins ? " mins" : "") + " group " +
+         std::to_string(group) + " scales " + std::string(dtype_name(sd));
+}
+
+// The fast kernel (matmul, and matvec per token) against both references, on one case.
+void check_case(const QuantCase& qc, const std::vector<float>& x, int64_t n) {
+  const Tensor& w = qc.w;
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t groups = quant_groups_per_row(std::get<QuantEncoding>(w.encoding->node), cols);
+  std::vector<float> y(static_cast<size_t>(n * rows)), ref(y.size()), qref(y.size());
+  kernels::matmul_quant_ref(w, x.data(), n, qref.data());
+  kernels::matmul(w, x.data(), n, y.data());
+  REQUIRE(validate_encoding(*w.encoding, w.shape).ok());
+  kernels::matmul_ref(w, x.data(), n, ref.data());
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      const size_t i = static_cast<size_t>(t * rows + r);
+      const double b = magnitude(qc, r, x.data() + t * cols);
+      const double bound = 1.01 * static_cast<double>(cols + groups + 8) * kU * b;
+      INFO("token " << t << " row " << r << " got " << y[i] << " quant_ref " << qref[i] << " bound " << bound);
+      REQUIRE(std::fabs(static_cast<double>(y[i]) - qref[i]) <= bound);
+      REQUIRE(std::fabs(static_cast<double>(ref[i]) - qref[i]) <= 4 * kU * b);
+    }
+  std::vector<float> yv(static_cast<size_t>(rows));
+  for (int64_t t = 0; t < n; ++t) {
+    kernels::matvec(w, x.data() + t * cols, yv.data());
+    REQUIRE(std::memcmp(yv.data(), y.data() + t * rows, sizeof(float) * rows) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Quant kernels match the references for every scheme, width, packing, group and scale dtype",
+          "[kernels][quant]") {
+  struct ShapeCase {
+    int64_t rows, cols;
+  };
+  const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}};
+  const int64_t kGroups[] = {0, 32, 64, 128, 24, 5};
+  const DType kScaleDtypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kU8};
+  uint32_t seed = 100;
+  for_each_target([&] {
+    for (const Format& f : all_formats())
+      for (DType sd : kScaleDtypes)
+        for (int64_t group : kGroups)
+          for (const ShapeCase& s : kShapes) {
+            INFO(describe(f, group, sd) << " shape " << s.rows << "x" << s.cols);
+            const QuantCase qc = random_quant(f, s.rows, s.cols, group, sd, seed++);
+            check_case(qc, random_x(static_cast<size_t>(6 * s.cols), seed++), 6);
+          }
+  });
+}
+
+TEST_CASE("Quant kernels: large activations, long rows, every row/token blocking path", "[kernels][quant]") {
+  uint32_t seed = 7;
+  for_each_target([&] {
+    for (const Format& f : {Format{QuantScheme::kSymmetric, 4, QuantPacking::kBits, false},
+                            Format{QuantScheme::kAsymmetric, 8, QuantPacking::kBits, true},
+                            Format{QuantScheme::kTernary, 2, QuantPacking::kTrits5, false}}) {
+      INFO(describe(f, 32, DType::kF16));
+      const QuantCase qc = random_quant(f, 37, 1031, 32, DType::kF16, seed++);
+      check_case(qc, random_x(static_cast<size_t>(70 * 1031), seed++, 1e4f), 70);
+    }
+  });
+}
+
+TEST_CASE("Quant kernels give identical results on 1 and 2 threads", "[kernels][quant]") {
+  for (const Format& f : all_formats()) {
+    INFO(describe(f, 64, DType::kBF16));
+    const QuantCase qc = random_quant(f, 300, 515, 64, DType::kBF16, 3);
+    const auto x = random_x(40 * 515, 4);
+    for (int64_t n : {int64_t{1}, int64_t{40}}) {
+      std::vector<float> y1(static_cast<size_t>(n * 300)), y2(y1.size());
+      kernels::set_num_threads(1);
+      kernels::matmul(qc.w, x.data(), n, y1.data());
+      kernels::set_num_threads(2);
+      kernels::matmul(qc.w, x.data(), n, y2.data());
+      kernels::set_num_threads(0);
+      REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    }
+    CHECK(kernels::has_fast_linear(qc.w));
+  }
+}
