@@ -1,5 +1,6 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
 #include "passes/pass.h"
+#include "passes/quant/quant_passes.h"
 
 namespace llmc {
 
@@ -8,6 +9,12 @@ namespace llmc {
 namespace {
 
 const PassInfo kPasses[] = {
+    {"quant.rtn", "round-to-nearest quantization (sym/asym 2..8 bits, binary, ternary), optional clip search",
+     make_quant_rtn_pass},
+    {"quant.binary", "binary weights: sign x per-group scale (optionally two-level), data-free or importance-weighted",
+     make_quant_binary_pass},
+    {"quant.ternary", "ternary weights {-1,0,+1} x per-group scale, 2-bit or 1.6-bit (trits5) packing",
+     make_quant_ternary_pass},
     {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
 };
 
