@@ -70,16 +70,17 @@ Result<std::shared_ptr<const GptqHessian>> prepare_gptq_hessian(std::span<const 
   const double base_damp = options.damp > 0 ? options.damp : 1e-4;
   for (size_t attempt = 0; attempt < std::size(kDampRetry); ++attempt) {
     const double damp = attempt == 0 ? options.damp : base_damp * kDampRetry[attempt];
-    RowMatrix a = hp;
+    // With J the order reversal: J H J = L Lᵀ gives H = R Rᵀ, R = J L J upper triangular, so
+    // H⁻¹ = R⁻ᵀ R⁻¹ and U = R⁻¹ is the upper Cholesky factor of H⁻¹ (one factorization and one
+    // triangular inverse instead of inverting H and factorizing again).
+    RowMatrix a = hp.reverse();
     a.diagonal().array() += damp * mean_diag;
     Eigen::LLT<RowMatrix> llt(a);
     if (llt.info() != Eigen::Success) continue;
-    RowMatrix inv = llt.solve(RowMatrix::Identity(cols, cols));
-    inv = (inv + inv.transpose()).eval() * 0.5;  // exact symmetry for the second factorization
-    Eigen::LLT<RowMatrix> llt_inv(inv);
-    if (llt_inv.info() != Eigen::Success) continue;
-    RowMatrix u = llt_inv.matrixU();
-    if (!u.allFinite()) continue;
+    const RowMatrix r = RowMatrix(llt.matrixL()).reverse();
+    RowMatrix u = RowMatrix::Identity(cols, cols);
+    r.triangularView<Eigen::Upper>().solveInPlace(u);
+    if (!u.allFinite() || !(u.diagonal().array() > 0).all()) continue;
     h->hinv_u.assign(u.data(), u.data() + cols * cols);
     h->damp_used = damp;
     if (attempt > 0) log_warn("GPTQ: Hessian needed damping ", damp, " (asked ", options.damp, ")");
