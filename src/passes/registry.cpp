@@ -4,10 +4,13 @@
 namespace llmc {
 
 // Factories, one per pass file.
+std::unique_ptr<Pass> make_quant_mixed_pass();
 
 namespace {
 
 const PassInfo kPasses[] = {
+    {"quant.mixed", "mixed precision: per-tensor bits chosen by measured sensitivity under a --target-bpw budget",
+     make_quant_mixed_pass},
     {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
 };
 
