@@ -4,7 +4,7 @@
 namespace llmc {
 
 // Factories, one per pass file.
-std::unique_ptr<Pass> make_quant_mixed_pass();
+std::unique_ptr<Pass> make_quant_mixed_pass();  // passes/quant/quant_mixed.cpp
 
 namespace {
 
