@@ -317,11 +317,12 @@ class QuantMixedPass final : public Pass {
              kProbes);
     v.option("probe_tokens", probe_tokens_, "calibration tokens the KLD probe runs on");
     quant_.visit(v);
-    v.option("damp", gptq_.damp, "gptq/awq+gptq: fraction of mean(diag H) added to the diagonal");
+    v.option("damp", gptq_.damp, "gptq, awq then=gptq: fraction of mean(diag H) added to the Hessian diagonal");
     v.option("block_size", gptq_.block_size, "gptq: columns per lazy-batch update");
-    v.option("act_order", gptq_.act_order, "gptq: process columns by decreasing H_ii (static groups)");
-    v.option("awq_grid", awq_.grid, "awq: alpha steps in [0, 1]");
-    v.option("awq_then", awq_.then, "awq: how the scaled weights are quantized", kAwqThen);
+    v.option("act_order", gptq_.act_order, "gptq: process columns by decreasing activation energy (static groups)");
+    v.option("grid", awq_.grid, "awq: steps of the scale exponent alpha over [0, 1]");
+    v.option("then", awq_.then, "awq: how the scaled weights are quantized", kAwqThen);
+    v.option("max_samples", awq_.max_samples, "awq: calibration inputs kept per linear for the scale search");
   }
 
   Result<void> validate_options() const override {
@@ -330,8 +331,9 @@ class QuantMixedPass final : public Pass {
     if (probe_tokens_ < 2 || probe_tokens_ > (int64_t{1} << 20))
       return make_error(ErrorCode::kInvalidArgument, "quant.mixed: probe_tokens must be in [2, 1048576], got ",
                         probe_tokens_);
-    if (gptq_.damp < 0 || gptq_.block_size < 1 || awq_.grid < 1)
-      return make_error(ErrorCode::kInvalidArgument, "quant.mixed: damp >= 0, block_size >= 1 and awq_grid >= 1");
+    if (gptq_.damp < 0 || gptq_.block_size < 1 || awq_.grid < 1 || awq_.max_samples < 1)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "quant.mixed: needs damp >= 0, block_size >= 1, grid >= 1 and max_samples >= 1");
     LLMC_ASSIGN_OR_RETURN(auto cands, candidates());
     (void)cands;
     return {};
@@ -380,8 +382,10 @@ Result<std::vector<MixedCandidate>> QuantMixedPass::candidates() const {
 
 Result<nlohmann::json> QuantMixedPass::run_method(Model& model, PassContext& ctx, const SpecFor& spec_for,
                                                   const ScaleSearch& search) const {
-  if (method_ == "gptq") return quantize_model_gptq(model, ctx, spec_for, search, gptq_);
-  if (method_ == "awq") return quantize_model_awq(model, ctx, spec_for, search, awq_, gptq_);
+  GptqOptions gptq = gptq_;
+  gptq.importance = quant_.importance;
+  if (method_ == "gptq") return quantize_model_gptq(model, ctx, spec_for, search, gptq);
+  if (method_ == "awq") return quantize_model_awq(model, ctx, spec_for, search, awq_, gptq);
   return quantize_model_rtn(model, ctx, spec_for, search, quant_.importance);
 }
 
