@@ -99,11 +99,39 @@ const ExportTypeRow kExportTypes[] = {
     {ExportDType::kQ8_0, GgmlType::kQ8_0}, {ExportDType::kQ4_0, GgmlType::kQ4_0},
 };
 
+// GGUF block types a Quant tensor can be copied into without requantizing: the same value formula,
+// group of 32 columns, f16 scale (and min), bit packing. Codes are repacked into the block layout.
+struct NativeQuantRow {
+  GgmlType type;
+  int bits;
+  QuantScheme scheme;
+};
+constexpr NativeQuantRow kNativeQuant[] = {
+    {GgmlType::kQ8_0, 8, QuantScheme::kSymmetric},   // d, 32 x int8 (code - 128)
+    {GgmlType::kQ4_0, 4, QuantScheme::kSymmetric},   // d, 16 bytes: q[j] | q[j+16] << 4; (q - 8) * d
+    {GgmlType::kQ4_1, 4, QuantScheme::kAsymmetric},  // d, m, 16 bytes as Q4_0; q * d + m
+};
+
+std::optional<GgmlType> native_quant_type(const Tensor& t) {
+  const auto* q = std::get_if<QuantEncoding>(&t.encoding->node);
+  if (!q || q->group_size != kQuantBlock || t.cols() % kQuantBlock != 0 || q->scale_dtype != DType::kF16 ||
+      q->packing != QuantPacking::kBits)
+    return std::nullopt;
+  for (const auto& row : kNativeQuant)
+    if (row.bits == q->bits && row.scheme == q->scheme) return row.type;
+  return std::nullopt;
+}
+
 // Norms and 1-D tensors stay f32; kKeep keeps float tensors as stored; quantized types need rows
 // of whole 32-blocks and fall back to F16 otherwise.
 GgmlType choose_type(const Tensor& t, ExportDType want) {
   if (t.shape.dims.size() < 2 || tensor_role(t.name) == TensorRole::kNorm) return GgmlType::kF32;
+  const std::optional<GgmlType> native = native_quant_type(t);
   if (want == ExportDType::kKeep) {
+    if (native) return *native;
+    if (std::holds_alternative<QuantEncoding>(t.encoding->node))
+      log_info("tensor '", t.name, "' (", describe_encoding(*t.encoding),
+               ") has no GGUF block type with the same values: written dequantized as F32");
     const auto dt = dense_dtype(t);
     if (dt == DType::kF16) return GgmlType::kF16;
     if (dt == DType::kBF16) return GgmlType::kBF16;
@@ -112,6 +140,7 @@ GgmlType choose_type(const Tensor& t, ExportDType want) {
   GgmlType type = GgmlType::kF32;
   for (const auto& row : kExportTypes)
     if (row.export_dtype == want) type = row.type;
+  if (native == type) return type;
   if ((type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0) && t.cols() % kQuantBlock != 0) {
     log_warn("tensor '", t.name, "' has ", t.cols(), " columns, not a multiple of 32: written as F16 instead of ",
              ggml_type_info(type).name);
@@ -126,8 +155,8 @@ uint32_t file_type(const std::vector<PlannedTensor>& plan) {
     GgmlType type;
     uint32_t ftype;
   };
-  static const Row kFileTypes[] = {
-      {GgmlType::kF32, 0}, {GgmlType::kF16, 1}, {GgmlType::kQ4_0, 2}, {GgmlType::kQ8_0, 7}, {GgmlType::kBF16, 32}};
+  static const Row kFileTypes[] = {{GgmlType::kF32, 0},  {GgmlType::kF16, 1},  {GgmlType::kQ4_0, 2},
+                                   {GgmlType::kQ4_1, 3}, {GgmlType::kQ8_0, 7}, {GgmlType::kBF16, 32}};
   std::map<GgmlType, int64_t> elements;
   for (const auto& p : plan)
     if (p.tensor->shape.dims.size() >= 2) elements[p.type] += p.tensor->numel();
@@ -221,8 +250,50 @@ void encode_rows(const Tensor& t, GgmlType type, int64_t r0, int64_t r1, std::ve
   }
 }
 
+// Repacks rows [r0, r1) of a Quant tensor whose native_quant_type() is `type` into GGUF blocks.
+void repack_native_rows(const Tensor& t, GgmlType type, int64_t r0, int64_t r1, std::vector<uint8_t>& out) {
+  const auto& q = std::get<QuantEncoding>(t.encoding->node);
+  const int64_t cols = t.cols(), blocks_per_row = cols / kQuantBlock;
+  const int64_t stride = quant_row_stride(q, cols);
+  const size_t type_size = static_cast<size_t>(ggml_type_info(type).type_size);
+  out.assign(static_cast<size_t>((r1 - r0) * blocks_per_row) * type_size, 0);
+  const auto* scales = q.scales.as<uint16_t>();
+  const auto* mins = q.mins.empty() ? nullptr : q.mins.as<uint16_t>();
+  uint8_t* o = out.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* codes = q.codes.data() + r * stride;
+    for (int64_t b = 0; b < blocks_per_row; ++b, o += type_size) {
+      const int64_t g = r * blocks_per_row + b, c0 = b * kQuantBlock;
+      std::memcpy(o, &scales[g], 2);
+      size_t head = 2;
+      if (type == GgmlType::kQ4_1) {
+        std::memcpy(o + 2, &mins[g], 2);
+        head = 4;
+      }
+      if (type == GgmlType::kQ8_0) {
+        for (int64_t j = 0; j < kQuantBlock; ++j)
+          o[head + static_cast<size_t>(j)] =
+              static_cast<uint8_t>(static_cast<int>(quant_code_at(q, codes, c0 + j)) - 128);
+      } else {
+        for (int64_t j = 0; j < kQuantBlock / 2; ++j)
+          o[head + static_cast<size_t>(j)] =
+              static_cast<uint8_t>(quant_code_at(q, codes, c0 + j) | quant_code_at(q, codes, c0 + j + 16) << 4);
+      }
+    }
+  }
+}
+
 Result<void> write_tensor_data(AtomicOutput& out, const PlannedTensor& p) {
   const Tensor& t = *p.tensor;
+  if (native_quant_type(t) == p.type) {
+    std::vector<uint8_t> bytes;
+    const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, t.cols()));
+    for (int64_t r0 = 0; r0 < t.rows(); r0 += rows_per_chunk) {
+      repack_native_rows(t, p.type, r0, std::min(t.rows(), r0 + rows_per_chunk), bytes);
+      LLMC_TRY(out.write(bytes.data(), bytes.size()));
+    }
+    return {};
+  }
   // Same dtype as stored: copy the bytes unchanged.
   const auto dt = dense_dtype(t);
   const bool same = (dt == DType::kF32 && p.type == GgmlType::kF32) ||

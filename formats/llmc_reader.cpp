@@ -288,28 +288,50 @@ class Parser {
         }
         case fb::Node::QuantNode: {
           const fb::QuantNode* q = enc->node_as_QuantNode();
+          // Parameters only: section sizes are checked here, combinations by validate_encoding once
+          // the sections are loaded (their sizes are already known to be right).
           if (q->bits() < 1 || q->bits() > 8)
             return fail(ErrorCode::kFormat, "tensor '", name, "': quant bits ", int(q->bits()), " outside 1..8");
-          if (q->scheme() != fb::QuantScheme::Symmetric && q->scheme() != fb::QuantScheme::Asymmetric)
+          if (static_cast<int>(q->scheme()) > static_cast<int>(fb::QuantScheme::MAX))
             return fail(ErrorCode::kUnsupported, "tensor '", name, "': quant scheme ", int(q->scheme()),
-                        " not supported");
-          if (!is_float_dtype(q->scale_dtype()))
+                        " unknown (file written by a newer llmc?)");
+          if (static_cast<int>(q->packing()) > static_cast<int>(fb::QuantPacking::MAX))
+            return fail(ErrorCode::kUnsupported, "tensor '", name, "': quant packing ", int(q->packing()),
+                        " unknown (file written by a newer llmc?)");
+          const bool u8_scales = q->scale_dtype() == fb::DType::U8;
+          if (!is_float_dtype(q->scale_dtype()) && !u8_scales)
             return fail(ErrorCode::kFormat, "tensor '", name, "': quant scale dtype ", int(q->scale_dtype()),
-                        " is not f32/f16/bf16");
+                        " is not f32/f16/bf16/u8");
           if (q->group_size() < 0)
             return fail(ErrorCode::kFormat, "tensor '", name, "': negative quant group size ", q->group_size());
+          if (u8_scales ? q->scale_block() <= 0 : q->scale_block() != 0)
+            return fail(ErrorCode::kFormat, "tensor '", name, "': quant scale_block ", q->scale_block(),
+                        u8_scales ? " must be > 0 for u8 scales" : " must be 0 for float scales");
           QuantEncoding qe;
           qe.bits = q->bits();
           qe.group_size = q->group_size();
+          qe.packing = static_cast<QuantPacking>(q->packing());
           const uint64_t rows = static_cast<uint64_t>(shape.rows()), cols = static_cast<uint64_t>(shape.cols());
-          const uint64_t scale_bytes = rows * quant_groups_per_row(qe, static_cast<int64_t>(cols)) *
-                                       dtype_bytes(static_cast<DType>(q->scale_dtype()));
+          const uint64_t groups = rows * static_cast<uint64_t>(quant_groups_per_row(qe, static_cast<int64_t>(cols)));
+          const uint64_t scale_bytes = groups * dtype_bytes(static_cast<DType>(q->scale_dtype()));
           LLMC_TRY(expect_section(name, "codes", q->codes(), rows * quant_row_stride(qe, static_cast<int64_t>(cols))));
           LLMC_TRY(expect_section(name, "scales", q->scales(), scale_bytes));
-          if (q->scheme() == fb::QuantScheme::Asymmetric)
+          if (q->scheme() == fb::QuantScheme::Asymmetric || (q->scheme() == fb::QuantScheme::Binary && q->mins() != -1))
             LLMC_TRY(expect_section(name, "mins", q->mins(), scale_bytes));
           else if (q->mins() != -1)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': symmetric quant with a mins section");
+            return fail(ErrorCode::kFormat, "tensor '", name, "': quant scheme ", int(q->scheme()),
+                        " with a mins section");
+          const uint64_t meta_bytes = u8_scales ? (groups + static_cast<uint64_t>(q->scale_block()) - 1) /
+                                                      static_cast<uint64_t>(q->scale_block()) * 8
+                                                : 0;
+          if (u8_scales)
+            LLMC_TRY(expect_section(name, "scale_meta", q->scale_meta(), meta_bytes));
+          else if (q->scale_meta() != -1)
+            return fail(ErrorCode::kFormat, "tensor '", name, "': scale_meta section without u8 scales");
+          if (u8_scales && q->mins() != -1)
+            LLMC_TRY(expect_section(name, "min_meta", q->min_meta(), meta_bytes));
+          else if (q->min_meta() != -1)
+            return fail(ErrorCode::kFormat, "tensor '", name, "': min_meta section without u8 scales and mins");
           break;
         }
         case fb::Node::NONE: return fail(ErrorCode::kFormat, "tensor '", name, "': encoding has no node");
@@ -402,7 +424,11 @@ class Parser {
         qe.scale_dtype = static_cast<DType>(q->scale_dtype());
         qe.codes = sections_[q->codes()].bytes;
         qe.scales = sections_[q->scales()].bytes;
+        qe.packing = static_cast<QuantPacking>(q->packing());
+        qe.scale_block = q->scale_block();
         if (q->mins() >= 0) qe.mins = sections_[static_cast<size_t>(q->mins())].bytes;
+        if (q->scale_meta() >= 0) qe.scale_meta = sections_[static_cast<size_t>(q->scale_meta())].bytes;
+        if (q->min_meta() >= 0) qe.min_meta = sections_[static_cast<size_t>(q->min_meta())].bytes;
         encoding->node = std::move(qe);
       }
       if (auto v = validate_encoding(*encoding, t.shape); !v.ok())

@@ -55,9 +55,11 @@ class SectionTable {
 
 // Section indices of one tensor's encoding tree.
 struct NodeRefs {
-  uint32_t data = 0;    // dense data, or quant codes
-  uint32_t scales = 0;  // quant only
-  int32_t mins = -1;    // quant asymmetric only
+  uint32_t data = 0;        // dense data, or quant codes
+  uint32_t scales = 0;      // quant only
+  int32_t mins = -1;        // quant with mins only
+  int32_t scale_meta = -1;  // quant u8 scales only
+  int32_t min_meta = -1;    // quant u8 scales with mins only
 };
 
 NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
@@ -66,7 +68,10 @@ NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
     NodeRefs operator()(const DenseEncoding& d) const { return {table.add(d.data), 0, -1}; }
     NodeRefs operator()(const QuantEncoding& q) const {
       NodeRefs r{table.add(q.codes), table.add(q.scales), -1};
-      if (q.scheme == QuantScheme::kAsymmetric) r.mins = static_cast<int32_t>(table.add(q.mins));
+      auto optional = [&](const Bytes& b) { return b.empty() ? -1 : static_cast<int32_t>(table.add(b)); };
+      r.mins = q.scheme == QuantScheme::kAsymmetric ? static_cast<int32_t>(table.add(q.mins)) : optional(q.mins);
+      r.scale_meta = optional(q.scale_meta);
+      r.min_meta = optional(q.min_meta);
       return r;
     }
   } visitor{table};
@@ -85,7 +90,8 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
     flatbuffers::Offset<fb::Encoding> operator()(const QuantEncoding& q) const {
       auto node =
           fb::CreateQuantNode(fbb, static_cast<uint8_t>(q.bits), static_cast<fb::QuantScheme>(q.scheme), q.group_size,
-                              static_cast<fb::DType>(q.scale_dtype), refs.data, refs.scales, refs.mins);
+                              static_cast<fb::DType>(q.scale_dtype), refs.data, refs.scales, refs.mins,
+                              static_cast<fb::QuantPacking>(q.packing), q.scale_block, refs.scale_meta, refs.min_meta);
       return fb::CreateEncoding(fbb, fb::Node::QuantNode, node.Union());
     }
   } visitor{fbb, refs};

@@ -1,6 +1,8 @@
 // Validation, reference decoding and size accounting of the encoding tree.
 #include "core/encoding.h"
 
+#include <algorithm>
+#include <cstring>
 #include <sstream>
 
 namespace llmc {
@@ -34,7 +36,10 @@ int64_t quant_groups_per_row(const QuantEncoding& q, int64_t cols) {
   return (cols + q.group_size - 1) / q.group_size;
 }
 
-int64_t quant_row_stride(const QuantEncoding& q, int64_t cols) { return (cols * q.bits + 7) / 8; }
+int64_t quant_row_stride(const QuantEncoding& q, int64_t cols) {
+  if (q.packing == QuantPacking::kTrits5) return (cols + 4) / 5;
+  return (cols * q.bits + 7) / 8;
+}
 
 namespace {
 
@@ -72,25 +77,83 @@ Result<void> validate_node(const DenseEncoding& d, const Shape& shape) {
   return {};
 }
 
+enum class MinsRule : uint8_t { kNone, kRequired, kOptional };
+
+// What each scheme allows (QuantEncoding's comment in encoding.h is the definition).
+struct SchemeRule {
+  QuantScheme scheme;
+  int min_bits, max_bits;
+  MinsRule mins;
+  bool trits5;  // kTrits5 packing allowed
+};
+constexpr SchemeRule kSchemeRules[] = {
+    {QuantScheme::kSymmetric, 2, 8, MinsRule::kNone, false},
+    {QuantScheme::kAsymmetric, 2, 8, MinsRule::kRequired, false},
+    {QuantScheme::kBinary, 1, 1, MinsRule::kOptional, false},
+    {QuantScheme::kTernary, 2, 2, MinsRule::kNone, true},
+};
+
+const SchemeRule* scheme_rule(QuantScheme scheme) {
+  for (const SchemeRule& r : kSchemeRules)
+    if (r.scheme == scheme) return &r;
+  return nullptr;
+}
+
 Result<void> validate_node(const QuantEncoding& q, const Shape& shape) {
-  if (q.bits < 1 || q.bits > 8) return make_error(ErrorCode::kFormat, "quant bits ", q.bits, " outside 1..8");
-  if (q.scheme != QuantScheme::kSymmetric && q.scheme != QuantScheme::kAsymmetric)
-    return make_error(ErrorCode::kUnsupported, "quant scheme ", quant_scheme_name(q.scheme), " not supported yet");
-  if (q.group_size < 0) return make_error(ErrorCode::kFormat, "negative quant group size");
-  if (!is_float(q.scale_dtype)) return make_error(ErrorCode::kFormat, "quant scales must be f32/f16/bf16");
+  const SchemeRule* rule = scheme_rule(q.scheme);
+  if (!rule) return make_error(ErrorCode::kFormat, "unknown quant scheme ", static_cast<int>(q.scheme));
+  const char* name = quant_scheme_name(q.scheme);
+  if (q.bits < rule->min_bits || q.bits > rule->max_bits)
+    return make_error(ErrorCode::kFormat, "quant ", name, " with ", q.bits, " bits (allowed ", rule->min_bits, "..",
+                      rule->max_bits, ")");
+  if (q.packing != QuantPacking::kBits && q.packing != QuantPacking::kTrits5)
+    return make_error(ErrorCode::kFormat, "unknown quant packing ", static_cast<int>(q.packing));
+  if (q.packing == QuantPacking::kTrits5 && !rule->trits5)
+    return make_error(ErrorCode::kFormat, "trits5 packing is for ternary only, not ", name);
+  if (q.group_size < 0) return make_error(ErrorCode::kFormat, "negative quant group size ", q.group_size);
+  const bool u8 = q.scale_dtype == DType::kU8;
+  if (!is_float(q.scale_dtype) && !u8) return make_error(ErrorCode::kFormat, "quant scales must be f32/f16/bf16/u8");
+  const bool has_mins = !q.mins.empty();
+  if (rule->mins == MinsRule::kRequired && !has_mins)
+    return make_error(ErrorCode::kFormat, "quant ", name, " needs mins");
+  if (rule->mins == MinsRule::kNone && has_mins)
+    return make_error(ErrorCode::kFormat, "quant ", name, " has no mins, but ", q.mins.size(), " bytes are given");
+
   const int64_t rows = shape.rows(), cols = shape.cols();
-  const uint64_t codes = static_cast<uint64_t>(rows) * quant_row_stride(q, cols);
-  const uint64_t groups = static_cast<uint64_t>(rows) * quant_groups_per_row(q, cols);
-  const uint64_t scale_bytes = groups * dtype_bytes(q.scale_dtype);
+  const uint64_t codes = static_cast<uint64_t>(rows) * static_cast<uint64_t>(quant_row_stride(q, cols));
+  const uint64_t groups = static_cast<uint64_t>(rows) * static_cast<uint64_t>(quant_groups_per_row(q, cols));
+  const uint64_t scale_bytes = groups * static_cast<uint64_t>(dtype_bytes(q.scale_dtype));
   if (q.codes.size() != codes)
     return make_error(ErrorCode::kFormat, "quant codes of shape ", shape.str(), " need ", codes, " bytes, have ",
                       q.codes.size());
   if (q.scales.size() != scale_bytes)
     return make_error(ErrorCode::kFormat, "quant scales need ", scale_bytes, " bytes, have ", q.scales.size());
-  const uint64_t min_bytes = q.scheme == QuantScheme::kAsymmetric ? scale_bytes : 0;
-  if (q.mins.size() != min_bytes)
-    return make_error(ErrorCode::kFormat, "quant mins need ", min_bytes, " bytes, have ", q.mins.size());
+  if (has_mins && q.mins.size() != scale_bytes)
+    return make_error(ErrorCode::kFormat, "quant mins need ", scale_bytes, " bytes, have ", q.mins.size());
+  if (!u8) {
+    if (q.scale_block != 0 || !q.scale_meta.empty() || !q.min_meta.empty())
+      return make_error(ErrorCode::kFormat, "scale_block / scale_meta / min_meta are for u8 scales only");
+    return {};
+  }
+  if (q.scale_block <= 0) return make_error(ErrorCode::kFormat, "u8 quant scales need scale_block > 0");
+  const uint64_t blocks = (groups + static_cast<uint64_t>(q.scale_block) - 1) / static_cast<uint64_t>(q.scale_block);
+  const uint64_t meta_bytes = blocks * 2 * sizeof(float);
+  if (q.scale_meta.size() != meta_bytes)
+    return make_error(ErrorCode::kFormat, "u8 scale_meta needs ", meta_bytes, " bytes, has ", q.scale_meta.size());
+  if (q.min_meta.size() != (has_mins ? meta_bytes : 0))
+    return make_error(ErrorCode::kFormat, "u8 min_meta needs ", has_mins ? meta_bytes : 0, " bytes, has ",
+                      q.min_meta.size());
   return {};
+}
+
+float group_entry(const QuantEncoding& q, const Bytes& entries, const Bytes& meta, int64_t g) {
+  if (q.scale_dtype != DType::kU8)
+    return load_scalar(q.scale_dtype, entries.data() + static_cast<size_t>(g) * dtype_bytes(q.scale_dtype));
+  const size_t block = static_cast<size_t>(g / q.scale_block);
+  float step, base;
+  std::memcpy(&step, meta.data() + block * 8, 4);
+  std::memcpy(&base, meta.data() + block * 8 + 4, 4);
+  return quant_u8_entry(entries.data()[g], step, base);
 }
 
 void decode_node(const DenseEncoding& d, const Shape& shape, int64_t r0, int64_t r1, float* out) {
@@ -110,28 +173,24 @@ void decode_node(const QuantEncoding& q, const Shape& shape, int64_t r0, int64_t
   const int64_t stride = quant_row_stride(q, cols);
   const int64_t gpr = quant_groups_per_row(q, cols);
   const int64_t gsize = gpr == 1 ? cols : q.group_size;
-  const size_t ssz = dtype_bytes(q.scale_dtype);
-  const uint32_t mask = (1u << q.bits) - 1;
-  const int32_t sym_zero = 1 << (q.bits - 1);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* codes = q.codes.data() + r * stride;
     float* o = out + (r - r0) * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t bit = c * q.bits;
-      uint32_t word = codes[bit >> 3];
-      if ((bit & 7) + q.bits > 8) word |= static_cast<uint32_t>(codes[(bit >> 3) + 1]) << 8;
-      const uint32_t code = (word >> (bit & 7)) & mask;
-      const int64_t g = r * gpr + c / gsize;
-      const float scale = load_scalar(q.scale_dtype, q.scales.data() + g * ssz);
-      if (q.scheme == QuantScheme::kAsymmetric)
-        o[c] = static_cast<float>(code) * scale + load_scalar(q.scale_dtype, q.mins.data() + g * ssz);
-      else
-        o[c] = static_cast<float>(static_cast<int32_t>(code) - sym_zero) * scale;
+    for (int64_t c0 = 0, g = r * gpr; c0 < cols; c0 += gsize, ++g) {
+      const float scale = quant_group_scale(q, g), min = quant_group_min(q, g);
+      const int64_t c1 = std::min(cols, c0 + gsize);
+      for (int64_t c = c0; c < c1; ++c) o[c] = quant_value(q.scheme, q.bits, quant_code_at(q, codes, c), scale, min);
     }
   }
 }
 
 }  // namespace
+
+float quant_group_scale(const QuantEncoding& q, int64_t g) { return group_entry(q, q.scales, q.scale_meta, g); }
+
+float quant_group_min(const QuantEncoding& q, int64_t g) {
+  return q.mins.empty() ? 0.0f : group_entry(q, q.mins, q.min_meta, g);
+}
 
 Result<void> validate_encoding(const Encoding& enc, const Shape& shape) {
   for (int64_t d : shape.dims)
@@ -147,7 +206,9 @@ void decode_rows_to_f32(const Encoding& enc, const Shape& shape, int64_t row_beg
 size_t encoded_bytes(const Encoding& enc) {
   struct {
     size_t operator()(const DenseEncoding& d) const { return d.data.size(); }
-    size_t operator()(const QuantEncoding& q) const { return q.codes.size() + q.scales.size() + q.mins.size(); }
+    size_t operator()(const QuantEncoding& q) const {
+      return q.codes.size() + q.scales.size() + q.mins.size() + q.scale_meta.size() + q.min_meta.size();
+    }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -155,10 +216,14 @@ size_t encoded_bytes(const Encoding& enc) {
 std::string describe_encoding(const Encoding& enc) {
   struct {
     std::string operator()(const DenseEncoding& d) const { return std::string(dtype_name(d.dtype)); }
+    // "q4 asym g32 (scale f16)", "q2 ternary g64 trits5 (scale u8/256)", "q1 binary two-level g32 ..."
     std::string operator()(const QuantEncoding& q) const {
-      return str_cat("q", q.bits, " ", quant_scheme_name(q.scheme), " g",
-                     q.group_size == 0 ? std::string("row") : std::to_string(q.group_size), " (scale ",
-                     dtype_name(q.scale_dtype), ")");
+      std::string scale(dtype_name(q.scale_dtype));
+      if (q.scale_dtype == DType::kU8) scale += str_cat("/", q.scale_block);
+      const bool two_level = q.scheme == QuantScheme::kBinary && !q.mins.empty();
+      return str_cat("q", q.bits, " ", quant_scheme_name(q.scheme), two_level ? " two-level" : "", " g",
+                     q.group_size == 0 ? std::string("row") : std::to_string(q.group_size),
+                     q.packing == QuantPacking::kTrits5 ? " trits5" : "", " (scale ", scale, ")");
     }
   } visitor;
   return std::visit(visitor, enc.node);

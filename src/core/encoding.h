@@ -85,7 +85,30 @@ using EncodingPtr = std::shared_ptr<const Encoding>;
 
 // Number of groups in one row of `cols` columns.
 int64_t quant_groups_per_row(const QuantEncoding& q, int64_t cols);
+// Bytes per packed row: ceil(cols * bits / 8), or ceil(cols / 5) for kTrits5.
 int64_t quant_row_stride(const QuantEncoding& q, int64_t cols);
+
+// u8 double quantization: the value of a stored u8 entry given its block's (step, base).
+inline float quant_u8_entry(uint8_t u, float step, float base) { return static_cast<float>(u) * step + base; }
+
+// Scale / min of flattened group index g (= row * groups_per_row + group), decoded from the scale
+// dtype (u8 via scale_meta / min_meta). quant_group_min is 0 when the encoding has no mins.
+// The encoding must have passed validate_encoding.
+float quant_group_scale(const QuantEncoding& q, int64_t g);
+float quant_group_min(const QuantEncoding& q, int64_t g);
+
+// Code of column c in a packed row (either packing). For kBits ternary, code 3 is invalid: it can
+// only come from a hand-made or hostile file and decodes through quant_value to 2 * scale (finite).
+inline uint32_t quant_code_at(const QuantEncoding& q, const uint8_t* row, int64_t c) {
+  if (q.packing == QuantPacking::kTrits5) {
+    static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+    return static_cast<uint32_t>((row[c / 5] / kPow3[c % 5]) % 3);
+  }
+  const int64_t bit = c * q.bits;
+  uint32_t word = row[bit >> 3];
+  if ((bit & 7) + q.bits > 8) word |= static_cast<uint32_t>(row[(bit >> 3) + 1]) << 8;
+  return (word >> (bit & 7)) & ((1u << q.bits) - 1);
+}
 
 // Checks every buffer size of the tree against the logical shape (for hostile input).
 Result<void> validate_encoding(const Encoding& enc, const Shape& shape);

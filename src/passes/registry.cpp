@@ -1,5 +1,6 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
 #include "passes/pass.h"
+#include "passes/quant/quant_passes.h"
 
 namespace llmc {
 
@@ -11,6 +12,12 @@ std::unique_ptr<Pass> make_quant_mixed_pass();  // passes/quant/quant_mixed.cpp
 namespace {
 
 const PassInfo kPasses[] = {
+    {"quant.rtn", "round-to-nearest quantization (sym/asym 2..8 bits, binary, ternary), optional clip search",
+     make_quant_rtn_pass},
+    {"quant.binary", "binary weights: sign x per-group scale (optionally two-level), data-free or importance-weighted",
+     make_quant_binary_pass},
+    {"quant.ternary", "ternary weights {-1,0,+1} x per-group scale, 2-bit or 1.6-bit (trits5) packing",
+     make_quant_ternary_pass},
     {"quant.gptq", "GPTQ: Hessian-based error-compensated quantization, layer by layer (needs calibration)",
      make_quant_gptq_pass},
     {"quant.awq", "AWQ: activation-aware channel scaling, then RTN or GPTQ (needs calibration)", make_quant_awq_pass},

@@ -75,6 +75,7 @@ class QuantRowsBuilder {
   std::vector<uint8_t> codes_;  // one per weight, packed in finish()
   std::vector<GroupParams> params_;
   std::vector<float> scale_meta_, min_meta_;  // u8 scales: (step, base) per block
+  std::vector<uint8_t> scale_u8_, min_u8_;    // u8 scales: the stored entries
 };
 
 // Round-to-nearest of a whole [rows, cols] weight (importance per column `col_imp`, may be empty):

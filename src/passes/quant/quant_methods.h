@@ -4,8 +4,10 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -30,7 +32,10 @@ struct QuantOptions {
   int64_t clip_search = 0;
   bool importance = false;
   void visit(OptionVisitor& v);
+  // Declares only the named options (passes with a fixed scheme declare a subset).
+  void visit_only(OptionVisitor& v, std::initializer_list<std::string_view> names);
   Result<QuantSpec> spec() const;  // kInvalidArgument for impossible values
+  ScaleSearch search() const { return ScaleSearch{static_cast<int>(clip_search), 0.7}; }
 };
 
 // GPTQ / AWQ specific options (declared by their passes only).

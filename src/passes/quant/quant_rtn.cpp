@@ -1,0 +1,93 @@
+// quant.rtn: round-to-nearest quantization with optional clipping search and importance weighting;
+// also quantize_model_rtn, the per-tensor driver that quant.binary, quant.ternary and quant.mixed share.
+#include <chrono>
+#include <cmath>
+
+#include "passes/quant/quant_methods.h"
+#include "passes/quant/quant_passes.h"
+#include "pipeline/calibration.h"
+
+namespace llmc {
+
+Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const SpecFor& spec_for,
+                                          const ScaleSearch& search, bool importance) {
+  LayerStats stats;
+  if (importance) {
+    if (!ctx.calib)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "importance weighting needs calibration data (--calib or --calib-self)");
+    LLMC_ASSIGN_OR_RETURN(stats, ctx.calib->collect_all(model, StatsRequest{}, ctx.threads));
+  }
+  std::vector<std::string> names;
+  for (const Tensor& t : model.tensors())
+    if (ctx.selector.selects(t.name) && is_default_weight_target(model, t.name)) names.push_back(t.name);
+
+  nlohmann::json details = nlohmann::json::object();
+  for (const std::string& name : names) {
+    const std::optional<QuantSpec> spec = spec_for(name);
+    if (!spec) continue;
+    LLMC_TRY(validate_quant_spec(*spec));
+    const Tensor& t = model.get(name);
+    const int64_t rows = t.rows(), cols = t.cols();
+    const std::vector<float> w = t.to_f32();
+    // Per-column importance Σ x_c² of this linear's input; tensors without one (the token
+    // embedding is a lookup, not a linear) are fitted unweighted.
+    std::vector<float> col_imp;
+    if (auto it = stats.find(name); it != stats.end() && it->second && it->second->cols == cols) {
+      col_imp.assign(it->second->sq_sum.begin(), it->second->sq_sum.end());
+    }
+    std::vector<float> dequant;
+    QuantEncoding enc = quantize_rtn(*spec, w, rows, cols, col_imp, search, &dequant);
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      err += (static_cast<double>(w[i]) - dequant[i]) * (static_cast<double>(w[i]) - dequant[i]);
+      norm += static_cast<double>(w[i]) * w[i];
+    }
+    const size_t bytes =
+        enc.codes.size() + enc.scales.size() + enc.mins.size() + enc.scale_meta.size() + enc.min_meta.size();
+    details[name] = {{"spec", describe_quant_spec(*spec)},
+                     {"bpw", t.numel() ? 8.0 * static_cast<double>(bytes) / static_cast<double>(t.numel()) : 0.0},
+                     {"rel_err", norm > 0 ? std::sqrt(err / norm) : 0.0},
+                     {"importance", !col_imp.empty()}};
+    model.replace(Tensor{name, t.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
+  }
+  return details;
+}
+
+namespace {
+
+class QuantRtnPass : public Pass {
+ public:
+  std::string_view name() const override { return "quant.rtn"; }
+  PassNeeds needs() const override { return PassNeeds{.calibration = options_.importance}; }
+  void visit(OptionVisitor& v) override { options_.visit(v); }
+  Result<void> validate_options() const override {
+    LLMC_TRY(options_.spec());
+    return {};
+  }
+  Result<PassReport> run(Model& model, PassContext& ctx) override {
+    return run_quant_pass(name(), options_, model, ctx);
+  }
+
+ private:
+  QuantOptions options_;
+};
+
+}  // namespace
+
+Result<PassReport> run_quant_pass(std::string_view pass, const QuantOptions& options, Model& model, PassContext& ctx) {
+  const auto start = std::chrono::steady_clock::now();
+  LLMC_ASSIGN_OR_RETURN(const QuantSpec spec, options.spec());
+  PassReport report;
+  report.pass = std::string(pass);
+  LLMC_ASSIGN_OR_RETURN(report.details,
+                        quantize_model_rtn(
+                            model, ctx, [&](const std::string&) { return std::optional<QuantSpec>(spec); },
+                            options.search(), options.importance));
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+std::unique_ptr<Pass> make_quant_rtn_pass() { return std::make_unique<QuantRtnPass>(); }
+
+}  // namespace llmc
