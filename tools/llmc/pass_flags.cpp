@@ -13,10 +13,11 @@ void PassFlags::add(CLI::App& sub, const std::vector<std::unique_ptr<Pass>>& pas
   for (const auto& pass : passes) {
     for (OptionInfo& info : list_options(*pass)) {
       if (skip.count(info.name)) continue;
-      auto it = seen.find(info.name);
+      const std::string name = info.name;
+      auto it = seen.find(name);
       if (it == seen.end()) {
-        order.push_back(info.name);
-        it = seen.emplace(info.name, std::make_pair(std::move(info), std::vector<std::string>{})).first;
+        order.push_back(name);
+        it = seen.emplace(name, std::make_pair(std::move(info), std::vector<std::string>{})).first;
       }
       it->second.second.emplace_back(pass->name());
     }

@@ -33,8 +33,8 @@ std::string mb(uint64_t bytes) { return fmt("%.3f MB", static_cast<double>(bytes
 // "quant.gptq bits=4 group_size=32 ..." from the resolved options.
 std::string stage_line(const RecipeStage& st) {
   std::string line = st.pass_name;
-  for (const auto& [k, v] : options_to_json(*st.pass).items())
-    line += " " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+  const OJson options = options_to_json(*st.pass);
+  for (const auto& [k, v] : options.items()) line += " " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
   if (!st.targets.empty()) line += " targets=" + OJson(st.targets).dump();
   if (!st.ignore.empty()) line += " ignore=" + OJson(st.ignore).dump();
   for (const RecipeOverride& ov : st.overrides) line += " override[" + ov.match + "]=" + ov.options.dump();
