@@ -147,8 +147,8 @@ TEST_CASE("quantize/compress: bad options give clear errors and no output", "[cl
     require_refused(dir, "quantize " + s.bin + " -o " + out + " --method gptq --calib " + text, 2, {"tokenizer"});
   const std::string short_text = dir.path("short.txt");
   write_text(short_text, "Once upon a time there was a cat.\n");
-  require_refused(dir, "quantize " + s.in() + " -o " + out + " --method gptq --calib " + short_text, 1,
-                  {"short.txt", "tokens"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --method gptq --calib " + short_text, 2,
+                  {"short.txt", "too short"});
   const std::string recipe = dir.path("bad.yaml");
   write_text(recipe, "stages:\n  - pass: quant.rtn\n    options: {bits: 4}\n    tragets: ['x']\n");
   require_refused(dir, "compress " + s.in() + " -o " + out + " --recipe " + recipe, 1, {"tragets", "line 4"});
@@ -168,10 +168,13 @@ TEST_CASE("quantize: same input, recipe and seed give byte-identical files on 1 
     const char* name;
     std::string args;
   };
-  const std::vector<Case> cases = {
+  std::vector<Case> cases = {
       {"rtn", "--bits 4 --group-size 32 --clip-search 10"},
       {"rtn3-sym", "--bits 3 --scheme sym --group-size row"},
   };
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!text.empty())
+    cases.push_back({"gptq", "--method gptq --bits 4 --calib " + text + " --calib-samples 8 --calib-ctx 64"});
   for (const Case& c : cases) {
     INFO(c.name);
     const std::string a = dir.path(std::string(c.name) + "-t1.llmc"), b = dir.path(std::string(c.name) + "-t2.llmc");
