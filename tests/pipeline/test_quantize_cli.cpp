@@ -160,7 +160,7 @@ TEST_CASE("quantize/compress: bad options give clear errors and no output", "[cl
 }
 
 TEST_CASE("quantize: same input, recipe and seed give byte-identical files on 1 and 2 threads",
-          "[cli][quantize][determinism]") {
+          "[cli][quantize][determinism][heavy]") {
   const Stories s = stories();
   if (!s.ok()) return;
   llmc::test::TempDir dir;
