@@ -5,6 +5,9 @@
 namespace llmc {
 
 // Factories, one per pass file.
+std::unique_ptr<Pass> make_quant_gptq_pass();   // passes/quant/quant_gptq.cpp
+std::unique_ptr<Pass> make_quant_awq_pass();    // passes/quant/quant_awq.cpp
+std::unique_ptr<Pass> make_quant_mixed_pass();  // passes/quant/quant_mixed.cpp
 
 namespace {
 
@@ -15,6 +18,11 @@ const PassInfo kPasses[] = {
      make_quant_binary_pass},
     {"quant.ternary", "ternary weights {-1,0,+1} x per-group scale, 2-bit or 1.6-bit (trits5) packing",
      make_quant_ternary_pass},
+    {"quant.gptq", "GPTQ: Hessian-based error-compensated quantization, layer by layer (needs calibration)",
+     make_quant_gptq_pass},
+    {"quant.awq", "AWQ: activation-aware channel scaling, then RTN or GPTQ (needs calibration)", make_quant_awq_pass},
+    {"quant.mixed", "mixed precision: per-tensor bits chosen by measured sensitivity under a --target-bpw budget",
+     make_quant_mixed_pass},
     {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
 };
 

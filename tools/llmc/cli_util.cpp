@@ -1,10 +1,13 @@
 // CLI helpers.
 #include "cli_util.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 
 namespace llmc::cli {
 
@@ -63,6 +66,28 @@ void StderrSink::progress(std::string_view task, int64_t done, int64_t total, st
   bar_open_ = done < total;
   if (!bar_open_) std::fputc('\n', stderr);
   std::fflush(stderr);
+}
+
+Result<FileFormat> output_format(const std::string& output, const std::string& to) {
+  static const std::map<std::string, FileFormat> kNames = {
+      {"llmc", FileFormat::kLlmc}, {"gguf", FileFormat::kGguf}, {"safetensors", FileFormat::kSafetensors}};
+  if (!to.empty()) {
+    auto it = kNames.find(to);
+    if (it == kNames.end()) return make_error(ErrorCode::kInvalidArgument, "unknown output format '", to, "'");
+    return it->second;
+  }
+  const std::string ext = std::filesystem::path(output).extension().string();
+  if (ext == ".llmc") return FileFormat::kLlmc;
+  if (ext == ".gguf") return FileFormat::kGguf;
+  if (ext.empty()) return FileFormat::kSafetensors;  // a folder
+  return make_error(ErrorCode::kInvalidArgument, "cannot infer the output format from '", output,
+                    "': use --to llmc|gguf|safetensors");
+}
+
+double peak_rss_mib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
 Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path, bool require_tensors) {

@@ -39,6 +39,13 @@ class StderrSink : public LogSink {
 // The whole command line, as typed (for provenance records and reports).
 std::string& command_line();
 
+// Output format of `output`: `to` (llmc|gguf|safetensors) when given, else from the extension
+// (.llmc, .gguf; no extension = a safetensors folder).
+Result<FileFormat> output_format(const std::string& output, const std::string& to);
+
+// Peak resident set size of this process so far, MiB.
+double peak_rss_mib();
+
 // Loads a model, with --tokenizer when given.
 Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path,
                                  bool require_tensors = true);

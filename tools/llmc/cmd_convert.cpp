@@ -1,6 +1,4 @@
 // llmc convert: any reader to any writer, with an optional storage-type change.
-#include <sys/resource.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -30,30 +28,12 @@ const std::map<std::string, ExportDType> kDTypes = {
     {"bf16", ExportDType::kBF16}, {"q8_0", ExportDType::kQ8_0}, {"q4_0", ExportDType::kQ4_0},
 };
 
-Result<FileFormat> target_format(const ConvertArgs& a) {
-  static const std::map<std::string, FileFormat> kNames = {
-      {"llmc", FileFormat::kLlmc}, {"gguf", FileFormat::kGguf}, {"safetensors", FileFormat::kSafetensors}};
-  if (!a.to.empty()) return kNames.at(a.to);
-  const std::string ext = std::filesystem::path(a.output).extension().string();
-  if (ext == ".llmc") return FileFormat::kLlmc;
-  if (ext == ".gguf") return FileFormat::kGguf;
-  if (ext.empty()) return FileFormat::kSafetensors;  // a folder
-  return make_error(ErrorCode::kInvalidArgument, "cannot infer the output format from '", a.output,
-                    "': use --to llmc|gguf|safetensors");
-}
-
-double peak_rss_mib() {
-  struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
-
 int run_convert(const ConvertArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> inputs = {a.input};
   if (!a.tokenizer.empty()) inputs.push_back(a.tokenizer);
   if (auto ok = check_output_path(a.output, inputs, a.force); !ok.ok()) return report_error(ok.error());
-  auto format = target_format(a);
+  auto format = output_format(a.output, a.to);
   if (!format.ok()) return report_error(format.error());
   const ExportDType dtype = kDTypes.at(a.dtype);
   if (*format == FileFormat::kSafetensors && (dtype == ExportDType::kQ8_0 || dtype == ExportDType::kQ4_0))

@@ -23,5 +23,7 @@ RunFn setup_eval(CLI::App& sub);
 RunFn setup_bench(CLI::App& sub);
 RunFn setup_tokenize(CLI::App& sub);
 RunFn setup_detokenize(CLI::App& sub);
+RunFn setup_quantize(CLI::App& sub);
+RunFn setup_compress(CLI::App& sub);
 
 }  // namespace llmc::cli

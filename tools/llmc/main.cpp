@@ -12,6 +12,8 @@ namespace {
 const CommandRow kCommands[] = {
     {"inspect", "Show a model's architecture, tokenizer, tensors and size", setup_inspect},
     {"convert", "Convert a model between .llmc, GGUF and safetensors", setup_convert},
+    {"quantize", "Quantize a model's weights (RTN, GPTQ, AWQ, binary, ternary, mixed precision)", setup_quantize},
+    {"compress", "Run a compression recipe (YAML stages of passes) on a model", setup_compress},
     {"generate", "Continue a prompt with a model (greedy, sampling or beam search), streaming text", setup_generate},
     {"tokenize", "Print the token ids of a text (--text or --file)", setup_tokenize},
     {"detokenize", "Print the text of token ids (--ids or stdin)", setup_detokenize},

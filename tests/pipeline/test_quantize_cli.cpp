@@ -1,0 +1,189 @@
+// `llmc quantize` / `llmc compress` end to end on stories260K: outputs load with the asked
+// encodings and the resolved recipe in provenance; bad options fail with clear errors and leave no
+// file; same input/recipe/seed give byte-identical files on 1 and 2 threads.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "formats/llmc.h"
+#include "formats/model_io.h"
+#include "test_util.h"
+
+using namespace llmc;
+using llmc::test::run_cli;
+
+namespace {
+
+struct Stories {
+  std::string bin, tok;
+  bool ok() const { return !bin.empty() && !tok.empty(); }
+  std::string in() const { return bin + " --tokenizer " + tok; }
+};
+Stories stories() {
+  return {llmc::test::fixture("models/stories260K/stories260K.bin"),
+          llmc::test::fixture("models/stories260K/tok512.bin")};
+}
+
+size_t files_in(const llmc::test::TempDir& dir) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.dir())) n += e.is_regular_file();
+  return n;
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// Runs a command that must fail: exit code `code`, message fragments, and no file created.
+void require_refused(const llmc::test::TempDir& dir, const std::string& args, int code,
+                     std::initializer_list<const char*> fragments) {
+  INFO(args);
+  const size_t before = files_in(dir);
+  auto r = run_cli(args);
+  INFO(r.output);
+  CHECK(r.exit_code == code);
+  for (const char* f : fragments) CHECK(r.output.find(f) != std::string::npos);
+  CHECK(files_in(dir) == before);
+}
+
+}  // namespace
+
+TEST_CASE("quantize: RTN 4-bit output has the asked encodings and the resolved recipe", "[cli][quantize]") {
+  const Stories s = stories();
+  if (!s.ok()) return;
+  llmc::test::TempDir dir;
+  const std::string out = dir.path("q4.llmc");
+  auto r = run_cli("quantize " + s.in() + " -o " + out +
+                   " --bits 4 --group-size 32 --scheme asym --keep "
+                   "'token_embd\\.weight' --threads 1");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("bits per weight") != std::string::npos);
+  CHECK(r.output.find("peak RSS") != std::string::npos);
+
+  auto f = open_llmc(out);
+  REQUIRE(f.ok());
+  for (const Tensor& t : f->model.tensors()) {
+    INFO(t.name);
+    const bool linear = t.shape.dims.size() == 2 && t.name != "token_embd.weight";
+    const auto* q = std::get_if<QuantEncoding>(&t.encoding->node);
+    REQUIRE((q != nullptr) == linear);
+    if (q) {
+      CHECK(q->bits == 4);
+      CHECK(q->group_size == 32);
+      CHECK(q->scheme == QuantScheme::kAsymmetric);
+    }
+  }
+  auto recipe = nlohmann::json::parse(f->provenance.recipe);
+  CHECK(recipe["stages"][0]["pass"] == "quant.rtn");
+  CHECK(recipe["stages"][0]["options"]["bits"] == 4);
+  CHECK(recipe["stages"][0]["ignore"][0] == "token_embd\\.weight");
+  CHECK(f->provenance.input_path.find("stories260K.bin") != std::string::npos);
+}
+
+TEST_CASE("compress: a recipe with overrides, GGUF output chosen by extension", "[cli][compress]") {
+  const Stories s = stories();
+  if (!s.ok()) return;
+  llmc::test::TempDir dir;
+  const std::string recipe = dir.path("r.yaml");
+  write_text(recipe, R"(seed: 3
+stages:
+  - pass: quant.rtn
+    options: {bits: 4, scheme: sym, group_size: 32}
+    overrides:
+      - match: 'blk\.0\..*'
+        options: {bits: 8}
+)");
+  const std::string out = dir.path("r.llmc");
+  auto r = run_cli("compress " + s.in() + " -o " + out + " --recipe " + recipe);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto m = load_model(out);
+  REQUIRE(m.ok());
+  for (const char* name :
+       {"blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.3.attn_q.weight", "token_embd.weight"}) {
+    INFO(name);
+    const auto* q = std::get_if<QuantEncoding>(&m->get(name).encoding->node);
+    REQUIRE(q);
+    CHECK(q->bits == (std::string(name).rfind("blk.0.", 0) == 0 ? 8 : 4));
+    CHECK(q->scheme == QuantScheme::kSymmetric);
+  }
+  // Reusing the provenance's resolved recipe as a recipe gives the same file.
+  auto f = open_llmc(out);
+  REQUIRE(f.ok());
+  const std::string resolved = dir.path("resolved.yaml");
+  write_text(resolved, f->provenance.recipe);
+  const std::string out2 = dir.path("r2.llmc");
+  REQUIRE(run_cli("compress " + s.in() + " -o " + out2 + " --recipe " + resolved).exit_code == 0);
+  auto f2 = open_llmc(out2);
+  REQUIRE(f2.ok());
+  CHECK(f2->provenance.recipe == f->provenance.recipe);
+  for (const Tensor& t : f->model.tensors()) {
+    INFO(t.name);
+    CHECK(t.to_f32() == f2->model.get(t.name).to_f32());
+  }
+
+  const std::string gguf = dir.path("q8.gguf");
+  REQUIRE(run_cli("quantize " + s.in() + " -o " + gguf + " --bits 8 --scheme sym --group-size 32").exit_code == 0);
+  auto g = load_model(gguf);
+  REQUIRE(g.ok());
+  CHECK(g->tensors().size() == m->tensors().size());
+}
+
+TEST_CASE("quantize/compress: bad options give clear errors and no output", "[cli][quantize]") {
+  const Stories s = stories();
+  if (!s.ok()) return;
+  llmc::test::TempDir dir;
+  const std::string out = dir.path("o.llmc");
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --bits 9", 2, {"bits"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --group-size 0", 2, {"group size must be >= 1"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --keep 'blk['", 2, {"blk["});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --calib a.txt --calib-self 4", 2, {"exclude"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --method frob", 2, {"method"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --target-bpw 1 --probe none", 2, {"target"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --method gptq", 2, {"calibration", "--calib"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --damp 0.1", 2, {"damp", "quant.rtn"});
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!text.empty())  // stories260K.bin alone has no tokenizer (llama2.c keeps it in tok512.bin)
+    require_refused(dir, "quantize " + s.bin + " -o " + out + " --method gptq --calib " + text, 2, {"tokenizer"});
+  const std::string short_text = dir.path("short.txt");
+  write_text(short_text, "Once upon a time there was a cat.\n");
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --method gptq --calib " + short_text, 2,
+                  {"short.txt", "too short"});
+  const std::string recipe = dir.path("bad.yaml");
+  write_text(recipe, "stages:\n  - pass: quant.rtn\n    options: {bits: 4}\n    tragets: ['x']\n");
+  require_refused(dir, "compress " + s.in() + " -o " + out + " --recipe " + recipe, 1, {"tragets", "line 4"});
+  write_text(recipe, "stages:\n  - pass: quant.rtn\n    options: {bitz: 4}\n");
+  require_refused(dir, "compress " + s.in() + " -o " + out + " --recipe " + recipe, 1, {"bitz", "line 3"});
+  write_text(recipe, "stages:\n  - pass: quant.rtn\n    options: {bits: 4}\n");
+  REQUIRE(run_cli("compress " + s.in() + " -o " + out + " --recipe " + recipe).exit_code == 0);
+  require_refused(dir, "compress " + s.in() + " -o " + out + " --recipe " + recipe, 4, {"--force"});
+}
+
+TEST_CASE("quantize: same input, recipe and seed give byte-identical files on 1 and 2 threads",
+          "[cli][quantize][determinism][heavy]") {
+  const Stories s = stories();
+  if (!s.ok()) return;
+  llmc::test::TempDir dir;
+  struct Case {
+    const char* name;
+    std::string args;
+  };
+  std::vector<Case> cases = {
+      {"rtn", "--bits 4 --group-size 32 --clip-search 10"},
+      {"rtn3-sym", "--bits 3 --scheme sym --group-size row"},
+  };
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!text.empty())
+    cases.push_back({"gptq", "--method gptq --bits 4 --calib " + text + " --calib-samples 8 --calib-ctx 64"});
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const std::string a = dir.path(std::string(c.name) + "-t1.llmc"), b = dir.path(std::string(c.name) + "-t2.llmc");
+    auto r1 = run_cli("quantize " + s.in() + " -o " + a + " --seed 5 --threads 1 " + c.args);
+    INFO(r1.output);
+    REQUIRE(r1.exit_code == 0);
+    auto r2 = run_cli("quantize " + s.in() + " -o " + b + " --seed 5 --threads 2 " + c.args);
+    INFO(r2.output);
+    REQUIRE(r2.exit_code == 0);
+    CHECK(llmc::test::read_file_bytes(a) == llmc::test::read_file_bytes(b));
+  }
+}
