@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/sparse_linear.h"
 
 namespace llmc::kernels {
 namespace {
@@ -19,6 +20,8 @@ std::atomic<int> g_threads{0};
 // Index of the Dense node kind in Encoding::node.
 constexpr size_t kDenseKind = 0;
 static_assert(std::is_same_v<std::variant_alternative_t<kDenseKind, decltype(Encoding::node)>, DenseEncoding>);
+constexpr size_t kSparseKind = 2;
+static_assert(std::is_same_v<std::variant_alternative_t<kSparseKind, decltype(Encoding::node)>, SparseEncoding>);
 
 // Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts).
 using RowsKernel = void (*)(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin,
@@ -62,6 +65,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kF32, "dense f32", dense_rows<simd::matmul_rows_f32>},
     {kDenseKind, DType::kF16, "dense f16", dense_rows<simd::matmul_rows_f16>},
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
+    {kSparseKind, std::nullopt, "sparse (gather + dot)", sparse_rows},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 

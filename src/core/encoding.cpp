@@ -3,6 +3,8 @@
 
 #include <sstream>
 
+#include "core/sparse.h"
+
 namespace llmc {
 
 int64_t Shape::numel() const {
@@ -131,6 +133,11 @@ void decode_node(const QuantEncoding& q, const Shape& shape, int64_t r0, int64_t
   }
 }
 
+Result<void> validate_node(const SparseEncoding& s, const Shape& shape) { return validate_sparse(s, shape); }
+void decode_node(const SparseEncoding& s, const Shape& shape, int64_t r0, int64_t r1, float* out) {
+  decode_sparse_rows(s, shape, r0, r1, out);
+}
+
 }  // namespace
 
 Result<void> validate_encoding(const Encoding& enc, const Shape& shape) {
@@ -148,6 +155,7 @@ size_t encoded_bytes(const Encoding& enc) {
   struct {
     size_t operator()(const DenseEncoding& d) const { return d.data.size(); }
     size_t operator()(const QuantEncoding& q) const { return q.codes.size() + q.scales.size() + q.mins.size(); }
+    size_t operator()(const SparseEncoding& s) const { return sparse_pattern_bytes(s) + sparse_values_bytes(s); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -160,6 +168,7 @@ std::string describe_encoding(const Encoding& enc) {
                      q.group_size == 0 ? std::string("row") : std::to_string(q.group_size), " (scale ",
                      dtype_name(q.scale_dtype), ")");
     }
+    std::string operator()(const SparseEncoding& s) const { return describe_sparse(s); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -168,6 +177,7 @@ const char* encoding_kind_name(const Encoding& enc) {
   struct {
     const char* operator()(const DenseEncoding&) const { return "dense"; }
     const char* operator()(const QuantEncoding&) const { return "quant"; }
+    const char* operator()(const SparseEncoding&) const { return "sparse"; }
   } visitor;
   return std::visit(visitor, enc.node);
 }

@@ -1,5 +1,6 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
 #include "passes/pass.h"
+#include "passes/prune/prune_passes.h"
 
 namespace llmc {
 
@@ -8,6 +9,7 @@ namespace llmc {
 namespace {
 
 const PassInfo kPasses[] = {
+    {"prune.magnitude", "Zero the smallest |w| per row, tensor, globally or per N:M group", make_prune_magnitude},
     {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
 };
 

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <vector>
 
+#include "core/sparse.h"
 #include "kernels/cpu/kernels.h"
 #include "model/arch.h"
 #include "runtime/runq_emulation.h"
@@ -43,6 +45,19 @@ struct ForwardOps {
 };
 constexpr ForwardOps kKernelOps{kernels::rmsnorm, kernels::rope, kernels::silu_mul, kernels::attention};
 constexpr ForwardOps kRunqOps{runq::rmsnorm, runq::rope, runq::silu_mul, runq::attention};
+
+// Where the sparse kernel beats the dense one of the same value dtype at decode (one token),
+// measured with bench/bench_sparse_matvec on 2048 x 5632 (docs/runtime.md): unstructured
+// (bitmask/CSR) from this sparsity on, n:m up to this kept fraction. Below, the runtime expands the
+// weight to Dense once at load.
+constexpr double kSparseMinUnstructuredSparsity = 0.5;
+constexpr double kSparseMaxNmDensity = 0.5;
+
+bool sparse_kernel_pays(const Tensor& t, const SparseEncoding& s) {
+  if (s.pattern == SparsePattern::kNM) return static_cast<double>(s.n) / s.m <= kSparseMaxNmDensity;
+  const double sparsity = t.numel() == 0 ? 1.0 : 1.0 - static_cast<double>(s.nnz) / static_cast<double>(t.numel());
+  return sparsity >= kSparseMinUnstructuredSparsity;
+}
 
 struct LayerWeights {
   const Tensor* wq;
@@ -81,6 +96,7 @@ class TransformerRuntime final : public Runtime {
       kernels::linear(w, x, n, y);
   }
   Result<void> check_runq_emulation() const;
+  const Tensor* kernel_weight(const Tensor* t);
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
   float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
   float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
@@ -93,6 +109,7 @@ class TransformerRuntime final : public Runtime {
   ForwardOps ops_ = kKernelOps;
   int64_t q_dim_ = 0, kv_dim_ = 0;
   std::vector<LayerWeights> layers_;
+  std::deque<Tensor> densified_;  // Sparse weights expanded to Dense where sparse kernels do not pay
   const Tensor* embedding_ = nullptr;
   const Tensor* output_ = nullptr;
   std::vector<float> output_norm_;
@@ -102,6 +119,17 @@ class TransformerRuntime final : public Runtime {
   // Activations for one chunk of up to kMaxBatch tokens.
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
 };
+
+// The tensor the kernels use for weight t: t itself, or a Dense copy when t is Sparse with Dense
+// values at a sparsity where the sparse kernel is slower than the dense one.
+const Tensor* TransformerRuntime::kernel_weight(const Tensor* t) {
+  const auto* s = std::get_if<SparseEncoding>(&t->encoding->node);
+  if (!s || sparse_kernel_pays(*t, *s)) return t;
+  const auto* values = std::get_if<DenseEncoding>(&s->values->node);
+  if (!values) return t;  // Quant values: expanding would multiply the memory; keep the sparse kernel
+  densified_.push_back(make_dense(t->name, t->shape, t->to_f32(), values->dtype));
+  return &densified_.back();
+}
 
 Result<void> TransformerRuntime::init() {
   LLMC_TRY(validate_model(model_));
@@ -131,11 +159,14 @@ Result<void> TransformerRuntime::init() {
       w.bk = decode(layer_tensor_name(l, "attn_k.bias"));
       w.bv = decode(layer_tensor_name(l, "attn_v.bias"));
     }
-    for (const Tensor* lin : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) weight_bytes_ += lin->encoded_bytes();
+    for (const Tensor** lin : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
+      *lin = kernel_weight(*lin);
+      weight_bytes_ += (*lin)->encoded_bytes();
+    }
     layers_.push_back(std::move(w));
   }
   embedding_ = &model_.get("token_embd.weight");
-  output_ = c_.tied_embeddings ? embedding_ : &model_.get("output.weight");
+  output_ = c_.tied_embeddings ? embedding_ : kernel_weight(&model_.get("output.weight"));
   output_norm_ = decode("output_norm.weight");
   weight_bytes_ += output_->encoded_bytes() + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
   inv_freq_ = kernels::rope_inv_freq(c_.head_dim, c_.rope_theta, c_.rope_scaling);

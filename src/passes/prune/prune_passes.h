@@ -1,0 +1,12 @@
+// Factories of the pruning passes (rows of the pass registry).
+#pragma once
+
+#include <memory>
+
+#include "passes/pass.h"
+
+namespace llmc {
+
+std::unique_ptr<Pass> make_prune_magnitude();
+
+}  // namespace llmc
