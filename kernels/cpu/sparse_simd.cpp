@@ -5,6 +5,26 @@
 #include <bit>
 #include <cstring>
 
+#ifndef LLMC_SPARSE_SIMD_TABLES
+#define LLMC_SPARSE_SIMD_TABLES
+namespace llmc::kernels::simd {
+// For each mask byte: the positions of its set bits in order, then zeros (a permutation that
+// moves the kept lanes of 8 to the front). Highway 1.0's CompressStore copies its own table onto
+// the stack at every call, which costs more than the gather itself.
+struct CompressTable {
+  alignas(32) int32_t idx[256][8];
+  constexpr CompressTable() : idx() {
+    for (int b = 0; b < 256; ++b) {
+      int k = 0;
+      for (int i = 0; i < 8; ++i)
+        if (b >> i & 1) idx[b][k++] = i;
+    }
+  }
+};
+inline constexpr CompressTable kCompress{};
+}  // namespace llmc::kernels::simd
+#endif
+
 #ifndef HWY_DISABLED_TARGETS
 #define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_SSE4)
 #endif
@@ -32,8 +52,8 @@ int64_t GatherMask(const uint8_t* mask, int64_t cols, const float* x, float* xg)
     for (; c + 8 <= cols; c += 8) {
       const uint8_t bits = mask[c / 8];
       if (bits == 0) continue;
-      const auto m = hn::LoadMaskBits(d, mask + c / 8);
-      hn::CompressStore(hn::LoadU(d, x + c), m, d, xg + k);  // may write 8 lanes: xg has slack
+      const auto idx = hn::IndicesFromVec(d, hn::Load(DI8(), kCompress.idx[bits]));
+      hn::StoreU(hn::TableLookupLanes(hn::LoadU(d, x + c), idx), d, xg + k);  // 8 lanes: xg has slack
       k += std::popcount(bits);
     }
   }
@@ -82,12 +102,40 @@ void GatherNm(const uint8_t* idx, int n, int m, int bits, int64_t kept, const fl
   const auto inv_n = hn::Set(d, 1.0f / static_cast<float>(n));
   const auto half = hn::Set(d, 0.5f);
   const auto vm = hn::Set(di, m);
+  const int64_t stride = (kept * bits + 7) / 8;  // bytes of the row's packed indices
   int64_t k = 0;
+  // n | 8 and 8 kept entries spanning at most 16 columns (2:4, 4:8, ...): two loads of x and
+  // in-register permutes instead of a gather; col = (lane / n) * m + index_k, in [0, span).
+  const int64_t span = lanes == 8 && 8 % n == 0 ? 8 * m / n : 0;
+  if (span > 0 && span <= 16) {
+    alignas(32) int32_t base[8];
+    for (int l = 0; l < 8; ++l) base[l] = (l / n) * m;
+    const auto lane_base = hn::Load(di, base);
+    const auto seven = hn::Set(di, 7);
+    for (; k + 8 <= kept; k += 8) {
+      const int64_t c0 = (k / n) * m;
+      if (c0 + 16 > (kept / n) * m) break;  // the last blocks: the gather below stays inside the row
+      const int64_t bit = k * bits;         // k % 8 == 0: byte aligned, 8 * bits <= 32 bits
+      uint32_t word = 0;
+      if ((bit >> 3) + 4 <= stride)  // a fixed-size load: a variable memcpy is a call and a stall
+        std::memcpy(&word, idx + (bit >> 3), 4);
+      else
+        std::memcpy(&word, idx + (bit >> 3), static_cast<size_t>(bits));
+      const auto col = lane_base + hn::BitCast(di, hn::And(hn::Set(du, word) >> lane_shift, field));
+      const auto perm = hn::IndicesFromVec(d, hn::And(col, seven));
+      const auto lo = hn::TableLookupLanes(hn::LoadU(d, x + c0), perm);
+      const auto hi = hn::TableLookupLanes(hn::LoadU(d, x + c0 + 8), perm);
+      hn::StoreU(hn::IfThenElse(hn::RebindMask(d, col > seven), hi, lo), d, xg + k);
+    }
+  }
   for (; k + lanes <= kept; k += lanes) {
     const int64_t bit = k * bits;
     const int64_t nbytes = ((bit & 7) + lanes * bits + 7) / 8;
     uint64_t word = 0;
-    std::memcpy(&word, idx + (bit >> 3), static_cast<size_t>(nbytes));  // little-endian
+    if ((bit >> 3) + 8 <= stride)
+      std::memcpy(&word, idx + (bit >> 3), 8);
+    else
+      std::memcpy(&word, idx + (bit >> 3), static_cast<size_t>(nbytes));  // little-endian
     const auto w = hn::Set(du, static_cast<uint32_t>(word >> (bit & 7)));
     const auto in_group = hn::BitCast(di, hn::And(w >> lane_shift, field));
     const auto kk = hn::Set(d, static_cast<float>(k)) + lane_k;
