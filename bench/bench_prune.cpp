@@ -16,11 +16,9 @@
 #include "model/arch.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
+#include "pipeline/calibration.h"
 #include "runtime/runtime.h"
 #include "verify/perplexity.h"
-#ifdef LLMC_BENCH_CALIB
-#include "pipeline/calibration.h"
-#endif
 
 using namespace llmc;
 
@@ -119,7 +117,7 @@ int main(int argc, char** argv) {
       (*pass)->visit(set);
       if (auto v = (*pass)->validate_options(); !v.ok()) return fail(v.error());
       PassContext ctx;
-#ifdef LLMC_BENCH_CALIB
+      ctx.threads = ro.threads;
       std::unique_ptr<CalibrationSet> calib;
       if ((*pass)->needs().calibration) {
         CalibOptions co;
@@ -131,7 +129,6 @@ int main(int argc, char** argv) {
         calib = std::move(c).value();
         ctx.calib = calib.get();
       }
-#endif
       const auto t0 = std::chrono::steady_clock::now();
       auto report = (*pass)->run(m, ctx);
       if (!report.ok()) return fail(report.error());

@@ -8,5 +8,7 @@
 namespace llmc {
 
 std::unique_ptr<Pass> make_prune_magnitude();
+std::unique_ptr<Pass> make_prune_wanda();
+std::unique_ptr<Pass> make_prune_sparsegpt();
 
 }  // namespace llmc
