@@ -6,9 +6,11 @@
 #include <sstream>
 
 #include "core/sparse.h"
+#include "formats/file_io.h"
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
+#include "pipeline/calibration.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
 #include "verify/perplexity.h"
@@ -224,4 +226,64 @@ TEST_CASE("pruned stories260K round trips through .llmc and runs", "[prune][llmc
   const int32_t ids[] = {1, 400, 300};
   REQUIRE((*rt)->forward(ids, 0, logits.data(), false).ok());
   for (float v : logits) REQUIRE(std::isfinite(v));
+}
+
+namespace {
+
+// KLD and PPL ratio of `model` against the fp32 stories260K on tinystories-sample (ctx 256, 8 chunks).
+std::pair<double, double> stories_kld(const Model& model, const Model& ref) {
+  auto tokenizer = Tokenizer::create(ref.tokenizer);
+  REQUIRE(tokenizer.ok());
+  auto text = read_text_file(test::fixture("text/tinystories-sample.txt"));
+  REQUIRE(text.ok());
+  RuntimeOptions ro;
+  ro.max_context = 256;
+  ro.threads = 1;
+  auto q = Runtime::create(model, ro);
+  auto r = Runtime::create(ref, ro);
+  REQUIRE(q.ok());
+  REQUIRE(r.ok());
+  EvalOptions eo;
+  eo.ctx = 256;
+  eo.max_chunks = 8;
+  auto e = evaluate_text(**q, r->get(), **tokenizer, *text, eo);
+  REQUIRE(e.ok());
+  return {e->kld->kld.mean, e->kld->ppl_ratio};
+}
+
+}  // namespace
+
+TEST_CASE("stories260K at 50% and 2:4: Wanda and SparseGPT beat magnitude (KLD and PPL ratio)", "[prune][heavy]") {
+  auto base = load_stories();
+  if (!base.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(base.ok());
+  // Calibration from another text than the evaluation's.
+  CalibOptions co;
+  co.file = test::fixture("text/tinyshakespeare.txt");
+  co.samples = 32;
+  co.ctx = 256;
+  for (const char* pattern : {"0.5", "2:4"}) {
+    std::map<std::string, std::pair<double, double>> result;
+    for (const char* method : {"prune.magnitude", "prune.wanda", "prune.sparsegpt"}) {
+      Model m = *base;
+      std::map<std::string, std::string> opts;
+      opts[std::string(pattern).find(':') != std::string::npos ? "pattern" : "sparsity"] = pattern;
+      auto pass = configured(method, opts);
+      auto calib = CalibrationSet::create(m, co);
+      REQUIRE(calib.ok());
+      PassContext ctx;
+      ctx.calib = calib->get();
+      ctx.threads = 1;
+      REQUIRE(pass->validate_options().ok());
+      auto report = pass->run(m, ctx);
+      REQUIRE(report.ok());
+      result[method] = stories_kld(m, *base);
+      WARN(pattern << " " << method << ": KLD " << result[method].first << ", PPL ratio " << result[method].second);
+    }
+    for (const char* method : {"prune.wanda", "prune.sparsegpt"}) {
+      INFO(pattern << " " << method);
+      CHECK(result[method].first < result["prune.magnitude"].first);
+      CHECK(result[method].second < result["prune.magnitude"].second);
+    }
+  }
 }
