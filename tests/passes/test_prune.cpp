@@ -1,6 +1,7 @@
 // Pruning passes: exact patterns on stories260K, the magnitude criterion, bad options, quality against the fp32 model.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -286,4 +287,33 @@ TEST_CASE("stories260K at 50% and 2:4: Wanda and SparseGPT beat magnitude (KLD a
       CHECK(result[method].second < result["prune.magnitude"].second);
     }
   }
+}
+
+TEST_CASE("llmc prune writes an exact N:M file and refuses bad options without output", "[prune][cli]") {
+  const std::string bin = test::fixture("models/stories260K/stories260K.bin");
+  const std::string tok = test::fixture("models/stories260K/tok512.bin");
+  if (bin.empty() || tok.empty()) return;
+  test::TempDir dir;
+  const std::string in = bin + " --tokenizer " + tok + " -o ";
+  for (const char* bad : {"--sparsity 1", "--sparsity -0.5", "--pattern 5:4", "--pattern 2:32", "--method wanda"}) {
+    auto r = test::run_cli("prune " + in + dir.path("bad.llmc") + " " + bad);
+    INFO(bad << ": " << r.output);
+    CHECK(r.exit_code != 0);
+    CHECK_FALSE(std::filesystem::exists(dir.path("bad.llmc")));
+  }
+  auto r = test::run_cli("prune " + in + dir.path("p.llmc") + " --pattern 4:8 --threads 1");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto m = read_llmc(dir.path("p.llmc"));
+  REQUIRE(m.ok());
+  int sparse = 0;
+  for (const Tensor& t : m->tensors())
+    if (const auto* s = std::get_if<SparseEncoding>(&t.encoding->node)) {
+      ++sparse;
+      CHECK(s->pattern == SparsePattern::kNM);
+      CHECK(s->n == 4);
+      CHECK(s->m == 8);
+    }
+  CHECK(sparse == 35);
+  CHECK(test::run_cli("prune " + in + dir.path("p.llmc")).exit_code != 0);  // exists, no --force
 }
