@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "core/sparse.h"
 #include "formats/file_io.h"
 #include "formats/llmc.h"
 #include "formats/llmc_generated.h"
@@ -334,6 +335,7 @@ class Parser {
             return fail(ErrorCode::kFormat, "tensor '", name, "': min_meta section without u8 scales and mins");
           break;
         }
+        case fb::Node::SparseNode: LLMC_TRY(check_sparse_node(name, enc->node_as_SparseNode(), shape)); break;
         case fb::Node::NONE: return fail(ErrorCode::kFormat, "tensor '", name, "': encoding has no node");
         default:
           return fail(ErrorCode::kUnsupported, "tensor '", name, "': encoding node type ", int(enc->node_type()),
@@ -403,6 +405,116 @@ class Parser {
     return {};
   }
 
+  // The encoding tree of a tensor whose node parameters and section references were checked.
+  std::shared_ptr<Encoding> build_encoding(const fb::Encoding* enc) {
+    auto encoding = std::make_shared<Encoding>();
+    if (const fb::DenseNode* d = enc->node_as_DenseNode()) {
+      encoding->node = DenseEncoding{static_cast<DType>(d->dtype()), sections_[d->data()].bytes};
+    } else if (const fb::SparseNode* sp = enc->node_as_SparseNode()) {
+      encoding->node = build_sparse(sp);
+    } else {
+      const fb::QuantNode* q = enc->node_as_QuantNode();
+      QuantEncoding qe;
+      qe.bits = q->bits();
+      qe.scheme = static_cast<QuantScheme>(q->scheme());
+      qe.group_size = q->group_size();
+      qe.scale_dtype = static_cast<DType>(q->scale_dtype());
+      qe.codes = sections_[q->codes()].bytes;
+      qe.scales = sections_[q->scales()].bytes;
+      qe.packing = static_cast<QuantPacking>(q->packing());
+      qe.scale_block = q->scale_block();
+      if (q->mins() >= 0) qe.mins = sections_[static_cast<size_t>(q->mins())].bytes;
+      if (q->scale_meta() >= 0) qe.scale_meta = sections_[static_cast<size_t>(q->scale_meta())].bytes;
+      if (q->min_meta() >= 0) qe.min_meta = sections_[static_cast<size_t>(q->min_meta())].bytes;
+      encoding->node = std::move(qe);
+    }
+    return encoding;
+  }
+
+  SparseEncoding build_sparse(const fb::SparseNode* sp) {
+    SparseEncoding se;
+    se.pattern = static_cast<SparsePattern>(sp->pattern());
+    se.n = sp->n();
+    se.m = sp->m();
+    se.kept_stride = sp->kept_stride();
+    se.nnz = sp->nnz();
+    se.index = sections_[sp->index()].bytes;
+    if (sp->row_ptr() >= 0) se.row_ptr = sections_[static_cast<size_t>(sp->row_ptr())].bytes;
+    se.values = build_encoding(sp->values());
+    return se;
+  }
+
+  // A section referenced by a nested node whose exact size validate_encoding checks after loading;
+  // `max_bytes` bounds what loading it may allocate.
+  Result<void> reference_section(const char* tensor, const char* role, int64_t index, uint64_t max_bytes) {
+    if (index < 0 || static_cast<uint64_t>(index) >= sections_.size())
+      return fail(ErrorCode::kFormat, "tensor '", tensor, "': ", role, " section index ", index,
+                  " outside the table of ", sections_.size(), " sections");
+    SectionInfo& s = sections_[static_cast<size_t>(index)];
+    if (s.fb->raw_size() > max_bytes)
+      return fail(ErrorCode::kFormat, "tensor '", tensor, "': ", role, " section ", index, " at offset ",
+                  s.fb->offset(), " holds ", s.fb->raw_size(), " bytes, more than the encoding can need (", max_bytes,
+                  ")");
+    if (!s.referenced) s.first_tensor = tensor;
+    s.referenced = true;
+    return {};
+  }
+
+  // Sparse node: its own sections' sizes follow from the header; the values node (Dense or Quant
+  // of shape [rows, kept_stride]) is checked here as far as the header allows and whole by
+  // validate_encoding once its sections are loaded.
+  Result<void> check_sparse_node(const char* name, const fb::SparseNode* sp, const Shape& shape) {
+    const int64_t rows = shape.rows(), cols = shape.cols();
+    const int64_t kept = sp->kept_stride(), nnz = sp->nnz();
+    if (kept < 0 || kept > cols || nnz < 0 || nnz > rows * kept)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': sparse kept_stride ", kept, " / nnz ", nnz,
+                  " impossible for shape ", shape.str());
+    const uint64_t urows = static_cast<uint64_t>(rows);
+    switch (sp->pattern()) {
+      case fb::SparsePattern::Bitmask:
+        LLMC_TRY(expect_section(name, "sparse mask", sp->index(), urows * sparse_mask_stride(cols)));
+        break;
+      case fb::SparsePattern::Csr:
+        LLMC_TRY(expect_section(name, "sparse row pointers", sp->row_ptr(), (urows + 1) * 4));
+        LLMC_TRY(expect_section(name, "sparse column indices", sp->index(),
+                                static_cast<uint64_t>(nnz * sparse_csr_index_bytes(cols))));
+        break;
+      case fb::SparsePattern::NM:
+        if (auto v = check_nm_pattern(sp->n(), sp->m(), cols); !v.ok())
+          return fail(ErrorCode::kFormat, "tensor '", name, "': sparse ", v.error().message);
+        LLMC_TRY(expect_section(name, "sparse n:m indices", sp->index(),
+                                urows * sparse_nm_index_stride(sp->n(), sp->m(), cols)));
+        break;
+      default:
+        return fail(ErrorCode::kUnsupported, "tensor '", name, "': sparse pattern ", int(sp->pattern()),
+                    " unknown (file written by a newer llmc?)");
+    }
+    if (sp->pattern() != fb::SparsePattern::Csr && sp->row_ptr() != -1)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': sparse row pointers without the csr pattern");
+    const fb::Encoding* values = sp->values();
+    if (!values) return fail(ErrorCode::kFormat, "tensor '", name, "': sparse node without values");
+    if (const fb::DenseNode* d = values->node_as_DenseNode()) {
+      if (!is_float_dtype(d->dtype()))
+        return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values dtype ", int(d->dtype()),
+                    " is not f32/f16/bf16");
+      return expect_section(name, "sparse values", d->data(),
+                            urows * static_cast<uint64_t>(kept) * dtype_bytes(static_cast<DType>(d->dtype())));
+    }
+    if (const fb::QuantNode* q = values->node_as_QuantNode()) {
+      // At most 8 bits per code plus a partial byte per row; at most one f32 scale/min per value.
+      const uint64_t max_codes = urows * static_cast<uint64_t>(kept + 1);
+      LLMC_TRY(reference_section(name, "sparse quant codes", q->codes(), max_codes));
+      LLMC_TRY(reference_section(name, "sparse quant scales", q->scales(), max_codes * 4));
+      if (q->mins() != -1) LLMC_TRY(reference_section(name, "sparse quant mins", q->mins(), max_codes * 4));
+      if (q->scale_meta() != -1)
+        LLMC_TRY(reference_section(name, "sparse quant scale_meta", q->scale_meta(), max_codes * 8));
+      if (q->min_meta() != -1)
+        LLMC_TRY(reference_section(name, "sparse quant min_meta", q->min_meta(), max_codes * 8));
+      return {};
+    }
+    return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense or quant node");
+  }
+
   Result<void> build_tensors(Model& model) {
     const auto* entries = header_->tensors();
     if (!entries) return {};
@@ -411,26 +523,7 @@ class Parser {
       Tensor t;
       t.name = e->name()->str();
       t.shape = std::move(shapes_[i]);
-      const fb::Encoding* enc = e->encoding();
-      auto encoding = std::make_shared<Encoding>();
-      if (const fb::DenseNode* d = enc->node_as_DenseNode()) {
-        encoding->node = DenseEncoding{static_cast<DType>(d->dtype()), sections_[d->data()].bytes};
-      } else {
-        const fb::QuantNode* q = enc->node_as_QuantNode();
-        QuantEncoding qe;
-        qe.bits = q->bits();
-        qe.scheme = static_cast<QuantScheme>(q->scheme());
-        qe.group_size = q->group_size();
-        qe.scale_dtype = static_cast<DType>(q->scale_dtype());
-        qe.codes = sections_[q->codes()].bytes;
-        qe.scales = sections_[q->scales()].bytes;
-        qe.packing = static_cast<QuantPacking>(q->packing());
-        qe.scale_block = q->scale_block();
-        if (q->mins() >= 0) qe.mins = sections_[static_cast<size_t>(q->mins())].bytes;
-        if (q->scale_meta() >= 0) qe.scale_meta = sections_[static_cast<size_t>(q->scale_meta())].bytes;
-        if (q->min_meta() >= 0) qe.min_meta = sections_[static_cast<size_t>(q->min_meta())].bytes;
-        encoding->node = std::move(qe);
-      }
+      std::shared_ptr<Encoding> encoding = build_encoding(e->encoding());
       if (auto v = validate_encoding(*encoding, t.shape); !v.ok())
         return with_context(v.error(), str_cat(name_, ": tensor '", t.name, "'"));
       t.encoding = std::move(encoding);

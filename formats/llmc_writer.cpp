@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 #include <unordered_map>
 
 #include "core/version.h"
@@ -55,11 +56,13 @@ class SectionTable {
 
 // Section indices of one tensor's encoding tree.
 struct NodeRefs {
-  uint32_t data = 0;        // dense data, or quant codes
-  uint32_t scales = 0;      // quant only
-  int32_t mins = -1;        // quant with mins only
-  int32_t scale_meta = -1;  // quant u8 scales only
-  int32_t min_meta = -1;    // quant u8 scales with mins only
+  uint32_t data = 0;                       // dense data, quant codes, or sparse index
+  uint32_t scales = 0;                     // quant only
+  int32_t mins = -1;                       // quant with mins only
+  int32_t scale_meta = -1;                 // quant u8 scales only
+  int32_t min_meta = -1;                   // quant u8 scales with mins only
+  int32_t row_ptr = -1;                    // sparse csr only
+  std::shared_ptr<const NodeRefs> values;  // sparse only: the nested values' sections
 };
 
 NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
@@ -72,6 +75,12 @@ NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
       r.mins = q.scheme == QuantScheme::kAsymmetric ? static_cast<int32_t>(table.add(q.mins)) : optional(q.mins);
       r.scale_meta = optional(q.scale_meta);
       r.min_meta = optional(q.min_meta);
+      return r;
+    }
+    NodeRefs operator()(const SparseEncoding& sp) const {
+      NodeRefs r{table.add(sp.index), 0, -1};
+      if (sp.pattern == SparsePattern::kCsr) r.row_ptr = static_cast<int32_t>(table.add(sp.row_ptr));
+      r.values = std::make_shared<const NodeRefs>(add_sections(*sp.values, table));
       return r;
     }
   } visitor{table};
@@ -93,6 +102,13 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
                               static_cast<fb::DType>(q.scale_dtype), refs.data, refs.scales, refs.mins,
                               static_cast<fb::QuantPacking>(q.packing), q.scale_block, refs.scale_meta, refs.min_meta);
       return fb::CreateEncoding(fbb, fb::Node::QuantNode, node.Union());
+    }
+    flatbuffers::Offset<fb::Encoding> operator()(const SparseEncoding& sp) const {
+      auto values = build_encoding(fbb, *sp.values, *refs.values);
+      auto node =
+          fb::CreateSparseNode(fbb, static_cast<fb::SparsePattern>(sp.pattern), static_cast<uint8_t>(sp.n),
+                               static_cast<uint8_t>(sp.m), sp.kept_stride, sp.nnz, refs.data, refs.row_ptr, values);
+      return fb::CreateEncoding(fbb, fb::Node::SparseNode, node.Union());
     }
   } visitor{fbb, refs};
   return std::visit(visitor, enc.node);

@@ -11,6 +11,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/sparse_linear.h"
 
 namespace llmc::kernels {
 namespace {
@@ -22,6 +23,8 @@ constexpr size_t kDenseKind = 0;
 static_assert(std::is_same_v<std::variant_alternative_t<kDenseKind, decltype(Encoding::node)>, DenseEncoding>);
 constexpr size_t kQuantKind = 1;
 static_assert(std::is_same_v<std::variant_alternative_t<kQuantKind, decltype(Encoding::node)>, QuantEncoding>);
+constexpr size_t kSparseKind = 2;
+static_assert(std::is_same_v<std::variant_alternative_t<kSparseKind, decltype(Encoding::node)>, SparseEncoding>);
 
 // Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts);
 // aux is the per-call scratch its row's `prepare` filled (null when the row has none).
@@ -36,6 +39,11 @@ void dense_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, 
                 int64_t r_end, float* y) {
   const auto& d = std::get<DenseEncoding>(w.encoding->node);
   F(d.data.data(), w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
+}
+
+void sparse_rows_aux(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                     int64_t r_end, float* y) {
+  sparse_rows(w, x, t_begin, t_end, r_begin, r_end, y);
 }
 
 // Any encoding: decode 16 rows at a time with the reference decoder into a per-thread buffer,
@@ -72,6 +80,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kF16, "dense f16", dense_rows<simd::matmul_rows_f16>},
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
     {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare},
+    {kSparseKind, std::nullopt, "sparse (gather + dot)", sparse_rows_aux},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/sparse.h"
+
 namespace llmc {
 
 int64_t Shape::numel() const {
@@ -184,6 +186,11 @@ void decode_node(const QuantEncoding& q, const Shape& shape, int64_t r0, int64_t
   }
 }
 
+Result<void> validate_node(const SparseEncoding& s, const Shape& shape) { return validate_sparse(s, shape); }
+void decode_node(const SparseEncoding& s, const Shape& shape, int64_t r0, int64_t r1, float* out) {
+  decode_sparse_rows(s, shape, r0, r1, out);
+}
+
 }  // namespace
 
 float quant_group_scale(const QuantEncoding& q, int64_t g) { return group_entry(q, q.scales, q.scale_meta, g); }
@@ -209,6 +216,7 @@ size_t encoded_bytes(const Encoding& enc) {
     size_t operator()(const QuantEncoding& q) const {
       return q.codes.size() + q.scales.size() + q.mins.size() + q.scale_meta.size() + q.min_meta.size();
     }
+    size_t operator()(const SparseEncoding& s) const { return sparse_pattern_bytes(s) + sparse_values_bytes(s); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -225,6 +233,7 @@ std::string describe_encoding(const Encoding& enc) {
                      q.group_size == 0 ? std::string("row") : std::to_string(q.group_size),
                      q.packing == QuantPacking::kTrits5 ? " trits5" : "", " (scale ", scale, ")");
     }
+    std::string operator()(const SparseEncoding& s) const { return describe_sparse(s); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -233,6 +242,7 @@ const char* encoding_kind_name(const Encoding& enc) {
   struct {
     const char* operator()(const DenseEncoding&) const { return "dense"; }
     const char* operator()(const QuantEncoding&) const { return "quant"; }
+    const char* operator()(const SparseEncoding&) const { return "sparse"; }
   } visitor;
   return std::visit(visitor, enc.node);
 }

@@ -77,11 +77,43 @@ inline float quant_value(QuantScheme scheme, int bits, uint32_t q, float scale, 
   return 0.0f;
 }
 
-// One node of the tree. New encodings (Palette, Sparse, LowRank) are appended to the variant.
-struct Encoding {
-  std::variant<DenseEncoding, QuantEncoding> node;
-};
+struct Encoding;
 using EncodingPtr = std::shared_ptr<const Encoding>;
+
+// Which entries of a Sparse tensor are kept (core/sparse.h has the builders and helpers).
+enum class SparsePattern : uint8_t { kBitmask = 0, kCsr = 1, kNM = 2 };
+
+// Sparse{pattern, values}: a [rows, cols] tensor of which only the kept entries are stored. The
+// kept values are the nested encoding `values` of logical shape [rows, kept_stride] (Dense or
+// Quant, never Sparse): row r's k-th kept entry in column order is values[r, k]. Keeping rows of
+// values lets kernels and Quant groups work row by row; slots past a row's kept count are padding
+// (only bitmask/CSR rows with fewer than kept_stride entries have them; counted in the bytes).
+//   bitmask: index = mask [rows, ceil(cols / 8)] bytes, bit (c % 8) of byte c / 8 set = column c
+//            kept; kept_stride = the largest kept count of a row.
+//   csr:     row_ptr = [rows + 1] u32, row r's entries are [row_ptr[r], row_ptr[r+1]), row_ptr[0] = 0,
+//            row_ptr[rows] = nnz; index = column of each entry, [nnz] u16 (u32 when cols > 65536),
+//            increasing within a row. kept_stride as bitmask. Chosen when smaller than a bitmask.
+//   n:m:     each row splits into groups of m columns (1 <= n < m <= 16; the last group may be
+//            shorter, width t, and keeps min(n, t)); every group keeps exactly n entries;
+//            kept_stride = n * (cols / m) + min(n, cols % m); index = per row, the column inside
+//            its group of every kept entry in ceil(log2 m) bits, LSB-first, row stride
+//            ceil(kept_stride * index_bits / 8) bytes, increasing within a group.
+// nnz: kept entries of the whole tensor (padding excluded).
+struct SparseEncoding {
+  SparsePattern pattern = SparsePattern::kBitmask;
+  int n = 0;  // n:m only
+  int m = 0;
+  int64_t kept_stride = 0;
+  int64_t nnz = 0;
+  Bytes index;
+  Bytes row_ptr;  // csr only
+  EncodingPtr values;
+};
+
+// One node of the tree. New encodings (Palette, LowRank) are appended to the variant.
+struct Encoding {
+  std::variant<DenseEncoding, QuantEncoding, SparseEncoding> node;
+};
 
 // Number of groups in one row of `cols` columns.
 int64_t quant_groups_per_row(const QuantEncoding& q, int64_t cols);

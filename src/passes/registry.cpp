@@ -1,6 +1,7 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
 #include "passes/pass.h"
 #include "passes/quant/quant_passes.h"
+#include "passes/prune/prune_passes.h"
 
 namespace llmc {
 
@@ -23,6 +24,10 @@ const PassInfo kPasses[] = {
     {"quant.awq", "AWQ: activation-aware channel scaling, then RTN or GPTQ (needs calibration)", make_quant_awq_pass},
     {"quant.mixed", "mixed precision: per-tensor bits chosen by measured sensitivity under a --target-bpw budget",
      make_quant_mixed_pass},
+    {"prune.magnitude", "Zero the smallest |w| per row, tensor, globally or per N:M group", make_prune_magnitude},
+    {"prune.wanda", "Zero the smallest |w| x input-norm per output row or N:M group (calibration)", make_prune_wanda},
+    {"prune.sparsegpt", "Hessian-based pruning with reconstruction, layer by layer (calibration)",
+     make_prune_sparsegpt},
     {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
 };
 

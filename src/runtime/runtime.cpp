@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <vector>
 
+#include "core/sparse.h"
 #include "kernels/cpu/kernels.h"
 #include "model/arch.h"
 #include "runtime/runq_emulation.h"
@@ -43,6 +45,20 @@ struct ForwardOps {
 };
 constexpr ForwardOps kKernelOps{kernels::rmsnorm, kernels::rope, kernels::silu_mul, kernels::attention};
 constexpr ForwardOps kRunqOps{runq::rmsnorm, runq::rope, runq::silu_mul, runq::attention};
+
+// Where the sparse kernel beats the dense one of the same value dtype at decode (one token),
+// measured with bench/bench_sparse_matvec on 2048 x 5632, f16 values, AVX2, 1 thread (fastest of
+// 60; docs/runtime.md): dense 1.42 ms; 50 % bitmask 3.5 ms, 70 % 3.9 ms, 2:4 5.5-9.4 ms; 97 % CSR
+// 0.32 ms. So only very sparse unstructured weights (the CSR regime) keep the sparse kernel, and
+// n:m never does (kSparseMaxNmDensity = 0); others are expanded to Dense once at load.
+constexpr double kSparseMinUnstructuredSparsity = 0.94;
+constexpr double kSparseMaxNmDensity = 0.0;
+
+bool sparse_kernel_pays(const Tensor& t, const SparseEncoding& s) {
+  if (s.pattern == SparsePattern::kNM) return static_cast<double>(s.n) / s.m <= kSparseMaxNmDensity;
+  const double sparsity = t.numel() == 0 ? 1.0 : 1.0 - static_cast<double>(s.nnz) / static_cast<double>(t.numel());
+  return sparsity >= kSparseMinUnstructuredSparsity;
+}
 
 struct LayerWeights {
   const Tensor* wq;
@@ -216,6 +232,7 @@ class TransformerRuntime final : public Runtime {
 
  private:
   Result<void> check_runq_emulation() const;
+  const Tensor* kernel_weight(const Tensor* t);
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
   float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
   float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
@@ -228,6 +245,7 @@ class TransformerRuntime final : public Runtime {
   BlockForward block_;
   int64_t kv_dim_ = 0;
   std::vector<LayerWeights> layers_;
+  std::deque<Tensor> densified_;  // Sparse weights expanded to Dense where sparse kernels do not pay
   const Tensor* embedding_ = nullptr;
   const Tensor* output_ = nullptr;
   std::vector<float> output_norm_;
@@ -236,16 +254,30 @@ class TransformerRuntime final : public Runtime {
   std::vector<float> x_, xb_;      // [kMaxBatch, dim] residual stream and final-norm output
 };
 
+// The tensor the kernels use for weight t: t itself, or a Dense copy when t is Sparse with Dense
+// values at a sparsity where the sparse kernel is slower than the dense one.
+const Tensor* TransformerRuntime::kernel_weight(const Tensor* t) {
+  const auto* s = std::get_if<SparseEncoding>(&t->encoding->node);
+  if (!s || sparse_kernel_pays(*t, *s)) return t;
+  const auto* values = std::get_if<DenseEncoding>(&s->values->node);
+  if (!values) return t;  // Quant values: expanding would multiply the memory; keep the sparse kernel
+  densified_.push_back(make_dense(t->name, t->shape, t->to_f32(), values->dtype));
+  return &densified_.back();
+}
+
 Result<void> TransformerRuntime::init() {
   LLMC_TRY(check_supported(model_));
   kv_dim_ = c_.n_kv_heads * c_.head_dim;
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     LayerWeights w = resolve_layer(model_, l);
-    for (const Tensor* lin : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) weight_bytes_ += lin->encoded_bytes();
+    for (const Tensor** lin : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
+      *lin = kernel_weight(*lin);
+      weight_bytes_ += (*lin)->encoded_bytes();
+    }
     layers_.push_back(std::move(w));
   }
   embedding_ = &model_.get("token_embd.weight");
-  output_ = c_.tied_embeddings ? embedding_ : &model_.get("output.weight");
+  output_ = c_.tied_embeddings ? embedding_ : kernel_weight(&model_.get("output.weight"));
   output_norm_ = model_.get("output_norm.weight").to_f32();
   weight_bytes_ += output_->encoded_bytes() + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
   if (act_group_ > 0) LLMC_TRY(check_runq_emulation());

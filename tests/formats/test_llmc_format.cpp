@@ -350,8 +350,10 @@ TEST_CASE("llmc raw sections load zero-copy and 64-byte aligned", "[llmc]") {
         [](const auto& n) -> const Bytes& {
           if constexpr (std::is_same_v<std::decay_t<decltype(n)>, DenseEncoding>)
             return n.data;
-          else
+          else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, QuantEncoding>)
             return n.codes;
+          else
+            return n.index;
         },
         t.encoding->node);
     INFO(t.name);

@@ -5,6 +5,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/sparse.h"
 #include "formats/file_io.h"
 #include "model/describe.h"
 
@@ -18,7 +19,7 @@ struct InspectArgs {
   bool quiet_tensors = false;
 };
 
-void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {
+void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {  // NOLINT(readability-function-size)
   const auto& c = m.config;
   std::printf("file: %s (%s, %llu bytes)\n", j["file"].get<std::string>().c_str(),
               j["format"].get<std::string>().c_str(), static_cast<unsigned long long>(j["file_bytes"].get<uint64_t>()));
@@ -46,6 +47,18 @@ void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {
       std::printf("%-28s %-14s %-26s %12llu\n", ten.name.c_str(), ten.shape.str().c_str(),
                   describe_encoding(*ten.encoding).c_str(), static_cast<unsigned long long>(ten.encoded_bytes()));
   }
+  bool header = false;
+  for (const auto& t : j["tensors"]) {
+    if (!t.contains("sparsity")) continue;
+    if (!header)
+      std::printf("\n%-28s %-8s %9s %14s %14s\n", "sparse tensor", "pattern", "sparsity", "pattern bytes",
+                  "value bytes");
+    header = true;
+    std::printf("%-28s %-8s %8.2f%% %14llu %14llu\n", t["name"].get<std::string>().c_str(),
+                t["pattern"].get<std::string>().c_str(), 100.0 * t["sparsity"].get<double>(),
+                (unsigned long long)t["pattern_bytes"].get<uint64_t>(),
+                (unsigned long long)t["values_bytes"].get<uint64_t>());
+  }
   const auto& s = j["size"];
   std::printf("\ntotals: %lld tensors, %lld parameters, %llu encoded bytes\n", (long long)s["tensors"].get<int64_t>(),
               (long long)s["parameters"].get<int64_t>(), (unsigned long long)s["encoded_bytes"].get<uint64_t>());
@@ -70,12 +83,20 @@ int run_inspect(const InspectArgs& a) {
       {"size", size_summary_json(summarize_size(m))},
   };
   nlohmann::json tensors = nlohmann::json::array();
-  for (const auto& t : m.tensors())
-    tensors.push_back({{"name", t.name},
-                       {"shape", t.shape.dims},
-                       {"kind", encoding_kind_name(*t.encoding)},
-                       {"encoding", describe_encoding(*t.encoding)},
-                       {"bytes", t.encoded_bytes()}});
+  for (const auto& t : m.tensors()) {
+    nlohmann::json e = {{"name", t.name},
+                        {"shape", t.shape.dims},
+                        {"kind", encoding_kind_name(*t.encoding)},
+                        {"encoding", describe_encoding(*t.encoding)},
+                        {"bytes", t.encoded_bytes()}};
+    if (const auto* sp = std::get_if<SparseEncoding>(&t.encoding->node)) {
+      e["pattern"] = sparse_pattern_name(*sp);
+      e["sparsity"] = t.numel() == 0 ? 0.0 : 1.0 - static_cast<double>(sp->nnz) / static_cast<double>(t.numel());
+      e["pattern_bytes"] = sparse_pattern_bytes(*sp);
+      e["values_bytes"] = sparse_values_bytes(*sp);
+    }
+    tensors.push_back(std::move(e));
+  }
   j["tensors"] = tensors;
   if (a.json == "-") {
     std::cout << j.dump(2) << "\n";

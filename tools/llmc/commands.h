@@ -21,6 +21,7 @@ RunFn setup_synth(CLI::App& sub);
 RunFn setup_generate(CLI::App& sub);
 RunFn setup_eval(CLI::App& sub);
 RunFn setup_bench(CLI::App& sub);
+RunFn setup_prune(CLI::App& sub);
 RunFn setup_tokenize(CLI::App& sub);
 RunFn setup_detokenize(CLI::App& sub);
 RunFn setup_quantize(CLI::App& sub);

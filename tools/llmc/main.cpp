@@ -20,6 +20,7 @@ const CommandRow kCommands[] = {
     {"synth", "Write a random-weight model with the shape of a real one (format/speed tests only)", setup_synth},
     {"eval", "Perplexity on a text, and KLD/agreement against a reference model", setup_eval},
     {"bench", "Prefill/decode speed, load time, peak memory, memory-bandwidth use", setup_bench},
+    {"prune", "Prune a model (magnitude, Wanda, SparseGPT; unstructured or N:M) into a .llmc file", setup_prune},
 };
 
 }  // namespace
