@@ -20,6 +20,7 @@ struct CalibOptions {
   int64_t samples = 128;     // sequences
   int64_t ctx = 512;         // tokens per sequence (BOS first when the tokenizer adds one)
   uint64_t seed = 0;
+  int threads = 0;  // for --calib-self sampling (0 = all cores); the sequences do not depend on it
 };
 
 // Statistics of the input x [cols] of one linear layer over all calibration tokens. Layers that

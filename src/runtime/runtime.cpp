@@ -56,6 +56,146 @@ struct LayerWeights {
   std::vector<float> bq, bk, bv;           // empty without biases
 };
 
+// The architectures the forward pass runs (after validate_model).
+Result<void> check_supported(const Model& model) {
+  LLMC_TRY(validate_model(model));
+  if (model.config.norm != NormKind::kRmsNorm)
+    return make_error(ErrorCode::kUnsupported, "runtime: only RMSNorm models are supported");
+  if (model.config.activation != Activation::kSilu)
+    return make_error(ErrorCode::kUnsupported, "runtime: only SiLU-gated (SwiGLU) FFNs are supported");
+  return {};
+}
+
+// Block `l`'s tensors as the model holds them now (norms and biases decoded to f32).
+LayerWeights resolve_layer(const Model& model, int64_t l) {
+  auto t = [&](const char* s) { return &model.get(layer_tensor_name(l, s)); };
+  auto decode = [&](const char* s) { return model.get(layer_tensor_name(l, s)).to_f32(); };
+  LayerWeights w{t("attn_q.weight"),
+                 t("attn_k.weight"),
+                 t("attn_v.weight"),
+                 t("attn_output.weight"),
+                 t("ffn_gate.weight"),
+                 t("ffn_up.weight"),
+                 t("ffn_down.weight"),
+                 decode("attn_norm.weight"),
+                 decode("ffn_norm.weight"),
+                 {},
+                 {},
+                 {}};
+  if (model.config.attn_qkv_bias) {
+    w.bq = decode("attn_q.bias");
+    w.bk = decode("attn_k.bias");
+    w.bv = decode("attn_v.bias");
+  }
+  return w;
+}
+
+// The one implementation of a transformer block (DESIGN.md §5) over a chunk of up to kMaxBatch
+// tokens, with its activation scratch; used by Runtime::forward and by BlockRunner.
+class BlockForward {
+ public:
+  void init(const ModelConfig& c, int64_t act_group) {
+    c_ = c;
+    act_group_ = act_group;
+    q_dim_ = c.n_heads * c.head_dim;
+    kv_dim_ = c.n_kv_heads * c.head_dim;
+    inv_freq_ = kernels::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+    if (act_group > 0) {
+      ops_ = kRunqOps;
+      inv_freq_ = runq::rope_freq(c.head_dim, c.rope_theta);
+    }
+    const auto b = static_cast<size_t>(kMaxBatch);
+    xb_.resize(b * std::max(c.dim, q_dim_));
+    xb2_.resize(b * c.dim);
+    q_.resize(b * q_dim_);
+    k_.resize(b * kv_dim_);
+    v_.resize(b * kv_dim_);
+    att_.resize(b * q_dim_);
+    hb_.resize(b * c.hidden_dim);
+    hb2_.resize(b * c.hidden_dim);
+  }
+  int64_t kv_dim() const { return kv_dim_; }
+
+  // Y[n, rows] = X[n, cols] · Wᵀ; under runq.c emulation with int8 activations and int32 group sums.
+  void linear(const Tensor& w, const float* x, int64_t n, float* y) const {
+    if (act_group_ > 0)
+      runq::linear(w, x, n, act_group_, y);
+    else
+      kernels::linear(w, x, n, y);
+  }
+
+  // x: [n, dim] residual stream at positions pos..pos+n-1, n <= kMaxBatch, updated in place.
+  // k_cache, v_cache: this layer's cache [positions, kv_dim]; positions pos..pos+n-1 are written
+  // and [0, pos) must hold the earlier tokens' keys and values.
+  void layer(const LayerWeights& w, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
+             const LinearObserver* observer) {
+    const int64_t dim = c_.dim;
+    auto observe = [&](std::initializer_list<const Tensor*> ws, const float* in) {
+      if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
+    };
+    const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
+    const int threads = kernels::num_threads();
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    observe({w.wq, w.wk, w.wv}, xb_.data());
+    linear(*w.wq, xb_.data(), n, q_.data());
+    linear(*w.wk, xb_.data(), n, k_.data());
+    linear(*w.wv, xb_.data(), n, v_.data());
+    for (int64_t t = 0; t < n; ++t) {
+      float* q = &q_[t * q_dim_];
+      float* k = &k_[t * kv_dim_];
+      float* v = &v_[t * kv_dim_];
+      if (c_.attn_qkv_bias) {
+        for (int64_t i = 0; i < q_dim_; ++i) q[i] += w.bq[i];
+        for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
+        for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
+      }
+      ops_.rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      ops_.rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      std::memcpy(k_cache + (pos + t) * kv_dim_, k, sizeof(float) * kv_dim_);
+      std::memcpy(v_cache + (pos + t) * kv_dim_, v, sizeof(float) * kv_dim_);
+    }
+    if (n == 1) {
+      thread_local std::vector<float> scratch;
+      scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
+      ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att_.data(), true);
+    } else {
+      // One token per iteration, all its heads on one thread: each output has one writer.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int64_t t = 0; t < n; ++t) {
+        thread_local std::vector<float> scratch;
+        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + t + 1)));
+        ops_.attention(&q_[t * q_dim_], k_cache, v_cache, pos + t + 1, shape, scratch.data(), &att_[t * q_dim_], false);
+      }
+    }
+    observe({w.wo}, att_.data());
+    linear(*w.wo, att_.data(), n, xb2_.data());
+    for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
+
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    observe({w.gate, w.up}, xb_.data());
+    linear(*w.gate, xb_.data(), n, hb_.data());
+    linear(*w.up, xb_.data(), n, hb2_.data());
+    for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
+    observe({w.down}, hb_.data());
+    linear(*w.down, hb_.data(), n, xb2_.data());
+    for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
+  }
+
+  // out [n, dim] = final RMSNorm of x [n, dim].
+  void final_norm(const std::vector<float>& weight, const float* x, int64_t n, float* out) const {
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * c_.dim], weight.data(), c_.dim, c_.norm_eps, &out[t * c_.dim]);
+  }
+
+ private:
+  ModelConfig c_;
+  int64_t act_group_ = 0;
+  ForwardOps ops_ = kKernelOps;
+  int64_t q_dim_ = 0, kv_dim_ = 0;
+  std::vector<float> inv_freq_;
+  // Activations for one chunk of up to kMaxBatch tokens.
+  std::vector<float> xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
+};
+
 class TransformerRuntime final : public Runtime {
  public:
   TransformerRuntime(const Model& model, const RuntimeOptions& options, int64_t max_context)
@@ -73,13 +213,6 @@ class TransformerRuntime final : public Runtime {
   uint64_t weight_bytes_per_token() const override { return weight_bytes_; }
 
  private:
-  // Y[n, rows] = X[n, cols] · Wᵀ; under runq.c emulation with int8 activations and int32 group sums.
-  void linear(const Tensor& w, const float* x, int64_t n, float* y) {
-    if (act_group_ > 0)
-      runq::linear(w, x, n, act_group_, y);
-    else
-      kernels::linear(w, x, n, y);
-  }
   Result<void> check_runq_emulation() const;
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
   float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
@@ -90,60 +223,31 @@ class TransformerRuntime final : public Runtime {
   int threads_;
   int64_t max_context_;
   int64_t act_group_;
-  ForwardOps ops_ = kKernelOps;
-  int64_t q_dim_ = 0, kv_dim_ = 0;
+  BlockForward block_;
+  int64_t kv_dim_ = 0;
   std::vector<LayerWeights> layers_;
   const Tensor* embedding_ = nullptr;
   const Tensor* output_ = nullptr;
   std::vector<float> output_norm_;
-  std::vector<float> inv_freq_;
   uint64_t weight_bytes_ = 0;
   FloatBuffer k_cache_, v_cache_;  // [layers, max_context, kv_dim]
-  // Activations for one chunk of up to kMaxBatch tokens.
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
+  std::vector<float> x_, xb_;      // [kMaxBatch, dim] residual stream and final-norm output
 };
 
 Result<void> TransformerRuntime::init() {
-  LLMC_TRY(validate_model(model_));
-  if (c_.norm != NormKind::kRmsNorm)
-    return make_error(ErrorCode::kUnsupported, "runtime: only RMSNorm models are supported");
-  if (c_.activation != Activation::kSilu)
-    return make_error(ErrorCode::kUnsupported, "runtime: only SiLU-gated (SwiGLU) FFNs are supported");
-  q_dim_ = c_.n_heads * c_.head_dim;
+  LLMC_TRY(check_supported(model_));
   kv_dim_ = c_.n_kv_heads * c_.head_dim;
-  auto decode = [&](const std::string& name) { return model_.get(name).to_f32(); };
   for (int64_t l = 0; l < c_.n_layers; ++l) {
-    auto t = [&](const char* s) { return &model_.get(layer_tensor_name(l, s)); };
-    LayerWeights w{t("attn_q.weight"),
-                   t("attn_k.weight"),
-                   t("attn_v.weight"),
-                   t("attn_output.weight"),
-                   t("ffn_gate.weight"),
-                   t("ffn_up.weight"),
-                   t("ffn_down.weight"),
-                   decode(layer_tensor_name(l, "attn_norm.weight")),
-                   decode(layer_tensor_name(l, "ffn_norm.weight")),
-                   {},
-                   {},
-                   {}};
-    if (c_.attn_qkv_bias) {
-      w.bq = decode(layer_tensor_name(l, "attn_q.bias"));
-      w.bk = decode(layer_tensor_name(l, "attn_k.bias"));
-      w.bv = decode(layer_tensor_name(l, "attn_v.bias"));
-    }
+    LayerWeights w = resolve_layer(model_, l);
     for (const Tensor* lin : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) weight_bytes_ += lin->encoded_bytes();
     layers_.push_back(std::move(w));
   }
   embedding_ = &model_.get("token_embd.weight");
   output_ = c_.tied_embeddings ? embedding_ : &model_.get("output.weight");
-  output_norm_ = decode("output_norm.weight");
+  output_norm_ = model_.get("output_norm.weight").to_f32();
   weight_bytes_ += output_->encoded_bytes() + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
-  inv_freq_ = kernels::rope_inv_freq(c_.head_dim, c_.rope_theta, c_.rope_scaling);
-  if (act_group_ > 0) {
-    LLMC_TRY(check_runq_emulation());
-    ops_ = kRunqOps;
-    inv_freq_ = runq::rope_freq(c_.head_dim, c_.rope_theta);
-  }
+  if (act_group_ > 0) LLMC_TRY(check_runq_emulation());
+  block_.init(c_, act_group_);
 
   const size_t cache = static_cast<size_t>(c_.n_layers * max_context_ * kv_dim_);
   if (cache > kMaxCacheFloats)
@@ -151,16 +255,8 @@ Result<void> TransformerRuntime::init() {
                       " positions x ", kv_dim_, " floats (x2) is too large; lower max_context");
   k_cache_.allocate(cache);
   v_cache_.allocate(cache);
-  const auto b = static_cast<size_t>(kMaxBatch);
-  x_.resize(b * c_.dim);
-  xb_.resize(b * std::max(c_.dim, q_dim_));
-  xb2_.resize(b * c_.dim);
-  q_.resize(b * q_dim_);
-  k_.resize(b * kv_dim_);
-  v_.resize(b * kv_dim_);
-  att_.resize(b * q_dim_);
-  hb_.resize(b * c_.hidden_dim);
-  hb2_.resize(b * c_.hidden_dim);
+  x_.resize(static_cast<size_t>(kMaxBatch * c_.dim));
+  xb_.resize(static_cast<size_t>(kMaxBatch * c_.dim));
   return {};
 }
 
@@ -204,59 +300,15 @@ Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_
 void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits) {
   const int64_t dim = c_.dim;
   for (int64_t t = 0; t < n; ++t) embedding_->rows_to_f32(ids[t], ids[t] + 1, x_.data() + t * dim);
-  const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
-  const int threads = kernels::num_threads();
-  for (int64_t l = 0; l < c_.n_layers; ++l) {
-    const LayerWeights& w = layers_[l];
-    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x_[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
-    linear(*w.wq, xb_.data(), n, q_.data());
-    linear(*w.wk, xb_.data(), n, k_.data());
-    linear(*w.wv, xb_.data(), n, v_.data());
-    for (int64_t t = 0; t < n; ++t) {
-      float* q = &q_[t * q_dim_];
-      float* k = &k_[t * kv_dim_];
-      float* v = &v_[t * kv_dim_];
-      if (c_.attn_qkv_bias) {
-        for (int64_t i = 0; i < q_dim_; ++i) q[i] += w.bq[i];
-        for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
-        for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
-      }
-      ops_.rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      ops_.rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      std::memcpy(k_cache(l, pos + t), k, sizeof(float) * kv_dim_);
-      std::memcpy(v_cache(l, pos + t), v, sizeof(float) * kv_dim_);
-    }
-    if (n == 1) {
-      thread_local std::vector<float> scratch;
-      scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
-      ops_.attention(q_.data(), k_cache(l, 0), v_cache(l, 0), pos + 1, shape, scratch.data(), att_.data(), true);
-    } else {
-      // One token per iteration, all its heads on one thread: each output has one writer.
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t t = 0; t < n; ++t) {
-        thread_local std::vector<float> scratch;
-        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + t + 1)));
-        ops_.attention(&q_[t * q_dim_], k_cache(l, 0), v_cache(l, 0), pos + t + 1, shape, scratch.data(),
-                       &att_[t * q_dim_], false);
-      }
-    }
-    linear(*w.wo, att_.data(), n, xb2_.data());
-    for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
-
-    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x_[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
-    linear(*w.gate, xb_.data(), n, hb_.data());
-    linear(*w.up, xb_.data(), n, hb2_.data());
-    for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
-    linear(*w.down, hb_.data(), n, xb2_.data());
-    for (int64_t i = 0; i < n * dim; ++i) x_[i] += xb2_[i];
-  }
+  for (int64_t l = 0; l < c_.n_layers; ++l)
+    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l, 0), v_cache(l, 0), nullptr);
   if (!logits) return;
   if (all_logits) {
-    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x_[t * dim], output_norm_.data(), dim, c_.norm_eps, &xb_[t * dim]);
-    linear(*output_, xb_.data(), n, logits);
+    block_.final_norm(output_norm_, x_.data(), n, xb_.data());
+    block_.linear(*output_, xb_.data(), n, logits);
   } else {
-    ops_.rmsnorm(&x_[(n - 1) * dim], output_norm_.data(), dim, c_.norm_eps, xb_.data());
-    linear(*output_, xb_.data(), 1, logits);
+    block_.final_norm(output_norm_, x_.data() + (n - 1) * dim, 1, xb_.data());
+    block_.linear(*output_, xb_.data(), 1, logits);
   }
 }
 
@@ -275,7 +327,78 @@ Result<void> TransformerRuntime::copy_cache_from(const Runtime& other, int64_t n
   return {};
 }
 
+class BlockRunnerImpl final : public BlockRunner {
+ public:
+  BlockRunnerImpl(const Model& model, int64_t max_tokens, int threads)
+      : model_(model), max_tokens_(max_tokens), threads_(threads) {}
+
+  Result<void> init() {
+    LLMC_TRY(check_supported(model_));
+    block_.init(model_.config, 0);
+    const size_t kv = static_cast<size_t>(max_tokens_ * block_.kv_dim());
+    k_.resize(kv);
+    v_.resize(kv);
+    return {};
+  }
+
+  Result<void> embed(std::span<const int32_t> tokens, float* x) override {
+    const ModelConfig& c = model_.config;
+    const Tensor& emb = model_.get("token_embd.weight");
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+        return make_error(ErrorCode::kInvalidArgument, "runtime: token id ", tokens[i], " at index ", i,
+                          " is outside the vocabulary [0, ", c.vocab_size, ")");
+      emb.rows_to_f32(tokens[i], tokens[i] + 1, x + static_cast<int64_t>(i) * c.dim);
+    }
+    return {};
+  }
+
+  Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer) override {
+    if (layer < 0 || layer >= model_.config.n_layers)
+      return make_error(ErrorCode::kInvalidArgument, "runtime: layer ", layer, " is outside [0, ",
+                        model_.config.n_layers, ")");
+    if (n < 0 || n > max_tokens_)
+      return make_error(ErrorCode::kInvalidArgument, "runtime: ", n, " tokens exceed the block runner's ", max_tokens_);
+    kernels::set_num_threads(threads_);
+    const LayerWeights w = resolve_layer(model_, layer);
+    for (int64_t start = 0; start < n; start += kMaxBatch)
+      block_.layer(w, x + start * model_.config.dim, std::min(kMaxBatch, n - start), start, k_.data(), v_.data(),
+                   observer);
+    return {};
+  }
+
+  void final_norm(const float* x, int64_t n, float* out) override {
+    block_.final_norm(model_.get("output_norm.weight").to_f32(), x, n, out);
+  }
+
+  void head(const float* normed, int64_t n, float* logits) override {
+    kernels::set_num_threads(threads_);
+    block_.linear(head_weight(), normed, n, logits);
+  }
+
+  const Tensor& head_weight() const override {
+    return model_.get(model_.config.tied_embeddings ? "token_embd.weight" : "output.weight");
+  }
+
+ private:
+  const Model& model_;
+  int64_t max_tokens_;
+  int threads_;
+  BlockForward block_;
+  std::vector<float> k_, v_;  // one layer's keys and values [max_tokens, kv_dim]
+};
+
 }  // namespace
+
+Result<std::unique_ptr<BlockRunner>> BlockRunner::create(const Model& model, int64_t max_tokens, int threads) {
+  if (threads < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: threads must be >= 0");
+  if (max_tokens < 1 || max_tokens > (1 << 20))
+    return make_error(ErrorCode::kInvalidArgument, "runtime: block runner length ", max_tokens,
+                      " is outside [1, 2^20]");
+  auto r = std::make_unique<BlockRunnerImpl>(model, max_tokens, threads);
+  LLMC_TRY(r->init());
+  return std::unique_ptr<BlockRunner>(std::move(r));
+}
 
 Result<std::unique_ptr<Runtime>> Runtime::create(const Model& model, const RuntimeOptions& options) {
   if (options.threads < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: threads must be >= 0");

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
@@ -40,6 +41,39 @@ class Runtime {
   virtual int64_t max_context() const = 0;
   // Bytes of weights read to produce one token (for bandwidth figures).
   virtual uint64_t weight_bytes_per_token() const = 0;
+};
+
+// One linear-layer input seen during a block forward: X [n, cols] row-major, read by every tensor
+// in `weights` (q/k/v share one input, gate/up another; attn_output and ffn_down one each).
+struct LinearInput {
+  std::span<const Tensor* const> weights;
+  const float* x;
+  int64_t n;
+};
+using LinearObserver = std::function<void(const LinearInput&)>;
+
+// Block-by-block forward over whole sequences for calibration (pipeline/calibration.h): the same
+// block code as Runtime::forward (production kernels, chunks of the same size), without a
+// persistent KV cache. Every call re-reads the block's tensors from the model, so tensors replaced
+// in it (Model::replace) since the last call are used. Results do not depend on the thread count.
+class BlockRunner {
+ public:
+  virtual ~BlockRunner() = default;
+  // max_tokens: the longest sequence forward_layer will see (sizes the per-layer K/V scratch).
+  // threads: 0 = all cores. The model must outlive the runner.
+  static Result<std::unique_ptr<BlockRunner>> create(const Model& model, int64_t max_tokens, int threads);
+
+  // x [tokens.size(), dim] = token embeddings. Errors on ids outside the vocabulary.
+  virtual Result<void> embed(std::span<const int32_t> tokens, float* x) = 0;
+  // Runs block `layer` in place on one sequence x [n, dim] at positions [0, n), calling `observer`
+  // (may be null) with the input of each linear layer, chunk by chunk, in forward order.
+  virtual Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer) = 0;
+  // out [n, dim] = the final norm of x [n, dim] (the output head's input).
+  virtual void final_norm(const float* x, int64_t n, float* out) = 0;
+  // logits [n, vocab] = output head applied to normed [n, dim] (final_norm's output).
+  virtual void head(const float* normed, int64_t n, float* logits) = 0;
+  // The output head's weight (token_embd.weight when the embeddings are tied).
+  virtual const Tensor& head_weight() const = 0;
 };
 
 }  // namespace llmc
