@@ -208,6 +208,7 @@ KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer)
   REQUIRE(rr.ok());
   EvalOptions opt;
   opt.ctx = 256;
+  opt.max_chunks = 20;
   auto r = evaluate_text(**rq, rr->get(), tokenizer, *text, opt);
   REQUIRE(r.ok());
   REQUIRE(r->kld.has_value());
