@@ -9,6 +9,7 @@
 #include "model/tokenizer.h"
 #include "passes/quant/quant_gptq.h"
 #include "pipeline/calibration.h"
+#include "quant_test_util.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
 #include "verify/perplexity.h"
@@ -207,6 +208,7 @@ KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer)
   REQUIRE(rr.ok());
   EvalOptions opt;
   opt.ctx = 256;
+  opt.max_chunks = 20;
   auto r = evaluate_text(**rq, rr->get(), tokenizer, *text, opt);
   REQUIRE(r.ok());
   REQUIRE(r->kld.has_value());
@@ -327,4 +329,32 @@ TEST_CASE("SmolLM2: GPTQ has lower KLD than RTN at 4 bits on wikitext2", "[gptq]
   const double gptq = kld(quantize_copy(*base, *calib, Method::kGptq, spec, 0));
   INFO("KLD rtn " << rtn << " gptq " << gptq);
   CHECK(gptq < rtn);
+}
+
+TEST_CASE("quant.gptq/quant.awq passes: registered, options declared once, bad values refused", "[gptq][awq]") {
+  struct Case {
+    const char* pass;
+    std::map<std::string, std::string> options;
+    bool ok;
+  };
+  const Case cases[] = {
+      {"quant.gptq", {{"bits", "3"}, {"group_size", "64"}, {"damp", "0.05"}, {"act_order", "true"}}, true},
+      {"quant.gptq", {{"bits", "9"}}, false},
+      {"quant.gptq", {{"damp", "1.5"}}, false},
+      {"quant.gptq", {{"block_size", "0"}}, false},
+      {"quant.awq", {{"then", "gptq"}, {"grid", "10"}, {"max_samples", "512"}}, true},
+      {"quant.awq", {{"then", "magic"}}, false},
+      {"quant.awq", {{"grid", "0"}}, false},
+      {"quant.awq", {{"group_size", "-1"}}, false},
+  };
+  for (const Case& c : cases) {
+    INFO(c.pass);
+    auto pass = make_pass(c.pass);
+    REQUIRE(pass.ok());
+    CHECK((*pass)->needs().calibration);
+    llmc::test::SetOptions set(c.options);
+    (*pass)->visit(set);
+    CHECK(set.unused().empty());
+    CHECK((*pass)->validate_options().ok() == c.ok);
+  }
 }

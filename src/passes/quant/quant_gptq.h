@@ -74,10 +74,10 @@ struct SequentialQuantPlan {
   LayerEdit edit;              // may be empty
 };
 
-// Runs a quantization method layer by layer (DESIGN.md §2: peak memory tracks one layer): an
-// untied token embedding is RTN-quantized first (it is a lookup, not a linear), then for each
-// block: collect its input statistics, edit, quantize its selected linears, advance; then the
-// output head (for tied embeddings: token_embd, quantized as the head it also is).
+// Runs a quantization method layer by layer (DESIGN.md §2: peak memory tracks one layer): the
+// token embedding (tied or not) is RTN-quantized first (it is a lookup, not a linear), then for
+// each block: collect its input statistics, edit, quantize its selected linears, advance; then
+// an untied output head.
 Result<nlohmann::json> run_sequential_quant(Model& model, PassContext& ctx, const SpecFor& spec_for,
                                             const ScaleSearch& search, const GptqOptions& options,
                                             const SequentialQuantPlan& plan);
