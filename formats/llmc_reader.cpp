@@ -508,8 +508,7 @@ class Parser {
       if (q->mins() != -1) LLMC_TRY(reference_section(name, "sparse quant mins", q->mins(), max_codes * 4));
       if (q->scale_meta() != -1)
         LLMC_TRY(reference_section(name, "sparse quant scale_meta", q->scale_meta(), max_codes * 8));
-      if (q->min_meta() != -1)
-        LLMC_TRY(reference_section(name, "sparse quant min_meta", q->min_meta(), max_codes * 8));
+      if (q->min_meta() != -1) LLMC_TRY(reference_section(name, "sparse quant min_meta", q->min_meta(), max_codes * 8));
       return {};
     }
     return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense or quant node");

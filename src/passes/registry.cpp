@@ -1,7 +1,7 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
 #include "passes/pass.h"
-#include "passes/quant/quant_passes.h"
 #include "passes/prune/prune_passes.h"
+#include "passes/quant/quant_passes.h"
 
 namespace llmc {
 
@@ -28,11 +28,10 @@ const PassInfo kPasses[] = {
     {"prune.wanda", "Zero the smallest |w| x input-norm per output row or N:M group (calibration)", make_prune_wanda},
     {"prune.sparsegpt", "Hessian-based pruning with reconstruction, layer by layer (calibration)",
      make_prune_sparsegpt},
-    {nullptr, nullptr, nullptr},  // placeholder until the first pass lands (skipped below)
 };
 
 }  // namespace
 
-std::span<const PassInfo> pass_registry() { return {kPasses, std::size(kPasses) - 1}; }
+std::span<const PassInfo> pass_registry() { return kPasses; }
 
 }  // namespace llmc
