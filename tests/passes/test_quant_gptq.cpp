@@ -300,15 +300,18 @@ TEST_CASE("quant.gptq/quant.awq: without calibration data they refuse", "[gptq][
 
 // ---- SmolLM2-135M (heavy) ----
 
-TEST_CASE("SmolLM2: GPTQ has lower KLD than RTN at 4 bits on wikitext2", "[gptq][heavy]") {
+// The GGUF is Q4_1 (asymmetric 4-bit, groups of 32): its weights already lie on that grid, so 4-bit
+// g32 RTN reproduces them exactly and GPTQ has nothing to compensate. Groups of 128 are a real test.
+// CI uses 4 chunks and 8 x 256 calibration tokens. At 3 bits g128 with this calibration GPTQ is
+// worse than RTN on SmolLM2 (KLD 3.62 vs 3.43, both unusable): not asserted, an open problem.
+TEST_CASE("SmolLM2: GPTQ has lower KLD than RTN at 4 bits g128 on wikitext2", "[gptq][heavy]") {
   const std::string path = llmc::test::smollm2_path();
   if (path.empty()) return;
   auto base = load_model(path);
   REQUIRE(base.ok());
   auto tokenizer = Tokenizer::create(base->tokenizer);
   REQUIRE(tokenizer.ok());
-  auto calib = shakespeare_calib(*base, 16, 512);
-  const QuantSpec spec = spec_of(4, QuantScheme::kAsymmetric, 32);
+  auto calib = shakespeare_calib(*base, 8, 256);
   auto text = read_text_file(llmc::test::fixture("text/wikitext2-test.txt"));
   REQUIRE(text.ok());
   auto kld = [&](const Model& q) {
@@ -325,10 +328,13 @@ TEST_CASE("SmolLM2: GPTQ has lower KLD than RTN at 4 bits on wikitext2", "[gptq]
     REQUIRE(r.ok());
     return r->kld->kld.mean;
   };
-  const double rtn = kld(quantize_copy(*base, *calib, Method::kRtn, spec, 0));
-  const double gptq = kld(quantize_copy(*base, *calib, Method::kGptq, spec, 0));
-  INFO("KLD rtn " << rtn << " gptq " << gptq);
-  CHECK(gptq < rtn);
+  for (int bits : {4}) {
+    const QuantSpec spec = spec_of(bits, QuantScheme::kAsymmetric, 128);
+    const double rtn = kld(quantize_copy(*base, *calib, Method::kRtn, spec, 0));
+    const double gptq = kld(quantize_copy(*base, *calib, Method::kGptq, spec, 0));
+    INFO(bits << "-bit g128: KLD rtn " << rtn << " gptq " << gptq);
+    CHECK(gptq < rtn);
+  }
 }
 
 TEST_CASE("quant.gptq/quant.awq passes: registered, options declared once, bad values refused", "[gptq][awq]") {
