@@ -114,8 +114,10 @@ void GatherNm(const uint8_t* idx, int n, int m, int bits, int64_t kept, const fl
     const auto seven = hn::Set(di, 7);
     for (; k + 8 <= kept; k += 8) {
       const int64_t c0 = (k / n) * m;
-      if (c0 + 16 > (kept / n) * m) break;  // the last blocks: the gather below stays inside the row
-      const int64_t bit = k * bits;         // k % 8 == 0: byte aligned, 8 * bits <= 32 bits
+      // Only groups before the last are sure to have m columns (a ragged last group is shorter):
+      // the 16-float window must end inside them; the rest goes through the gather below.
+      if (c0 + 16 > (kept / n - 1) * m) break;
+      const int64_t bit = k * bits;  // k % 8 == 0: byte aligned, 8 * bits <= 32 bits
       uint32_t word = 0;
       if ((bit >> 3) + 4 <= stride)  // a fixed-size load: a variable memcpy is a call and a stall
         std::memcpy(&word, idx + (bit >> 3), 4);
