@@ -27,17 +27,7 @@ void rmsnorm_ref(const float* x, const float* weight, int64_t n, float eps, floa
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<double>(x[i]) * inv * weight[i]);
 }
 
-void softmax(float* x, int64_t n) {
-  if (n <= 0) return;
-  const float mx = *std::max_element(x, x + n);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
+void softmax(float* x, int64_t n) { simd::softmax(x, n); }
 
 void softmax_ref(float* x, int64_t n) {
   if (n <= 0) return;
@@ -136,25 +126,42 @@ void rope_ref(float* x, int64_t n_heads, int64_t head_dim, int64_t pos, const fl
 }
 
 namespace {
-void attention_head(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
-                    int64_t h, float* scores, float* out) {
-  const int64_t group = s.n_heads / s.n_kv_heads;
-  const int64_t kv_off = (h / group) * s.head_dim;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
-  const float* qh = q + h * s.head_dim;
-  for (int64_t p = 0; p < n_pos; ++p) scores[p] = simd::dot(qh, k_cache + p * s.kv_stride + kv_off, s.head_dim) * scale;
-  softmax(scores, n_pos);
-  float* oh = out + h * s.head_dim;
-  std::fill(oh, oh + s.head_dim, 0.0f);
-  for (int64_t p = 0; p < n_pos; ++p) simd::axpy(scores[p], v_cache + p * s.kv_stride + kv_off, oh, s.head_dim);
+constexpr int64_t kAttentionTokenBlock = 16;  // tokens of one work item of attention_chunk
+
+float attention_scale(const AttentionShape& s) {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
 }
+int64_t kv_offset(const AttentionShape& s, int64_t h) { return (h / (s.n_heads / s.n_kv_heads)) * s.head_dim; }
 }  // namespace
 
 void attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
                float* scratch, float* out, bool parallel) {
   const bool par = parallel && s.n_heads * n_pos * s.head_dim >= (1 << 14);
+  const int64_t q_dim = s.n_heads * s.head_dim;
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (par)
-  for (int64_t h = 0; h < s.n_heads; ++h) attention_head(q, k_cache, v_cache, n_pos, s, h, scratch + h * n_pos, out);
+  for (int64_t h = 0; h < s.n_heads; ++h)
+    simd::attention_head(q + h * s.head_dim, q_dim, k_cache + kv_offset(s, h), v_cache + kv_offset(s, h), s.kv_stride,
+                         s.head_dim, attention_scale(s), n_pos - 1, 0, 1, scratch + h * n_pos, out + h * s.head_dim);
+}
+
+void attention_chunk(const float* q, const float* k_cache, const float* v_cache, int64_t n, int64_t pos,
+                     const AttentionShape& s, float* out) {
+  const int64_t q_dim = s.n_heads * s.head_dim;
+  const int64_t blocks = (n + kAttentionTokenBlock - 1) / kAttentionTokenBlock;
+  const bool par = s.n_heads * n * (pos + n) * s.head_dim >= (1 << 15);
+  // Work items (head, token block); later blocks see more positions, hence dynamic scheduling.
+#pragma omp parallel num_threads(num_threads()) if (par)
+  {
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(kAttentionTokenBlock * (pos + n)));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < s.n_heads * blocks; ++item) {
+      const int64_t h = item % s.n_heads, b = item / s.n_heads;
+      const int64_t t0 = b * kAttentionTokenBlock, t1 = std::min(n, t0 + kAttentionTokenBlock);
+      simd::attention_head(q + h * s.head_dim, q_dim, k_cache + kv_offset(s, h), v_cache + kv_offset(s, h), s.kv_stride,
+                           s.head_dim, attention_scale(s), pos, t0, t1, scratch.data(), out + h * s.head_dim);
+    }
+  }
 }
 
 void attention_ref(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,

@@ -79,6 +79,12 @@ struct AttentionShape {
 // Parallel over heads when `parallel` (call with false from inside a parallel region).
 void attention(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
                float* scratch, float* out, bool parallel = true);
+// Causal attention of a chunk of n consecutive tokens at positions [pos, pos + n) whose keys and
+// values are already in the cache (positions [0, pos + n) filled): token t attends to
+// [0, pos + t]. q, out: [n, n_heads * head_dim]. Parallel over (head, block of tokens). Each
+// token's output equals attention() of that token alone (n_pos = pos + t + 1) bit for bit.
+void attention_chunk(const float* q, const float* k_cache, const float* v_cache, int64_t n, int64_t pos,
+                     const AttentionShape& s, float* out);
 void attention_ref(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
                    float* out);
 

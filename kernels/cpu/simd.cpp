@@ -1,6 +1,7 @@
 // Highway SIMD kernels (compiled once per target: scalar/EMU128, AVX2, AVX-512) with runtime dispatch.
 #include "kernels/cpu/simd.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/dtype.h"
@@ -16,6 +17,9 @@
 #define HWY_TARGET_INCLUDE "kernels/cpu/simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+// clang-format off: the math header is included once per target, after highway.h
+#include <hwy/contrib/math/math-inl.h>
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace llmc::kernels::simd {
@@ -24,6 +28,13 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
+using D1 = hn::CappedTag<float, 1>;  // one lane: scalar tails with the target's own MulAdd
+
+// a · b + c rounded as the target's vector MulAdd rounds it (fused where the target has FMA).
+HWY_INLINE float mul_add1(float a, float b, float c) {
+  const D1 d1;
+  return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
+}
 
 // Weight element loaders: a vector of Lanes(DF) weights promoted to f32, and one scalar.
 struct LoadF32 {
@@ -50,11 +61,51 @@ struct LoadBF16 {
   static HWY_INLINE float get(const T* p) { return bf16_to_f32(*p); }
 };
 
-// Register-blocked microkernel: R weight rows × T tokens, one accumulator each; every weight
-// vector is loaded once and used for T tokens, every activation vector used for R rows.
+#if HWY_TARGET == HWY_SCALAR
+// One lane per vector: the lane sums are the lanes.
+HWY_INLINE void reduce4(VF a, VF b, VF c, VF e, float* sums) {
+  sums[0] = hn::GetLane(a);
+  sums[1] = hn::GetLane(b);
+  sums[2] = hn::GetLane(c);
+  sums[3] = hn::GetLane(e);
+}
+#else
+using D4 = hn::Full128<float>;
+static_assert(hn::MaxLanes(DF()) >= 4, "the lane-sum tree needs whole 128-bit blocks");
+
+// Halves a vector pairwise (lower half + upper half) until one 128-bit block is left.
+template <class D>
+HWY_INLINE hn::Vec<D4> fold_blocks(D d, hn::Vec<D> v) {
+  if constexpr (hn::MaxLanes(D()) > 4) {
+    const hn::Half<D> dh;
+    return fold_blocks(dh, hn::Add(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
+  } else {
+    return v;
+  }
+}
+
+// sums[0..3] = the lane sums of a, b, c, e, each by the same tree: within each 128-bit block
+// (l0 + l2) + (l1 + l3), then fold_blocks. Reducing four accumulators at once costs about as much
+// as reducing one; reduce4(a, a, a, a) gives a's sum in the same bits.
+HWY_INLINE void reduce4(VF a, VF b, VF c, VF e, float* sums) {
+  const DF d;
+  const hn::Repartition<uint64_t, DF> d64;
+  const VF ab = hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));  // a0+a2 b0+b2 a1+a3 b1+b3
+  const VF ce = hn::Add(hn::InterleaveLower(d, c, e), hn::InterleaveUpper(d, c, e));
+  const auto ab64 = hn::BitCast(d64, ab), ce64 = hn::BitCast(d64, ce);
+  const VF lo = hn::BitCast(d, hn::InterleaveLower(d64, ab64, ce64));  // a0+a2 b0+b2 c0+c2 e0+e2
+  const VF hi = hn::BitCast(d, hn::InterleaveUpper(d64, ab64, ce64));  // a1+a3 b1+b3 c1+c3 e1+e3
+  hn::StoreU(fold_blocks(d, hn::Add(lo, hi)), D4(), sums);
+}
+#endif
+
+// Register-blocked dot products: y[t * y_stride + r] = dot(w + r * w_stride, x + t * x_stride)
+// for R rows (1 or 4) × T tokens, one vector accumulator each. Every weight vector loaded feeds T
+// tokens, every activation vector R rows; the 4 accumulators of a token are reduced together.
 template <int R, int T, class L>
-HWY_INLINE void micro(const typename L::T* w, int64_t rows, int64_t cols, const float* x, int64_t r0, int64_t t0,
-                      float* y) {
+HWY_INLINE void micro(const typename L::T* w, int64_t w_stride, const float* x, int64_t x_stride, int64_t cols,
+                      float* y, int64_t y_stride) {
+  static_assert(R == 1 || R == 4);
   const DF d;
   const int64_t n = static_cast<int64_t>(hn::Lanes(d));
   VF acc[R][T];
@@ -63,41 +114,54 @@ HWY_INLINE void micro(const typename L::T* w, int64_t rows, int64_t cols, const 
   int64_t c = 0;
   for (; c + n <= cols; c += n) {
     VF xv[T];
-    for (int t = 0; t < T; ++t) xv[t] = hn::LoadU(d, x + (t0 + t) * cols + c);
+    for (int t = 0; t < T; ++t) xv[t] = hn::LoadU(d, x + t * x_stride + c);
     for (int r = 0; r < R; ++r) {
-      const VF wv = L::load(d, w + (r0 + r) * cols + c);
+      const VF wv = L::load(d, w + r * w_stride + c);
       for (int t = 0; t < T; ++t) acc[r][t] = hn::MulAdd(wv, xv[t], acc[r][t]);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) {
-      float s = hn::GetLane(hn::SumOfLanes(d, acc[r][t]));
-      const auto* wr = w + (r0 + r) * cols;
-      const float* xt = x + (t0 + t) * cols;
-      for (int64_t j = c; j < cols; ++j) s += L::get(wr + j) * xt[j];
-      y[(t0 + t) * rows + r0 + r] = s;
+  for (int t = 0; t < T; ++t) {
+    float s[4];
+    if constexpr (R == 4)
+      reduce4(acc[0][t], acc[1][t], acc[2][t], acc[3][t], s);
+    else
+      reduce4(acc[0][t], acc[0][t], acc[0][t], acc[0][t], s);
+    for (int r = 0; r < R; ++r) {
+      const auto* wr = w + r * w_stride;
+      const float* xt = x + t * x_stride;
+      for (int64_t j = c; j < cols; ++j) s[r] = mul_add1(L::get(wr + j), xt[j], s[r]);
+      y[t * y_stride + r] = s[r];
     }
+  }
 }
 
-constexpr int kRowsPerBlock = 4;
-constexpr int kTokensPerBlock = 3;  // 12 accumulators + 4 weights + 1 activation fit 16 AVX2 registers
+// Rows [r0, r0 + R) × tokens [t_begin, t_end) in groups of up to 3 tokens.
+template <int R, class L>
+HWY_INLINE void micro_tokens(const typename L::T* w, int64_t w_stride, const float* x, int64_t x_stride, int64_t cols,
+                             int64_t t_begin, int64_t t_end, float* y, int64_t y_stride) {
+  int64_t t = t_begin;
+  for (; t + 3 <= t_end; t += 3)
+    micro<R, 3, L>(w, w_stride, x + t * x_stride, x_stride, cols, y + t * y_stride, y_stride);
+  if (t_end - t == 2) micro<R, 2, L>(w, w_stride, x + t * x_stride, x_stride, cols, y + t * y_stride, y_stride);
+  if (t_end - t == 1) micro<R, 1, L>(w, w_stride, x + t * x_stride, x_stride, cols, y + t * y_stride, y_stride);
+}
+
+// y[t * y_stride + r] = dot(w row r, x row t) for rows [r_begin, r_end) × tokens [t_begin, t_end):
+// blocks of 4 rows walk every token while their weights stay in L1.
+template <class L>
+HWY_INLINE void dots(const typename L::T* w, int64_t w_stride, const float* x, int64_t x_stride, int64_t cols,
+                     int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end, float* y, int64_t y_stride) {
+  int64_t r = r_begin;
+  for (; r + 4 <= r_end; r += 4)
+    micro_tokens<4, L>(w + r * w_stride, w_stride, x, x_stride, cols, t_begin, t_end, y + r, y_stride);
+  for (; r < r_end; ++r)
+    micro_tokens<1, L>(w + r * w_stride, w_stride, x, x_stride, cols, t_begin, t_end, y + r, y_stride);
+}
 
 template <class L>
 HWY_INLINE void matmul_rows(const uint8_t* wb, int64_t rows, int64_t cols, const float* x, int64_t t_begin,
                             int64_t t_end, int64_t r_begin, int64_t r_end, float* y) {
-  const auto* w = reinterpret_cast<const typename L::T*>(wb);
-  int64_t r = r_begin;
-  for (; r + kRowsPerBlock <= r_end; r += kRowsPerBlock) {
-    int64_t t = t_begin;
-    for (; t + kTokensPerBlock <= t_end; t += kTokensPerBlock)
-      micro<kRowsPerBlock, kTokensPerBlock, L>(w, rows, cols, x, r, t, y);
-    for (; t < t_end; ++t) micro<kRowsPerBlock, 1, L>(w, rows, cols, x, r, t, y);
-  }
-  for (; r < r_end; ++r) {
-    int64_t t = t_begin;
-    for (; t + kTokensPerBlock <= t_end; t += kTokensPerBlock) micro<1, kTokensPerBlock, L>(w, rows, cols, x, r, t, y);
-    for (; t < t_end; ++t) micro<1, 1, L>(w, rows, cols, x, r, t, y);
-  }
+  dots<L>(reinterpret_cast<const typename L::T*>(wb), cols, x, cols, cols, t_begin, t_end, r_begin, r_end, y, rows);
 }
 
 void MatmulRowsF32(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
@@ -115,17 +179,145 @@ void MatmulRowsBF16(const uint8_t* w, int64_t rows, int64_t cols, const float* x
 
 float Dot(const float* a, const float* b, int64_t n) {
   float y = 0.0f;
-  micro<1, 1, LoadF32>(a, 1, n, b, 0, 0, &y);
+  micro<1, 1, LoadF32>(a, 0, b, 0, n, &y, 0);
   return y;
 }
 
-void Axpy(float a, const float* x, float* y, int64_t n) {
+// Σ of the lanes of e in double, added to `sums` (a vector of double partial sums).
+#if HWY_TARGET == HWY_SCALAR
+using SumVector = double;
+HWY_INLINE SumVector zero_sums() { return 0.0; }
+HWY_INLINE SumVector add_to_sums(SumVector sums, VF e) { return sums + hn::GetLane(e); }
+HWY_INLINE double total(SumVector sums) { return sums; }
+#else
+using DHalf = hn::Half<DF>;
+using DSum = hn::Rebind<double, DHalf>;
+using SumVector = hn::Vec<DSum>;
+HWY_INLINE SumVector zero_sums() { return hn::Zero(DSum()); }
+HWY_INLINE SumVector add_to_sums(SumVector sums, VF e) {
+  const DHalf dh;
+  const DSum dd;
+  return hn::Add(sums, hn::Add(hn::PromoteTo(dd, hn::LowerHalf(dh, e)), hn::PromoteTo(dd, hn::UpperHalf(dh, e))));
+}
+HWY_INLINE double total(SumVector sums) {
+  alignas(64) double parts[hn::MaxLanes(DSum())];
+  hn::Store(sums, DSum(), parts);
+  double sum = 0.0;
+  for (double p : parts) sum += p;
+  return sum;
+}
+#endif
+
+void Softmax(float* x, int64_t n) {
+  if (n <= 0) return;
   const DF d;
+  const D1 d1;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const VF av = hn::Set(d, a);
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  const VF mxv = hn::Set(d, mx);
+  SumVector sums = zero_sums();
   int64_t i = 0;
-  for (; i + lanes <= n; i += lanes) hn::StoreU(hn::MulAdd(av, hn::LoadU(d, x + i), hn::LoadU(d, y + i)), d, y + i);
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i + lanes <= n; i += lanes) {
+    const VF e = hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), mxv));
+    hn::StoreU(e, d, x + i);
+    sums = add_to_sums(sums, e);
+  }
+  double sum = total(sums);
+  for (; i < n; ++i) {
+    x[i] = hn::GetLane(hn::Exp(d1, hn::Set(d1, x[i] - mx)));
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  const VF invv = hn::Set(d, inv);
+  for (i = 0; i + lanes <= n; i += lanes) hn::StoreU(hn::Mul(hn::LoadU(d, x + i), invv), d, x + i);
+  for (; i < n; ++i) x[i] *= inv;
+}
+
+// out[t] += Σ_p probs[t][p] · v[p] over columns [c0, c0 + NV · lanes) for T tokens starting at
+// token t0 of the chunk: positions [0, pos + t0 + 1) for all, then each later token's own extra
+// positions, so every element is one fused multiply-add chain over p in order from zero.
+template <int T, int NV>
+HWY_INLINE void weighted_values(const float* probs, int64_t probs_stride, const float* v, int64_t kv_stride, int64_t c0,
+                                int64_t pos, int64_t t0, float* out, int64_t out_stride) {
+  const DF d;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(d));
+  VF acc[T][NV];
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < NV; ++j) acc[t][j] = hn::Zero(d);
+  const int64_t common = pos + t0 + 1;
+  for (int64_t p = 0; p < common; ++p) {
+    const float* vp = v + p * kv_stride + c0;
+    VF pt[T];
+    for (int t = 0; t < T; ++t) pt[t] = hn::Set(d, probs[t * probs_stride + p]);
+    for (int j = 0; j < NV; ++j) {
+      const VF vv = hn::LoadU(d, vp + j * n);
+      for (int t = 0; t < T; ++t) acc[t][j] = hn::MulAdd(pt[t], vv, acc[t][j]);
+    }
+  }
+  for (int t = 1; t < T; ++t)
+    for (int64_t p = common; p <= pos + t0 + t; ++p) {
+      const VF pt = hn::Set(d, probs[t * probs_stride + p]);
+      for (int j = 0; j < NV; ++j) acc[t][j] = hn::MulAdd(pt, hn::LoadU(d, v + p * kv_stride + c0 + j * n), acc[t][j]);
+    }
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < NV; ++j) hn::StoreU(acc[t][j], d, out + t * out_stride + c0 + j * n);
+}
+
+template <int T>
+HWY_INLINE void weighted_values_tokens(const float* probs, int64_t probs_stride, const float* v, int64_t kv_stride,
+                                       int64_t head_dim, int64_t pos, int64_t t0, float* out, int64_t out_stride) {
+  const DF d;
+  const D1 d1;
+  const int64_t n = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t vectors = head_dim / n;
+  constexpr int kMaxVectors = 4;  // T x 4 accumulators + 4 broadcasts stay within 16 AVX2 registers
+  for (int64_t j = 0; j < vectors; j += kMaxVectors) {
+    const int64_t c0 = j * n;
+    switch (std::min<int64_t>(kMaxVectors, vectors - j)) {
+      case 4: weighted_values<T, 4>(probs, probs_stride, v, kv_stride, c0, pos, t0, out, out_stride); break;
+      case 3: weighted_values<T, 3>(probs, probs_stride, v, kv_stride, c0, pos, t0, out, out_stride); break;
+      case 2: weighted_values<T, 2>(probs, probs_stride, v, kv_stride, c0, pos, t0, out, out_stride); break;
+      default: weighted_values<T, 1>(probs, probs_stride, v, kv_stride, c0, pos, t0, out, out_stride); break;
+    }
+  }
+  // Columns past the last full vector: one chain per element with the one-lane MulAdd.
+  for (int t = 0; t < T; ++t)
+    for (int64_t c = vectors * n; c < head_dim; ++c) {
+      auto acc = hn::Zero(d1);
+      for (int64_t p = 0; p <= pos + t0 + t; ++p)
+        acc = hn::MulAdd(hn::Set(d1, probs[t * probs_stride + p]), hn::Set(d1, v[p * kv_stride + c]), acc);
+      out[t * out_stride + c] = hn::GetLane(acc);
+    }
+}
+
+void AttentionHead(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
+                   int64_t head_dim, float scale, int64_t pos, int64_t t_begin, int64_t t_end, float* scratch,
+                   float* out) {
+  const int64_t width = pos + t_end;  // positions the last token sees: the row stride of scratch
+  // Scores of groups of 3 tokens over the positions the group's last token sees (the earlier
+  // tokens' extra entries are computed and never read).
+  for (int64_t t = t_begin; t < t_end; t += 3) {
+    const int64_t group_end = std::min(t_end, t + 3);
+    const int64_t positions = pos + group_end;
+    dots<LoadF32>(k, kv_stride, q + t * q_stride, q_stride, head_dim, 0, group_end - t, 0, positions,
+                  scratch + (t - t_begin) * width, width);
+  }
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    float* row = scratch + (t - t_begin) * width;
+    const int64_t len = pos + t + 1;
+    for (int64_t p = 0; p < len; ++p) row[p] *= scale;
+    Softmax(row, len);
+  }
+  for (int64_t t = t_begin; t < t_end; t += 3) {
+    const float* probs = scratch + (t - t_begin) * width;
+    float* o = out + t * q_stride;
+    switch (std::min<int64_t>(3, t_end - t)) {
+      case 3: weighted_values_tokens<3>(probs, width, v, kv_stride, head_dim, pos, t, o, q_stride); break;
+      case 2: weighted_values_tokens<2>(probs, width, v, kv_stride, head_dim, pos, t, o, q_stride); break;
+      default: weighted_values_tokens<1>(probs, width, v, kv_stride, head_dim, pos, t, o, q_stride); break;
+    }
+  }
 }
 
 int64_t CurrentTarget() { return HWY_TARGET; }
@@ -141,7 +333,8 @@ HWY_EXPORT(MatmulRowsF32);
 HWY_EXPORT(MatmulRowsF16);
 HWY_EXPORT(MatmulRowsBF16);
 HWY_EXPORT(Dot);
-HWY_EXPORT(Axpy);
+HWY_EXPORT(Softmax);
+HWY_EXPORT(AttentionHead);
 HWY_EXPORT(CurrentTarget);
 
 void matmul_rows_f32(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
@@ -157,7 +350,12 @@ void matmul_rows_bf16(const uint8_t* w, int64_t rows, int64_t cols, const float*
   HWY_DYNAMIC_DISPATCH(MatmulRowsBF16)(w, rows, cols, x, t_begin, t_end, r_begin, r_end, y);
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
-void axpy(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void softmax(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Softmax)(x, n); }
+void attention_head(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
+                    int64_t head_dim, float scale, int64_t pos, int64_t t_begin, int64_t t_end, float* scratch,
+                    float* out) {
+  HWY_DYNAMIC_DISPATCH(AttentionHead)(q, q_stride, k, v, kv_stride, head_dim, scale, pos, t_begin, t_end, scratch, out);
+}
 int64_t current_target() { return HWY_DYNAMIC_DISPATCH(CurrentTarget)(); }
 
 std::vector<int64_t> compiled_targets() {

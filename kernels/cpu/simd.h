@@ -9,9 +9,8 @@ namespace llmc::kernels::simd {
 
 // Y[t, r] = Σ_c W[r, c] · X[t, c] for t in [t_begin, t_end), r in [r_begin, r_end).
 // W: [rows, cols] row-major in the named dtype; X: [*, cols] f32; Y: [*, rows] f32.
-// Each element uses one vector accumulator over full vectors of columns (in column order), a
-// fixed lane reduction, then the scalar column tail: the result of an element does not depend on
-// the blocking of rows or tokens.
+// Every element is one dot product in the fixed order of `dot` below: the result of an element
+// does not depend on how rows and tokens are blocked, nor on which thread computes it.
 using MatmulRowsFn = void (*)(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin,
                               int64_t t_end, int64_t r_begin, int64_t r_end, float* y);
 void matmul_rows_f32(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
@@ -21,10 +20,27 @@ void matmul_rows_f16(const uint8_t* w, int64_t rows, int64_t cols, const float* 
 void matmul_rows_bf16(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
                       int64_t r_begin, int64_t r_end, float* y);
 
-// Σ a[i] b[i] (same accumulation scheme as one matmul element).
+// Σ a[i] b[i], the order every dot product of this file uses: one vector accumulator over the
+// full vectors of columns (in column order, fused multiply-add), the lanes summed by a fixed
+// tree (within each 128-bit block (l0 + l2) + (l1 + l3), then the blocks halved pairwise), then
+// the scalar column tail in order with fused multiply-adds.
 float dot(const float* a, const float* b, int64_t n);
-// y[i] += a · x[i]
-void axpy(float a, const float* x, float* y, int64_t n);
+
+// In-place softmax of x[n] with max subtraction (SIMD exp, sum in double).
+void softmax(float* x, int64_t n);
+
+// Causal attention of one query head for tokens t in [t_begin, t_end) of a chunk whose token t
+// sits at position pos + t and attends to cache positions [0, pos + t]:
+//   out[t] = Σ_p softmax_p(scale · dot(q[t], k[p])) · v[p]
+// q: token t's query of this head at q + t * q_stride; k, v: position p's key/value of this
+// head's kv group at k + p * kv_stride (v likewise); out: token t's output at out + t * q_stride.
+// scratch: (t_end - t_begin) * (pos + t_end) floats.
+// Each score is dot() times scale, each row goes through softmax(), and each output element is
+// one chain of fused multiply-adds over p in order from zero, whatever the token range: a token
+// gives the same bits alone (decode) as inside any chunk (prefill).
+void attention_head(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
+                    int64_t head_dim, float scale, int64_t pos, int64_t t_begin, int64_t t_end, float* scratch,
+                    float* out);
 
 // The HWY_* target bit of the dispatched code.
 int64_t current_target();

@@ -42,9 +42,28 @@ struct ForwardOps {
   void (*silu_mul)(float* gate, const float* up, int64_t n);
   void (*attention)(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos,
                     const kernels::AttentionShape& s, float* scratch, float* out, bool parallel);
+  // Prefill: n tokens at positions [pos, pos + n), their keys and values already cached.
+  void (*attention_chunk)(const float* q, const float* k_cache, const float* v_cache, int64_t n, int64_t pos,
+                          const kernels::AttentionShape& s, float* out);
 };
-constexpr ForwardOps kKernelOps{kernels::rmsnorm, kernels::rope, kernels::silu_mul, kernels::attention};
-constexpr ForwardOps kRunqOps{runq::rmsnorm, runq::rope, runq::silu_mul, runq::attention};
+
+// Prefill attention token by token through a one-token attention (parallel over tokens).
+template <auto kAttention>
+void attention_by_token(const float* q, const float* k_cache, const float* v_cache, int64_t n, int64_t pos,
+                        const kernels::AttentionShape& s, float* out) {
+  const int64_t q_dim = s.n_heads * s.head_dim;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(kernels::num_threads())
+  for (int64_t t = 0; t < n; ++t) {
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(s.n_heads * (pos + t + 1)));
+    kAttention(&q[t * q_dim], k_cache, v_cache, pos + t + 1, s, scratch.data(), &out[t * q_dim], false);
+  }
+}
+
+constexpr ForwardOps kKernelOps{kernels::rmsnorm, kernels::rope, kernels::silu_mul, kernels::attention,
+                                kernels::attention_chunk};
+constexpr ForwardOps kRunqOps{runq::rmsnorm, runq::rope, runq::silu_mul, runq::attention,
+                              attention_by_token<runq::attention>};
 
 // Where the sparse kernel beats the dense one of the same value dtype at decode (one token),
 // measured with bench/bench_sparse_matvec on 2048 x 5632, f16 values, AVX2, 1 thread (fastest of
@@ -151,7 +170,6 @@ class BlockForward {
       if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
     };
     const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
-    const int threads = kernels::num_threads();
     for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
     observe({w.wq, w.wk, w.wv}, xb_.data());
     linear(*w.wq, xb_.data(), n, q_.data());
@@ -176,13 +194,7 @@ class BlockForward {
       scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
       ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att_.data(), true);
     } else {
-      // One token per iteration, all its heads on one thread: each output has one writer.
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t t = 0; t < n; ++t) {
-        thread_local std::vector<float> scratch;
-        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + t + 1)));
-        ops_.attention(&q_[t * q_dim_], k_cache, v_cache, pos + t + 1, shape, scratch.data(), &att_[t * q_dim_], false);
-      }
+      ops_.attention_chunk(q_.data(), k_cache, v_cache, n, pos, shape, att_.data());
     }
     observe({w.wo}, att_.data());
     linear(*w.wo, att_.data(), n, xb2_.data());

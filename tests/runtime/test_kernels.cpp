@@ -272,3 +272,44 @@ TEST_CASE("attention over a KV cache (GQA) matches _ref on every target", "[kern
         }
   });
 }
+
+TEST_CASE("attention_chunk: every token equals one-token attention bit for bit, on every target", "[kernels]") {
+  struct Case {
+    int64_t heads, kv_heads, head_dim;
+  };
+  for_each_target([&] {
+    for (Case c : {Case{9, 3, 64}, Case{4, 4, 7}, Case{2, 1, 1}, Case{6, 2, 20}})
+      for (int64_t pos : {0, 5})
+        for (int64_t n : {1, 2, 3, 4, 17, 40}) {
+          INFO("heads " << c.heads << "/" << c.kv_heads << " head_dim " << c.head_dim << " pos " << pos << " n " << n);
+          const kernels::AttentionShape s{c.heads, c.kv_heads, c.head_dim, c.kv_heads * c.head_dim + 3};
+          const int64_t q_dim = c.heads * c.head_dim;
+          const auto q = random_values(static_cast<size_t>(n * q_dim), Fill::kNormal, 51);
+          const auto k = random_values(static_cast<size_t>((pos + n) * s.kv_stride), Fill::kNormal, 52);
+          const auto v = random_values(static_cast<size_t>((pos + n) * s.kv_stride), Fill::kNormal, 53);
+          std::vector<float> chunk(q.size()), one(static_cast<size_t>(q_dim));
+          kernels::attention_chunk(q.data(), k.data(), v.data(), n, pos, s, chunk.data());
+          for (int64_t t = 0; t < n; ++t) {
+            std::vector<float> scratch(static_cast<size_t>(c.heads * (pos + t + 1)));
+            kernels::attention(q.data() + t * q_dim, k.data(), v.data(), pos + t + 1, s, scratch.data(), one.data());
+            INFO("token " << t);
+            REQUIRE(std::memcmp(one.data(), chunk.data() + t * q_dim, sizeof(float) * q_dim) == 0);
+          }
+        }
+  });
+}
+
+TEST_CASE("attention_chunk gives identical results for 1 and 2 threads", "[kernels]") {
+  const kernels::AttentionShape s{9, 3, 64, 192};
+  const int64_t n = 70, pos = 9;
+  const auto q = random_values(static_cast<size_t>(n * 9 * 64), Fill::kNormal, 61);
+  const auto k = random_values(static_cast<size_t>((pos + n) * 192), Fill::kNormal, 62);
+  const auto v = random_values(static_cast<size_t>((pos + n) * 192), Fill::kNormal, 63);
+  std::vector<float> y1(q.size()), y2(q.size());
+  kernels::set_num_threads(1);
+  kernels::attention_chunk(q.data(), k.data(), v.data(), n, pos, s, y1.data());
+  kernels::set_num_threads(2);
+  kernels::attention_chunk(q.data(), k.data(), v.data(), n, pos, s, y2.data());
+  kernels::set_num_threads(0);
+  CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+}
