@@ -39,12 +39,7 @@ void softmax_ref(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(e[i] / sum);
 }
 
-void silu_mul(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
-}
+void silu_mul(float* gate, const float* up, int64_t n) { simd::silu_mul(gate, up, n); }
 
 void silu_mul_ref(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -181,6 +176,43 @@ void attention_ref(const float* q, const float* k_cache, const float* v_cache, i
       double acc = 0.0;
       for (int64_t p = 0; p < n_pos; ++p) acc += static_cast<double>(scores[p]) * v_cache[p * s.kv_stride + kv_off + i];
       out[h * s.head_dim + i] = static_cast<float>(acc);
+    }
+  }
+}
+
+namespace {
+// Tile side of gram_upper_accumulate (a multiple of the dot microkernel's 4 rows and 3 tokens).
+constexpr int64_t kGramTile = 96;
+}  // namespace
+
+void gram_upper_accumulate(const float* x, int64_t n, int64_t cols, double* total) {
+  if (n <= 0 || cols <= 0) return;
+  // xt: [cols, n], so that element (i, j) is the dot product of rows i and j.
+  thread_local std::vector<float> transposed;
+  transposed.resize(static_cast<size_t>(cols * n));
+  float* xt = transposed.data();
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < cols; ++c) xt[c * n + t] = x[t * cols + c];
+  const int64_t tiles = (cols + kGramTile - 1) / kGramTile;
+  const int64_t pairs = tiles * (tiles + 1) / 2;
+  const bool parallel = cols * cols * n >= (int64_t{1} << 20);
+#pragma omp parallel num_threads(num_threads()) if (parallel)
+  {
+    thread_local std::vector<float> tile;
+    tile.resize(static_cast<size_t>(kGramTile * kGramTile));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < pairs; ++p) {
+      // Pair p -> tile (bi, bj) with bi <= bj, row by row of the upper triangle.
+      int64_t bi = 0, rest = p;
+      while (rest >= tiles - bi) rest -= tiles - bi++;
+      const int64_t bj = bi + rest;
+      const int64_t i0 = bi * kGramTile, i1 = std::min(cols, i0 + kGramTile);
+      const int64_t j0 = bj * kGramTile, j1 = std::min(cols, j0 + kGramTile);
+      // tile[(j - j0) * kGramTile + (i - i0)] = Σ_t xt[i, t] · xt[j, t]
+      simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(xt + i0 * n), i1 - i0, n, xt + j0 * n, 0, j1 - j0, 0,
+                            i1 - i0, tile.data());
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = std::max(i, j0); j < j1; ++j) total[i * cols + j] += tile[(j - j0) * (i1 - i0) + (i - i0)];
     }
   }
 }

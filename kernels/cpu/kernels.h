@@ -88,6 +88,14 @@ void attention_chunk(const float* q, const float* k_cache, const float* v_cache,
 void attention_ref(const float* q, const float* k_cache, const float* v_cache, int64_t n_pos, const AttentionShape& s,
                    float* out);
 
+// ---- calibration statistics ----
+
+// total[i * cols + j] += Σ_t x[t, i] · x[t, j] for i <= j (the upper triangle of XᵀX), x: [n, cols].
+// A blocked SYRK: X is transposed once, tiles of kGramTile x kGramTile columns are each summed in
+// f32 over the n tokens by the dot microkernel (one tile per thread, OpenMP), then added to the f64
+// total. The bytes depend only on x (and the SIMD target), never on the thread count.
+void gram_upper_accumulate(const float* x, int64_t n, int64_t cols, double* total);
+
 // ---- SIMD target control (tests and reports) ----
 
 // Highway targets compiled in and supported by this CPU, best first.

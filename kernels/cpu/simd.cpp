@@ -234,6 +234,26 @@ void Softmax(float* x, int64_t n) {
   for (; i < n; ++i) x[i] *= inv;
 }
 
+// gate[i] = gate[i] / (1 + exp(-gate[i])) · up[i]
+void SiluMul(float* gate, const float* up, int64_t n) {
+  const DF d;
+  const D1 d1;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF one = hn::Set(d, 1.0f);
+  // Exp is valid up to 104 (e^104 is already +inf in f32): larger arguments are clamped.
+  const VF exp_max = hn::Set(d, 104.0f);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const VF g = hn::LoadU(d, gate + i);
+    const VF silu = hn::Div(g, hn::Add(one, hn::Exp(d, hn::Min(hn::Neg(g), exp_max))));
+    hn::StoreU(hn::Mul(silu, hn::LoadU(d, up + i)), d, gate + i);
+  }
+  for (; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + hn::GetLane(hn::Exp(d1, hn::Set(d1, std::min(-g, 104.0f))))) * up[i];
+  }
+}
+
 // out[t] += Σ_p probs[t][p] · v[p] over columns [c0, c0 + NV · lanes) for T tokens starting at
 // token t0 of the chunk: positions [0, pos + t0 + 1) for all, then each later token's own extra
 // positions, so every element is one fused multiply-add chain over p in order from zero.
@@ -334,6 +354,7 @@ HWY_EXPORT(MatmulRowsF16);
 HWY_EXPORT(MatmulRowsBF16);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Softmax);
+HWY_EXPORT(SiluMul);
 HWY_EXPORT(AttentionHead);
 HWY_EXPORT(CurrentTarget);
 
@@ -351,6 +372,7 @@ void matmul_rows_bf16(const uint8_t* w, int64_t rows, int64_t cols, const float*
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 void softmax(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Softmax)(x, n); }
+void silu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMul)(gate, up, n); }
 void attention_head(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
                     int64_t head_dim, float scale, int64_t pos, int64_t t_begin, int64_t t_end, float* scratch,
                     float* out) {

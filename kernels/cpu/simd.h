@@ -28,6 +28,8 @@ float dot(const float* a, const float* b, int64_t n);
 
 // In-place softmax of x[n] with max subtraction (SIMD exp, sum in double).
 void softmax(float* x, int64_t n);
+// gate[i] = silu(gate[i]) · up[i] with the SIMD exp.
+void silu_mul(float* gate, const float* up, int64_t n);
 
 // Causal attention of one query head for tokens t in [t_begin, t_end) of a chunk whose token t
 // sits at position pos + t and attends to cache positions [0, pos + t]:

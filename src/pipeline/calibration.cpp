@@ -11,7 +11,6 @@
 #include "core/log.h"
 #include "formats/file_io.h"
 #include "kernels/cpu/kernels.h"
-#include "kernels/cpu/simd.h"
 #include "model/tokenizer.h"
 #include "runtime/sampling.h"
 
@@ -21,10 +20,11 @@ namespace {
 constexpr int64_t kMaxCalibTokens = int64_t{1} << 24;   // samples x ctx; the residual streams scale with it
 constexpr int64_t kMaxHiddenFloats = int64_t{1} << 33;  // sequential(): 32 GiB of residual streams
 constexpr int64_t kMaxSampleFloats = int64_t{1} << 30;  // max_samples x cols of one input (4 GiB)
-// Σ x xᵀ: tiles of kXtxTile x kXtxTile columns (a multiple of the matmul microkernel's 4 rows and
-// 3 tokens), each summed in f32 over up to kXtxTokens tokens, then added to the f64 total. The
-// grouping depends only on the order of tokens, never on the thread count.
-constexpr int64_t kXtxTile = 96;
+// --calib-self: sequences decoded together, and the KV cache memory they may take.
+constexpr int64_t kSelfSampleMaxBatch = 64;
+constexpr int64_t kSelfSampleCacheBytes = int64_t{512} << 20;
+// Σ x xᵀ: summed in f32 over blocks of kXtxTokens tokens (kernels::gram_upper_accumulate), then
+// added to the f64 total. The grouping depends only on the order of tokens, never on the thread count.
 constexpr int64_t kXtxTokens = 512;
 
 // Statistics of one linear input, fed chunk by chunk in token order.
@@ -79,40 +79,14 @@ class StatsAccumulator {
     }
     s_.samples.resize(static_cast<size_t>(s_.n_samples * cols));
     pending_ = {};
-    transposed_ = {};
-    partial_ = {};
     return std::make_shared<const LinearInputStats>(std::move(s_));
   }
 
  private:
-  // Adds Σ over the pending tokens of x xᵀ (tiles i <= j) to the f64 total.
+  // Adds Σ over the pending tokens of x xᵀ (upper triangle) to the f64 total.
   void flush() {
-    const int64_t n = n_pending_, cols = s_.cols;
-    if (n == 0) return;
-    // xt: [cols, n], so that element (i, j) is the dot product of rows i and j.
-    transposed_.resize(static_cast<size_t>(cols * n));
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t c = 0; c < cols; ++c) transposed_[c * n + t] = pending_[t * cols + c];
-    partial_.resize(static_cast<size_t>(cols * cols));
-    const int64_t tiles = (cols + kXtxTile - 1) / kXtxTile;
-    const int64_t pairs = tiles * (tiles + 1) / 2;
-    const auto* xt = reinterpret_cast<const uint8_t*>(transposed_.data());
-    const float* xtf = transposed_.data();
-    float* partial = partial_.data();
-    double* xtx = s_.xtx.data();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (threads_ > 1)
-    for (int64_t p = 0; p < pairs; ++p) {
-      // Pair p -> tile (bi, bj) with bi <= bj, row by row of the upper triangle.
-      int64_t bi = 0, rest = p;
-      while (rest >= tiles - bi) rest -= tiles - bi++;
-      const int64_t bj = bi + rest;
-      const int64_t i0 = bi * kXtxTile, i1 = std::min(cols, i0 + kXtxTile);
-      const int64_t j0 = bj * kXtxTile, j1 = std::min(cols, j0 + kXtxTile);
-      // partial[j * cols + i] = Σ_t xt[i, t] · xt[j, t]
-      kernels::simd::matmul_rows_f32(xt, cols, n, xtf, j0, j1, i0, i1, partial);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = std::max(i, j0); j < j1; ++j) xtx[i * cols + j] += partial[j * cols + i];
-    }
+    kernels::set_num_threads(threads_);
+    kernels::gram_upper_accumulate(pending_.data(), n_pending_, s_.cols, s_.xtx.data());
     n_pending_ = 0;
   }
 
@@ -123,8 +97,6 @@ class StatsAccumulator {
   int64_t max_samples_ = 0;
   std::vector<float> pending_;  // [kXtxTokens, cols] inputs not yet in xtx
   int64_t n_pending_ = 0;
-  std::vector<float> transposed_;  // [cols, n_pending] scratch of flush()
-  std::vector<float> partial_;     // [cols, cols] f32 tile sums of flush()
 };
 
 // Observer that routes each linear input to the accumulator of its input site (keyed by the first
@@ -255,30 +227,50 @@ class SequentialImpl final : public CalibrationSet::Sequential {
   std::vector<float> scratch_;              // [longest, dim]
 };
 
+// The sampler seed of self-sampled sequence i: each sequence has its own generator, so a sequence
+// depends only on the seed and its index, never on how many are decoded together.
+uint64_t sequence_seed(uint64_t seed, int64_t i) { return seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1); }
+
 // N sequences of ctx tokens sampled at temperature 1 from BOS; after an EOS the next token is BOS
-// (a new document in the same window).
+// (a new document in the same window). Sequences are decoded in lockstep batches (one matmul per
+// linear layer per step) sized so that their KV caches stay within kSelfSampleCacheBytes.
 Result<std::vector<std::vector<int32_t>>> sample_from_model(const Model& model, const CalibOptions& o, int32_t bos,
                                                             int32_t eos) {
-  RuntimeOptions ro;
-  ro.threads = o.threads;
-  ro.max_context = o.ctx;
-  LLMC_ASSIGN_OR_RETURN(auto runtime, Runtime::create(model, ro));
-  SamplingOptions so;
-  so.temperature = 1.0f;
-  so.seed = o.seed;
-  Sampler sampler(so);
-  std::vector<float> logits(static_cast<size_t>(model.config.vocab_size));
+  const ModelConfig& c = model.config;
+  const double cache_bytes_per_sequence =
+      2.0 * 4.0 * static_cast<double>(c.n_layers * o.ctx * c.n_kv_heads * c.head_dim);
+  const int64_t batch =
+      std::clamp<int64_t>(static_cast<int64_t>(static_cast<double>(kSelfSampleCacheBytes) / cache_bytes_per_sequence),
+                          1, std::min(o.self_samples, kSelfSampleMaxBatch));
   std::vector<std::vector<int32_t>> out;
-  for (int64_t s = 0; s < o.self_samples; ++s) {
-    std::vector<int32_t> seq{bos};
-    while (static_cast<int64_t>(seq.size()) < o.ctx) {
-      const int32_t last = seq.back();
-      LLMC_TRY(runtime->forward({&last, 1}, static_cast<int64_t>(seq.size()) - 1, logits.data(), false));
-      const int32_t next = sampler.sample(logits);
-      seq.push_back(last == eos && eos >= 0 ? bos : next);
+  std::vector<float> logits;
+  for (int64_t first = 0; first < o.self_samples; first += batch) {
+    const int64_t b = std::min(batch, o.self_samples - first);
+    RuntimeOptions ro;
+    ro.threads = o.threads;
+    ro.max_context = o.ctx;
+    ro.sequences = b;
+    LLMC_ASSIGN_OR_RETURN(auto runtime, Runtime::create(model, ro));
+    std::vector<Sampler> samplers;
+    std::vector<std::vector<int32_t>> seqs(static_cast<size_t>(b), std::vector<int32_t>{bos});
+    for (int64_t s = 0; s < b; ++s) {
+      SamplingOptions so;
+      so.temperature = 1.0f;
+      so.seed = sequence_seed(o.seed, first + s);
+      samplers.emplace_back(so);
     }
-    out.push_back(std::move(seq));
-    report_progress("calibration sampling", s + 1, o.self_samples, "sequences");
+    logits.resize(static_cast<size_t>(b * c.vocab_size));
+    std::vector<int32_t> last(static_cast<size_t>(b));
+    for (int64_t pos = 0; pos + 1 < o.ctx; ++pos) {
+      for (int64_t s = 0; s < b; ++s) last[s] = seqs[s].back();
+      LLMC_TRY(runtime->forward_batch(last, pos, logits.data()));
+      for (int64_t s = 0; s < b; ++s) {
+        const int32_t next = samplers[s].sample({logits.data() + s * c.vocab_size, static_cast<size_t>(c.vocab_size)});
+        seqs[s].push_back(last[s] == eos && eos >= 0 ? bos : next);
+      }
+    }
+    for (auto& seq : seqs) out.push_back(std::move(seq));
+    report_progress("calibration sampling", first + b, o.self_samples, "sequences");
   }
   return out;
 }

@@ -18,7 +18,8 @@
 namespace llmc {
 namespace {
 
-constexpr int64_t kMaxBatch = 256;  // tokens per prefill chunk (bounds activation memory)
+constexpr int64_t kMaxBatch = 256;          // tokens per prefill chunk (bounds activation memory)
+constexpr int64_t kMinParallelTokens = 16;  // chunks shorter than this run their per-token steps on one thread
 constexpr int64_t kDefaultContextCap = 4096;
 constexpr size_t kMaxCacheFloats = size_t{8} << 30;  // 32 GiB per K or V: refuse rather than die
 
@@ -163,19 +164,21 @@ class BlockForward {
   // k_cache, v_cache: this layer's cache [positions, kv_dim]; positions pos..pos+n-1 are written
   // and [0, pos) must hold the earlier tokens' keys and values.
   // inputs_only: stop once the last linear's input was observed (x is then left half-updated).
+  // seq_stride > 0: the n tokens are n independent sequences, all at position pos; sequence t's
+  // cache starts at k_cache + t * seq_stride (v_cache likewise) (batched decode).
   void layer(const LayerWeights& w, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
-             const LinearObserver* observer, bool inputs_only = false) {
+             const LinearObserver* observer, bool inputs_only = false, int64_t seq_stride = 0) {
     const int64_t dim = c_.dim;
     auto observe = [&](std::initializer_list<const Tensor*> ws, const float* in) {
       if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
     };
     const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
-    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    for_tokens(n, [&](int64_t t) { ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]); });
     observe({w.wq, w.wk, w.wv}, xb_.data());
     linear(*w.wq, xb_.data(), n, q_.data());
     linear(*w.wk, xb_.data(), n, k_.data());
     linear(*w.wv, xb_.data(), n, v_.data());
-    for (int64_t t = 0; t < n; ++t) {
+    for_tokens(n, [&](int64_t t) {
       float* q = &q_[t * q_dim_];
       float* k = &k_[t * kv_dim_];
       float* v = &v_[t * kv_dim_];
@@ -184,12 +187,23 @@ class BlockForward {
         for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
         for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
       }
-      ops_.rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      ops_.rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      std::memcpy(k_cache + (pos + t) * kv_dim_, k, sizeof(float) * kv_dim_);
-      std::memcpy(v_cache + (pos + t) * kv_dim_, v, sizeof(float) * kv_dim_);
-    }
-    if (n == 1) {
+      const int64_t p = seq_stride > 0 ? pos : pos + t;
+      const int64_t slot = seq_stride > 0 ? t * seq_stride + pos * kv_dim_ : (pos + t) * kv_dim_;
+      ops_.rope(q, c_.n_heads, c_.head_dim, p, inv_freq_.data(), c_.rope_style);
+      ops_.rope(k, c_.n_kv_heads, c_.head_dim, p, inv_freq_.data(), c_.rope_style);
+      std::memcpy(k_cache + slot, k, sizeof(float) * kv_dim_);
+      std::memcpy(v_cache + slot, v, sizeof(float) * kv_dim_);
+    });
+    if (seq_stride > 0) {
+      // One sequence per iteration, all its heads on one thread: each output has one writer.
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n > 1)
+      for (int64_t t = 0; t < n; ++t) {
+        thread_local std::vector<float> scratch;
+        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
+        ops_.attention(&q_[t * q_dim_], k_cache + t * seq_stride, v_cache + t * seq_stride, pos + 1, shape,
+                       scratch.data(), &att_[t * q_dim_], n == 1);
+      }
+    } else if (n == 1) {
       thread_local std::vector<float> scratch;
       scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
       ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att_.data(), true);
@@ -200,15 +214,23 @@ class BlockForward {
     linear(*w.wo, att_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
 
-    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
+    for_tokens(n, [&](int64_t t) { ops_.rmsnorm(&x[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]); });
     observe({w.gate, w.up}, xb_.data());
     linear(*w.gate, xb_.data(), n, hb_.data());
     linear(*w.up, xb_.data(), n, hb2_.data());
-    for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
+    for_tokens(n, [&](int64_t t) { ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim); });
     observe({w.down}, hb_.data());
     if (inputs_only) return;
     linear(*w.down, hb_.data(), n, xb2_.data());
     for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
+  }
+
+  // Runs f(t) for every token of a chunk: the O(dim) per-token steps (norms, RoPE, SwiGLU), split
+  // over threads by token when the chunk is long enough (each token is computed by one thread).
+  template <class F>
+  static void for_tokens(int64_t n, const F& f) {
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n >= kMinParallelTokens)
+    for (int64_t t = 0; t < n; ++t) f(t);
   }
 
   // out [n, dim] = final RMSNorm of x [n, dim].
@@ -233,10 +255,12 @@ class TransformerRuntime final : public Runtime {
         c_(model.config),
         threads_(options.threads),
         max_context_(max_context),
+        sequences_(options.sequences),
         act_group_(options.activation_q8_group) {}
 
   Result<void> init();
   Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) override;
+  Result<void> forward_batch(std::span<const int32_t> tokens, int64_t pos, float* logits) override;
   Result<void> copy_cache_from(const Runtime& other, int64_t n_positions) override;
   int64_t vocab_size() const override { return c_.vocab_size; }
   int64_t max_context() const override { return max_context_; }
@@ -244,15 +268,21 @@ class TransformerRuntime final : public Runtime {
 
  private:
   Result<void> check_runq_emulation() const;
+  Result<void> check_tokens(std::span<const int32_t> tokens) const;
   const Tensor* kernel_weight(const Tensor* t);
-  void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
-  float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
-  float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
+  // seq_stride: see BlockForward::layer (0: the n tokens are consecutive positions of sequence 0).
+  void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits,
+                     int64_t seq_stride = 0);
+  // Cache [layers, sequences, max_context, kv_dim]: sequence 0 of a layer, then the others.
+  int64_t seq_stride() const { return max_context_ * kv_dim_; }
+  float* k_cache(int64_t layer) { return k_cache_.get() + layer * sequences_ * seq_stride(); }
+  float* v_cache(int64_t layer) { return v_cache_.get() + layer * sequences_ * seq_stride(); }
 
   const Model& model_;
   ModelConfig c_;
   int threads_;
   int64_t max_context_;
+  int64_t sequences_;
   int64_t act_group_;
   BlockForward block_;
   int64_t kv_dim_ = 0;
@@ -262,7 +292,7 @@ class TransformerRuntime final : public Runtime {
   const Tensor* output_ = nullptr;
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
-  FloatBuffer k_cache_, v_cache_;  // [layers, max_context, kv_dim]
+  FloatBuffer k_cache_, v_cache_;  // [layers, sequences, max_context, kv_dim]
   std::vector<float> x_, xb_;      // [kMaxBatch, dim] residual stream and final-norm output
 };
 
@@ -295,10 +325,13 @@ Result<void> TransformerRuntime::init() {
   if (act_group_ > 0) LLMC_TRY(check_runq_emulation());
   block_.init(c_, act_group_);
 
-  const size_t cache = static_cast<size_t>(c_.n_layers * max_context_ * kv_dim_);
-  if (cache > kMaxCacheFloats)
-    return make_error(ErrorCode::kInvalidArgument, "runtime: a KV cache of ", c_.n_layers, " layers x ", max_context_,
-                      " positions x ", kv_dim_, " floats (x2) is too large; lower max_context");
+  const double cache_floats = static_cast<double>(c_.n_layers) * static_cast<double>(sequences_) *
+                              static_cast<double>(max_context_) * static_cast<double>(kv_dim_);
+  if (cache_floats > static_cast<double>(kMaxCacheFloats))
+    return make_error(ErrorCode::kInvalidArgument, "runtime: a KV cache of ", c_.n_layers, " layers x ", sequences_,
+                      " sequences x ", max_context_, " positions x ", kv_dim_,
+                      " floats (x2) is too large; lower max_context");
+  const auto cache = static_cast<size_t>(cache_floats);
   k_cache_.allocate(cache);
   v_cache_.allocate(cache);
   x_.resize(static_cast<size_t>(kMaxBatch * c_.dim));
@@ -321,15 +354,20 @@ Result<void> TransformerRuntime::check_runq_emulation() const {
   return runq::check_linear(*output_, act_group_, output_->name);
 }
 
+Result<void> TransformerRuntime::check_tokens(std::span<const int32_t> tokens) const {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
+      return make_error(ErrorCode::kInvalidArgument, "runtime: token id ", tokens[i], " at index ", i,
+                        " is outside the vocabulary [0, ", c_.vocab_size, ")");
+  return {};
+}
+
 Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) {
   const auto n = static_cast<int64_t>(tokens.size());
   if (pos < 0 || pos + n > max_context_)
     return make_error(ErrorCode::kInvalidArgument, "runtime: positions [", pos, ", ", pos + n,
                       ") exceed the context of ", max_context_);
-  for (int64_t i = 0; i < n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
-      return make_error(ErrorCode::kInvalidArgument, "runtime: token id ", tokens[i], " at index ", i,
-                        " is outside the vocabulary [0, ", c_.vocab_size, ")");
+  LLMC_TRY(check_tokens(tokens));
   kernels::set_num_threads(threads_);
   for (int64_t start = 0; start < n; start += kMaxBatch) {
     const int64_t m = std::min(kMaxBatch, n - start);
@@ -342,12 +380,26 @@ Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_
   return {};
 }
 
-// x: [n, dim] residual stream; positions pos..pos+n-1.
-void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits) {
+Result<void> TransformerRuntime::forward_batch(std::span<const int32_t> tokens, int64_t pos, float* logits) {
+  if (static_cast<int64_t>(tokens.size()) != sequences_)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: forward_batch needs one token per sequence (", sequences_,
+                      "), got ", tokens.size());
+  if (pos < 0 || pos >= max_context_)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: position ", pos, " exceeds the context of ", max_context_);
+  LLMC_TRY(check_tokens(tokens));
+  kernels::set_num_threads(threads_);
+  forward_chunk(tokens.data(), sequences_, pos, logits, true, seq_stride());
+  return {};
+}
+
+// x: [n, dim] residual stream; positions pos..pos+n-1 of sequence 0, or position pos of
+// sequences 0..n-1 when seq_stride > 0.
+void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits,
+                                       int64_t seq_stride) {
   const int64_t dim = c_.dim;
   for (int64_t t = 0; t < n; ++t) embedding_->rows_to_f32(ids[t], ids[t] + 1, x_.data() + t * dim);
   for (int64_t l = 0; l < c_.n_layers; ++l)
-    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l, 0), v_cache(l, 0), nullptr);
+    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l), v_cache(l), nullptr, false, seq_stride);
   if (!logits) return;
   if (all_logits) {
     block_.final_norm(output_norm_, x_.data(), n, xb_.data());
@@ -364,12 +416,15 @@ Result<void> TransformerRuntime::copy_cache_from(const Runtime& other, int64_t n
     return make_error(ErrorCode::kInvalidArgument, "runtime: copy_cache_from needs a runtime of the same model");
   if (n_positions < 0 || n_positions > max_context_)
     return make_error(ErrorCode::kInvalidArgument, "runtime: cannot copy ", n_positions, " positions");
+  if (o->sequences_ != sequences_)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: copy_cache_from needs the same number of sequences");
   const size_t count = static_cast<size_t>(n_positions * kv_dim_);
-  for (int64_t l = 0; l < c_.n_layers; ++l) {
-    const size_t off = static_cast<size_t>(l * max_context_ * kv_dim_);
-    std::memcpy(k_cache_.get() + off, o->k_cache_.get() + off, count * sizeof(float));
-    std::memcpy(v_cache_.get() + off, o->v_cache_.get() + off, count * sizeof(float));
-  }
+  for (int64_t l = 0; l < c_.n_layers; ++l)
+    for (int64_t s = 0; s < sequences_; ++s) {
+      const size_t off = static_cast<size_t>((l * sequences_ + s) * seq_stride());
+      std::memcpy(k_cache_.get() + off, o->k_cache_.get() + off, count * sizeof(float));
+      std::memcpy(v_cache_.get() + off, o->v_cache_.get() + off, count * sizeof(float));
+    }
   return {};
 }
 
@@ -452,6 +507,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Model& model, const Runti
   if (options.activation_q8_group < 0)
     return make_error(ErrorCode::kInvalidArgument, "runtime: activation_q8_group must be >= 0");
   if (options.max_context < 0) return make_error(ErrorCode::kInvalidArgument, "runtime: max_context must be >= 0");
+  if (options.sequences < 1 || options.sequences > kMaxBatch)
+    return make_error(ErrorCode::kInvalidArgument, "runtime: sequences must be in [1, ", kMaxBatch, "], got ",
+                      options.sequences);
   int64_t ctx = options.max_context;
   if (ctx == 0)
     ctx = model.config.context_length > 0 ? std::min(model.config.context_length, kDefaultContextCap)

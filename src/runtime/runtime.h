@@ -20,6 +20,9 @@ struct RuntimeOptions {
   // included, to be 8-bit symmetric in groups of this size with f32 scales (a llama2.c v2 file);
   // create() returns kUnsupported otherwise. 0 = the production f32 kernels.
   int64_t activation_q8_group = 0;
+  // Independent sequences the KV cache holds (batched decode through forward_batch); forward()
+  // and copy_cache_from() use sequence 0. At most 256.
+  int64_t sequences = 1;
 };
 
 class Runtime {
@@ -32,6 +35,14 @@ class Runtime {
   // more than one). logits: nullptr, or [tokens.size(), vocab] when all_logits, else [vocab] for
   // the last token. Errors when pos + n exceeds max_context or an id is out of range.
   virtual Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) = 0;
+
+  // Batched decode of RuntimeOptions::sequences independent sequences in lockstep: tokens[s]
+  // (one per sequence) is fed at position pos of sequence s, whose positions [0, pos) must be
+  // cached; logits: [sequences, vocab]. The linear layers run as one matmul over the sequences,
+  // and each sequence's logits equal those of forward() on that sequence alone, bit for bit.
+  virtual Result<void> forward_batch(std::span<const int32_t> tokens, int64_t pos, float* logits) {
+    return make_error(ErrorCode::kUnsupported, "runtime: batched decode is not supported by this runtime");
+  }
 
   // Copies the KV cache of positions [0, n_positions) from `other`, a runtime created for the
   // same model and options (beam search forks hypotheses this way).

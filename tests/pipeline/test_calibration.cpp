@@ -11,6 +11,7 @@
 #include "model/tokenizer.h"
 #include "pipeline/calibration.h"
 #include "runtime/runtime.h"
+#include "runtime/sampling.h"
 #include "test_util.h"
 
 using namespace llmc;
@@ -155,6 +156,41 @@ TEST_CASE("calibration: --calib-self is deterministic per seed, thread-independe
   const std::string text = (*tok)->decode(a[0]);
   INFO(text);
   CHECK(text.find(' ') != std::string::npos);
+}
+
+TEST_CASE("calibration: --calib-self decodes sequences in batches; each equals sampling it alone", "[calib]") {
+  auto m = load_stories();
+  if (!m.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(m.ok());
+  CalibOptions o;
+  o.self_samples = 5;
+  o.ctx = 40;
+  o.seed = 11;
+  auto set = CalibrationSet::create(*m, o);
+  REQUIRE(set.ok());
+  const auto& seqs = (*set)->sequences();
+  REQUIRE(seqs.size() == 5);
+  // docs/calibration.md: sequence i is sampled from BOS with its own generator, seeded with
+  // seed + 0x9e3779b97f4a7c15 * (i + 1); after an EOS comes BOS. Here with one-token decode.
+  const int32_t bos = m->tokenizer.bos_id, eos = m->tokenizer.eos_id;
+  for (int64_t i = 0; i < 5; ++i) {
+    auto rt = Runtime::create(*m, RuntimeOptions{});
+    REQUIRE(rt.ok());
+    SamplingOptions so;
+    so.temperature = 1.0f;
+    so.seed = o.seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
+    Sampler sampler(so);
+    std::vector<int32_t> expect{bos};
+    std::vector<float> logits(static_cast<size_t>(m->config.vocab_size));
+    while (static_cast<int64_t>(expect.size()) < o.ctx) {
+      const int32_t last = expect.back();
+      REQUIRE((*rt)->forward({&last, 1}, static_cast<int64_t>(expect.size()) - 1, logits.data(), false).ok());
+      const int32_t next = sampler.sample(logits);
+      expect.push_back(last == eos && eos >= 0 ? bos : next);
+    }
+    INFO("sequence " << i);
+    CHECK(seqs[i] == expect);
+  }
 }
 
 TEST_CASE("calibration: block runner and sequential capture reproduce Runtime::forward logits", "[calib]") {

@@ -3,6 +3,7 @@
 // plus prefill/decode/thread-count determinism and error handling.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "model/arch.h"
@@ -234,6 +235,44 @@ TEST_CASE("runtime: results do not depend on the thread count", "[runtime]") {
   }
   CHECK(out[0] == out[1]);
   CHECK(out[0] == out[2]);
+}
+
+TEST_CASE("runtime: batched decode of several sequences equals decoding each alone, bit for bit", "[runtime]") {
+  for (const auto& variant : {kVariants[1], kVariants[2]}) {
+    INFO(variant.name);
+    const Model m = random_model(variant, 17);
+    const int64_t vocab = m.config.vocab_size, sequences = 5, steps = 9;
+    std::vector<std::vector<int32_t>> tokens;
+    for (int64_t s = 0; s < sequences; ++s)
+      tokens.push_back(random_tokens(static_cast<size_t>(steps), vocab, static_cast<uint32_t>(30 + s)));
+    for (int threads : {1, 2}) {
+      RuntimeOptions o;
+      o.threads = threads;
+      o.sequences = sequences;
+      auto batch = Runtime::create(m, o);
+      REQUIRE(batch.ok());
+      std::vector<float> logits(static_cast<size_t>(sequences * vocab)), one(static_cast<size_t>(vocab));
+      std::vector<std::unique_ptr<Runtime>> alone;
+      for (int64_t s = 0; s < sequences; ++s) alone.push_back(std::move(Runtime::create(m, RuntimeOptions{}).value()));
+      for (int64_t pos = 0; pos < steps; ++pos) {
+        std::vector<int32_t> step;
+        for (const auto& seq : tokens) step.push_back(seq[pos]);
+        REQUIRE((*batch)->forward_batch(step, pos, logits.data()).ok());
+        for (int64_t s = 0; s < sequences; ++s) {
+          REQUIRE(alone[s]->forward({&tokens[s][pos], 1}, pos, one.data(), false).ok());
+          INFO("threads " << threads << " position " << pos << " sequence " << s);
+          REQUIRE(std::memcmp(one.data(), logits.data() + s * vocab, sizeof(float) * vocab) == 0);
+        }
+      }
+      // Wrong token count and positions past the context are errors.
+      CHECK_FALSE((*batch)->forward_batch(std::span(tokens[0]).first(2), steps, logits.data()).ok());
+      std::vector<int32_t> step(static_cast<size_t>(sequences), 1);
+      CHECK_FALSE((*batch)->forward_batch(step, m.config.context_length, logits.data()).ok());
+    }
+  }
+  RuntimeOptions bad;
+  bad.sequences = 0;
+  CHECK_FALSE(Runtime::create(random_model(kVariants[0], 18), bad).ok());
 }
 
 TEST_CASE("runtime: bad positions, token ids and configs are errors, not crashes", "[runtime]") {
