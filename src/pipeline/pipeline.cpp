@@ -80,6 +80,7 @@ Result<PipelineResult> run_pipeline(Model& model, const Recipe& recipe, const Pi
     const auto tc = std::chrono::steady_clock::now();
     CalibOptions copt = *recipe.calibration;
     copt.seed = recipe.seed;
+    copt.threads = options.threads;
     if (!copt.file.empty() && model.tokenizer.empty())
       return make_error(ErrorCode::kInvalidArgument, "calibration text ", copt.file,
                         " needs the model's tokenizer, and this model has none (llama2.c checkpoints: --tokenizer "

@@ -19,7 +19,9 @@ namespace llmc {
 namespace {
 
 constexpr int64_t kMaxBatch = 256;          // tokens per prefill chunk (bounds activation memory)
-constexpr int64_t kMinParallelTokens = 16;  // chunks shorter than this run their per-token steps on one thread
+// Elements of work (values touched or multiply-adds) below which a chunk's per-token steps and
+// batched-decode attention stay on one thread: waking threads costs more than they give.
+constexpr int64_t kMinParallelWork = 1 << 15;
 constexpr int64_t kDefaultContextCap = 4096;
 constexpr size_t kMaxCacheFloats = size_t{8} << 30;  // 32 GiB per K or V: refuse rather than die
 
@@ -196,7 +198,8 @@ class BlockForward {
     });
     if (seq_stride > 0) {
       // One sequence per iteration, all its heads on one thread: each output has one writer.
-#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n > 1)
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) \
+    if (n * c_.n_heads * (pos + 1) * c_.head_dim >= kMinParallelWork)
       for (int64_t t = 0; t < n; ++t) {
         thread_local std::vector<float> scratch;
         scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
@@ -228,8 +231,8 @@ class BlockForward {
   // Runs f(t) for every token of a chunk: the O(dim) per-token steps (norms, RoPE, SwiGLU), split
   // over threads by token when the chunk is long enough (each token is computed by one thread).
   template <class F>
-  static void for_tokens(int64_t n, const F& f) {
-#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n >= kMinParallelTokens)
+  void for_tokens(int64_t n, const F& f) const {
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n * c_.dim >= kMinParallelWork)
     for (int64_t t = 0; t < n; ++t) f(t);
   }
 
