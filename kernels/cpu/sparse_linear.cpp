@@ -135,12 +135,17 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
   const uint8_t* index = s.index.data();
   a.kernel = SparseRowKernel::kMaskWindows;
   a.index_stride = sparse_mask_stride(cols);
-  if (s.pattern == SparsePattern::kNM) {
-    const int field = window_field_bits(s.n, s.m);
-    a.nm_n = s.n;
-    a.nm_m = s.m;
-    a.nm_bits = sparse_nm_index_bits(s.m);
-    if (nm_halves(s.n, s.m) || (field > 0 && field <= kMaxFieldBits)) {
+  a.nm_n = s.n;
+  a.nm_m = s.m;
+  a.nm_bits = s.pattern == SparsePattern::kNM ? sparse_nm_index_bits(s.m) : 0;
+  switch (sparse_path(s)) {
+    case SparsePath::kMaskWindows: index += r0 * a.index_stride; break;
+    case SparsePath::kNmMasks:
+      nm_row_masks(s, cols, r0, r1, built_masks);
+      index = built_masks.data();
+      break;
+    case SparsePath::kNmHalves:
+    case SparsePath::kFieldWindows:
       a.index_stride = sparse_nm_index_stride(s.n, s.m, cols);
       index += r0 * a.index_stride;
       if (nm_halves(s.n, s.m)) {
@@ -148,14 +153,10 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
       } else {
         a.kernel = SparseRowKernel::kFieldWindows;
         a.lut = nm_window_table(s.n, s.m);
-        a.field_bits = field;
+        a.field_bits = window_field_bits(s.n, s.m);
       }
-    } else {
-      nm_row_masks(s, cols, r0, r1, built_masks);
-      index = built_masks.data();
-    }
-  } else {
-    index += r0 * a.index_stride;
+      break;
+    case SparsePath::kCsr: break;  // csr_rows
   }
   const RowValues v = row_values(s, rows, r0, r1, dequantized);
   a.value_type = v.type;
@@ -184,6 +185,19 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
   simd::sparse_pattern_rows(a);
 }
 
+// Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the
+// dense kernel of the same dtype from this sparsity on. Measured with bench/bench_sparse_matvec
+// (2048 x 5632, 2 threads, weights streamed from DRAM); the table and command are in docs/sparsity.md.
+struct BreakEven {
+  SparsePath path;
+  double f16;  // f16 and bf16 values (2 bytes)
+  double f32;
+};
+constexpr BreakEven kBreakEven[] = {
+    {SparsePath::kMaskWindows, 0.3, 0.3}, {SparsePath::kNmHalves, 0.5, 0.5}, {SparsePath::kFieldWindows, 0.5, 0.5},
+    {SparsePath::kNmMasks, 0.5, 0.5},     {SparsePath::kCsr, 0.9, 0.9},
+};
+
 void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
               int64_t r0, int64_t r1, float* y) {
   thread_local std::vector<float> dequantized;
@@ -208,6 +222,40 @@ void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* 
 }
 
 }  // namespace
+
+SparsePath sparse_path(const SparseEncoding& s) {
+  switch (s.pattern) {
+    case SparsePattern::kBitmask: return SparsePath::kMaskWindows;
+    case SparsePattern::kCsr: return SparsePath::kCsr;
+    case SparsePattern::kNM: break;
+  }
+  if (nm_halves(s.n, s.m)) return SparsePath::kNmHalves;
+  const int field = window_field_bits(s.n, s.m);
+  return field > 0 && field <= kMaxFieldBits ? SparsePath::kFieldWindows : SparsePath::kNmMasks;
+}
+
+const char* sparse_path_name(SparsePath path) {
+  switch (path) {
+    case SparsePath::kMaskWindows: return "bitmask windows";
+    case SparsePath::kNmHalves: return "n:m halves";
+    case SparsePath::kFieldWindows: return "n:m field windows";
+    case SparsePath::kNmMasks: return "n:m row masks";
+    case SparsePath::kCsr: return "csr gather";
+  }
+  return "?";
+}
+
+bool sparse_beats_dense(const Tensor& w) {
+  const auto* s = std::get_if<SparseEncoding>(&w.encoding->node);
+  if (s == nullptr || w.numel() == 0) return false;
+  const auto* values = std::get_if<DenseEncoding>(&s->values->node);
+  if (values == nullptr) return false;
+  const double sparsity = 1.0 - static_cast<double>(s->nnz) / static_cast<double>(w.numel());
+  const SparsePath path = sparse_path(*s);
+  for (const BreakEven& b : kBreakEven)
+    if (b.path == path) return sparsity >= (values->dtype == DType::kF32 ? b.f32 : b.f16);
+  return false;
+}
 
 void sparse_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
                  float* y) {

@@ -34,6 +34,24 @@ struct ExpandTable {
   }
 };
 inline constexpr ExpandTable kExpand{};
+
+// The same expansion for 2-byte values (f16, bf16) as a byte shuffle of 8 values (16 bytes): bytes
+// 2i, 2i + 1 of lane i take value rank(i)'s bytes, or 0x80 (shuffled to zero) where i is not kept.
+struct ShuffleTable {
+  alignas(16) uint8_t c[256][16];
+  constexpr ShuffleTable() : c() {
+    for (int b = 0; b < 256; ++b) {
+      int rank = 0;
+      for (int i = 0; i < 8; ++i) {
+        const bool kept = (b >> i & 1) != 0;
+        c[b][2 * i] = kept ? static_cast<uint8_t>(2 * rank) : 0x80;
+        c[b][2 * i + 1] = kept ? static_cast<uint8_t>(2 * rank + 1) : 0x80;
+        rank += kept;
+      }
+    }
+  }
+};
+inline constexpr ShuffleTable kShuffle{};
 }  // namespace llmc::kernels::simd
 #endif
 
@@ -58,6 +76,7 @@ using V8 = hn::Vec<D8>;
 using DI8 = hn::RebindToSigned<D8>;
 using DU8 = hn::RebindToUnsigned<D8>;
 constexpr bool kWindowLanes = hn::MaxLanes(D8()) == 8;
+constexpr int kDecodeRows = 4;  // rows per decode block: independent FMA chains
 
 // Lanes [0, 4) of lo and [4, 8) of hi (the scalar target never runs the vector paths).
 HWY_INLINE V8 upper_lower(D8 d, V8 hi, V8 lo) {
@@ -76,15 +95,41 @@ HWY_INLINE float fmadd(float a, float b, float c) {
   return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
 }
 
-// Value loaders: 8 consecutive values as f32 lanes, and one value.
+// 8 two-byte values from p expanded to the kept lanes of window mask b (zeros elsewhere), as raw
+// 16-bit lanes: one byte shuffle.
+using D16 = hn::Rebind<uint16_t, D8>;
+HWY_INLINE hn::Vec<D16> expand_half(const uint16_t* p, uint32_t b) {
+  const D16 d16;
+#if HWY_TARGET == HWY_SCALAR  // never runs the window paths
+  (void)p;
+  (void)b;
+  return hn::Zero(d16);
+#else
+  const hn::Repartition<uint8_t, D16> d8;
+  return hn::BitCast(
+      d16, hn::TableLookupBytesOr0(hn::LoadU(d8, reinterpret_cast<const uint8_t*>(p)), hn::Load(d8, kShuffle.c[b])));
+#endif
+}
+
+// Value loaders: 8 consecutive values as f32 lanes; the 8 values from p expanded to the kept lanes
+// of window mask b (zeros elsewhere); one value.
 struct ValF32 {
   using T = float;
   static HWY_INLINE V8 load(D8 d, const T* p) { return hn::LoadU(d, p); }
+  static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
+    const DI8 di;
+    const ExpandEntry& e = kExpand.e[b];
+    return hn::IfThenElseZero(hn::MaskFromVec(hn::BitCast(d, hn::Load(di, e.keep))),
+                              hn::TableLookupLanes(hn::LoadU(d, p), hn::IndicesFromVec(d, hn::Load(di, e.idx))));
+  }
   static HWY_INLINE float get(const T* p) { return *p; }
 };
 struct ValF16 {
   using T = hwy::float16_t;
   static HWY_INLINE V8 load(D8 d, const T* p) { return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, D8>(), p)); }
+  static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
+    return hn::PromoteTo(d, hn::BitCast(hn::Rebind<T, D8>(), expand_half(reinterpret_cast<const uint16_t*>(p), b)));
+  }
   static HWY_INLINE float get(const T* p) {
     uint16_t bits;
     std::memcpy(&bits, p, 2);
@@ -95,6 +140,9 @@ struct ValBF16 {
   using T = uint16_t;
   static HWY_INLINE V8 load(D8 d, const T* p) {
     return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(DU8(), hn::LoadU(hn::Rebind<uint16_t, D8>(), p))));
+  }
+  static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
+    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(DU8(), expand_half(p, b))));
   }
   static HWY_INLINE float get(const T* p) { return bf16_to_f32(*p); }
 };
@@ -137,71 +185,81 @@ HWY_INLINE uint32_t window_mask(const SparseRowsArgs& a, const uint8_t* row, con
   }
 }
 
-// T tokens of one row: each window is expanded once and used for every token.
-template <class V, int kKind, int T>
-HWY_INLINE void window_row(const SparseRowsArgs& a, int64_t r, int64_t t0) {
-  const uint8_t* row = a.index + r * a.index_stride;
-  const auto* vals = static_cast<const typename V::T*>(a.values) + r * a.value_stride;
+// R rows × T tokens: each window of a row is expanded once and used for every token. R and T only
+// interleave independent (row, token) accumulators (the FMA latency chain of one is 4 cycles):
+// every element's order is the same in any block shape.
+template <class V, int kKind, int R, int T>
+HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  using VT = typename V::T;
+  const uint8_t* row[R];
+  const VT* vals[R];
+  const VT* vp[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    vp[i] = vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+  }
   const float* x[T];
   for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
   const int64_t windows = a.cols / 8;
-  const typename V::T* vp = vals;
-  float s[T];
+  float s[R][T];
   if constexpr (kWindowLanes) {
     const D8 d;
-    const DI8 di;
-    V8 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = hn::Zero(d);
-    const auto window = [&](int64_t c, const uint8_t* p, int64_t bit) HWY_ATTR {
-      const uint32_t b = window_mask<kKind>(a, row, p, bit);
-      const ExpandEntry& te = kExpand.e[b];
-      const V8 w =
-          hn::IfThenElseZero(hn::MaskFromVec(hn::BitCast(d, hn::Load(di, te.keep))),
-                             hn::TableLookupLanes(V::load(d, vp), hn::IndicesFromVec(d, hn::Load(di, te.idx))));
-      for (int t = 0; t < T; ++t) acc[t] = hn::MulAdd(w, hn::LoadU(d, x[t] + c), acc[t]);
-      vp += std::popcount(b);
-    };
-    // Two windows per iteration (loop overhead); the accumulation order is the windows' order.
-    const uint8_t* p = row;
-    int64_t c = 0, bit = 0;
-    for (; c + 16 <= windows * 8; c += 16, p += 2, bit += 2 * a.field_bits) {
-      window(c, p, bit);
-      window(c + 8, p + 1, bit + a.field_bits);
+    V8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
+    int64_t bit = 0;
+    for (int64_t j = 0; j < windows; ++j, bit += a.field_bits) {
+      for (int i = 0; i < R; ++i) {
+        const uint32_t b = window_mask<kKind>(a, row[i], row[i] + j, bit);
+
+        const V8 w = V::expand(d, vp[i], b);
+        vp[i] += std::popcount(b);
+        for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, hn::LoadU(d, x[t] + j * 8), acc[i][t]);
+      }
     }
-    if (c < windows * 8) window(c, p, bit);
-    for (int t = 0; t < T; ++t) s[t] = hn::GetLane(hn::SumOfLanes(d, acc[t]));
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
   } else {
     // Scalar path (targets narrower than a window): the kept entries in column order.
-    for (int t = 0; t < T; ++t) s[t] = 0.0f;
-    for (int64_t j = 0; j < windows; ++j)
-      for (uint32_t b = window_mask<kKind>(a, row, row + j, j * a.field_bits); b != 0; b &= b - 1) {
-        const int64_t c = j * 8 + std::countr_zero(b);
-        const float v = V::get(vp++);
-        for (int t = 0; t < T; ++t) s[t] = fmadd(v, x[t][c], s[t]);
-      }
-  }
-  if (windows * 8 < a.cols) {
-    if constexpr (kKind == static_cast<int>(SparseRowKernel::kMaskWindows)) {
-      for (uint32_t b = row[windows]; b != 0; b &= b - 1) {
-        const float v = V::get(vp++);
-        for (int t = 0; t < T; ++t) s[t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[t]);
-      }
-    } else {
-      nm_tail<V, T>(a, row, vals, vp - vals, x, s);
+    for (int i = 0; i < R; ++i) {
+      for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
+      for (int64_t j = 0; j < windows; ++j)
+        for (uint32_t b = window_mask<kKind>(a, row[i], row[i] + j, j * a.field_bits); b != 0; b &= b - 1) {
+          const int64_t c = j * 8 + std::countr_zero(b);
+          const float v = V::get(vp[i]++);
+          for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][c], s[i][t]);
+        }
     }
   }
-  for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r] = s[t];
+  for (int i = 0; i < R; ++i) {
+    if (windows * 8 < a.cols) {
+      if constexpr (kKind == static_cast<int>(SparseRowKernel::kMaskWindows)) {
+        for (uint32_t b = row[i][windows]; b != 0; b &= b - 1) {
+          const float v = V::get(vp[i]++);
+          for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[i][t]);
+        }
+      } else {
+        nm_tail<V, T>(a, row[i], vals[i], vp[i] - vals[i], x, s[i]);
+      }
+    }
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
+  }
 }
 
 // ---- n:m halves (1:2, 2:3, 2:4, 4:5 .. 4:8) ----
 
-// T tokens of one row. A block of 8 kept entries: entries 0-3 lie in the `half` = 4m/n columns
-// from c, entries 4-7 in the next `half`; lane l's column inside its half is ((l % 4) / n) · m +
-// index_l (< 8). Two loads of x, two in-register permutes and a blend put x in entry order.
-template <class V, int kN, int T>
-HWY_INLINE void nm_half_row(const SparseRowsArgs& a, int64_t r, int64_t t0) {
-  const uint8_t* row = a.index + r * a.index_stride;
-  const auto* vals = static_cast<const typename V::T*>(a.values) + r * a.value_stride;
+// R rows × T tokens. A block of 8 kept entries: entries 0-3 lie in the `half` = 4m/n columns from
+// c, entries 4-7 in the next `half`; lane l's column inside its half is ((l % 4) / n) · m + index_l
+// (< 8). Two loads of x, two in-register permutes and a blend put x in entry order.
+template <class V, int kN, int R, int T>
+HWY_INLINE void nm_half_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  using VT = typename V::T;
+  const uint8_t* row[R];
+  const VT* vals[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+  }
   const float* x[T];
   for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
   const int m = a.nm_m, bits = a.nm_bits;
@@ -209,7 +267,7 @@ HWY_INLINE void nm_half_row(const SparseRowsArgs& a, int64_t r, int64_t t0) {
   // Full blocks: all 8 entries in full groups and both 8-float loads inside the row.
   int64_t blocks = kN * (a.cols / m) / 8;
   while (blocks > 0 && (blocks - 1) * 2 * half + half + 8 > a.cols) --blocks;
-  float s[T];
+  float s[R][T];
   int64_t k = 0;
   if constexpr (kWindowLanes) {
     const D8 d;
@@ -220,54 +278,64 @@ HWY_INLINE void nm_half_row(const SparseRowsArgs& a, int64_t r, int64_t t0) {
     const auto lane_base = hn::Load(di, base);
     const auto shifts = hn::Iota(du, 0) * hn::Set(du, static_cast<uint32_t>(bits));
     const auto field = hn::Set(du, kN == 4 ? 7u : (1u << bits) - 1);
-    V8 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = hn::Zero(d);
-    const uint8_t* p = row;
-    for (int64_t c = 0; k < blocks * 8; k += 8, c += 2 * half, p += bits) {
-      uint32_t word;
-      std::memcpy(&word, p, 4);  // 8 fields of `bits` bits; up to 3 bytes of slack read
-      auto col = hn::BitCast(di, hn::And(hn::Set(du, word) >> shifts, field));
-      if constexpr (kN != 4) col = hn::Add(col, lane_base);
-      const auto perm = hn::IndicesFromVec(d, col);
-      const V8 w = V::load(d, vals + k);
-      for (int t = 0; t < T; ++t) {
-        const V8 lo = hn::TableLookupLanes(hn::LoadU(d, x[t] + c), perm);
-        const V8 hi = hn::TableLookupLanes(hn::LoadU(d, x[t] + c + half), perm);
-        acc[t] = hn::MulAdd(w, upper_lower(d, hi, lo), acc[t]);
+    V8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
+    int64_t c = 0, byte = 0;
+    for (; k < blocks * 8; k += 8, c += 2 * half, byte += bits) {
+      for (int i = 0; i < R; ++i) {
+        uint32_t word;
+        std::memcpy(&word, row[i] + byte, 4);  // 8 fields of `bits` bits; up to 3 bytes of slack read
+        auto col = hn::BitCast(di, hn::And(hn::Set(du, word) >> shifts, field));
+        if constexpr (kN != 4) col = hn::Add(col, lane_base);
+        const auto perm = hn::IndicesFromVec(d, col);
+        const V8 w = V::load(d, vals[i] + k);
+        for (int t = 0; t < T; ++t) {
+          const V8 lo = hn::TableLookupLanes(hn::LoadU(d, x[t] + c), perm);
+          const V8 hi = hn::TableLookupLanes(hn::LoadU(d, x[t] + c + half), perm);
+          acc[i][t] = hn::MulAdd(w, upper_lower(d, hi, lo), acc[i][t]);
+        }
       }
     }
-    for (int t = 0; t < T; ++t) s[t] = hn::GetLane(hn::SumOfLanes(d, acc[t]));
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
   } else {
-    for (int t = 0; t < T; ++t) s[t] = 0.0f;
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
   }
-  nm_tail<V, T>(a, row, vals, k, x, s);
-  for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r] = s[t];
+  for (int i = 0; i < R; ++i) {
+    nm_tail<V, T>(a, row[i], vals[i], k, x, s[i]);
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
+  }
 }
 
-// One row kernel for T tokens, as a type: Row::run<T>(args, row, first token).
+// One block kernel as a type: Block::run<R, T>(args, first row, first token).
 template <class V, int kKind>
-struct WindowRow {
-  template <int T>
-  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r, int64_t t0) {
-    window_row<V, kKind, T>(a, r, t0);
+struct WindowBlock {
+  template <int R, int T>
+  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+    window_block<V, kKind, R, T>(a, r0, t0);
   }
 };
 template <class V, int kN>
-struct NmHalfRow {
-  template <int T>
-  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r, int64_t t0) {
-    nm_half_row<V, kN, T>(a, r, t0);
+struct NmHalfBlock {
+  template <int R, int T>
+  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+    nm_half_block<V, kN, R, T>(a, r0, t0);
   }
 };
 
-// Tokens in blocks of 8 (prefill: 8 accumulators share each expanded window or permute vector),
-// then one by one.
-template <class Row>
-HWY_INLINE void rows_by_tokens(const SparseRowsArgs& a) {
-  for (int64_t r = 0; r < a.rows; ++r) {
-    int64_t t = 0;
-    for (; t + 8 <= a.tokens; t += 8) Row::template run<8>(a, r, t);
-    for (; t < a.tokens; ++t) Row::template run<1>(a, r, t);
+// Prefill: blocks of 8 tokens × 1 row (8 accumulators share each expanded window or permute
+// vector); the remaining tokens one at a time, 4 rows per block (decode: 4 independent chains).
+template <class Block>
+HWY_INLINE void blocks_of_rows(const SparseRowsArgs& a) {
+  int64_t t = 0;
+  for (; t + 8 <= a.tokens; t += 8)
+    for (int64_t r = 0; r < a.rows; ++r) Block::template run<1, 8>(a, r, t);
+  for (; t < a.tokens; ++t) {
+    int64_t r = 0;
+    for (; r + kDecodeRows <= a.rows; r += kDecodeRows) Block::template run<kDecodeRows, 1>(a, r, t);
+    for (; r < a.rows; ++r) Block::template run<1, 1>(a, r, t);
   }
 }
 
@@ -275,13 +343,13 @@ template <class V>
 HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
   switch (a.kernel) {
     case SparseRowKernel::kMaskWindows:
-      return rows_by_tokens<WindowRow<V, static_cast<int>(SparseRowKernel::kMaskWindows)>>(a);
+      return blocks_of_rows<WindowBlock<V, static_cast<int>(SparseRowKernel::kMaskWindows)>>(a);
     case SparseRowKernel::kFieldWindows:
-      return rows_by_tokens<WindowRow<V, static_cast<int>(SparseRowKernel::kFieldWindows)>>(a);
+      return blocks_of_rows<WindowBlock<V, static_cast<int>(SparseRowKernel::kFieldWindows)>>(a);
     case SparseRowKernel::kNmHalves:
-      if (a.nm_n == 1) return rows_by_tokens<NmHalfRow<V, 1>>(a);
-      if (a.nm_n == 2) return rows_by_tokens<NmHalfRow<V, 2>>(a);
-      return rows_by_tokens<NmHalfRow<V, 4>>(a);
+      if (a.nm_n == 1) return blocks_of_rows<NmHalfBlock<V, 1>>(a);
+      if (a.nm_n == 2) return blocks_of_rows<NmHalfBlock<V, 2>>(a);
+      return blocks_of_rows<NmHalfBlock<V, 4>>(a);
   }
 }
 
