@@ -119,15 +119,19 @@ size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
 
 // ---- patterns ----
 
-// n:m patterns the halves kernel handles: every 4 kept entries start a group and span <= 8 columns.
+// n:m patterns of the quads kernel (every 2 kept entries in one aligned quad of 4 columns) and of
+// the halves kernel (every 4 kept entries start a group and span <= 8 columns).
+bool nm_quads(int n, int m) { return m == 2 * n && (n == 1 || n == 2); }
 bool nm_halves(int n, int m) { return 4 % n == 0 && m <= 2 * n; }
 
-void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
-                  int64_t r0, int64_t r1, float* y) {
+void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
+                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
   simd::SparseRowsArgs a{};
   a.cols = cols;
   a.x = x + t_begin * cols;
   a.x_stride = cols;
+  a.xq_stride = simd::quad_columns(cols);
+  a.xq = aux != nullptr ? aux + t_begin * a.xq_stride : nullptr;
   a.tokens = t_end - t_begin;
   a.y_stride = rows;
   thread_local std::vector<uint8_t> built_masks;
@@ -144,11 +148,14 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
       nm_row_masks(s, cols, r0, r1, built_masks);
       index = built_masks.data();
       break;
+    case SparsePath::kNmQuads:
     case SparsePath::kNmHalves:
     case SparsePath::kFieldWindows:
       a.index_stride = sparse_nm_index_stride(s.n, s.m, cols);
       index += r0 * a.index_stride;
-      if (nm_halves(s.n, s.m)) {
+      if (nm_quads(s.n, s.m)) {
+        a.kernel = SparseRowKernel::kNmQuads;
+      } else if (nm_halves(s.n, s.m)) {
         a.kernel = SparseRowKernel::kNmHalves;
       } else {
         a.kernel = SparseRowKernel::kFieldWindows;
@@ -194,8 +201,8 @@ struct BreakEven {
   double f32;
 };
 constexpr BreakEven kBreakEven[] = {
-    {SparsePath::kMaskWindows, 0.3, 0.3}, {SparsePath::kNmHalves, 0.5, 0.5}, {SparsePath::kFieldWindows, 0.5, 0.5},
-    {SparsePath::kNmMasks, 0.5, 0.5},     {SparsePath::kCsr, 0.9, 0.9},
+    {SparsePath::kMaskWindows, 0.3, 0.3},  {SparsePath::kNmQuads, 0.5, 0.5}, {SparsePath::kNmHalves, 0.5, 0.5},
+    {SparsePath::kFieldWindows, 0.5, 0.5}, {SparsePath::kNmMasks, 0.5, 0.5}, {SparsePath::kCsr, 0.9, 0.9},
 };
 
 void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
@@ -229,6 +236,7 @@ SparsePath sparse_path(const SparseEncoding& s) {
     case SparsePattern::kCsr: return SparsePath::kCsr;
     case SparsePattern::kNM: break;
   }
+  if (nm_quads(s.n, s.m)) return SparsePath::kNmQuads;
   if (nm_halves(s.n, s.m)) return SparsePath::kNmHalves;
   const int field = window_field_bits(s.n, s.m);
   return field > 0 && field <= kMaxFieldBits ? SparsePath::kFieldWindows : SparsePath::kNmMasks;
@@ -237,6 +245,7 @@ SparsePath sparse_path(const SparseEncoding& s) {
 const char* sparse_path_name(SparsePath path) {
   switch (path) {
     case SparsePath::kMaskWindows: return "bitmask windows";
+    case SparsePath::kNmQuads: return "n:m quads";
     case SparsePath::kNmHalves: return "n:m halves";
     case SparsePath::kFieldWindows: return "n:m field windows";
     case SparsePath::kNmMasks: return "n:m row masks";
@@ -257,13 +266,27 @@ bool sparse_beats_dense(const Tensor& w) {
   return false;
 }
 
-void sparse_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
-                 float* y) {
+int64_t sparse_aux_floats(const Tensor& w, int64_t n) {
+  const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  return sparse_path(s) == SparsePath::kNmQuads ? n * simd::quad_columns(w.cols()) : 0;
+}
+
+void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
+  const int64_t cols = w.cols(), qcols = simd::quad_columns(cols);
+  if (sparse_aux_floats(w, n) == 0) return;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t b = 0; b < qcols; b += 16)
+      for (int j = 0; j < 4; ++j)
+        std::memcpy(aux + t * qcols + b + 4 * j, x + t * cols + b + 4 * simd::kQuadOrder[j], 4 * sizeof(float));
+}
+
+void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                 int64_t r_end, float* y) {
   const auto& s = std::get<SparseEncoding>(w.encoding->node);
   if (s.pattern == SparsePattern::kCsr)
     csr_rows(s, w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
   else
-    pattern_rows(s, w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
+    pattern_rows(s, w.rows(), w.cols(), x, aux, t_begin, t_end, r_begin, r_end, y);
 }
 
 }  // namespace llmc::kernels

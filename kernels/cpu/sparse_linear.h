@@ -11,13 +11,18 @@ namespace llmc::kernels {
 // straight from its pattern and values (no decoded row, no gathered buffer; see sparse_simd.h for
 // the per-element order). Quant values are dequantized to f32 a row block at a time. Each
 // (row, token) is computed alone: matmul rows equal matvec bit for bit, on any thread count.
-void sparse_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
-                 float* y);
+// aux: what sparse_prepare wrote for all n tokens of the call (the 2:4 / 1:2 kernel's arranged x).
+void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                 int64_t r_end, float* y);
+// Floats of per-call scratch sparse_prepare fills for n tokens (0: none).
+int64_t sparse_aux_floats(const Tensor& w, int64_t n);
+void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux);
 
 // The kernel path of a Sparse encoding.
 enum class SparsePath : uint8_t {
   kMaskWindows,   // bitmask: 8-column windows expanded by mask byte
-  kNmHalves,      // n:m with n | 4, m <= 2n (2:4, 4:8, 1:2, ...): x permuted in registers
+  kNmQuads,       // 2:4 and 1:2: x pre-arranged once per call, in-lane permutes
+  kNmHalves,      // n:m with n | 4, m <= 2n (4:8, 4:5 .. 4:7, 2:3): x permuted across lanes
   kFieldWindows,  // other n:m with m | 8 and <= 12 index bits per window (1:4, 3:4, 1:8, 3:8, ...)
   kNmMasks,       // any other n:m: a bitmask built per row block, then the window kernel
   kCsr,           // CSR: x gathered at the column indices

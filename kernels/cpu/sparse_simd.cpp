@@ -89,6 +89,18 @@ HWY_INLINE V8 upper_lower(D8 d, V8 hi, V8 lo) {
 #endif
 }
 
+// Lanes 0, 1, 4, 5 of a and 2, 3, 6, 7 of b.
+HWY_INLINE V8 blend_quads(D8 d, V8 a, V8 b) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  (void)d;
+  return V8{_mm256_blend_ps(a.raw, b.raw, 0xCC)};
+#else
+  const DI8 di;
+  alignas(32) static constexpr int32_t kFromB[8] = {0, 0, -1, -1, 0, 0, -1, -1};
+  return hn::IfThenElse(hn::MaskFromVec(hn::BitCast(d, hn::Load(di, kFromB))), b, a);
+#endif
+}
+
 // a · b + c with one rounding (the scalar tails; independent of how the compiler contracts).
 HWY_INLINE float fmadd(float a, float b, float c) {
   const hn::CappedTag<float, 1> d1;
@@ -309,12 +321,94 @@ HWY_INLINE void nm_half_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
   }
 }
 
+// ---- n:m quads (2:4, 1:2) ----
+
+// Lanes l of `v` permuted inside their 128-bit half by ctrl bits [1:0] (vpermilps; the upper bits
+// of ctrl are ignored).
+HWY_INLINE V8 permute_in_halves(D8 d, V8 v, hn::Vec<DI8> ctrl) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  (void)d;
+  return V8{_mm256_permutevar_ps(v.raw, ctrl.raw)};
+#else
+  const DI8 di;
+  const auto half = hn::ShiftLeft<2>(hn::ShiftRight<2>(hn::Iota(di, 0)));
+  return hn::TableLookupLanes(v, hn::IndicesFromVec(d, hn::Add(hn::And(ctrl, hn::Set(di, 3)), half)));
+#endif
+}
+
+// R rows × T tokens. A block of 8 kept entries spans 16 columns, entries 2q and 2q + 1 in quad q
+// (columns 4q .. 4q + 3). With xq's halves A = (quad 0 | quad 2) and B = (quad 1 | quad 3), lane l
+// takes A or B (lanes 2, 3, 6, 7: B) permuted in its 128-bit half by entry l's column in its quad:
+// in-lane permutes and one blend, no cross-lane shuffle.
+template <class V, int kN, int R, int T>
+HWY_INLINE void nm_quad_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  using VT = typename V::T;
+  const uint8_t* row[R];
+  const VT* vals[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+  }
+  const float* x[T];
+  const float* xq[T];
+  for (int t = 0; t < T; ++t) {
+    x[t] = a.x + (t0 + t) * a.x_stride;
+    xq[t] = a.xq + (t0 + t) * a.xq_stride;
+  }
+  const int bits = a.nm_bits;
+  const int64_t blocks = quad_columns(a.cols) / 16;
+  float s[R][T];
+  int64_t k = 0;
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    const DI8 di;
+    const DU8 du;
+    const auto shifts = hn::Iota(du, 0) * hn::Set(du, static_cast<uint32_t>(bits));
+    // 1:2: entry l sits in group l % 2 of its quad (column 2 (l % 2) + index_l)
+    alignas(32) static constexpr int32_t kPairBase[8] = {0, 2, 0, 2, 0, 2, 0, 2};
+    const auto pair_base = hn::Load(di, kPairBase);
+    V8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
+    for (int64_t b = 0; b < blocks; ++b, k += 8) {
+      for (int i = 0; i < R; ++i) {
+        uint32_t word;
+        std::memcpy(&word, row[i] + b * bits, 4);  // 8 fields of `bits` bits; up to 3 bytes of slack read
+        auto ctrl = hn::BitCast(di, hn::Set(du, word) >> shifts);
+        if constexpr (kN == 1) ctrl = hn::Add(hn::And(ctrl, hn::Set(di, 1)), pair_base);
+        const V8 w = V::load(d, vals[i] + k);
+        for (int t = 0; t < T; ++t) {
+          const V8 lo = permute_in_halves(d, hn::LoadU(d, xq[t] + b * 16), ctrl);
+          const V8 hi = permute_in_halves(d, hn::LoadU(d, xq[t] + b * 16 + 8), ctrl);
+          acc[i][t] = hn::MulAdd(w, blend_quads(d, lo, hi), acc[i][t]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
+  } else {
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
+  }
+  for (int i = 0; i < R; ++i) {
+    nm_tail<V, T>(a, row[i], vals[i], k, x, s[i]);
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
+  }
+}
+
 // One block kernel as a type: Block::run<R, T>(args, first row, first token).
 template <class V, int kKind>
 struct WindowBlock {
   template <int R, int T>
   static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
     window_block<V, kKind, R, T>(a, r0, t0);
+  }
+};
+template <class V, int kN>
+struct NmQuadBlock {
+  template <int R, int T>
+  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+    nm_quad_block<V, kN, R, T>(a, r0, t0);
   }
 };
 template <class V, int kN>
@@ -347,9 +441,11 @@ HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
     case SparseRowKernel::kFieldWindows:
       return blocks_of_rows<WindowBlock<V, static_cast<int>(SparseRowKernel::kFieldWindows)>>(a);
     case SparseRowKernel::kNmHalves:
-      if (a.nm_n == 1) return blocks_of_rows<NmHalfBlock<V, 1>>(a);
       if (a.nm_n == 2) return blocks_of_rows<NmHalfBlock<V, 2>>(a);
       return blocks_of_rows<NmHalfBlock<V, 4>>(a);
+    case SparseRowKernel::kNmQuads:
+      if (a.nm_n == 1) return blocks_of_rows<NmQuadBlock<V, 1>>(a);
+      return blocks_of_rows<NmQuadBlock<V, 2>>(a);
   }
 }
 

@@ -13,9 +13,17 @@ enum class SparseRowKernel : uint8_t {
   kMaskWindows = 0,   // bitmask rows: window j's mask is byte j of the row
   kFieldWindows = 1,  // n:m with m | 8: window j's indices are the field_bits-bit field at bit j · field_bits,
                       // its mask lut[field]
-  kNmHalves = 2,      // n:m with n | 4 and m <= 2n (1:2, 2:3, 2:4, 4:5 .. 4:8): every 4 kept entries lie
-                      // in one window of <= 8 columns starting at a group boundary
+  kNmHalves = 2,      // n:m with n | 4 and m <= 2n (2:3, 4:5 .. 4:8): every 4 kept entries lie in one window
+                      // of <= 8 columns starting at a group boundary
+  kNmQuads = 3,       // 2:4 and 1:2: every 2 kept entries lie in one aligned quad of 4 columns; x comes
+                      // pre-arranged (arrange_quads) so that in-lane permutes gather it
 };
+
+// Columns of x the quads kernel reads pre-arranged: the full 16-column blocks.
+inline int64_t quad_columns(int64_t cols) { return cols / 16 * 16; }
+// The layout of xq: xq[16b + 4j + i] = x[16b + 4 · kQuadOrder[j] + i] for the full blocks b, so the
+// two 8-float halves of a block are (quads 0, 2) and (quads 1, 3).
+inline constexpr int kQuadOrder[4] = {0, 2, 1, 3};
 
 // Rows of a sparse weight against n tokens:
 //   y[t · y_stride + r] = Σ_{kept c} value[r, rank(c)] · x[t · x_stride + c]
@@ -43,6 +51,8 @@ struct SparseRowsArgs {
   int64_t cols;
   const float* x;
   int64_t x_stride;
+  const float* xq;  // kNmQuads: x arranged by arrange_quads, token t at xq + t · xq_stride
+  int64_t xq_stride;
   int64_t tokens;
   float* y;
   int64_t y_stride;
