@@ -17,6 +17,12 @@ namespace {
 using simd::SparseRowKernel;
 using simd::SparseValues;
 
+uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
 // ---- n:m window tables ----
 
 // n:m patterns with m | 8 whose window of 8 columns holds 8n/m kept entries: the window's packed
@@ -104,10 +110,15 @@ RowValues row_values(const SparseEncoding& s, int64_t rows, int64_t r0, int64_t 
   thread_local std::vector<float> scale, bias;
   scale.resize(static_cast<size_t>(gpr));
   bias.resize(static_cast<size_t>(gpr));
+  const bool f16_params = q->scale_dtype == DType::kF16;  // the common case, read in place
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t g = 0; g < gpr; ++g) {
-      scale[g] = quant_group_scale(*q, r * gpr + g);
-      bias[g] = q->scheme == QuantScheme::kSymmetric ? -offset * scale[g] : quant_group_min(*q, r * gpr + g);
+      const int64_t e = r * gpr + g;
+      scale[g] = f16_params ? f16_to_f32(load_u16(q->scales.data() + e * 2)) : quant_group_scale(*q, e);
+      if (q->scheme == QuantScheme::kSymmetric)
+        bias[g] = -offset * scale[g];
+      else
+        bias[g] = f16_params ? f16_to_f32(load_u16(q->mins.data() + e * 2)) : quant_group_min(*q, e);
     }
     simd::dequant_codes(q->codes.data() + r * code_stride, q->bits, kept, group, scale.data(), bias.data(),
                         buffer.data() + (r - r0) * kept);

@@ -1,6 +1,6 @@
 // Highway SIMD kernels of Sparse linear layers: fused mask-expand + FMA over 8-column windows (bitmask, n:m
-// with m | 8), in-register permutes of x for n:m halves (2:4, 4:8, ...), gather + FMA over CSR entries, and the
-// dequantization of 4/8-bit Quant values.
+// with m | 8), in-register permutes of x for n:m (2:4 and 1:2 in-lane on pre-arranged x, 4:8 and kin across
+// lanes), gather + FMA over CSR entries, and the dequantization of 4/8-bit Quant values.
 #include "kernels/cpu/sparse_simd.h"
 
 #include <bit>
@@ -12,28 +12,25 @@
 #ifndef LLMC_SPARSE_SIMD_TABLES
 #define LLMC_SPARSE_SIMD_TABLES
 namespace llmc::kernels::simd {
-// For each window mask byte b: the lane permutation that moves the window's kept values (stored
-// consecutively) to their columns — lane i takes value rank(i) = popcount(b & ((1 << i) - 1)) —
-// and the lanes to keep (-1) or zero (0). One 64-byte line per byte value (16 KB in all).
-struct alignas(64) ExpandEntry {
-  int32_t idx[8];
-  int32_t keep[8];
-};
-struct ExpandTable {
-  ExpandEntry e[256];
-  constexpr ExpandTable() : e() {
+// For each window mask byte b, the byte shuffle that expands 4-byte values (f32) to the window's
+// kept lanes: lanes 0-3 read the 16 bytes at the window's first value, lanes 4-7 the 16 bytes at its
+// value popcount(b & 15) (two in-lane halves: no cross-lane shuffle); lane i takes value rank(i) =
+// popcount(b & ((1 << i) - 1)), or 0x80 bytes (shuffled to zero) where i is not kept. 8 KB.
+struct ShuffleTable32 {
+  alignas(32) uint8_t c[256][32];
+  constexpr ShuffleTable32() : c() {
     for (int b = 0; b < 256; ++b) {
-      int rank = 0;
+      int rank = 0, low = 0;
       for (int i = 0; i < 8; ++i) {
+        if (i == 4) low = rank;
         const bool kept = (b >> i & 1) != 0;
-        e[b].idx[i] = kept ? rank : 0;
-        e[b].keep[i] = kept ? -1 : 0;
+        for (int j = 0; j < 4; ++j) c[b][4 * i + j] = kept ? static_cast<uint8_t>(4 * (rank - low) + j) : 0x80;
         rank += kept;
       }
     }
   }
 };
-inline constexpr ExpandTable kExpand{};
+inline constexpr ShuffleTable32 kShuffle32{};
 
 // The same expansion for 2-byte values (f16, bf16) as a byte shuffle of 8 values (16 bytes): bytes
 // 2i, 2i + 1 of lane i take value rank(i)'s bytes, or 0x80 (shuffled to zero) where i is not kept.
@@ -129,10 +126,16 @@ struct ValF32 {
   using T = float;
   static HWY_INLINE V8 load(D8 d, const T* p) { return hn::LoadU(d, p); }
   static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
-    const DI8 di;
-    const ExpandEntry& e = kExpand.e[b];
-    return hn::IfThenElseZero(hn::MaskFromVec(hn::BitCast(d, hn::Load(di, e.keep))),
-                              hn::TableLookupLanes(hn::LoadU(d, p), hn::IndicesFromVec(d, hn::Load(di, e.idx))));
+#if HWY_TARGET == HWY_SCALAR  // never runs the window paths
+    (void)p;
+    (void)b;
+    return hn::Zero(d);
+#else
+    const hn::Half<D8> dh;
+    const hn::Repartition<uint8_t, D8> d8;
+    const V8 halves = hn::Combine(d, hn::LoadU(dh, p + std::popcount(b & 15u)), hn::LoadU(dh, p));
+    return hn::BitCast(d, hn::TableLookupBytesOr0(hn::BitCast(d8, halves), hn::Load(d8, kShuffle32.c[b])));
+#endif
   }
   static HWY_INLINE float get(const T* p) { return *p; }
 };
@@ -517,32 +520,44 @@ void SparseCsrRows(const CsrRowsArgs& a) {
 
 // 8 codes per step: 4-bit codes come from one 32-bit word (code i in bits 4i..4i+3), 8-bit codes
 // from 8 bytes; then code · scale + bias with one rounding.
-void DequantCodes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
-                  float* out) {
+// 8 codes of `kBits` (4 or 8) from the codes of entries [k, k + 8) as u32 lanes.
+template <int kBits>
+HWY_INLINE hn::Vec<DU8> codes8(const uint8_t* codes, int64_t k) {
+  const DU8 du;
+  if constexpr (kBits == 4) {
+    uint32_t word;
+    std::memcpy(&word, codes + k / 2, 4);
+    return hn::And(hn::Set(du, word) >> (hn::Iota(du, 0) * hn::Set(du, 4u)), hn::Set(du, 0xFu));
+  } else {
+    return hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint8_t, D8>(), codes + k));
+  }
+}
+
+template <int kBits>
+HWY_INLINE void dequant(const uint8_t* codes, int64_t count, int64_t group, const float* scale, const float* bias,
+                        float* out) {
   int64_t k = 0;
   if constexpr (kWindowLanes) {
     const D8 d;
-    const DU8 du;
-    const auto shifts = hn::Iota(du, 0) * hn::Set(du, 4u);
-    const auto nibble = hn::Set(du, 0xFu);
-    for (; k + 8 <= count; k += 8) {
-      const int64_t g = k / group;
-      hn::Vec<DU8> q;
-      if (bits == 4) {
-        uint32_t word;
-        std::memcpy(&word, codes + k / 2, 4);
-        q = hn::And(hn::Set(du, word) >> shifts, nibble);
-      } else {
-        q = hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint8_t, D8>(), codes + k));
-      }
-      hn::StoreU(hn::MulAdd(hn::ConvertTo(d, hn::BitCast(DI8(), q)), hn::Set(d, scale[g]), hn::Set(d, bias[g])), d,
-                 out + k);
+    for (int64_t g = 0; g * group < count; ++g) {
+      const int64_t end = std::min(count, (g + 1) * group) / 8 * 8;
+      const V8 sv = hn::Set(d, scale[g]), bv = hn::Set(d, bias[g]);
+      for (; k < end; k += 8)
+        hn::StoreU(hn::MulAdd(hn::ConvertTo(d, hn::BitCast(DI8(), codes8<kBits>(codes, k))), sv, bv), d, out + k);
     }
   }
   for (; k < count; ++k) {
-    const uint32_t q = bits == 4 ? (codes[k / 2] >> (4 * (k & 1))) & 0xFu : codes[k];
+    const uint32_t q = kBits == 4 ? (codes[k / 2] >> (4 * (k & 1))) & 0xFu : codes[k];
     out[k] = fmadd(static_cast<float>(q), scale[k / group], bias[k / group]);
   }
+}
+
+void DequantCodes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
+                  float* out) {
+  if (bits == 4)
+    dequant<4>(codes, count, group, scale, bias, out);
+  else
+    dequant<8>(codes, count, group, scale, bias, out);
 }
 
 }  // namespace HWY_NAMESPACE
