@@ -23,12 +23,13 @@ uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-// ---- n:m window tables ----
+// ---- n:m rows as window masks ----
 
-// n:m patterns with m | 8 whose window of 8 columns holds 8n/m kept entries: the window's packed
-// indices are one field of 8n/m · index_bits bits. Fields up to kMaxFieldBits map through a table
-// (2^bits bytes) to the window's mask byte; wider fields (5:8, 6:8, 7:8) and m not dividing 8 go
-// through a per-row mask built first.
+// n:m patterns other than the quads and halves kernels' run through the bitmask kernel on masks
+// built per row block. With m | 8 a window of 8 columns holds 8n/m kept entries whose packed
+// indices are one field of 8n/m · index_bits bits: fields up to kMaxFieldBits map through a table
+// (2^bits bytes) to the window's mask byte. Wider fields (5:8, 6:8, 7:8) and m not dividing 8 set
+// the bits entry by entry.
 constexpr int kMaxFieldBits = 12;
 
 int window_field_bits(int n, int m) { return 8 % m == 0 ? 8 / m * n * sparse_nm_index_bits(m) : 0; }
@@ -57,6 +58,30 @@ const uint8_t* nm_window_table(int n, int m) {
 void nm_row_masks(const SparseEncoding& s, int64_t cols, int64_t r0, int64_t r1, std::vector<uint8_t>& masks) {
   const int64_t stride = sparse_mask_stride(cols);
   masks.assign(static_cast<size_t>((r1 - r0) * stride), 0);
+  const int field = window_field_bits(s.n, s.m);
+  if (field > 0 && field <= kMaxFieldBits) {
+    const uint8_t* table = nm_window_table(s.n, s.m);
+    const int64_t index_stride = sparse_nm_index_stride(s.n, s.m, cols), windows = cols / 8;
+    const int bits = sparse_nm_index_bits(s.m);
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* idx = s.index.data() + r * index_stride;
+      uint8_t* row = masks.data() + (r - r0) * stride;
+      for (int64_t j = 0, bit = 0; j < windows; ++j, bit += field) {
+        uint32_t word = idx[bit >> 3];  // a field spans at most 2 bytes, all inside the row
+        if ((bit & 7) + field > 8) word |= static_cast<uint32_t>(idx[(bit >> 3) + 1]) << 8;
+        row[j] = table[(word >> (bit & 7)) & ((1u << field) - 1)];
+      }
+      // the partial window past the last full one: entry by entry
+      for (int64_t k = windows * 8 / s.m * s.n; k < s.kept_stride; ++k) {
+        const int64_t bit = k * bits;
+        uint32_t word = idx[bit >> 3];
+        if ((bit & 7) + bits > 8) word |= static_cast<uint32_t>(idx[(bit >> 3) + 1]) << 8;
+        const int64_t c = (k / s.n) * s.m + ((word >> (bit & 7)) & ((1u << bits) - 1));
+        row[c / 8] |= static_cast<uint8_t>(1u << (c % 8));
+      }
+    }
+    return;
+  }
   thread_local std::vector<int32_t> where;
   where.resize(static_cast<size_t>(s.kept_stride));
   for (int64_t r = r0; r < r1; ++r) {
@@ -161,18 +186,9 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
       break;
     case SparsePath::kNmQuads:
     case SparsePath::kNmHalves:
-    case SparsePath::kFieldWindows:
+      a.kernel = nm_quads(s.n, s.m) ? SparseRowKernel::kNmQuads : SparseRowKernel::kNmHalves;
       a.index_stride = sparse_nm_index_stride(s.n, s.m, cols);
       index += r0 * a.index_stride;
-      if (nm_quads(s.n, s.m)) {
-        a.kernel = SparseRowKernel::kNmQuads;
-      } else if (nm_halves(s.n, s.m)) {
-        a.kernel = SparseRowKernel::kNmHalves;
-      } else {
-        a.kernel = SparseRowKernel::kFieldWindows;
-        a.lut = nm_window_table(s.n, s.m);
-        a.field_bits = window_field_bits(s.n, s.m);
-      }
       break;
     case SparsePath::kCsr: break;  // csr_rows
   }
@@ -212,8 +228,8 @@ struct BreakEven {
   double f32;
 };
 constexpr BreakEven kBreakEven[] = {
-    {SparsePath::kMaskWindows, 0.3, 0.3},  {SparsePath::kNmQuads, 0.5, 0.5}, {SparsePath::kNmHalves, 0.5, 0.5},
-    {SparsePath::kFieldWindows, 0.5, 0.5}, {SparsePath::kNmMasks, 0.5, 0.5}, {SparsePath::kCsr, 0.9, 0.9},
+    {SparsePath::kMaskWindows, 0.3, 0.3}, {SparsePath::kNmQuads, 0.5, 0.5}, {SparsePath::kNmHalves, 0.5, 0.5},
+    {SparsePath::kNmMasks, 0.5, 0.5},     {SparsePath::kCsr, 0.9, 0.9},
 };
 
 void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
@@ -249,8 +265,7 @@ SparsePath sparse_path(const SparseEncoding& s) {
   }
   if (nm_quads(s.n, s.m)) return SparsePath::kNmQuads;
   if (nm_halves(s.n, s.m)) return SparsePath::kNmHalves;
-  const int field = window_field_bits(s.n, s.m);
-  return field > 0 && field <= kMaxFieldBits ? SparsePath::kFieldWindows : SparsePath::kNmMasks;
+  return SparsePath::kNmMasks;
 }
 
 const char* sparse_path_name(SparsePath path) {
@@ -258,8 +273,7 @@ const char* sparse_path_name(SparsePath path) {
     case SparsePath::kMaskWindows: return "bitmask windows";
     case SparsePath::kNmQuads: return "n:m quads";
     case SparsePath::kNmHalves: return "n:m halves";
-    case SparsePath::kFieldWindows: return "n:m field windows";
-    case SparsePath::kNmMasks: return "n:m row masks";
+    case SparsePath::kNmMasks: return "n:m as window masks";
     case SparsePath::kCsr: return "csr gather";
   }
   return "?";

@@ -20,12 +20,11 @@ void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux);
 
 // The kernel path of a Sparse encoding.
 enum class SparsePath : uint8_t {
-  kMaskWindows,   // bitmask: 8-column windows expanded by mask byte
-  kNmQuads,       // 2:4 and 1:2: x pre-arranged once per call, in-lane permutes
-  kNmHalves,      // n:m with n | 4, m <= 2n (4:8, 4:5 .. 4:7, 2:3): x permuted across lanes
-  kFieldWindows,  // other n:m with m | 8 and <= 12 index bits per window (1:4, 3:4, 1:8, 3:8, ...)
-  kNmMasks,       // any other n:m: a bitmask built per row block, then the window kernel
-  kCsr,           // CSR: x gathered at the column indices
+  kMaskWindows,  // bitmask: 8-column windows expanded by mask byte
+  kNmQuads,      // 2:4 and 1:2: x pre-arranged once per call, in-lane permutes
+  kNmHalves,     // n:m with n | 4, m <= 2n (4:8, 4:5 .. 4:7, 2:3): x permuted across lanes
+  kNmMasks,      // any other n:m (1:4, 3:8, 5:8, 8:16, ...): a bitmask built per row block, then the windows
+  kCsr,          // CSR: x gathered at the column indices
 };
 SparsePath sparse_path(const SparseEncoding& s);
 const char* sparse_path_name(SparsePath path);

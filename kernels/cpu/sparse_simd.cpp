@@ -185,33 +185,19 @@ HWY_INLINE void nm_tail(const SparseRowsArgs& a, const uint8_t* row, const typen
   }
 }
 
-// ---- window kernels (bitmask, n:m with m | 8) ----
-
-// Mask byte of the window whose pattern bytes start at `p` (kKind: a SparseRowKernel value;
-// kFieldWindows reads the 2 bytes holding the field at bit `bit` of the row).
-template <int kKind>
-HWY_INLINE uint32_t window_mask(const SparseRowsArgs& a, const uint8_t* row, const uint8_t* p, int64_t bit) {
-  if constexpr (kKind == static_cast<int>(SparseRowKernel::kMaskWindows)) {
-    return *p;
-  } else {
-    uint16_t two;
-    std::memcpy(&two, row + (bit >> 3), 2);
-    return a.lut[(static_cast<uint32_t>(two) >> (bit & 7)) & ((1u << a.field_bits) - 1)];
-  }
-}
+// ---- window kernel (bitmask rows) ----
 
 // R rows × T tokens: each window of a row is expanded once and used for every token. R and T only
 // interleave independent (row, token) accumulators (the FMA latency chain of one is 4 cycles):
 // every element's order is the same in any block shape.
-template <class V, int kKind, int R, int T>
+template <class V, int R, int T>
 HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
   using VT = typename V::T;
   const uint8_t* row[R];
-  const VT* vals[R];
   const VT* vp[R];
   for (int i = 0; i < R; ++i) {
     row[i] = a.index + (r0 + i) * a.index_stride;
-    vp[i] = vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+    vp[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
   }
   const float* x[T];
   for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
@@ -222,11 +208,9 @@ HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
     V8 acc[R][T];
     for (int i = 0; i < R; ++i)
       for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
-    int64_t bit = 0;
-    for (int64_t j = 0; j < windows; ++j, bit += a.field_bits) {
+    for (int64_t j = 0; j < windows; ++j) {
       for (int i = 0; i < R; ++i) {
-        const uint32_t b = window_mask<kKind>(a, row[i], row[i] + j, bit);
-
+        const uint32_t b = row[i][j];
         const V8 w = V::expand(d, vp[i], b);
         vp[i] += std::popcount(b);
         for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, hn::LoadU(d, x[t] + j * 8), acc[i][t]);
@@ -239,29 +223,23 @@ HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
     for (int i = 0; i < R; ++i) {
       for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
       for (int64_t j = 0; j < windows; ++j)
-        for (uint32_t b = window_mask<kKind>(a, row[i], row[i] + j, j * a.field_bits); b != 0; b &= b - 1) {
-          const int64_t c = j * 8 + std::countr_zero(b);
+        for (uint32_t b = row[i][j]; b != 0; b &= b - 1) {
           const float v = V::get(vp[i]++);
-          for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][c], s[i][t]);
+          for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][j * 8 + std::countr_zero(b)], s[i][t]);
         }
     }
   }
   for (int i = 0; i < R; ++i) {
-    if (windows * 8 < a.cols) {
-      if constexpr (kKind == static_cast<int>(SparseRowKernel::kMaskWindows)) {
-        for (uint32_t b = row[i][windows]; b != 0; b &= b - 1) {
-          const float v = V::get(vp[i]++);
-          for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[i][t]);
-        }
-      } else {
-        nm_tail<V, T>(a, row[i], vals[i], vp[i] - vals[i], x, s[i]);
+    if (windows * 8 < a.cols)
+      for (uint32_t b = row[i][windows]; b != 0; b &= b - 1) {
+        const float v = V::get(vp[i]++);
+        for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[i][t]);
       }
-    }
     for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
   }
 }
 
-// ---- n:m halves (1:2, 2:3, 2:4, 4:5 .. 4:8) ----
+// ---- n:m halves (4:8, 4:5 .. 4:7, 2:3) ----
 
 // R rows × T tokens. A block of 8 kept entries: entries 0-3 lie in the `half` = 4m/n columns from
 // c, entries 4-7 in the next `half`; lane l's column inside its half is ((l % 4) / n) · m + index_l
@@ -400,11 +378,11 @@ HWY_INLINE void nm_quad_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
 }
 
 // One block kernel as a type: Block::run<R, T>(args, first row, first token).
-template <class V, int kKind>
+template <class V>
 struct WindowBlock {
   template <int R, int T>
   static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
-    window_block<V, kKind, R, T>(a, r0, t0);
+    window_block<V, R, T>(a, r0, t0);
   }
 };
 template <class V, int kN>
@@ -439,10 +417,7 @@ HWY_INLINE void blocks_of_rows(const SparseRowsArgs& a) {
 template <class V>
 HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
   switch (a.kernel) {
-    case SparseRowKernel::kMaskWindows:
-      return blocks_of_rows<WindowBlock<V, static_cast<int>(SparseRowKernel::kMaskWindows)>>(a);
-    case SparseRowKernel::kFieldWindows:
-      return blocks_of_rows<WindowBlock<V, static_cast<int>(SparseRowKernel::kFieldWindows)>>(a);
+    case SparseRowKernel::kMaskWindows: return blocks_of_rows<WindowBlock<V>>(a);
     case SparseRowKernel::kNmHalves:
       if (a.nm_n == 2) return blocks_of_rows<NmHalfBlock<V, 2>>(a);
       return blocks_of_rows<NmHalfBlock<V, 4>>(a);

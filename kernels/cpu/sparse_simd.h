@@ -10,13 +10,11 @@ enum class SparseValues : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 // How a row's kept entries are found (see sparse_pattern_rows).
 enum class SparseRowKernel : uint8_t {
-  kMaskWindows = 0,   // bitmask rows: window j's mask is byte j of the row
-  kFieldWindows = 1,  // n:m with m | 8: window j's indices are the field_bits-bit field at bit j · field_bits,
-                      // its mask lut[field]
-  kNmHalves = 2,      // n:m with n | 4 and m <= 2n (2:3, 4:5 .. 4:8): every 4 kept entries lie in one window
-                      // of <= 8 columns starting at a group boundary
-  kNmQuads = 3,       // 2:4 and 1:2: every 2 kept entries lie in one aligned quad of 4 columns; x comes
-                      // pre-arranged (arrange_quads) so that in-lane permutes gather it
+  kMaskWindows = 0,  // bitmask rows (n:m rows converted to their bitmask): window j's mask is byte j
+  kNmHalves = 1,     // n:m with n | 4 and m <= 2n (2:3, 4:5 .. 4:8): every 4 kept entries lie in one window
+                     // of <= 8 columns starting at a group boundary
+  kNmQuads = 2,      // 2:4 and 1:2: every 2 kept entries lie in one aligned quad of 4 columns; x comes
+                     // pre-arranged (kQuadOrder) so that in-lane permutes gather it
 };
 
 // Columns of x the quads kernel reads pre-arranged: the full 16-column blocks.
@@ -41,8 +39,6 @@ struct SparseRowsArgs {
   SparseRowKernel kernel;
   const uint8_t* index;
   int64_t index_stride;
-  const uint8_t* lut;  // kFieldWindows: field -> mask byte
-  int field_bits;      // kFieldWindows
   int nm_n, nm_m, nm_bits;
   const void* values;
   int64_t value_stride;  // entries between rows
