@@ -54,40 +54,47 @@ const uint8_t* nm_window_table(int n, int m) {
   return tables[slot].data();
 }
 
+// The in-group index field of `width` bits at bit `bit` of a row's packed indices, read as a
+// 16-bit word (the row needs one byte of padding).
+inline uint32_t index_field(const uint8_t* idx, int64_t bit, int width) {
+  uint16_t word;
+  std::memcpy(&word, idx + (bit >> 3), 2);
+  return (static_cast<uint32_t>(word) >> (bit & 7)) & ((1u << width) - 1);
+}
+
 // Bitmask bytes of rows [r0, r1) of an n:m weight (any n:m), into masks [r1 - r0, ceil(cols / 8)].
+// Index fields come from a copy of each row padded by 2 bytes (no branch on whether a field
+// crosses a byte).
 void nm_row_masks(const SparseEncoding& s, int64_t cols, int64_t r0, int64_t r1, std::vector<uint8_t>& masks) {
-  const int64_t stride = sparse_mask_stride(cols);
+  const int64_t stride = sparse_mask_stride(cols), index_stride = sparse_nm_index_stride(s.n, s.m, cols);
+  const int bits = sparse_nm_index_bits(s.m), field = window_field_bits(s.n, s.m);
+  const uint8_t* table = field > 0 && field <= kMaxFieldBits ? nm_window_table(s.n, s.m) : nullptr;
+  const int64_t windows = table != nullptr ? cols / 8 : 0;  // windows mapped through the table
   masks.assign(static_cast<size_t>((r1 - r0) * stride), 0);
-  const int field = window_field_bits(s.n, s.m);
-  if (field > 0 && field <= kMaxFieldBits) {
-    const uint8_t* table = nm_window_table(s.n, s.m);
-    const int64_t index_stride = sparse_nm_index_stride(s.n, s.m, cols), windows = cols / 8;
-    const int bits = sparse_nm_index_bits(s.m);
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* idx = s.index.data() + r * index_stride;
-      uint8_t* row = masks.data() + (r - r0) * stride;
-      for (int64_t j = 0, bit = 0; j < windows; ++j, bit += field) {
-        uint32_t word = idx[bit >> 3];  // a field spans at most 2 bytes, all inside the row
-        if ((bit & 7) + field > 8) word |= static_cast<uint32_t>(idx[(bit >> 3) + 1]) << 8;
-        row[j] = table[(word >> (bit & 7)) & ((1u << field) - 1)];
-      }
-      // the partial window past the last full one: entry by entry
-      for (int64_t k = windows * 8 / s.m * s.n; k < s.kept_stride; ++k) {
-        const int64_t bit = k * bits;
-        uint32_t word = idx[bit >> 3];
-        if ((bit & 7) + bits > 8) word |= static_cast<uint32_t>(idx[(bit >> 3) + 1]) << 8;
-        const int64_t c = (k / s.n) * s.m + ((word >> (bit & 7)) & ((1u << bits) - 1));
-        row[c / 8] |= static_cast<uint8_t>(1u << (c % 8));
+  thread_local std::vector<uint8_t> padded;
+  padded.assign(static_cast<size_t>(index_stride + 2), 0);
+  uint8_t* const idx = padded.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    std::memcpy(idx, s.index.data() + r * index_stride, static_cast<size_t>(index_stride));
+    uint8_t* const row = masks.data() + (r - r0) * stride;
+    for (int64_t j = 0; j < windows; ++j) row[j] = table[index_field(idx, j * field, field)];
+    // The other entries group by group (a ragged last group keeps min(n, width)); columns increase,
+    // so the bits of 64 columns gather in a register before they are stored.
+    uint64_t acc = 0;
+    int64_t base = windows * 8 / 64 * 64, bit = windows * 8 / s.m * s.n * bits;
+    for (int64_t g0 = windows * 8; g0 < cols; g0 += s.m) {
+      const int64_t kept = std::min<int64_t>(s.n, cols - g0);
+      for (int64_t i = 0; i < kept; ++i, bit += bits) {
+        const int64_t c = g0 + index_field(idx, bit, bits);
+        if (c >= base + 64) {
+          for (int64_t b = 0; b < 8; ++b) row[base / 8 + b] |= static_cast<uint8_t>(acc >> (8 * b));
+          acc = 0;
+          base = c / 64 * 64;
+        }
+        acc |= uint64_t{1} << (c - base);
       }
     }
-    return;
-  }
-  thread_local std::vector<int32_t> where;
-  where.resize(static_cast<size_t>(s.kept_stride));
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t k = sparse_row_columns(s, cols, r, where.data());
-    uint8_t* row = masks.data() + (r - r0) * stride;
-    for (int64_t i = 0; i < k; ++i) row[where[i] / 8] |= static_cast<uint8_t>(1u << (where[i] % 8));
+    for (int64_t b = 0; b < 8 && base / 8 + b < stride; ++b) row[base / 8 + b] |= static_cast<uint8_t>(acc >> (8 * b));
   }
 }
 
