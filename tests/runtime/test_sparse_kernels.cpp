@@ -6,8 +6,12 @@
 #include <random>
 
 #include "core/sparse.h"
+#include "formats/model_io.h"
 #include "kernels/cpu/kernels.h"
+#include "model/arch.h"
 #include "passes/quant/quant_math.h"
+#include "runtime/runtime.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -196,4 +200,98 @@ TEST_CASE("sparse CSR with u32 column indices (rows wider than 65536)", "[sparse
   const Tensor w = sparse_tensor(rows, cols, keep, 0, 0, kValues[0], 100);
   REQUIRE(std::get<SparseEncoding>(w.encoding->node).pattern == SparsePattern::kCsr);
   check_against_ref(w, 2, 101);
+}
+
+namespace {
+
+// stories260K with every block linear weight pruned by magnitude (per row: the largest |w| of each
+// group of m for n:m, the largest fraction `density` of the row otherwise), values f32.
+Model pruned_stories(double density, int n, int m) {
+  auto loaded = load_model(test::fixture("models/stories260K/stories260K.bin"));
+  REQUIRE(loaded.ok());
+  Model model = std::move(*loaded);
+  for (const Tensor& t : std::vector<Tensor>(model.tensors())) {
+    if (tensor_role(t.name) != TensorRole::kLinear) continue;
+    const int64_t rows = t.rows(), cols = t.cols();
+    const std::vector<float> w = t.to_f32();
+    std::vector<uint8_t> keep(w.size(), 0);
+    std::vector<int64_t> order(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = w.data() + r * cols;
+      const int64_t span = n > 0 ? m : cols;
+      for (int64_t g0 = 0; g0 < cols; g0 += span) {
+        const int64_t width = std::min(span, cols - g0);
+        const int64_t want = n > 0 ? std::min<int64_t>(n, width) : static_cast<int64_t>(density * cols + 0.5);
+        order.resize(static_cast<size_t>(width));
+        for (int64_t j = 0; j < width; ++j) order[j] = g0 + j;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return std::fabs(row[a]) > std::fabs(row[b]); });
+        for (int64_t j = 0; j < want; ++j) keep[r * cols + order[j]] = 1;
+      }
+    }
+    std::vector<float> kept;
+    SparseEncoding s;
+    if (n > 0) {
+      auto nm = sparse_nm_pattern(keep.data(), w.data(), rows, cols, n, m, kept);
+      REQUIRE(nm.ok());
+      s = *nm;
+    } else {
+      s = sparse_unstructured_pattern(keep.data(), w.data(), rows, cols, kept);
+    }
+    sparse_set_dense_values(s, kept, rows, DType::kF32);
+    model.replace(Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{std::move(s)})});
+  }
+  return model;
+}
+
+// The same model with every Sparse weight decoded to Dense f32.
+Model densified(const Model& sparse) {
+  Model model = sparse;
+  for (const Tensor& t : sparse.tensors())
+    if (std::holds_alternative<SparseEncoding>(t.encoding->node))
+      model.replace(make_dense(t.name, t.shape, t.to_f32(), DType::kF32));
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("runtime on sparse weights: logits of the dense expansion, fewer weight bytes", "[sparse][runtime][heavy]") {
+  struct Case {
+    const char* name;
+    double density;
+    int n, m;
+  };
+  for (const Case& c : {Case{"2:4", 0, 2, 4}, Case{"4:8", 0, 4, 8}, Case{"70 % bitmask", 0.3, 0, 0}}) {
+    INFO(c.name);
+    const Model sparse = pruned_stories(c.density, c.n, c.m);
+    const Model dense = densified(sparse);
+    auto rs = Runtime::create(sparse, RuntimeOptions{.threads = 2});
+    auto rd = Runtime::create(dense, RuntimeOptions{.threads = 2});
+    REQUIRE(rs.ok());
+    REQUIRE(rd.ok());
+    // The runtime keeps these sparse (f32 values at or above their break-even): fewer bytes a token.
+    CHECK((*rs)->weight_bytes_per_token() < (*rd)->weight_bytes_per_token());
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 34, 264, 10, 90};
+    const int64_t vocab = (*rs)->vocab_size();
+    std::vector<float> ls(prompt.size() * vocab), ld(ls.size());
+    REQUIRE((*rs)->forward(prompt, 0, ls.data(), true).ok());
+    REQUIRE((*rd)->forward(prompt, 0, ld.data(), true).ok());
+    // then 8 decode steps on the sparse model's greedy tokens
+    for (int step = 0; step < 8; ++step) {
+      const float* last = ls.data() + (ls.size() - vocab);
+      const int32_t next = static_cast<int32_t>(std::max_element(last, last + vocab) - last);
+      std::vector<float> s1(vocab), d1(vocab);
+      REQUIRE((*rs)->forward(std::span(&next, 1), static_cast<int64_t>(prompt.size()) + step, s1.data(), false).ok());
+      REQUIRE((*rd)->forward(std::span(&next, 1), static_cast<int64_t>(prompt.size()) + step, d1.data(), false).ok());
+      ls.insert(ls.end(), s1.begin(), s1.end());
+      ld.insert(ld.end(), d1.begin(), d1.end());
+    }
+    double max_diff = 0, max_abs = 0;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(ls[i] - ld[i])));
+      max_abs = std::max(max_abs, static_cast<double>(std::fabs(ld[i])));
+    }
+    INFO("max |sparse - dense| " << max_diff << " of max |logit| " << max_abs);
+    CHECK(max_diff <= 1e-4 * max_abs);
+  }
 }
