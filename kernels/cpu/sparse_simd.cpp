@@ -239,70 +239,7 @@ HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
   }
 }
 
-// ---- n:m halves (4:8, 4:5 .. 4:7, 2:3) ----
-
-// R rows × T tokens. A block of 8 kept entries: entries 0-3 lie in the `half` = 4m/n columns from
-// c, entries 4-7 in the next `half`; lane l's column inside its half is ((l % 4) / n) · m + index_l
-// (< 8). Two loads of x, two in-register permutes and a blend put x in entry order.
-template <class V, int kN, int R, int T>
-HWY_INLINE void nm_half_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
-  using VT = typename V::T;
-  const uint8_t* row[R];
-  const VT* vals[R];
-  for (int i = 0; i < R; ++i) {
-    row[i] = a.index + (r0 + i) * a.index_stride;
-    vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
-  }
-  const float* x[T];
-  for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
-  const int m = a.nm_m, bits = a.nm_bits;
-  const int64_t half = 4 * m / kN;
-  // Full blocks: all 8 entries in full groups and both 8-float loads inside the row.
-  int64_t blocks = kN * (a.cols / m) / 8;
-  while (blocks > 0 && (blocks - 1) * 2 * half + half + 8 > a.cols) --blocks;
-  float s[R][T];
-  int64_t k = 0;
-  if constexpr (kWindowLanes) {
-    const D8 d;
-    const DI8 di;
-    const DU8 du;
-    alignas(32) int32_t base[8];
-    for (int l = 0; l < 8; ++l) base[l] = ((l % 4) / kN) * m;
-    const auto lane_base = hn::Load(di, base);
-    const auto shifts = hn::Iota(du, 0) * hn::Set(du, static_cast<uint32_t>(bits));
-    const auto field = hn::Set(du, kN == 4 ? 7u : (1u << bits) - 1);
-    V8 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
-    int64_t c = 0, byte = 0;
-    for (; k < blocks * 8; k += 8, c += 2 * half, byte += bits) {
-      for (int i = 0; i < R; ++i) {
-        uint32_t word;
-        std::memcpy(&word, row[i] + byte, 4);  // 8 fields of `bits` bits; up to 3 bytes of slack read
-        auto col = hn::BitCast(di, hn::And(hn::Set(du, word) >> shifts, field));
-        if constexpr (kN != 4) col = hn::Add(col, lane_base);
-        const auto perm = hn::IndicesFromVec(d, col);
-        const V8 w = V::load(d, vals[i] + k);
-        for (int t = 0; t < T; ++t) {
-          const V8 lo = hn::TableLookupLanes(hn::LoadU(d, x[t] + c), perm);
-          const V8 hi = hn::TableLookupLanes(hn::LoadU(d, x[t] + c + half), perm);
-          acc[i][t] = hn::MulAdd(w, upper_lower(d, hi, lo), acc[i][t]);
-        }
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int t = 0; t < T; ++t) s[i][t] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
-  } else {
-    for (int i = 0; i < R; ++i)
-      for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
-  }
-  for (int i = 0; i < R; ++i) {
-    nm_tail<V, T>(a, row[i], vals[i], k, x, s[i]);
-    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
-  }
-}
-
-// ---- n:m quads (2:4, 1:2) ----
+// ---- n:m blocks of 8 kept entries (2:4 and 1:2 as quads; 4:8, 4:5 .. 4:7, 2:3 as halves) ----
 
 // Lanes l of `v` permuted inside their 128-bit half by ctrl bits [1:0] (vpermilps; the upper bits
 // of ctrl are ignored).
@@ -317,12 +254,76 @@ HWY_INLINE V8 permute_in_halves(D8 d, V8 v, hn::Vec<DI8> ctrl) {
 #endif
 }
 
-// R rows × T tokens. A block of 8 kept entries spans 16 columns, entries 2q and 2q + 1 in quad q
-// (columns 4q .. 4q + 3). With xq's halves A = (quad 0 | quad 2) and B = (quad 1 | quad 3), lane l
-// takes A or B (lanes 2, 3, 6, 7: B) permuted in its 128-bit half by entry l's column in its quad:
-// in-lane permutes and one blend, no cross-lane shuffle.
-template <class V, int kN, int R, int T>
-HWY_INLINE void nm_quad_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+// Quads (2:4, 1:2): a block of 8 kept entries spans 16 columns, entries 2q and 2q + 1 in quad q
+// (columns 4q .. 4q + 3). With the arranged x's halves A = (quad 0 | quad 2) and B = (quad 1 |
+// quad 3), lane l takes A or B (lanes 2, 3, 6, 7: B) permuted inside its 128-bit half by entry l's
+// column in its quad: in-lane permutes and one blend, no cross-lane shuffle.
+template <int kN>
+struct Quads {
+  const float* xq;
+  int64_t xq_stride;
+  hn::Vec<DU8> shifts;
+  explicit Quads(const SparseRowsArgs& a)
+      : xq(a.xq), xq_stride(a.xq_stride), shifts(hn::Iota(DU8(), 0) * hn::Set(DU8(), uint32_t{kN == 1 ? 1u : 2u})) {}
+  int64_t blocks(const SparseRowsArgs& a) const { return quad_columns(a.cols) / 16; }
+  // Lane l's column inside its quad (1:2: entry l sits in group l % 2 of its quad).
+  HWY_INLINE hn::Vec<DI8> control(uint32_t word) const {
+    const DI8 di;
+    auto ctrl = hn::BitCast(di, hn::Set(DU8(), word) >> shifts);
+    if constexpr (kN == 1) {
+      alignas(32) static constexpr int32_t kPairBase[8] = {0, 2, 0, 2, 0, 2, 0, 2};
+      ctrl = hn::Add(hn::And(ctrl, hn::Set(di, 1)), hn::Load(di, kPairBase));
+    }
+    return ctrl;
+  }
+  HWY_INLINE V8 gather(D8 d, int64_t t, int64_t b, hn::Vec<DI8> ctrl) const {
+    const float* p = xq + t * xq_stride + b * 16;
+    return blend_quads(d, permute_in_halves(d, hn::LoadU(d, p), ctrl), permute_in_halves(d, hn::LoadU(d, p + 8), ctrl));
+  }
+};
+
+// Halves (n | 4, m <= 2n): entries 0-3 of a block lie in the `half` = 4m/n columns from its start c,
+// entries 4-7 in the next `half`; lane l's column inside its half is ((l % 4) / n) · m + index_l
+// (< 8). Two loads of x, two cross-lane permutes and a blend put x in entry order.
+template <int kN>
+struct Halves {
+  static constexpr int kLog2N = kN == 4 ? 2 : 1;
+  const float* x;
+  int64_t x_stride, half;
+  hn::Vec<DU8> shifts, field;
+  hn::Vec<DI8> lane_base;
+  explicit Halves(const SparseRowsArgs& a)
+      : x(a.x),
+        x_stride(a.x_stride),
+        half(4 * a.nm_m / kN),
+        shifts(hn::Iota(DU8(), 0) * hn::Set(DU8(), static_cast<uint32_t>(a.nm_bits))),
+        field(hn::Set(DU8(), (1u << a.nm_bits) - 1)),
+        lane_base(
+            hn::Mul(hn::ShiftRight<kLog2N>(hn::And(hn::Iota(DI8(), 0), hn::Set(DI8(), 3))), hn::Set(DI8(), a.nm_m))) {}
+  // Full blocks: all 8 entries in full groups and both 8-float loads inside the row.
+  int64_t blocks(const SparseRowsArgs& a) const {
+    int64_t n = kN * (a.cols / a.nm_m) / 8;
+    while (n > 0 && (n - 1) * 2 * half + half + 8 > a.cols) --n;
+    return n;
+  }
+  HWY_INLINE hn::Vec<DI8> control(uint32_t word) const {
+    const DI8 di;
+    const auto col = hn::BitCast(di, hn::And(hn::Set(DU8(), word) >> shifts, field));
+    return kN == 4 ? col : hn::Add(col, lane_base);
+  }
+  HWY_INLINE V8 gather(D8 d, int64_t t, int64_t b, hn::Vec<DI8> ctrl) const {
+    const float* p = x + t * x_stride + b * 2 * half;
+    const auto perm = hn::IndicesFromVec(d, ctrl);
+    return upper_lower(d, hn::TableLookupLanes(hn::LoadU(d, p + half), perm),
+                       hn::TableLookupLanes(hn::LoadU(d, p), perm));
+  }
+};
+
+// R rows × T tokens of an n:m weight, blocks of 8 kept entries gathered by G (Quads or Halves):
+// per block and row one control vector from the 8 packed indices and one value vector, then per
+// token the gathered x and one FMA. Entries past the full blocks in order with scalar FMAs.
+template <class V, class G, int R, int T>
+HWY_INLINE void nm_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
   using VT = typename V::T;
   const uint8_t* row[R];
   const VT* vals[R];
@@ -331,38 +332,23 @@ HWY_INLINE void nm_quad_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
     vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
   }
   const float* x[T];
-  const float* xq[T];
-  for (int t = 0; t < T; ++t) {
-    x[t] = a.x + (t0 + t) * a.x_stride;
-    xq[t] = a.xq + (t0 + t) * a.xq_stride;
-  }
-  const int bits = a.nm_bits;
-  const int64_t blocks = quad_columns(a.cols) / 16;
+  for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
   float s[R][T];
   int64_t k = 0;
   if constexpr (kWindowLanes) {
     const D8 d;
-    const DI8 di;
-    const DU8 du;
-    const auto shifts = hn::Iota(du, 0) * hn::Set(du, static_cast<uint32_t>(bits));
-    // 1:2: entry l sits in group l % 2 of its quad (column 2 (l % 2) + index_l)
-    alignas(32) static constexpr int32_t kPairBase[8] = {0, 2, 0, 2, 0, 2, 0, 2};
-    const auto pair_base = hn::Load(di, kPairBase);
+    const G g(a);
+    const int64_t blocks = g.blocks(a);
     V8 acc[R][T];
     for (int i = 0; i < R; ++i)
       for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
     for (int64_t b = 0; b < blocks; ++b, k += 8) {
       for (int i = 0; i < R; ++i) {
         uint32_t word;
-        std::memcpy(&word, row[i] + b * bits, 4);  // 8 fields of `bits` bits; up to 3 bytes of slack read
-        auto ctrl = hn::BitCast(di, hn::Set(du, word) >> shifts);
-        if constexpr (kN == 1) ctrl = hn::Add(hn::And(ctrl, hn::Set(di, 1)), pair_base);
+        std::memcpy(&word, row[i] + b * a.nm_bits, 4);  // 8 fields of nm_bits bits; up to 3 bytes of slack read
+        const auto ctrl = g.control(word);
         const V8 w = V::load(d, vals[i] + k);
-        for (int t = 0; t < T; ++t) {
-          const V8 lo = permute_in_halves(d, hn::LoadU(d, xq[t] + b * 16), ctrl);
-          const V8 hi = permute_in_halves(d, hn::LoadU(d, xq[t] + b * 16 + 8), ctrl);
-          acc[i][t] = hn::MulAdd(w, blend_quads(d, lo, hi), acc[i][t]);
-        }
+        for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, g.gather(d, t0 + t, b, ctrl), acc[i][t]);
       }
     }
     for (int i = 0; i < R; ++i)
@@ -385,18 +371,11 @@ struct WindowBlock {
     window_block<V, R, T>(a, r0, t0);
   }
 };
-template <class V, int kN>
-struct NmQuadBlock {
+template <class V, class G>
+struct NmBlock {
   template <int R, int T>
   static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
-    nm_quad_block<V, kN, R, T>(a, r0, t0);
-  }
-};
-template <class V, int kN>
-struct NmHalfBlock {
-  template <int R, int T>
-  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
-    nm_half_block<V, kN, R, T>(a, r0, t0);
+    nm_block<V, G, R, T>(a, r0, t0);
   }
 };
 
@@ -419,11 +398,11 @@ HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
   switch (a.kernel) {
     case SparseRowKernel::kMaskWindows: return blocks_of_rows<WindowBlock<V>>(a);
     case SparseRowKernel::kNmHalves:
-      if (a.nm_n == 2) return blocks_of_rows<NmHalfBlock<V, 2>>(a);
-      return blocks_of_rows<NmHalfBlock<V, 4>>(a);
+      if (a.nm_n == 2) return blocks_of_rows<NmBlock<V, Halves<2>>>(a);
+      return blocks_of_rows<NmBlock<V, Halves<4>>>(a);
     case SparseRowKernel::kNmQuads:
-      if (a.nm_n == 1) return blocks_of_rows<NmQuadBlock<V, 1>>(a);
-      return blocks_of_rows<NmQuadBlock<V, 2>>(a);
+      if (a.nm_n == 1) return blocks_of_rows<NmBlock<V, Quads<1>>>(a);
+      return blocks_of_rows<NmBlock<V, Quads<2>>>(a);
   }
 }
 
