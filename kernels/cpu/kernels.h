@@ -43,6 +43,11 @@ void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // True when the dispatch table has a fast kernel for this encoding (others use the generic
 // decode-a-row-block kernel).
 bool has_fast_linear(const Tensor& w);
+// True when a Sparse weight with Dense values decodes faster through its sparse kernel than its
+// Dense expansion would through the dense kernel of the same dtype: its sparsity is at or above
+// the break-even measured for its kernel path and value dtype (sparse_linear.cpp, docs/sparsity.md).
+// False for any other weight.
+bool sparse_beats_dense(const Tensor& w);
 
 // ---- element-wise and small kernels (O(dim) per token, scalar) ----
 

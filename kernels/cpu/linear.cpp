@@ -41,11 +41,6 @@ void dense_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, 
   F(d.data.data(), w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
 }
 
-void sparse_rows_aux(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
-                     int64_t r_end, float* y) {
-  sparse_rows(w, x, t_begin, t_end, r_begin, r_end, y);
-}
-
 // Any encoding: decode 16 rows at a time with the reference decoder into a per-thread buffer,
 // then run the f32 kernel on it. Correct for every node kind; fast kernels replace it per kind.
 constexpr int64_t kDecodeRows = 16;
@@ -80,7 +75,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kF16, "dense f16", dense_rows<simd::matmul_rows_f16>},
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
     {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare},
-    {kSparseKind, std::nullopt, "sparse (gather + dot)", sparse_rows_aux},
+    {kSparseKind, std::nullopt, "sparse (fused pattern + dot)", sparse_rows, sparse_aux_floats, sparse_prepare},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 

@@ -1,91 +1,324 @@
-// Sparse linear kernels: gather the activations at a row's kept columns, then a dense dot with the row's values.
+// Sparse linear kernels: picks the fused SIMD kernel for a Sparse weight's pattern and values, prepares n:m
+// window tables, dequantizes Quant values row by row and pads the last row for the kernels' vector loads.
 #include "kernels/cpu/sparse_linear.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "core/sparse.h"
-#include "kernels/cpu/simd.h"
 #include "kernels/cpu/sparse_simd.h"
 
 namespace llmc::kernels {
 namespace {
 
-constexpr int64_t kMaxFloatExactKept = int64_t(1) << 20;  // gather_nm's float division is exact below
+using simd::SparseRowKernel;
+using simd::SparseValues;
 
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
+uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
   return v;
 }
 
-// xg[k] = x[column of row r's k-th kept entry]; returns the kept count of the row.
-int64_t gather_row(const SparseEncoding& s, int64_t cols, int64_t r, const float* x, float* xg) {
-  switch (s.pattern) {
-    case SparsePattern::kBitmask: return simd::gather_mask(s.index.data() + r * sparse_mask_stride(cols), cols, x, xg);
-    case SparsePattern::kCsr: {
-      const uint32_t b = load_u32(s.row_ptr.data() + r * 4), e = load_u32(s.row_ptr.data() + (r + 1) * 4);
-      if (sparse_csr_index_bytes(cols) == 2)
-        simd::gather_csr16(reinterpret_cast<const uint16_t*>(s.index.data()) + b, e - b, x, xg);
-      else
-        simd::gather_csr32(reinterpret_cast<const uint32_t*>(s.index.data()) + b, e - b, x, xg);
-      return e - b;
-    }
-    case SparsePattern::kNM: {
-      const uint8_t* idx = s.index.data() + r * sparse_nm_index_stride(s.n, s.m, cols);
-      if (s.kept_stride < kMaxFloatExactKept) {
-        simd::gather_nm(idx, s.n, s.m, sparse_nm_index_bits(s.m), s.kept_stride, x, xg);
-        return s.kept_stride;
+// ---- n:m rows as window masks ----
+
+// n:m patterns other than the quads and halves kernels' run through the bitmask kernel on masks
+// built per row block. With m | 8 a window of 8 columns holds 8n/m kept entries whose packed
+// indices are one field of 8n/m · index_bits bits: fields up to kMaxFieldBits map through a table
+// (2^bits bytes) to the window's mask byte. Wider fields (5:8, 6:8, 7:8) and m not dividing 8 set
+// the bits entry by entry.
+constexpr int kMaxFieldBits = 12;
+
+int window_field_bits(int n, int m) { return 8 % m == 0 ? 8 / m * n * sparse_nm_index_bits(m) : 0; }
+
+const uint8_t* nm_window_table(int n, int m) {
+  static std::array<std::once_flag, 17 * 17> once;
+  static std::array<std::vector<uint8_t>, 17 * 17> tables;
+  const int slot = n * 17 + m;
+  std::call_once(once[slot], [&] {
+    const int bits = sparse_nm_index_bits(m), field = window_field_bits(n, m), per_window = 8 / m * n;
+    std::vector<uint8_t>& t = tables[slot];
+    t.assign(size_t{1} << field, 0);
+    for (uint32_t f = 0; f < t.size(); ++f) {
+      uint32_t mask = 0;
+      for (int i = 0; i < per_window; ++i) {
+        const uint32_t in_group = (f >> (i * bits)) & ((1u << bits) - 1);
+        mask |= 1u << ((i / n) * m + static_cast<int>(in_group)) % 8;
       }
-      thread_local std::vector<int32_t> where;
-      where.resize(static_cast<size_t>(s.kept_stride));
-      const int64_t k = sparse_row_columns(s, cols, r, where.data());
-      for (int64_t i = 0; i < k; ++i) xg[i] = x[where[i]];
-      return k;
+      t[f] = static_cast<uint8_t>(mask);
     }
-  }
-  return 0;
+  });
+  return tables[slot].data();
 }
 
-simd::MatmulRowsFn dot_for(const Encoding& values) {
-  const auto* d = std::get_if<DenseEncoding>(&values.node);
-  if (!d) return simd::matmul_rows_f32;  // values decoded to f32 first
-  switch (d->dtype) {
-    case DType::kF16: return simd::matmul_rows_f16;
-    case DType::kBF16: return simd::matmul_rows_bf16;
-    default: return simd::matmul_rows_f32;
+// The in-group index field of `width` bits at bit `bit` of a row's packed indices, read as a
+// 16-bit word (the row needs one byte of padding).
+inline uint32_t index_field(const uint8_t* idx, int64_t bit, int width) {
+  uint16_t word;
+  std::memcpy(&word, idx + (bit >> 3), 2);
+  return (static_cast<uint32_t>(word) >> (bit & 7)) & ((1u << width) - 1);
+}
+
+// Bitmask bytes of rows [r0, r1) of an n:m weight (any n:m), into masks [r1 - r0, ceil(cols / 8)].
+// Index fields come from a copy of each row padded by 2 bytes (no branch on whether a field
+// crosses a byte).
+void nm_row_masks(const SparseEncoding& s, int64_t cols, int64_t r0, int64_t r1, std::vector<uint8_t>& masks) {
+  const int64_t stride = sparse_mask_stride(cols), index_stride = sparse_nm_index_stride(s.n, s.m, cols);
+  const int bits = sparse_nm_index_bits(s.m), field = window_field_bits(s.n, s.m);
+  const uint8_t* table = field > 0 && field <= kMaxFieldBits ? nm_window_table(s.n, s.m) : nullptr;
+  const int64_t windows = table != nullptr ? cols / 8 : 0;  // windows mapped through the table
+  masks.assign(static_cast<size_t>((r1 - r0) * stride), 0);
+  thread_local std::vector<uint8_t> padded;
+  padded.assign(static_cast<size_t>(index_stride + 2), 0);
+  uint8_t* const idx = padded.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    std::memcpy(idx, s.index.data() + r * index_stride, static_cast<size_t>(index_stride));
+    uint8_t* const row = masks.data() + (r - r0) * stride;
+    for (int64_t j = 0; j < windows; ++j) row[j] = table[index_field(idx, j * field, field)];
+    // The other entries group by group (a ragged last group keeps min(n, width)); columns increase,
+    // so the bits of 64 columns gather in a register before they are stored.
+    uint64_t acc = 0;
+    int64_t base = windows * 8 / 64 * 64, bit = windows * 8 / s.m * s.n * bits;
+    for (int64_t g0 = windows * 8; g0 < cols; g0 += s.m) {
+      const int64_t kept = std::min<int64_t>(s.n, cols - g0);
+      for (int64_t i = 0; i < kept; ++i, bit += bits) {
+        const int64_t c = g0 + index_field(idx, bit, bits);
+        if (c >= base + 64) {
+          for (int64_t b = 0; b < 8; ++b) row[base / 8 + b] |= static_cast<uint8_t>(acc >> (8 * b));
+          acc = 0;
+          base = c / 64 * 64;
+        }
+        acc |= uint64_t{1} << (c - base);
+      }
+    }
+    for (int64_t b = 0; b < 8 && base / 8 + b < stride; ++b) row[base / 8 + b] |= static_cast<uint8_t>(acc >> (8 * b));
   }
+}
+
+// ---- values ----
+
+// The kept values of rows [r0, r1) as the kernels read them: in place for Dense values, else
+// dequantized to f32 (padded by a window) in a per-thread buffer.
+struct RowValues {
+  const uint8_t* data;  // row r0's first value
+  int64_t stride;       // entries between rows
+  SparseValues type;
+};
+
+constexpr int64_t kValueSlack = 8;  // values the kernels may read past a row's last kept entry
+constexpr int64_t kIndexSlack = 4;  // pattern bytes the kernels may read past a row's last one
+
+SparseValues dense_value_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF16: return SparseValues::kF16;
+    case DType::kBF16: return SparseValues::kBF16;
+    default: return SparseValues::kF32;
+  }
+}
+
+// 4- and 8-bit codes in kBits packing, groups of whole windows: dequantized by the SIMD kernel.
+bool fast_dequant(const QuantEncoding& q) {
+  return (q.bits == 4 || q.bits == 8) && q.packing == QuantPacking::kBits &&
+         (q.scheme == QuantScheme::kSymmetric || q.scheme == QuantScheme::kAsymmetric) && q.group_size % 8 == 0;
+}
+
+RowValues row_values(const SparseEncoding& s, int64_t rows, int64_t r0, int64_t r1, std::vector<float>& buffer) {
+  if (const auto* d = std::get_if<DenseEncoding>(&s.values->node))
+    return {d->data.data() + static_cast<size_t>(r0 * s.kept_stride) * dtype_bytes(d->dtype), s.kept_stride,
+            dense_value_type(d->dtype)};
+  const int64_t kept = s.kept_stride;
+  buffer.resize(static_cast<size_t>((r1 - r0) * kept + kValueSlack));
+  const auto* q = std::get_if<QuantEncoding>(&s.values->node);
+  if (q == nullptr || !fast_dequant(*q) || kept == 0) {
+    decode_rows_to_f32(*s.values, sparse_values_shape(s, rows), r0, r1, buffer.data());
+    return {reinterpret_cast<const uint8_t*>(buffer.data()), kept, SparseValues::kF32};
+  }
+  const int64_t gpr = quant_groups_per_row(*q, kept), group = gpr == 1 ? kept : q->group_size;
+  const int64_t code_stride = quant_row_stride(*q, kept);
+  const float offset = q->scheme == QuantScheme::kSymmetric ? static_cast<float>(1 << (q->bits - 1)) : 0.0f;
+  thread_local std::vector<float> scale, bias;
+  scale.resize(static_cast<size_t>(gpr));
+  bias.resize(static_cast<size_t>(gpr));
+  const bool f16_params = q->scale_dtype == DType::kF16;  // the common case, read in place
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t g = 0; g < gpr; ++g) {
+      const int64_t e = r * gpr + g;
+      scale[g] = f16_params ? f16_to_f32(load_u16(q->scales.data() + e * 2)) : quant_group_scale(*q, e);
+      if (q->scheme == QuantScheme::kSymmetric)
+        bias[g] = -offset * scale[g];
+      else
+        bias[g] = f16_params ? f16_to_f32(load_u16(q->mins.data() + e * 2)) : quant_group_min(*q, e);
+    }
+    simd::dequant_codes(q->codes.data() + r * code_stride, q->bits, kept, group, scale.data(), bias.data(),
+                        buffer.data() + (r - r0) * kept);
+  }
+  return {reinterpret_cast<const uint8_t*>(buffer.data()), kept, SparseValues::kF32};
+}
+
+size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
+
+// ---- patterns ----
+
+// n:m patterns of the quads kernel (every 2 kept entries in one aligned quad of 4 columns) and of
+// the halves kernel (every 4 kept entries start a group and span <= 8 columns).
+bool nm_quads(int n, int m) { return m == 2 * n && (n == 1 || n == 2); }
+bool nm_halves(int n, int m) { return 4 % n == 0 && m <= 2 * n; }
+
+void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
+                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
+  simd::SparseRowsArgs a{};
+  a.cols = cols;
+  a.x = x + t_begin * cols;
+  a.x_stride = cols;
+  a.xq_stride = simd::quad_columns(cols);
+  a.xq = aux != nullptr ? aux + t_begin * a.xq_stride : nullptr;
+  a.tokens = t_end - t_begin;
+  a.y_stride = rows;
+  thread_local std::vector<uint8_t> built_masks;
+  thread_local std::vector<float> dequantized;
+  const uint8_t* index = s.index.data();
+  a.kernel = SparseRowKernel::kMaskWindows;
+  a.index_stride = sparse_mask_stride(cols);
+  a.nm_n = s.n;
+  a.nm_m = s.m;
+  a.nm_bits = s.pattern == SparsePattern::kNM ? sparse_nm_index_bits(s.m) : 0;
+  switch (sparse_path(s)) {
+    case SparsePath::kMaskWindows: index += r0 * a.index_stride; break;
+    case SparsePath::kNmMasks:
+      nm_row_masks(s, cols, r0, r1, built_masks);
+      index = built_masks.data();
+      break;
+    case SparsePath::kNmQuads:
+    case SparsePath::kNmHalves:
+      a.kernel = nm_quads(s.n, s.m) ? SparseRowKernel::kNmQuads : SparseRowKernel::kNmHalves;
+      a.index_stride = sparse_nm_index_stride(s.n, s.m, cols);
+      index += r0 * a.index_stride;
+      break;
+    case SparsePath::kCsr: break;  // csr_rows
+  }
+  const RowValues v = row_values(s, rows, r0, r1, dequantized);
+  a.value_type = v.type;
+  a.value_stride = v.stride;
+  // Rows before the tensor's last are followed by more rows: the kernel's over-reads stay inside
+  // the buffers. The tensor's last row runs from padded copies.
+  const bool pad_last = r1 == rows;
+  const int64_t direct = pad_last ? r1 - r0 - 1 : r1 - r0;
+  a.index = index;
+  a.values = v.data;
+  a.rows = direct;
+  a.y = y + t_begin * rows + r0;
+  if (direct > 0) simd::sparse_pattern_rows(a);
+  if (!pad_last) return;
+  thread_local std::vector<uint8_t> index_copy, values_copy;
+  const size_t esz = value_bytes(v.type);
+  index_copy.assign(static_cast<size_t>(a.index_stride + kIndexSlack), 0);
+  std::memcpy(index_copy.data(), index + direct * a.index_stride, static_cast<size_t>(a.index_stride));
+  values_copy.assign(static_cast<size_t>(s.kept_stride + kValueSlack) * esz, 0);
+  std::memcpy(values_copy.data(), v.data + static_cast<size_t>(direct * v.stride) * esz,
+              static_cast<size_t>(s.kept_stride) * esz);
+  a.index = index_copy.data();
+  a.values = values_copy.data();
+  a.rows = 1;
+  a.y += direct;
+  simd::sparse_pattern_rows(a);
+}
+
+// Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the
+// dense kernel of the same dtype from this sparsity on. Measured with bench/bench_sparse_matvec
+// (2048 x 5632, 2 threads, weights streamed from DRAM); the table and command are in docs/sparsity.md.
+struct BreakEven {
+  SparsePath path;
+  double f16;  // f16 and bf16 values (2 bytes)
+  double f32;
+};
+constexpr BreakEven kBreakEven[] = {
+    {SparsePath::kMaskWindows, 0.3, 0.3}, {SparsePath::kNmQuads, 0.5, 0.5}, {SparsePath::kNmHalves, 0.5, 0.5},
+    {SparsePath::kNmMasks, 0.5, 0.5},     {SparsePath::kCsr, 0.9, 0.9},
+};
+
+void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
+              int64_t r0, int64_t r1, float* y) {
+  thread_local std::vector<float> dequantized;
+  thread_local std::vector<uint32_t> row_ptr;
+  row_ptr.resize(static_cast<size_t>(r1 - r0 + 1));
+  std::memcpy(row_ptr.data(), s.row_ptr.data() + r0 * 4, row_ptr.size() * 4);  // the section may be unaligned
+  const RowValues v = row_values(s, rows, r0, r1, dequantized);
+  simd::CsrRowsArgs a{};
+  a.row_ptr = row_ptr.data();
+  a.wide = sparse_csr_index_bytes(cols) == 4;
+  a.columns = s.index.data() + static_cast<size_t>(row_ptr[0]) * (a.wide ? 4 : 2);
+  a.values = v.data;
+  a.value_stride = v.stride;
+  a.value_type = v.type;
+  a.rows = r1 - r0;
+  a.x = x + t_begin * cols;
+  a.x_stride = cols;
+  a.n = t_end - t_begin;
+  a.y = y + t_begin * rows + r0;
+  a.y_stride = rows;
+  simd::sparse_csr_rows(a);
 }
 
 }  // namespace
 
-void sparse_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
-                 float* y) {
-  const auto& s = std::get<SparseEncoding>(w.encoding->node);
-  const int64_t rows = w.rows(), cols = w.cols(), stride = s.kept_stride;
-  thread_local std::vector<float> xg, vals;
-  xg.resize(static_cast<size_t>(stride + 8));
-  const auto* dense = std::get_if<DenseEncoding>(&s.values->node);
-  const simd::MatmulRowsFn dot = dot_for(*s.values);
-  const size_t esz = dense ? dtype_bytes(dense->dtype) : 4;
-  const Shape values_shape = sparse_values_shape(s, rows);
-  for (int64_t r = r_begin; r < r_end; ++r) {
-    const uint8_t* vrow;
-    if (dense) {
-      vrow = dense->data.data() + static_cast<size_t>(r * stride) * esz;
-    } else {
-      vals.resize(static_cast<size_t>(stride));
-      decode_rows_to_f32(*s.values, values_shape, r, r + 1, vals.data());
-      vrow = reinterpret_cast<const uint8_t*>(vals.data());
-    }
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      const int64_t k = gather_row(s, cols, r, x + t * cols, xg.data());
-      float out = 0.0f;
-      if (k > 0) dot(vrow, 1, k, xg.data(), 0, 1, 0, 1, &out);
-      y[t * rows + r] = out;
-    }
+SparsePath sparse_path(const SparseEncoding& s) {
+  switch (s.pattern) {
+    case SparsePattern::kBitmask: return SparsePath::kMaskWindows;
+    case SparsePattern::kCsr: return SparsePath::kCsr;
+    case SparsePattern::kNM: break;
   }
+  if (nm_quads(s.n, s.m)) return SparsePath::kNmQuads;
+  if (nm_halves(s.n, s.m)) return SparsePath::kNmHalves;
+  return SparsePath::kNmMasks;
+}
+
+const char* sparse_path_name(SparsePath path) {
+  switch (path) {
+    case SparsePath::kMaskWindows: return "bitmask windows";
+    case SparsePath::kNmQuads: return "n:m quads";
+    case SparsePath::kNmHalves: return "n:m halves";
+    case SparsePath::kNmMasks: return "n:m as window masks";
+    case SparsePath::kCsr: return "csr gather";
+  }
+  return "?";
+}
+
+bool sparse_beats_dense(const Tensor& w) {
+  const auto* s = std::get_if<SparseEncoding>(&w.encoding->node);
+  if (s == nullptr || w.numel() == 0) return false;
+  const auto* values = std::get_if<DenseEncoding>(&s->values->node);
+  if (values == nullptr) return false;
+  const double sparsity = 1.0 - static_cast<double>(s->nnz) / static_cast<double>(w.numel());
+  const SparsePath path = sparse_path(*s);
+  for (const BreakEven& b : kBreakEven)
+    if (b.path == path) return sparsity >= (values->dtype == DType::kF32 ? b.f32 : b.f16);
+  return false;
+}
+
+int64_t sparse_aux_floats(const Tensor& w, int64_t n) {
+  const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  return sparse_path(s) == SparsePath::kNmQuads ? n * simd::quad_columns(w.cols()) : 0;
+}
+
+void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
+  const int64_t cols = w.cols(), qcols = simd::quad_columns(cols);
+  if (sparse_aux_floats(w, n) == 0) return;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t b = 0; b < qcols; b += 16)
+      for (int j = 0; j < 4; ++j)
+        std::memcpy(aux + t * qcols + b + 4 * j, x + t * cols + b + 4 * simd::kQuadOrder[j], 4 * sizeof(float));
+}
+
+void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                 int64_t r_end, float* y) {
+  const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  if (s.pattern == SparsePattern::kCsr)
+    csr_rows(s, w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
+  else
+    pattern_rows(s, w.rows(), w.cols(), x, aux, t_begin, t_end, r_begin, r_end, y);
 }
 
 }  // namespace llmc::kernels

@@ -1,27 +1,54 @@
-// Highway SIMD gathers of sparse kernels: activations at the kept columns of one row (bitmask, CSR, n:m).
+// Highway SIMD kernels of Sparse linear layers: fused mask-expand + FMA over 8-column windows (bitmask, n:m
+// with m | 8), in-register permutes of x for n:m (2:4 and 1:2 in-lane on pre-arranged x, 4:8 and kin across
+// lanes), gather + FMA over CSR entries, and the dequantization of 4/8-bit Quant values.
 #include "kernels/cpu/sparse_simd.h"
 
-#include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstring>
+
+#include "core/dtype.h"
 
 #ifndef LLMC_SPARSE_SIMD_TABLES
 #define LLMC_SPARSE_SIMD_TABLES
 namespace llmc::kernels::simd {
-// For each mask byte: the positions of its set bits in order, then zeros (a permutation that
-// moves the kept lanes of 8 to the front). Highway 1.0's CompressStore copies its own table onto
-// the stack at every call, which costs more than the gather itself.
-struct CompressTable {
-  alignas(32) int32_t idx[256][8];
-  constexpr CompressTable() : idx() {
+// For each window mask byte b, the byte shuffle that expands 4-byte values (f32) to the window's
+// kept lanes: lanes 0-3 read the 16 bytes at the window's first value, lanes 4-7 the 16 bytes at its
+// value popcount(b & 15) (two in-lane halves: no cross-lane shuffle); lane i takes value rank(i) =
+// popcount(b & ((1 << i) - 1)), or 0x80 bytes (shuffled to zero) where i is not kept. 8 KB.
+struct ShuffleTable32 {
+  alignas(32) uint8_t c[256][32];
+  constexpr ShuffleTable32() : c() {
     for (int b = 0; b < 256; ++b) {
-      int k = 0;
-      for (int i = 0; i < 8; ++i)
-        if (b >> i & 1) idx[b][k++] = i;
+      int rank = 0, low = 0;
+      for (int i = 0; i < 8; ++i) {
+        if (i == 4) low = rank;
+        const bool kept = (b >> i & 1) != 0;
+        for (int j = 0; j < 4; ++j) c[b][4 * i + j] = kept ? static_cast<uint8_t>(4 * (rank - low) + j) : 0x80;
+        rank += kept;
+      }
     }
   }
 };
-inline constexpr CompressTable kCompress{};
+inline constexpr ShuffleTable32 kShuffle32{};
+
+// The same expansion for 2-byte values (f16, bf16) as a byte shuffle of 8 values (16 bytes): bytes
+// 2i, 2i + 1 of lane i take value rank(i)'s bytes, or 0x80 (shuffled to zero) where i is not kept.
+struct ShuffleTable {
+  alignas(16) uint8_t c[256][16];
+  constexpr ShuffleTable() : c() {
+    for (int b = 0; b < 256; ++b) {
+      int rank = 0;
+      for (int i = 0; i < 8; ++i) {
+        const bool kept = (b >> i & 1) != 0;
+        c[b][2 * i] = kept ? static_cast<uint8_t>(2 * rank) : 0x80;
+        c[b][2 * i + 1] = kept ? static_cast<uint8_t>(2 * rank + 1) : 0x80;
+        rank += kept;
+      }
+    }
+  }
+};
+inline constexpr ShuffleTable kShuffle{};
 }  // namespace llmc::kernels::simd
 #endif
 
@@ -40,116 +67,451 @@ namespace llmc::kernels::simd {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// At most 8 lanes: 8 n:m indices of <= 4 bits fit one 32-bit word, 8 mask bits one byte.
+// One window = 8 columns = 8 lanes; targets with narrower vectors (EMU128) run the scalar path.
 using D8 = hn::CappedTag<float, 8>;
+using V8 = hn::Vec<D8>;
 using DI8 = hn::RebindToSigned<D8>;
 using DU8 = hn::RebindToUnsigned<D8>;
+constexpr bool kWindowLanes = hn::MaxLanes(D8()) == 8;
+constexpr int kDecodeRows = 4;  // rows per decode block: independent FMA chains
 
-int64_t GatherMask(const uint8_t* mask, int64_t cols, const float* x, float* xg) {
-  const D8 d;
-  int64_t k = 0, c = 0;
-  if (hn::Lanes(d) == 8) {
-    for (; c + 8 <= cols; c += 8) {
-      const uint8_t bits = mask[c / 8];
-      if (bits == 0) continue;
-      const auto idx = hn::IndicesFromVec(d, hn::Load(DI8(), kCompress.idx[bits]));
-      hn::StoreU(hn::TableLookupLanes(hn::LoadU(d, x + c), idx), d, xg + k);  // 8 lanes: xg has slack
-      k += std::popcount(bits);
+// Lanes [0, 4) of lo and [4, 8) of hi (the scalar target never runs the vector paths).
+HWY_INLINE V8 upper_lower(D8 d, V8 hi, V8 lo) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)d;
+  (void)hi;
+  return lo;
+#else
+  return hn::ConcatUpperLower(d, hi, lo);
+#endif
+}
+
+// Lanes 0, 1, 4, 5 of a and 2, 3, 6, 7 of b.
+HWY_INLINE V8 blend_quads(D8 d, V8 a, V8 b) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  (void)d;
+  return V8{_mm256_blend_ps(a.raw, b.raw, 0xCC)};
+#else
+  const DI8 di;
+  alignas(32) static constexpr int32_t kFromB[8] = {0, 0, -1, -1, 0, 0, -1, -1};
+  return hn::IfThenElse(hn::MaskFromVec(hn::BitCast(d, hn::Load(di, kFromB))), b, a);
+#endif
+}
+
+// a · b + c with one rounding (the scalar tails; independent of how the compiler contracts).
+HWY_INLINE float fmadd(float a, float b, float c) {
+  const hn::CappedTag<float, 1> d1;
+  return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
+}
+
+// 8 two-byte values from p expanded to the kept lanes of window mask b (zeros elsewhere), as raw
+// 16-bit lanes: one byte shuffle.
+using D16 = hn::Rebind<uint16_t, D8>;
+HWY_INLINE hn::Vec<D16> expand_half(const uint16_t* p, uint32_t b) {
+  const D16 d16;
+#if HWY_TARGET == HWY_SCALAR  // never runs the window paths
+  (void)p;
+  (void)b;
+  return hn::Zero(d16);
+#else
+  const hn::Repartition<uint8_t, D16> d8;
+  return hn::BitCast(
+      d16, hn::TableLookupBytesOr0(hn::LoadU(d8, reinterpret_cast<const uint8_t*>(p)), hn::Load(d8, kShuffle.c[b])));
+#endif
+}
+
+// Value loaders: 8 consecutive values as f32 lanes; the 8 values from p expanded to the kept lanes
+// of window mask b (zeros elsewhere); one value.
+struct ValF32 {
+  using T = float;
+  static HWY_INLINE V8 load(D8 d, const T* p) { return hn::LoadU(d, p); }
+  static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
+#if HWY_TARGET == HWY_SCALAR  // never runs the window paths
+    (void)p;
+    (void)b;
+    return hn::Zero(d);
+#else
+    const hn::Half<D8> dh;
+    const hn::Repartition<uint8_t, D8> d8;
+    const V8 halves = hn::Combine(d, hn::LoadU(dh, p + std::popcount(b & 15u)), hn::LoadU(dh, p));
+    return hn::BitCast(d, hn::TableLookupBytesOr0(hn::BitCast(d8, halves), hn::Load(d8, kShuffle32.c[b])));
+#endif
+  }
+  static HWY_INLINE float get(const T* p) { return *p; }
+};
+struct ValF16 {
+  using T = hwy::float16_t;
+  static HWY_INLINE V8 load(D8 d, const T* p) { return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, D8>(), p)); }
+  static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
+    return hn::PromoteTo(d, hn::BitCast(hn::Rebind<T, D8>(), expand_half(reinterpret_cast<const uint16_t*>(p), b)));
+  }
+  static HWY_INLINE float get(const T* p) {
+    uint16_t bits;
+    std::memcpy(&bits, p, 2);
+    return f16_to_f32(bits);
+  }
+};
+struct ValBF16 {
+  using T = uint16_t;
+  static HWY_INLINE V8 load(D8 d, const T* p) {
+    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(DU8(), hn::LoadU(hn::Rebind<uint16_t, D8>(), p))));
+  }
+  static HWY_INLINE V8 expand(D8 d, const T* p, uint32_t b) {
+    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(DU8(), expand_half(p, b))));
+  }
+  static HWY_INLINE float get(const T* p) { return bf16_to_f32(*p); }
+};
+
+// n:m in-group index of the kept entry whose field starts at `bit` of a row's packed indices.
+HWY_INLINE uint32_t nm_field(const uint8_t* row, int64_t bit, int bits) {
+  uint32_t word = row[bit >> 3];
+  if ((bit & 7) + bits > 8) word |= static_cast<uint32_t>(row[(bit >> 3) + 1]) << 8;
+  return (word >> (bit & 7)) & ((1u << bits) - 1);
+}
+
+int64_t nm_kept(const SparseRowsArgs& a) {
+  return a.nm_n * (a.cols / a.nm_m) + std::min<int64_t>(a.nm_n, a.cols % a.nm_m);
+}
+
+// Entries [k0, kept) of an n:m row, in order, with scalar fused multiply-adds into s[T].
+template <class V, int T>
+HWY_INLINE void nm_tail(const SparseRowsArgs& a, const uint8_t* row, const typename V::T* vals, int64_t k0,
+                        const float* const* x, float* s) {
+  const int64_t kept = nm_kept(a);
+  for (int64_t k = k0; k < kept; ++k) {
+    const int64_t c = (k / a.nm_n) * a.nm_m + nm_field(row, k * a.nm_bits, a.nm_bits);
+    const float v = V::get(vals + k);
+    for (int t = 0; t < T; ++t) s[t] = fmadd(v, x[t][c], s[t]);
+  }
+}
+
+// ---- window kernel (bitmask rows) ----
+
+// R rows × T tokens: each window of a row is expanded once and used for every token. R and T only
+// interleave independent (row, token) accumulators (the FMA latency chain of one is 4 cycles):
+// every element's order is the same in any block shape.
+template <class V, int R, int T>
+HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  using VT = typename V::T;
+  const uint8_t* row[R];
+  const VT* vp[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    vp[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+  }
+  const float* x[T];
+  for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
+  const int64_t windows = a.cols / 8;
+  float s[R][T];
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    V8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
+    for (int64_t j = 0; j < windows; ++j) {
+      for (int i = 0; i < R; ++i) {
+        const uint32_t b = row[i][j];
+        const V8 w = V::expand(d, vp[i], b);
+        vp[i] += std::popcount(b);
+        for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, hn::LoadU(d, x[t] + j * 8), acc[i][t]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
+  } else {
+    // Scalar path (targets narrower than a window): the kept entries in column order.
+    for (int i = 0; i < R; ++i) {
+      for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
+      for (int64_t j = 0; j < windows; ++j)
+        for (uint32_t b = row[i][j]; b != 0; b &= b - 1) {
+          const float v = V::get(vp[i]++);
+          for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][j * 8 + std::countr_zero(b)], s[i][t]);
+        }
     }
   }
-  for (; c < cols; ++c)
-    if (mask[c / 8] >> (c % 8) & 1) xg[k++] = x[c];
-  return k;
-}
-
-void GatherCsr16(const uint16_t* idx, int64_t n, const float* x, float* xg) {
-  const D8 d;
-  const DI8 di;
-  const DU8 du;
-  const hn::Rebind<uint16_t, D8> d16;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  int64_t k = 0;
-  for (; k + lanes <= n; k += lanes) {
-    const auto i = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d16, idx + k)));
-    hn::StoreU(hn::GatherIndex(d, x, i), d, xg + k);
+  for (int i = 0; i < R; ++i) {
+    if (windows * 8 < a.cols)
+      for (uint32_t b = row[i][windows]; b != 0; b &= b - 1) {
+        const float v = V::get(vp[i]++);
+        for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[i][t]);
+      }
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
   }
-  for (; k < n; ++k) xg[k] = x[idx[k]];
 }
 
-void GatherCsr32(const uint32_t* idx, int64_t n, const float* x, float* xg) {
-  const D8 d;
+// ---- n:m blocks of 8 kept entries (2:4 and 1:2 as quads; 4:8, 4:5 .. 4:7, 2:3 as halves) ----
+
+// Lanes l of `v` permuted inside their 128-bit half by ctrl bits [1:0] (vpermilps; the upper bits
+// of ctrl are ignored).
+HWY_INLINE V8 permute_in_halves(D8 d, V8 v, hn::Vec<DI8> ctrl) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  (void)d;
+  return V8{_mm256_permutevar_ps(v.raw, ctrl.raw)};
+#else
   const DI8 di;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  int64_t k = 0;
-  for (; k + lanes <= n; k += lanes) {
-    const auto i = hn::LoadU(di, reinterpret_cast<const int32_t*>(idx + k));
-    hn::StoreU(hn::GatherIndex(d, x, i), d, xg + k);
+  const auto half = hn::ShiftLeft<2>(hn::ShiftRight<2>(hn::Iota(di, 0)));
+  return hn::TableLookupLanes(v, hn::IndicesFromVec(d, hn::Add(hn::And(ctrl, hn::Set(di, 3)), half)));
+#endif
+}
+
+// Quads (2:4, 1:2): a block of 8 kept entries spans 16 columns, entries 2q and 2q + 1 in quad q
+// (columns 4q .. 4q + 3). With the arranged x's halves A = (quad 0 | quad 2) and B = (quad 1 |
+// quad 3), lane l takes A or B (lanes 2, 3, 6, 7: B) permuted inside its 128-bit half by entry l's
+// column in its quad: in-lane permutes and one blend, no cross-lane shuffle.
+template <int kN>
+struct Quads {
+  const float* xq;
+  int64_t xq_stride;
+  hn::Vec<DU8> shifts;
+  explicit Quads(const SparseRowsArgs& a)
+      : xq(a.xq), xq_stride(a.xq_stride), shifts(hn::Iota(DU8(), 0) * hn::Set(DU8(), uint32_t{kN == 1 ? 1u : 2u})) {}
+  int64_t blocks(const SparseRowsArgs& a) const { return quad_columns(a.cols) / 16; }
+  // Lane l's column inside its quad (1:2: entry l sits in group l % 2 of its quad).
+  HWY_INLINE hn::Vec<DI8> control(uint32_t word) const {
+    const DI8 di;
+    auto ctrl = hn::BitCast(di, hn::Set(DU8(), word) >> shifts);
+    if constexpr (kN == 1) {
+      alignas(32) static constexpr int32_t kPairBase[8] = {0, 2, 0, 2, 0, 2, 0, 2};
+      ctrl = hn::Add(hn::And(ctrl, hn::Set(di, 1)), hn::Load(di, kPairBase));
+    }
+    return ctrl;
   }
-  for (; k < n; ++k) xg[k] = x[idx[k]];
+  HWY_INLINE V8 gather(D8 d, int64_t t, int64_t b, hn::Vec<DI8> ctrl) const {
+    const float* p = xq + t * xq_stride + b * 16;
+    return blend_quads(d, permute_in_halves(d, hn::LoadU(d, p), ctrl), permute_in_halves(d, hn::LoadU(d, p + 8), ctrl));
+  }
+};
+
+// Halves (n | 4, m <= 2n): entries 0-3 of a block lie in the `half` = 4m/n columns from its start c,
+// entries 4-7 in the next `half`; lane l's column inside its half is ((l % 4) / n) · m + index_l
+// (< 8). Two loads of x, two cross-lane permutes and a blend put x in entry order.
+template <int kN>
+struct Halves {
+  static constexpr int kLog2N = kN == 4 ? 2 : 1;
+  const float* x;
+  int64_t x_stride, half;
+  hn::Vec<DU8> shifts, field;
+  hn::Vec<DI8> lane_base;
+  explicit Halves(const SparseRowsArgs& a)
+      : x(a.x),
+        x_stride(a.x_stride),
+        half(4 * a.nm_m / kN),
+        shifts(hn::Iota(DU8(), 0) * hn::Set(DU8(), static_cast<uint32_t>(a.nm_bits))),
+        field(hn::Set(DU8(), (1u << a.nm_bits) - 1)),
+        lane_base(
+            hn::Mul(hn::ShiftRight<kLog2N>(hn::And(hn::Iota(DI8(), 0), hn::Set(DI8(), 3))), hn::Set(DI8(), a.nm_m))) {}
+  // Full blocks: all 8 entries in full groups and both 8-float loads inside the row.
+  int64_t blocks(const SparseRowsArgs& a) const {
+    int64_t n = kN * (a.cols / a.nm_m) / 8;
+    while (n > 0 && (n - 1) * 2 * half + half + 8 > a.cols) --n;
+    return n;
+  }
+  HWY_INLINE hn::Vec<DI8> control(uint32_t word) const {
+    const DI8 di;
+    const auto col = hn::BitCast(di, hn::And(hn::Set(DU8(), word) >> shifts, field));
+    return kN == 4 ? col : hn::Add(col, lane_base);
+  }
+  HWY_INLINE V8 gather(D8 d, int64_t t, int64_t b, hn::Vec<DI8> ctrl) const {
+    const float* p = x + t * x_stride + b * 2 * half;
+    const auto perm = hn::IndicesFromVec(d, ctrl);
+    return upper_lower(d, hn::TableLookupLanes(hn::LoadU(d, p + half), perm),
+                       hn::TableLookupLanes(hn::LoadU(d, p), perm));
+  }
+};
+
+// R rows × T tokens of an n:m weight, blocks of 8 kept entries gathered by G (Quads or Halves):
+// per block and row one control vector from the 8 packed indices and one value vector, then per
+// token the gathered x and one FMA. Entries past the full blocks in order with scalar FMAs.
+template <class V, class G, int R, int T>
+HWY_INLINE void nm_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  using VT = typename V::T;
+  const uint8_t* row[R];
+  const VT* vals[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+  }
+  const float* x[T];
+  for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
+  float s[R][T];
+  int64_t k = 0;
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    const G g(a);
+    const int64_t blocks = g.blocks(a);
+    V8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
+    for (int64_t b = 0; b < blocks; ++b, k += 8) {
+      for (int i = 0; i < R; ++i) {
+        uint32_t word;
+        std::memcpy(&word, row[i] + b * a.nm_bits, 4);  // 8 fields of nm_bits bits; up to 3 bytes of slack read
+        const auto ctrl = g.control(word);
+        const V8 w = V::load(d, vals[i] + k);
+        for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, g.gather(d, t0 + t, b, ctrl), acc[i][t]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
+  } else {
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] = 0.0f;
+  }
+  for (int i = 0; i < R; ++i) {
+    nm_tail<V, T>(a, row[i], vals[i], k, x, s[i]);
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
+  }
 }
 
-// Kept entry k of an n:m row sits in column (k / n) * m + index_k. Per block of lanes: the packed
-// indices of the block start at bit k * bits (at most 5 bytes), each lane shifts its own field
-// out; k / n is computed in float (exact while k < 2^20, checked by the caller).
-void GatherNm(const uint8_t* idx, int n, int m, int bits, int64_t kept, const float* x, float* xg) {
-  const D8 d;
+// One block kernel as a type: Block::run<R, T>(args, first row, first token).
+template <class V>
+struct WindowBlock {
+  template <int R, int T>
+  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+    window_block<V, R, T>(a, r0, t0);
+  }
+};
+template <class V, class G>
+struct NmBlock {
+  template <int R, int T>
+  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+    nm_block<V, G, R, T>(a, r0, t0);
+  }
+};
+
+// Prefill: blocks of 8 tokens × 1 row (8 accumulators share each expanded window or permute
+// vector); the remaining tokens one at a time, 4 rows per block (decode: 4 independent chains).
+template <class Block>
+HWY_INLINE void blocks_of_rows(const SparseRowsArgs& a) {
+  int64_t t = 0;
+  for (; t + 8 <= a.tokens; t += 8)
+    for (int64_t r = 0; r < a.rows; ++r) Block::template run<1, 8>(a, r, t);
+  for (; t < a.tokens; ++t) {
+    int64_t r = 0;
+    for (; r + kDecodeRows <= a.rows; r += kDecodeRows) Block::template run<kDecodeRows, 1>(a, r, t);
+    for (; r < a.rows; ++r) Block::template run<1, 1>(a, r, t);
+  }
+}
+
+template <class V>
+HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
+  switch (a.kernel) {
+    case SparseRowKernel::kMaskWindows: return blocks_of_rows<WindowBlock<V>>(a);
+    case SparseRowKernel::kNmHalves:
+      if (a.nm_n == 2) return blocks_of_rows<NmBlock<V, Halves<2>>>(a);
+      return blocks_of_rows<NmBlock<V, Halves<4>>>(a);
+    case SparseRowKernel::kNmQuads:
+      if (a.nm_n == 1) return blocks_of_rows<NmBlock<V, Quads<1>>>(a);
+      return blocks_of_rows<NmBlock<V, Quads<2>>>(a);
+  }
+}
+
+void SparsePatternRows(const SparseRowsArgs& a) {
+  switch (a.value_type) {
+    case SparseValues::kF32: return pattern_rows<ValF32>(a);
+    case SparseValues::kF16: return pattern_rows<ValF16>(a);
+    case SparseValues::kBF16: return pattern_rows<ValBF16>(a);
+  }
+}
+
+// Columns of 8 CSR entries as int32 lanes.
+template <bool kWide>
+HWY_INLINE hn::Vec<DI8> csr_columns(const void* columns, int64_t k) {
   const DI8 di;
-  const DU8 du;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const auto lane_shift = hn::Iota(du, 0) * hn::Set(du, static_cast<uint32_t>(bits));
-  const auto field = hn::Set(du, (1u << bits) - 1);
-  const auto lane_k = hn::ConvertTo(d, hn::Iota(di, 0));
-  const auto inv_n = hn::Set(d, 1.0f / static_cast<float>(n));
-  const auto half = hn::Set(d, 0.5f);
-  const auto vm = hn::Set(di, m);
-  const int64_t stride = (kept * bits + 7) / 8;  // bytes of the row's packed indices
+  if constexpr (kWide) {
+    return hn::LoadU(di, static_cast<const int32_t*>(columns) + k);
+  } else {
+    const hn::Rebind<uint16_t, D8> d16;
+    return hn::BitCast(di, hn::PromoteTo(DU8(), hn::LoadU(d16, static_cast<const uint16_t*>(columns) + k)));
+  }
+}
+template <bool kWide>
+HWY_INLINE int64_t csr_column(const void* columns, int64_t k) {
+  if constexpr (kWide) return static_cast<const uint32_t*>(columns)[k];
+  return static_cast<const uint16_t*>(columns)[k];
+}
+
+template <class V, bool kWide>
+HWY_INLINE void csr_row(const CsrRowsArgs& a, int64_t r, int64_t t) {
+  const int64_t begin = a.row_ptr[r] - a.row_ptr[0], end = a.row_ptr[r + 1] - a.row_ptr[0];
+  const auto* vals = static_cast<const typename V::T*>(a.values) + r * a.value_stride;
+  const float* x = a.x + t * a.x_stride;
+  const int64_t count = end - begin;
   int64_t k = 0;
-  // n | 8 and 8 kept entries spanning at most 16 columns (2:4, 4:8, ...): two loads of x and
-  // in-register permutes instead of a gather; col = (lane / n) * m + index_k, in [0, span).
-  const int64_t span = lanes == 8 && 8 % n == 0 ? 8 * m / n : 0;
-  if (span > 0 && span <= 16) {
-    alignas(32) int32_t base[8];
-    for (int l = 0; l < 8; ++l) base[l] = (l / n) * m;
-    const auto lane_base = hn::Load(di, base);
-    const auto seven = hn::Set(di, 7);
-    for (; k + 8 <= kept; k += 8) {
-      const int64_t c0 = (k / n) * m;
-      // Only groups before the last are sure to have m columns (a ragged last group is shorter):
-      // the 16-float window must end inside them; the rest goes through the gather below.
-      if (c0 + 16 > (kept / n - 1) * m) break;
-      const int64_t bit = k * bits;  // k % 8 == 0: byte aligned, 8 * bits <= 32 bits
-      uint32_t word = 0;
-      if ((bit >> 3) + 4 <= stride)  // a fixed-size load: a variable memcpy is a call and a stall
-        std::memcpy(&word, idx + (bit >> 3), 4);
-      else
-        std::memcpy(&word, idx + (bit >> 3), static_cast<size_t>(bits));
-      const auto col = lane_base + hn::BitCast(di, hn::And(hn::Set(du, word) >> lane_shift, field));
-      const auto perm = hn::IndicesFromVec(d, hn::And(col, seven));
-      const auto lo = hn::TableLookupLanes(hn::LoadU(d, x + c0), perm);
-      const auto hi = hn::TableLookupLanes(hn::LoadU(d, x + c0 + 8), perm);
-      hn::StoreU(hn::IfThenElse(hn::RebindMask(d, col > seven), hi, lo), d, xg + k);
+  float s = 0.0f;
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    V8 acc = hn::Zero(d);
+    for (; k + 8 <= count; k += 8)
+      acc = hn::MulAdd(V::load(d, vals + k), hn::GatherIndex(d, x, csr_columns<kWide>(a.columns, begin + k)), acc);
+    s = hn::GetLane(hn::SumOfLanes(d, acc));
+  }
+  for (; k < count; ++k) s = fmadd(V::get(vals + k), x[csr_column<kWide>(a.columns, begin + k)], s);
+  a.y[t * a.y_stride + r] = s;
+}
+
+template <class V, bool kWide>
+HWY_INLINE void csr_rows(const CsrRowsArgs& a) {
+  for (int64_t r = 0; r < a.rows; ++r)
+    for (int64_t t = 0; t < a.n; ++t) csr_row<V, kWide>(a, r, t);
+}
+
+template <class V>
+HWY_INLINE void csr_rows_width(const CsrRowsArgs& a) {
+  if (a.wide)
+    csr_rows<V, true>(a);
+  else
+    csr_rows<V, false>(a);
+}
+
+void SparseCsrRows(const CsrRowsArgs& a) {
+  switch (a.value_type) {
+    case SparseValues::kF32: return csr_rows_width<ValF32>(a);
+    case SparseValues::kF16: return csr_rows_width<ValF16>(a);
+    case SparseValues::kBF16: return csr_rows_width<ValBF16>(a);
+  }
+}
+
+// 8 codes per step: 4-bit codes come from one 32-bit word (code i in bits 4i..4i+3), 8-bit codes
+// from 8 bytes; then code · scale + bias with one rounding.
+// 8 codes of `kBits` (4 or 8) from the codes of entries [k, k + 8) as u32 lanes.
+template <int kBits>
+HWY_INLINE hn::Vec<DU8> codes8(const uint8_t* codes, int64_t k) {
+  const DU8 du;
+  if constexpr (kBits == 4) {
+    uint32_t word;
+    std::memcpy(&word, codes + k / 2, 4);
+    return hn::And(hn::Set(du, word) >> (hn::Iota(du, 0) * hn::Set(du, 4u)), hn::Set(du, 0xFu));
+  } else {
+    return hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint8_t, D8>(), codes + k));
+  }
+}
+
+template <int kBits>
+HWY_INLINE void dequant(const uint8_t* codes, int64_t count, int64_t group, const float* scale, const float* bias,
+                        float* out) {
+  int64_t k = 0;
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    for (int64_t g = 0; g * group < count; ++g) {
+      const int64_t end = std::min(count, (g + 1) * group) / 8 * 8;
+      const V8 sv = hn::Set(d, scale[g]), bv = hn::Set(d, bias[g]);
+      for (; k < end; k += 8)
+        hn::StoreU(hn::MulAdd(hn::ConvertTo(d, hn::BitCast(DI8(), codes8<kBits>(codes, k))), sv, bv), d, out + k);
     }
   }
-  for (; k + lanes <= kept; k += lanes) {
-    const int64_t bit = k * bits;
-    const int64_t nbytes = ((bit & 7) + lanes * bits + 7) / 8;
-    uint64_t word = 0;
-    if ((bit >> 3) + 8 <= stride)
-      std::memcpy(&word, idx + (bit >> 3), 8);
-    else
-      std::memcpy(&word, idx + (bit >> 3), static_cast<size_t>(nbytes));  // little-endian
-    const auto w = hn::Set(du, static_cast<uint32_t>(word >> (bit & 7)));
-    const auto in_group = hn::BitCast(di, hn::And(w >> lane_shift, field));
-    const auto kk = hn::Set(d, static_cast<float>(k)) + lane_k;
-    const auto group = hn::ConvertTo(di, hn::Floor((kk + half) * inv_n));
-    hn::StoreU(hn::GatherIndex(d, x, group * vm + in_group), d, xg + k);
+  for (; k < count; ++k) {
+    const uint32_t q = kBits == 4 ? (codes[k / 2] >> (4 * (k & 1))) & 0xFu : codes[k];
+    out[k] = fmadd(static_cast<float>(q), scale[k / group], bias[k / group]);
   }
-  for (; k < kept; ++k) {
-    const int64_t bit = k * bits;
-    uint32_t word = idx[bit >> 3];
-    if ((bit & 7) + bits > 8) word |= static_cast<uint32_t>(idx[(bit >> 3) + 1]) << 8;
-    xg[k] = x[(k / n) * m + ((word >> (bit & 7)) & ((1u << bits) - 1))];
-  }
+}
+
+void DequantCodes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
+                  float* out) {
+  if (bits == 4)
+    dequant<4>(codes, count, group, scale, bias, out);
+  else
+    dequant<8>(codes, count, group, scale, bias, out);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -159,22 +521,15 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace llmc::kernels::simd {
 
-HWY_EXPORT(GatherMask);
-HWY_EXPORT(GatherCsr16);
-HWY_EXPORT(GatherCsr32);
-HWY_EXPORT(GatherNm);
+HWY_EXPORT(SparsePatternRows);
+HWY_EXPORT(SparseCsrRows);
+HWY_EXPORT(DequantCodes);
 
-int64_t gather_mask(const uint8_t* mask, int64_t cols, const float* x, float* xg) {
-  return HWY_DYNAMIC_DISPATCH(GatherMask)(mask, cols, x, xg);
-}
-void gather_csr16(const uint16_t* idx, int64_t n, const float* x, float* xg) {
-  HWY_DYNAMIC_DISPATCH(GatherCsr16)(idx, n, x, xg);
-}
-void gather_csr32(const uint32_t* idx, int64_t n, const float* x, float* xg) {
-  HWY_DYNAMIC_DISPATCH(GatherCsr32)(idx, n, x, xg);
-}
-void gather_nm(const uint8_t* idx, int n, int m, int bits, int64_t kept, const float* x, float* xg) {
-  HWY_DYNAMIC_DISPATCH(GatherNm)(idx, n, m, bits, kept, x, xg);
+void sparse_pattern_rows(const SparseRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparsePatternRows)(a); }
+void sparse_csr_rows(const CsrRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparseCsrRows)(a); }
+void dequant_codes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
+                   float* out) {
+  HWY_DYNAMIC_DISPATCH(DequantCodes)(codes, bits, count, group, scale, bias, out);
 }
 
 }  // namespace llmc::kernels::simd

@@ -1,18 +1,83 @@
-// Internal: Highway-dispatched gathers of the sparse linear kernels (kernels/cpu/sparse_linear.cpp).
+// Internal: Highway-dispatched fused kernels of Sparse linear layers (kernels/cpu/sparse_linear.cpp).
 #pragma once
 
 #include <cstdint>
 
 namespace llmc::kernels::simd {
 
-// xg[k] = x[column of the k-th kept entry of one row], for the row's kept entries in order.
-// gather_mask: bitmask row of ceil(cols / 8) bytes; returns the kept count. xg needs 8 floats of
-// slack past the count (vector stores).
-int64_t gather_mask(const uint8_t* mask, int64_t cols, const float* x, float* xg);
-// CSR: column indices of the row's n entries, u16 or u32.
-void gather_csr16(const uint16_t* idx, int64_t n, const float* x, float* xg);
-void gather_csr32(const uint32_t* idx, int64_t n, const float* x, float* xg);
-// n:m: the row's packed in-group indices (`bits` each); kept entries of the row < 2^20.
-void gather_nm(const uint8_t* idx, int n, int m, int bits, int64_t kept, const float* x, float* xg);
+// Element type of the kept values a kernel reads (Quant values are dequantized to f32 first).
+enum class SparseValues : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+// How a row's kept entries are found (see sparse_pattern_rows).
+enum class SparseRowKernel : uint8_t {
+  kMaskWindows = 0,  // bitmask rows (n:m rows converted to their bitmask): window j's mask is byte j
+  kNmHalves = 1,     // n:m with n | 4 and m <= 2n (2:3, 4:5 .. 4:8): every 4 kept entries lie in one window
+                     // of <= 8 columns starting at a group boundary
+  kNmQuads = 2,      // 2:4 and 1:2: every 2 kept entries lie in one aligned quad of 4 columns; x comes
+                     // pre-arranged (kQuadOrder) so that in-lane permutes gather it
+};
+
+// Columns of x the quads kernel reads pre-arranged: the full 16-column blocks.
+inline int64_t quad_columns(int64_t cols) { return cols / 16 * 16; }
+// The layout of xq: xq[16b + 4j + i] = x[16b + 4 · kQuadOrder[j] + i] for the full blocks b, so the
+// two 8-float halves of a block are (quads 0, 2) and (quads 1, 3).
+inline constexpr int kQuadOrder[4] = {0, 2, 1, 3};
+
+// Rows of a sparse weight against n tokens:
+//   y[t · y_stride + r] = Σ_{kept c} value[r, rank(c)] · x[t · x_stride + c]
+// for r in [0, rows), t in [0, tokens).
+// Window kernels: per (row, token) one 8-lane accumulator over the full 8-column windows in
+// column order, each window's values expanded to their columns (zeros elsewhere); n:m halves: one
+// accumulator over blocks of 8 kept entries, x permuted from two windows into entry order. Then a
+// fixed lane reduction, then the entries not in a full window/block in order with scalar fused
+// multiply-adds. The result does not depend on `rows`, `tokens` or the other rows/tokens of the
+// call, so matvec equals each matmul row bit for bit and no thread count changes it.
+// Reads: index rows index_stride bytes apart and values rows value_stride entries apart; the
+// kernels read up to 4 index bytes and 8 values past a row's last ones, so the caller guarantees
+// that slack (rows are followed by the next row, or by a padded copy for the last row).
+struct SparseRowsArgs {
+  SparseRowKernel kernel;
+  const uint8_t* index;
+  int64_t index_stride;
+  int nm_n, nm_m, nm_bits;
+  const void* values;
+  int64_t value_stride;  // entries between rows
+  SparseValues value_type;
+  int64_t rows;
+  int64_t cols;
+  const float* x;
+  int64_t x_stride;
+  const float* xq;  // kNmQuads: x arranged by arrange_quads, token t at xq + t · xq_stride
+  int64_t xq_stride;
+  int64_t tokens;
+  float* y;
+  int64_t y_stride;
+};
+void sparse_pattern_rows(const SparseRowsArgs& a);
+
+// Rows of a CSR weight: row r's entries are [row_ptr[r] - row_ptr[0], row_ptr[r + 1] - row_ptr[0])
+// of `columns` (u16 when `wide` is false, else u32) and values[r · value_stride + k] its k-th
+// value. Per (row, token): one 8-lane accumulator over full blocks of 8 entries (x gathered at
+// their columns), a fixed lane reduction, then the remaining entries in order.
+struct CsrRowsArgs {
+  const uint32_t* row_ptr;
+  const void* columns;
+  bool wide;
+  const void* values;
+  int64_t value_stride;
+  SparseValues value_type;
+  int64_t rows;
+  const float* x;
+  int64_t x_stride;
+  int64_t n;
+  float* y;
+  int64_t y_stride;
+};
+void sparse_csr_rows(const CsrRowsArgs& a);
+
+// Dequantizes `count` kBits codes of `bits` (4 or 8) bits: out[k] = code[k] · scale[g] + bias[g]
+// with g = k / group (group a multiple of 8); out needs count rounded up to 8 floats.
+void dequant_codes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
+                   float* out);
 
 }  // namespace llmc::kernels::simd

@@ -68,20 +68,6 @@ constexpr ForwardOps kKernelOps{kernels::rmsnorm, kernels::rope, kernels::silu_m
 constexpr ForwardOps kRunqOps{runq::rmsnorm, runq::rope, runq::silu_mul, runq::attention,
                               attention_by_token<runq::attention>};
 
-// Where the sparse kernel beats the dense one of the same value dtype at decode (one token),
-// measured with bench/bench_sparse_matvec on 2048 x 5632, f16 values, AVX2, 1 thread (fastest of
-// 60; docs/runtime.md): dense 1.42 ms; 50 % bitmask 3.5 ms, 70 % 3.9 ms, 2:4 5.5-9.4 ms; 97 % CSR
-// 0.32 ms. So only very sparse unstructured weights (the CSR regime) keep the sparse kernel, and
-// n:m never does (kSparseMaxNmDensity = 0); others are expanded to Dense once at load.
-constexpr double kSparseMinUnstructuredSparsity = 0.94;
-constexpr double kSparseMaxNmDensity = 0.0;
-
-bool sparse_kernel_pays(const Tensor& t, const SparseEncoding& s) {
-  if (s.pattern == SparsePattern::kNM) return static_cast<double>(s.n) / s.m <= kSparseMaxNmDensity;
-  const double sparsity = t.numel() == 0 ? 1.0 : 1.0 - static_cast<double>(s.nnz) / static_cast<double>(t.numel());
-  return sparsity >= kSparseMinUnstructuredSparsity;
-}
-
 struct LayerWeights {
   const Tensor* wq;
   const Tensor* wk;
@@ -300,10 +286,11 @@ class TransformerRuntime final : public Runtime {
 };
 
 // The tensor the kernels use for weight t: t itself, or a Dense copy when t is Sparse with Dense
-// values at a sparsity where the sparse kernel is slower than the dense one.
+// values below the sparsity where its sparse kernel beats the dense one (kernels::sparse_beats_dense,
+// measured per kernel path and value dtype; docs/sparsity.md).
 const Tensor* TransformerRuntime::kernel_weight(const Tensor* t) {
   const auto* s = std::get_if<SparseEncoding>(&t->encoding->node);
-  if (!s || sparse_kernel_pays(*t, *s)) return t;
+  if (!s || kernels::sparse_beats_dense(*t)) return t;
   const auto* values = std::get_if<DenseEncoding>(&s->values->node);
   if (!values) return t;  // Quant values: expanding would multiply the memory; keep the sparse kernel
   densified_.push_back(make_dense(t->name, t->shape, t->to_f32(), values->dtype));

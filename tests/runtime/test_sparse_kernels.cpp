@@ -6,7 +6,12 @@
 #include <random>
 
 #include "core/sparse.h"
+#include "formats/model_io.h"
 #include "kernels/cpu/kernels.h"
+#include "model/arch.h"
+#include "passes/quant/quant_math.h"
+#include "runtime/runtime.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -40,8 +45,38 @@ std::vector<uint8_t> random_keep(int64_t rows, int64_t cols, double density, int
   return keep;
 }
 
-Tensor sparse_tensor(int64_t rows, int64_t cols, const std::vector<uint8_t>& keep, int n, int m, DType dtype,
-                     bool quant_values, uint32_t seed) {
+// How the kept values are stored: a Dense dtype, or a Quant spec (RTN of the kept values).
+struct Values {
+  const char* name;
+  DType dtype = DType::kF32;
+  bool quant = false;
+  QuantSpec spec{};
+};
+
+QuantSpec quant_spec(int bits, QuantScheme scheme, int64_t group, DType scale_dtype = DType::kF16) {
+  QuantSpec s;
+  s.bits = bits;
+  s.scheme = scheme;
+  s.group_size = group;
+  s.scale_dtype = scale_dtype;
+  return s;
+}
+
+const Values kValues[] = {
+    {"f32", DType::kF32},
+    {"f16", DType::kF16},
+    {"bf16", DType::kBF16},
+    // 4/8-bit with groups of whole windows: the SIMD dequantizer
+    {"q4 asym g32", DType::kF32, true, quant_spec(4, QuantScheme::kAsymmetric, 32)},
+    {"q4 sym g16 f32 scales", DType::kF32, true, quant_spec(4, QuantScheme::kSymmetric, 16, DType::kF32)},
+    {"q8 sym row", DType::kF32, true, quant_spec(8, QuantScheme::kSymmetric, 0)},
+    // the reference decoder: groups that split windows, other widths
+    {"q4 asym g12", DType::kF32, true, quant_spec(4, QuantScheme::kAsymmetric, 12)},
+    {"q3 sym g32", DType::kF32, true, quant_spec(3, QuantScheme::kSymmetric, 32)},
+};
+
+Tensor sparse_tensor(int64_t rows, int64_t cols, const std::vector<uint8_t>& keep, int n, int m, const Values& values,
+                     uint32_t seed) {
   const auto w = normal_values(static_cast<size_t>(rows * cols), seed);
   std::vector<float> kept;
   SparseEncoding s;
@@ -52,27 +87,18 @@ Tensor sparse_tensor(int64_t rows, int64_t cols, const std::vector<uint8_t>& kee
     REQUIRE(r.ok());
     s = *r;
   }
-  if (quant_values) {  // q8 symmetric, one f32 scale per row, random codes
-    std::mt19937 rng(seed + 1);
-    QuantEncoding q;
-    q.bits = 8;
-    q.group_size = 0;
-    q.scale_dtype = DType::kF32;
-    std::vector<uint8_t> codes(static_cast<size_t>(rows * s.kept_stride));
-    for (auto& c : codes) c = static_cast<uint8_t>(rng());
-    q.codes = Bytes::owned(codes);
-    q.scales = Bytes::from_vector(std::vector<float>(static_cast<size_t>(rows), 0.01f));
-    s.values = std::make_shared<Encoding>(Encoding{q});
-  } else {
-    sparse_set_dense_values(s, kept, rows, dtype);
-  }
+  if (values.quant)
+    s.values = std::make_shared<Encoding>(
+        Encoding{quantize_rtn(values.spec, kept, rows, s.kept_stride, {}, ScaleSearch{}, nullptr)});
+  else
+    sparse_set_dense_values(s, kept, rows, values.dtype);
   Tensor t{"w", Shape{{rows, cols}}, std::make_shared<Encoding>(Encoding{s})};
   REQUIRE(validate_encoding(*t.encoding, t.shape).ok());
   return t;
 }
 
 // The kernel against the double-accumulating reference, within f32 accumulation error of the
-// kept products (|err| <= 1.01 (kept + 2) u Σ|w x|); matvec equals each matmul row bit for bit.
+// kept products (|err| <= 1.01 (cols + 2) u Σ|w x|); matvec equals each matmul row bit for bit.
 void check_against_ref(const Tensor& w, int64_t n, uint32_t seed) {
   const int64_t rows = w.rows(), cols = w.cols();
   const auto x = normal_values(static_cast<size_t>(n * cols), seed);
@@ -94,23 +120,30 @@ void check_against_ref(const Tensor& w, int64_t n, uint32_t seed) {
   std::vector<float> yv(static_cast<size_t>(rows));
   for (int64_t t = 0; t < n; ++t) {
     kernels::matvec(w, x.data() + t * cols, yv.data());
+    INFO("token " << t << " of " << n);
     REQUIRE(std::memcmp(yv.data(), y.data() + t * rows, sizeof(float) * rows) == 0);
   }
 }
 
+struct Pattern {
+  const char* name;
+  double density;
+  int n, m;
+};
+// Every kernel path: bitmask windows, CSR, n:m halves (1:2, 2:3, 2:4, 4:5 .. 4:8), n:m field windows
+// (1:4, 3:4, 1:8, 2:8, 3:8) and n:m through per-row masks (5:8, 7:8, 5:7, 1:16, 8:16).
+const Pattern kPatterns[] = {
+    {"bitmask 50%", 0.5, 0, 0}, {"bitmask 30%", 0.7, 0, 0}, {"bitmask 90%", 0.1, 0, 0}, {"csr 97%", 0.03, 0, 0},
+    {"1:2", 0, 1, 2},           {"2:3", 0, 2, 3},           {"2:4", 0, 2, 4},           {"4:5", 0, 4, 5},
+    {"4:7", 0, 4, 7},           {"4:8", 0, 4, 8},           {"1:4", 0, 1, 4},           {"3:4", 0, 3, 4},
+    {"1:8", 0, 1, 8},           {"3:8", 0, 3, 8},           {"5:8", 0, 5, 8},           {"7:8", 0, 7, 8},
+    {"5:7", 0, 5, 7},           {"1:16", 0, 1, 16},         {"8:16", 0, 8, 16}};
+
 }  // namespace
 
 TEST_CASE("sparse matvec/matmul match _ref on every target, pattern and value type", "[sparse][kernels]") {
-  struct Pattern {
-    const char* name;
-    double density;
-    int n, m;
-  };
-  const Pattern kPatterns[] = {
-      {"bitmask 50%", 0.5, 0, 0}, {"bitmask 30%", 0.7, 0, 0}, {"csr 97%", 0.03, 0, 0}, {"2:4", 0, 2, 4},
-      {"4:8", 0, 4, 8},           {"3:8", 0, 3, 8},           {"1:16", 0, 1, 16},      {"5:7", 0, 5, 7}};
+  // Widths: shorter than a window, one window, ragged windows and ragged n:m groups, several blocks.
   const int64_t kCols[] = {16, 37, 172, 1031};
-  const DType kDtypes[] = {DType::kF32, DType::kF16, DType::kBF16};
   uint32_t seed = 7;
   const auto targets = kernels::simd_targets();
   REQUIRE(!targets.empty());
@@ -119,25 +152,146 @@ TEST_CASE("sparse matvec/matmul match _ref on every target, pattern and value ty
     INFO("SIMD target " << kernels::simd_target_name(target));
     for (const Pattern& p : kPatterns)
       for (int64_t cols : kCols)
-        for (DType dt : kDtypes)
-          for (bool quant : {false, true}) {
-            if (quant && dt != DType::kF32) continue;
-            INFO(p.name << " cols " << cols << " dtype " << dtype_name(dt) << (quant ? " quant values" : ""));
-            const int64_t rows = 19;
-            const auto keep = random_keep(rows, cols, p.density, p.n, p.m, seed++);
-            const Tensor w = sparse_tensor(rows, cols, keep, p.n, p.m, dt, quant, seed++);
-            CHECK(kernels::has_fast_linear(w));
-            check_against_ref(w, 1, seed++);
-            check_against_ref(w, 5, seed++);
-          }
+        for (const Values& v : kValues) {
+          if (cols < p.m) continue;
+          INFO(p.name << " cols " << cols << " values " << v.name);
+          const int64_t rows = 19;
+          const auto keep = random_keep(rows, cols, p.density, p.n, p.m, seed++);
+          const Tensor w = sparse_tensor(rows, cols, keep, p.n, p.m, v, seed++);
+          CHECK(kernels::has_fast_linear(w));
+          check_against_ref(w, 1, seed++);
+          check_against_ref(w, 11, seed++);  // a block of 8 tokens, then 3 alone
+        }
   }
   kernels::force_simd_target(0);
+}
+
+TEST_CASE("sparse kernels: rows with no kept entries and fully kept rows", "[sparse][kernels]") {
+  const int64_t rows = 6, cols = 45;
+  std::vector<uint8_t> keep(static_cast<size_t>(rows * cols), 0);
+  for (int64_t c = 0; c < cols; ++c) keep[2 * cols + c] = 1;  // row 2 dense, rows 0, 1, 3.. empty but 5
+  keep[5 * cols + 44] = 1;                                    // a single entry in the ragged tail
+  for (const Values& v : kValues) {
+    INFO(v.name);
+    check_against_ref(sparse_tensor(rows, cols, keep, 0, 0, v, 3), 9, 4);
+  }
+}
+
+TEST_CASE("sparse kernels give the same bits on 1 and 2 threads", "[sparse][kernels]") {
+  const int64_t rows = 301, cols = 1031;
+  for (const Pattern& p : kPatterns) {
+    INFO(p.name);
+    const auto keep = random_keep(rows, cols, p.density, p.n, p.m, 11);
+    const Tensor w = sparse_tensor(rows, cols, keep, p.n, p.m, kValues[1], 12);
+    const auto x = normal_values(static_cast<size_t>(9 * cols), 13);
+    std::vector<float> y1(static_cast<size_t>(9 * rows)), y2(y1.size());
+    kernels::set_num_threads(1);
+    kernels::matmul(w, x.data(), 9, y1.data());
+    kernels::set_num_threads(2);
+    kernels::matmul(w, x.data(), 9, y2.data());
+    kernels::set_num_threads(0);
+    REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+  }
 }
 
 TEST_CASE("sparse CSR with u32 column indices (rows wider than 65536)", "[sparse][kernels]") {
   const int64_t rows = 3, cols = 70001;
   const auto keep = random_keep(rows, cols, 0.01, 0, 0, 99);
-  const Tensor w = sparse_tensor(rows, cols, keep, 0, 0, DType::kF32, false, 100);
+  const Tensor w = sparse_tensor(rows, cols, keep, 0, 0, kValues[0], 100);
   REQUIRE(std::get<SparseEncoding>(w.encoding->node).pattern == SparsePattern::kCsr);
   check_against_ref(w, 2, 101);
+}
+
+namespace {
+
+// stories260K with every block linear weight pruned by magnitude (per row: the largest |w| of each
+// group of m for n:m, the largest fraction `density` of the row otherwise), values f32.
+Model pruned_stories(double density, int n, int m) {
+  auto loaded = load_model(test::fixture("models/stories260K/stories260K.bin"));
+  REQUIRE(loaded.ok());
+  Model model = std::move(*loaded);
+  for (const Tensor& t : std::vector<Tensor>(model.tensors())) {
+    if (tensor_role(t.name) != TensorRole::kLinear) continue;
+    const int64_t rows = t.rows(), cols = t.cols();
+    const std::vector<float> w = t.to_f32();
+    std::vector<uint8_t> keep(w.size(), 0);
+    std::vector<int64_t> order(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = w.data() + r * cols;
+      const int64_t span = n > 0 ? m : cols;
+      for (int64_t g0 = 0; g0 < cols; g0 += span) {
+        const int64_t width = std::min(span, cols - g0);
+        const int64_t want = n > 0 ? std::min<int64_t>(n, width) : static_cast<int64_t>(density * cols + 0.5);
+        order.resize(static_cast<size_t>(width));
+        for (int64_t j = 0; j < width; ++j) order[j] = g0 + j;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return std::fabs(row[a]) > std::fabs(row[b]); });
+        for (int64_t j = 0; j < want; ++j) keep[r * cols + order[j]] = 1;
+      }
+    }
+    std::vector<float> kept;
+    SparseEncoding s;
+    if (n > 0) {
+      auto nm = sparse_nm_pattern(keep.data(), w.data(), rows, cols, n, m, kept);
+      REQUIRE(nm.ok());
+      s = *nm;
+    } else {
+      s = sparse_unstructured_pattern(keep.data(), w.data(), rows, cols, kept);
+    }
+    sparse_set_dense_values(s, kept, rows, DType::kF32);
+    model.replace(Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{std::move(s)})});
+  }
+  return model;
+}
+
+// The same model with every Sparse weight decoded to Dense f32.
+Model densified(const Model& sparse) {
+  Model model = sparse;
+  for (const Tensor& t : sparse.tensors())
+    if (std::holds_alternative<SparseEncoding>(t.encoding->node))
+      model.replace(make_dense(t.name, t.shape, t.to_f32(), DType::kF32));
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("runtime on sparse weights: logits of the dense expansion, fewer weight bytes", "[sparse][runtime][heavy]") {
+  struct Case {
+    const char* name;
+    double density;
+    int n, m;
+  };
+  for (const Case& c : {Case{"2:4", 0, 2, 4}, Case{"4:8", 0, 4, 8}, Case{"70 % bitmask", 0.3, 0, 0}}) {
+    INFO(c.name);
+    const Model sparse = pruned_stories(c.density, c.n, c.m);
+    const Model dense = densified(sparse);
+    auto rs = Runtime::create(sparse, RuntimeOptions{.threads = 2});
+    auto rd = Runtime::create(dense, RuntimeOptions{.threads = 2});
+    REQUIRE(rs.ok());
+    REQUIRE(rd.ok());
+    // The runtime keeps these sparse (f32 values at or above their break-even): fewer bytes a token.
+    CHECK((*rs)->weight_bytes_per_token() < (*rd)->weight_bytes_per_token());
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 34, 264, 10, 90};
+    const int64_t vocab = (*rs)->vocab_size();
+    std::vector<float> ls(prompt.size() * vocab), ld(ls.size());
+    REQUIRE((*rs)->forward(prompt, 0, ls.data(), true).ok());
+    REQUIRE((*rd)->forward(prompt, 0, ld.data(), true).ok());
+    // then 8 decode steps on the sparse model's greedy tokens
+    for (int step = 0; step < 8; ++step) {
+      const float* last = ls.data() + (ls.size() - vocab);
+      const int32_t next = static_cast<int32_t>(std::max_element(last, last + vocab) - last);
+      std::vector<float> s1(vocab), d1(vocab);
+      REQUIRE((*rs)->forward(std::span(&next, 1), static_cast<int64_t>(prompt.size()) + step, s1.data(), false).ok());
+      REQUIRE((*rd)->forward(std::span(&next, 1), static_cast<int64_t>(prompt.size()) + step, d1.data(), false).ok());
+      ls.insert(ls.end(), s1.begin(), s1.end());
+      ld.insert(ld.end(), d1.begin(), d1.end());
+    }
+    double max_diff = 0, max_abs = 0;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(ls[i] - ld[i])));
+      max_abs = std::max(max_abs, static_cast<double>(std::fabs(ld[i])));
+    }
+    INFO("max |sparse - dense| " << max_diff << " of max |logit| " << max_abs);
+    CHECK(max_diff <= 1e-4 * max_abs);
+  }
 }
