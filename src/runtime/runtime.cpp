@@ -68,8 +68,9 @@ struct LayerWeights {
   const Tensor* gate;
   const Tensor* up;
   const Tensor* down;
-  std::vector<float> attn_norm, ffn_norm;  // [dim]
-  std::vector<float> bq, bk, bv;           // empty without biases
+  std::vector<float> attn_norm, ffn_norm;           // [dim]
+  std::vector<float> bq, bk, bv;                    // empty without biases
+  int64_t n_heads = 0, n_kv_heads = 0, hidden = 0;  // this layer's widths (they differ after structured pruning)
 };
 
 // The architectures the forward pass runs (after validate_model).
@@ -97,7 +98,10 @@ LayerWeights resolve_layer(const Model& model, int64_t l) {
                  decode("ffn_norm.weight"),
                  {},
                  {},
-                 {}};
+                 {},
+                 model.config.heads(l),
+                 model.config.kv_heads(l),
+                 model.config.hidden(l)};
   if (model.config.attn_qkv_bias) {
     w.bq = decode("attn_q.bias");
     w.bk = decode("attn_k.bias");
@@ -130,7 +134,7 @@ class BlockForward {
     hb_.resize(b * c.hidden_dim);
     hb2_.resize(b * c.hidden_dim);
   }
-  int64_t kv_dim() const { return kv_dim_; }
+  int64_t max_kv_dim() const { return kv_dim_; }
 
   // Y[n, rows] = X[n, cols] · Wᵀ; under runq.c emulation with int8 activations and int32 group sums.
   void linear(const Tensor& w, const float* x, int64_t n, float* y) const {
@@ -147,10 +151,11 @@ class BlockForward {
   void layer(const LayerWeights& w, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
              const LinearObserver* observer, bool inputs_only = false) {
     const int64_t dim = c_.dim;
+    const int64_t q_dim = w.n_heads * c_.head_dim, kv_dim = w.n_kv_heads * c_.head_dim, hidden = w.hidden;
     auto observe = [&](std::initializer_list<const Tensor*> ws, const float* in) {
       if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
     };
-    const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
+    const kernels::AttentionShape shape{w.n_heads, w.n_kv_heads, c_.head_dim, kv_dim};
     const int threads = kernels::num_threads();
     for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]);
     observe({w.wq, w.wk, w.wv}, xb_.data());
@@ -158,30 +163,30 @@ class BlockForward {
     linear(*w.wk, xb_.data(), n, k_.data());
     linear(*w.wv, xb_.data(), n, v_.data());
     for (int64_t t = 0; t < n; ++t) {
-      float* q = &q_[t * q_dim_];
-      float* k = &k_[t * kv_dim_];
-      float* v = &v_[t * kv_dim_];
+      float* q = &q_[t * q_dim];
+      float* k = &k_[t * kv_dim];
+      float* v = &v_[t * kv_dim];
       if (c_.attn_qkv_bias) {
-        for (int64_t i = 0; i < q_dim_; ++i) q[i] += w.bq[i];
-        for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
-        for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
+        for (int64_t i = 0; i < q_dim; ++i) q[i] += w.bq[i];
+        for (int64_t i = 0; i < kv_dim; ++i) k[i] += w.bk[i];
+        for (int64_t i = 0; i < kv_dim; ++i) v[i] += w.bv[i];
       }
-      ops_.rope(q, c_.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      ops_.rope(k, c_.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
-      std::memcpy(k_cache + (pos + t) * kv_dim_, k, sizeof(float) * kv_dim_);
-      std::memcpy(v_cache + (pos + t) * kv_dim_, v, sizeof(float) * kv_dim_);
+      ops_.rope(q, w.n_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      ops_.rope(k, w.n_kv_heads, c_.head_dim, pos + t, inv_freq_.data(), c_.rope_style);
+      std::memcpy(k_cache + (pos + t) * kv_dim, k, sizeof(float) * kv_dim);
+      std::memcpy(v_cache + (pos + t) * kv_dim, v, sizeof(float) * kv_dim);
     }
     if (n == 1) {
       thread_local std::vector<float> scratch;
-      scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
+      scratch.resize(static_cast<size_t>(w.n_heads * (pos + 1)));
       ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att_.data(), true);
     } else {
       // One token per iteration, all its heads on one thread: each output has one writer.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
       for (int64_t t = 0; t < n; ++t) {
         thread_local std::vector<float> scratch;
-        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + t + 1)));
-        ops_.attention(&q_[t * q_dim_], k_cache, v_cache, pos + t + 1, shape, scratch.data(), &att_[t * q_dim_], false);
+        scratch.resize(static_cast<size_t>(w.n_heads * (pos + t + 1)));
+        ops_.attention(&q_[t * q_dim], k_cache, v_cache, pos + t + 1, shape, scratch.data(), &att_[t * q_dim], false);
       }
     }
     observe({w.wo}, att_.data());
@@ -192,7 +197,7 @@ class BlockForward {
     observe({w.gate, w.up}, xb_.data());
     linear(*w.gate, xb_.data(), n, hb_.data());
     linear(*w.up, xb_.data(), n, hb2_.data());
-    for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim);
+    for (int64_t t = 0; t < n; ++t) ops_.silu_mul(&hb_[t * hidden], &hb2_[t * hidden], hidden);
     observe({w.down}, hb_.data());
     if (inputs_only) return;
     linear(*w.down, hb_.data(), n, xb2_.data());
@@ -208,7 +213,7 @@ class BlockForward {
   ModelConfig c_;
   int64_t act_group_ = 0;
   ForwardOps ops_ = kKernelOps;
-  int64_t q_dim_ = 0, kv_dim_ = 0;
+  int64_t q_dim_ = 0, kv_dim_ = 0;  // the largest over the layers (buffer sizes)
   std::vector<float> inv_freq_;
   // Activations for one chunk of up to kMaxBatch tokens.
   std::vector<float> xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
@@ -234,8 +239,8 @@ class TransformerRuntime final : public Runtime {
   Result<void> check_runq_emulation() const;
   const Tensor* kernel_weight(const Tensor* t);
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits);
-  float* k_cache(int64_t layer, int64_t pos) { return k_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
-  float* v_cache(int64_t layer, int64_t pos) { return v_cache_.get() + (layer * max_context_ + pos) * kv_dim_; }
+  float* k_cache(int64_t layer) { return k_cache_.get() + cache_offset_[layer]; }
+  float* v_cache(int64_t layer) { return v_cache_.get() + cache_offset_[layer]; }
 
   const Model& model_;
   ModelConfig c_;
@@ -243,14 +248,14 @@ class TransformerRuntime final : public Runtime {
   int64_t max_context_;
   int64_t act_group_;
   BlockForward block_;
-  int64_t kv_dim_ = 0;
+  std::vector<size_t> cache_offset_;  // [layers + 1] first float of each layer's [max_context, kv_dim] cache
   std::vector<LayerWeights> layers_;
   std::deque<Tensor> densified_;  // Sparse weights expanded to Dense where sparse kernels do not pay
   const Tensor* embedding_ = nullptr;
   const Tensor* output_ = nullptr;
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
-  FloatBuffer k_cache_, v_cache_;  // [layers, max_context, kv_dim]
+  FloatBuffer k_cache_, v_cache_;  // per layer [max_context, that layer's kv_dim]
   std::vector<float> x_, xb_;      // [kMaxBatch, dim] residual stream and final-norm output
 };
 
@@ -267,7 +272,6 @@ const Tensor* TransformerRuntime::kernel_weight(const Tensor* t) {
 
 Result<void> TransformerRuntime::init() {
   LLMC_TRY(check_supported(model_));
-  kv_dim_ = c_.n_kv_heads * c_.head_dim;
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     LayerWeights w = resolve_layer(model_, l);
     for (const Tensor** lin : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
@@ -283,10 +287,14 @@ Result<void> TransformerRuntime::init() {
   if (act_group_ > 0) LLMC_TRY(check_runq_emulation());
   block_.init(c_, act_group_);
 
-  const size_t cache = static_cast<size_t>(c_.n_layers * max_context_ * kv_dim_);
+  cache_offset_.assign(1, 0);
+  for (int64_t l = 0; l < c_.n_layers; ++l)
+    cache_offset_.push_back(cache_offset_.back() + static_cast<size_t>(max_context_ * c_.kv_heads(l) * c_.head_dim));
+  const size_t cache = cache_offset_.back();
   if (cache > kMaxCacheFloats)
     return make_error(ErrorCode::kInvalidArgument, "runtime: a KV cache of ", c_.n_layers, " layers x ", max_context_,
-                      " positions x ", kv_dim_, " floats (x2) is too large; lower max_context");
+                      " positions x up to ", c_.n_kv_heads * c_.head_dim,
+                      " floats (x2) is too large; lower max_context");
   k_cache_.allocate(cache);
   v_cache_.allocate(cache);
   x_.resize(static_cast<size_t>(kMaxBatch * c_.dim));
@@ -335,7 +343,7 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
   const int64_t dim = c_.dim;
   for (int64_t t = 0; t < n; ++t) embedding_->rows_to_f32(ids[t], ids[t] + 1, x_.data() + t * dim);
   for (int64_t l = 0; l < c_.n_layers; ++l)
-    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l, 0), v_cache(l, 0), nullptr);
+    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l), v_cache(l), nullptr);
   if (!logits) return;
   if (all_logits) {
     block_.final_norm(output_norm_, x_.data(), n, xb_.data());
@@ -352,9 +360,8 @@ Result<void> TransformerRuntime::copy_cache_from(const Runtime& other, int64_t n
     return make_error(ErrorCode::kInvalidArgument, "runtime: copy_cache_from needs a runtime of the same model");
   if (n_positions < 0 || n_positions > max_context_)
     return make_error(ErrorCode::kInvalidArgument, "runtime: cannot copy ", n_positions, " positions");
-  const size_t count = static_cast<size_t>(n_positions * kv_dim_);
   for (int64_t l = 0; l < c_.n_layers; ++l) {
-    const size_t off = static_cast<size_t>(l * max_context_ * kv_dim_);
+    const size_t off = cache_offset_[l], count = static_cast<size_t>(n_positions * c_.kv_heads(l) * c_.head_dim);
     std::memcpy(k_cache_.get() + off, o->k_cache_.get() + off, count * sizeof(float));
     std::memcpy(v_cache_.get() + off, o->v_cache_.get() + off, count * sizeof(float));
   }
@@ -369,7 +376,7 @@ class BlockRunnerImpl final : public BlockRunner {
   Result<void> init() {
     LLMC_TRY(check_supported(model_));
     block_.init(model_.config, 0);
-    const size_t kv = static_cast<size_t>(max_tokens_ * block_.kv_dim());
+    const size_t kv = static_cast<size_t>(max_tokens_ * block_.max_kv_dim());
     k_.resize(kv);
     v_.resize(kv);
     return {};
