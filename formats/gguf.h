@@ -19,6 +19,9 @@ namespace llmc {
 inline constexpr char kGgufMagic[4] = {'G', 'G', 'U', 'F'};
 inline constexpr uint32_t kGgufVersion = 3;
 inline constexpr uint64_t kGgufDefaultAlignment = 32;
+// llama.cpp's architecture for Llama models with per-layer head counts and FFN widths (DeciLM,
+// Nemotron-NAS): llama's tensors, RoPE layout and keys, read as the Llama family.
+inline constexpr const char* kGgufDeciArchitecture = "deci";
 
 enum class GgufValueType : uint32_t {
   kU8 = 0,

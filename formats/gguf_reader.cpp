@@ -247,6 +247,9 @@ class GgufFile {
   Result<std::optional<std::string>> get_string(const std::string& key) const;
   Result<std::optional<bool>> get_bool(const std::string& key) const;
   Result<std::vector<std::string>> get_string_array(const KeyValue& kv) const;
+  // One integer (returned as one entry: every layer) or an array of n_layers i32/u32 integers
+  // (returned as is); empty when absent.
+  Result<std::vector<int64_t>> get_widths(const std::string& key, int64_t n_layers) const;
   Result<void> parse_tensor_info(ByteReader& r, std::unordered_set<std::string>& names);
 
   std::string name_;
@@ -315,6 +318,29 @@ Result<std::vector<T>> read_numeric_array(const std::string& file, const uint8_t
   LLMC_ASSIGN_OR_RETURN(const uint8_t* p, r.take(kv.count * row.size));
   std::vector<T> out(static_cast<size_t>(kv.count));
   if (!out.empty()) std::memcpy(out.data(), p, out.size() * sizeof(T));
+  return out;
+}
+
+Result<std::vector<int64_t>> GgufFile::get_widths(const std::string& key, int64_t n_layers) const {
+  const KeyValue* kv = find(key);
+  if (!kv) return std::vector<int64_t>();
+  if (kv->type != GgufValueType::kArray) {
+    LLMC_ASSIGN_OR_RETURN(const auto v, get_int(key));
+    return std::vector<int64_t>{*v};  // every layer
+  }
+  if (kv->elem_type != GgufValueType::kU32 && kv->elem_type != GgufValueType::kI32)
+    return key_error(*kv, "expected an integer or an array of 32-bit integers");
+  if (n_layers < 1 || n_layers > 4096) return key_error(*kv, str_cat("block_count ", n_layers, " is out of range"));
+  if (kv->count != static_cast<uint64_t>(n_layers))
+    return key_error(*kv, str_cat("array of ", kv->count, " entries for ", n_layers, " layers"));
+  std::vector<int64_t> out;
+  if (kv->elem_type == GgufValueType::kU32) {
+    LLMC_ASSIGN_OR_RETURN(const auto v, read_numeric_array<uint32_t>(name_, data_, size_, *kv, kv->elem_type));
+    out.assign(v.begin(), v.end());
+  } else {
+    LLMC_ASSIGN_OR_RETURN(const auto v, read_numeric_array<int32_t>(name_, data_, size_, *kv, kv->elem_type));
+    out.assign(v.begin(), v.end());
+  }
   return out;
 }
 
@@ -439,14 +465,21 @@ struct IntKeyRow {
   bool required;
 };
 const IntKeyRow kIntKeys[] = {
-    {"embedding_length", &ModelConfig::dim, true},
-    {"feed_forward_length", &ModelConfig::hidden_dim, true},
-    {"block_count", &ModelConfig::n_layers, true},
-    {"attention.head_count", &ModelConfig::n_heads, true},
-    {"attention.head_count_kv", &ModelConfig::n_kv_heads, false},
-    {"attention.key_length", &ModelConfig::head_dim, false},
-    {"context_length", &ModelConfig::context_length, false},
+    {"embedding_length", &ModelConfig::dim, true},           {"block_count", &ModelConfig::n_layers, true},
+    {"attention.key_length", &ModelConfig::head_dim, false}, {"context_length", &ModelConfig::context_length, false},
     {"vocab_size", &ModelConfig::vocab_size, false},
+};
+
+// Width keys that llama.cpp reads as one integer or an array of one per layer (after structured
+// pruning; see the writer's "deci" architecture).
+struct WidthKeyRow {
+  const char* suffix;
+  bool required;
+};
+const WidthKeyRow kWidthKeys[] = {
+    {"feed_forward_length", true},
+    {"attention.head_count", true},
+    {"attention.head_count_kv", false},
 };
 
 struct RopeScalingRow {
@@ -463,7 +496,7 @@ Result<void> GgufFile::fill_config(Model& model) const {
   ModelConfig& c = model.config;
   LLMC_ASSIGN_OR_RETURN(const auto arch, get_string("general.architecture"));
   if (!arch) return make_error(ErrorCode::kFormat, name_, ": missing key 'general.architecture'");
-  const auto family = family_from_name(*arch);
+  const auto family = *arch == kGgufDeciArchitecture ? std::optional(ModelFamily::kLlama) : family_from_name(*arch);
   if (!family)
     return make_error(ErrorCode::kUnsupported, name_, ": architecture '", *arch, "' is not supported (llama, qwen2)");
   c.family = *family;
@@ -476,8 +509,17 @@ Result<void> GgufFile::fill_config(Model& model) const {
       return make_error(ErrorCode::kFormat, name_, ": missing key '", p, row.suffix, "'");
     }
   }
-  if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
-  if (c.head_dim == 0 && c.n_heads > 0) c.head_dim = c.dim / c.n_heads;
+  std::vector<int64_t> widths[std::size(kWidthKeys)];
+  for (size_t i = 0; i < std::size(kWidthKeys); ++i) {
+    const WidthKeyRow& row = kWidthKeys[i];
+    LLMC_ASSIGN_OR_RETURN(widths[i], get_widths(p + row.suffix, c.n_layers));
+    if (widths[i].empty() && row.required)
+      return make_error(ErrorCode::kFormat, name_, ": missing key '", p, row.suffix, "'");
+  }
+  auto& [hidden, heads, kv_heads] = widths;  // kWidthKeys' order
+  if (kv_heads.empty()) kv_heads = heads;    // no GQA
+  c.set_layer_widths(heads, kv_heads, hidden);
+  if (c.head_dim == 0 && c.heads(0) > 0) c.head_dim = c.dim / c.heads(0);  // llama.cpp: from layer 0
   LLMC_ASSIGN_OR_RETURN(const auto rope_dims, get_int(p + "rope.dimension_count"));
   if (rope_dims && *rope_dims != c.head_dim)
     return make_error(ErrorCode::kUnsupported, name_, ": partial rotary embedding (", p,

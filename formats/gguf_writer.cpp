@@ -172,15 +172,32 @@ uint32_t file_type(const std::vector<PlannedTensor>& plan) {
   return 0;
 }
 
+// general.architecture: the family, except that a Llama model whose layers differ in heads or FFN
+// width is written as llama.cpp's "deci" architecture (same tensors and RoPE layout as llama):
+// llama.cpp reads per-layer arrays for every architecture, but only deci's graph uses them per
+// layer (llama's takes layer 0's values for all). A non-uniform qwen2 keeps "qwen2" with arrays.
+std::string gguf_architecture(const ModelConfig& c) {
+  if (c.family == ModelFamily::kLlama && c.per_layer_widths()) return kGgufDeciArchitecture;
+  return family_name(c.family);
+}
+
+// A width key: one u32, or an array of one u32 per layer when the layers differ.
+void put_width(KvSection& kv, const std::string& key, int64_t scalar, const std::vector<int64_t>& per_layer) {
+  if (per_layer.empty()) return kv.put_u32(key, static_cast<uint32_t>(scalar));
+  std::vector<uint32_t> v(per_layer.begin(), per_layer.end());
+  kv.put_array(key, GgufValueType::kU32, v);
+}
+
 void put_config(KvSection& kv, const ModelConfig& c) {
-  const std::string p = std::string(family_name(c.family)) + ".";
+  const std::string p = gguf_architecture(c) + ".";
   if (c.context_length > 0) kv.put_u32(p + "context_length", static_cast<uint32_t>(c.context_length));
   kv.put_u32(p + "embedding_length", static_cast<uint32_t>(c.dim));
-  kv.put_u32(p + "feed_forward_length", static_cast<uint32_t>(c.hidden_dim));
+  put_width(kv, p + "feed_forward_length", c.hidden_dim, c.layer_hidden_dim);
   kv.put_u32(p + "block_count", static_cast<uint32_t>(c.n_layers));
-  kv.put_u32(p + "attention.head_count", static_cast<uint32_t>(c.n_heads));
-  kv.put_u32(p + "attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
-  if (c.n_heads > 0 && c.head_dim != c.dim / c.n_heads) {
+  put_width(kv, p + "attention.head_count", c.n_heads, c.layer_n_heads);
+  put_width(kv, p + "attention.head_count_kv", c.n_kv_heads, c.layer_n_kv_heads);
+  // llama.cpp derives the head size from layer 0's head count unless key_length is given.
+  if ((c.n_heads > 0 && c.head_dim != c.dim / c.n_heads) || c.per_layer_widths()) {
     kv.put_u32(p + "attention.key_length", static_cast<uint32_t>(c.head_dim));
     kv.put_u32(p + "attention.value_length", static_cast<uint32_t>(c.head_dim));
   }
@@ -336,7 +353,7 @@ Result<void> write_gguf(const Model& model, const std::string& path, const GgufW
   }
 
   KvSection kv;
-  kv.put_string("general.architecture", family_name(model.config.family));
+  kv.put_string("general.architecture", gguf_architecture(model.config));
   auto name = model.metadata.find("general.name");
   kv.put_string("general.name", name != model.metadata.end() ? name->second : "llmc export");
   kv.put_u32("general.file_type", file_type(plan));

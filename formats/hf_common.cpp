@@ -184,8 +184,9 @@ int64_t rope_heads_of(const std::string& canonical, const ModelConfig& config) {
   int64_t layer = 0;
   std::string rest;
   if (!split_layer(canonical, kCanonicalLayerPrefix, layer, rest)) return 0;
-  if (rest == "attn_q.weight" || rest == "attn_q.bias") return config.n_heads;
-  if (rest == "attn_k.weight" || rest == "attn_k.bias") return config.n_kv_heads;
+  if (layer >= config.n_layers) return 0;
+  if (rest == "attn_q.weight" || rest == "attn_q.bias") return config.heads(layer);
+  if (rest == "attn_k.weight" || rest == "attn_k.bias") return config.kv_heads(layer);
   return 0;
 }
 
@@ -285,6 +286,10 @@ Result<std::string> hf_config_json(const ModelConfig& c, const TokenizerData& to
                       c.attn_qkv_bias ? " has no q/k/v-only biases" : " requires q/k/v biases");
   if (c.norm != NormKind::kRmsNorm || c.activation != Activation::kSilu)
     return make_error(ErrorCode::kUnsupported, "config.json export: only RMSNorm + SiLU models");
+  if (c.per_layer_widths())
+    return make_error(ErrorCode::kUnsupported, "config.json export: the layers differ in attention heads or FFN width ",
+                      "(structured pruning with per-layer allocation), which ", row->architecture,
+                      "'s config cannot express; export GGUF or .llmc instead, or prune with uniform allocation");
   OrderedJson j = {{"architectures", {row->architecture}},
                    {"model_type", row->model_type},
                    {"hidden_size", c.dim},

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <new>
+#include <tuple>
 
 #include "core/sparse.h"
 #include "formats/file_io.h"
@@ -138,6 +139,16 @@ class Parser {
     c.rope_theta = fc->rope_theta();
     c.tied_embeddings = fc->tied_embeddings();
     c.attn_qkv_bias = fc->attn_qkv_bias();
+    // Per-layer widths (absent before structured pruning existed); validate_config checks values.
+    for (auto [name, from, to] : {std::tuple{"layer_n_heads", fc->layer_n_heads(), &c.layer_n_heads},
+                                  std::tuple{"layer_n_kv_heads", fc->layer_n_kv_heads(), &c.layer_n_kv_heads},
+                                  std::tuple{"layer_hidden_dim", fc->layer_hidden_dim(), &c.layer_hidden_dim}}) {
+      if (!from) continue;
+      if (static_cast<int64_t>(from->size()) != c.n_layers)
+        return fail(ErrorCode::kFormat, "config: ", name, " has ", from->size(), " entries for ", c.n_layers,
+                    " layers");
+      to->assign(from->begin(), from->end());
+    }
     const struct {
       const char* field;
       uint8_t value;

@@ -118,10 +118,12 @@ flatbuffers::Offset<fb::Config> build_config(flatbuffers::FlatBufferBuilder& fbb
   const auto& rs = c.rope_scaling;
   auto scaling = fb::CreateRopeScaling(fbb, static_cast<uint8_t>(rs.type), rs.factor, rs.low_freq_factor,
                                        rs.high_freq_factor, rs.original_context);
-  return fb::CreateConfigDirect(fbb, family_name(c.family), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
-                                c.head_dim, c.vocab_size, c.context_length, static_cast<uint8_t>(c.norm), c.norm_eps,
-                                c.rope_theta, static_cast<uint8_t>(c.rope_style), scaling,
-                                static_cast<uint8_t>(c.activation), c.tied_embeddings, c.attn_qkv_bias);
+  auto per_layer = [](const std::vector<int64_t>& v) { return v.empty() ? nullptr : &v; };  // absent when uniform
+  return fb::CreateConfigDirect(
+      fbb, family_name(c.family), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size,
+      c.context_length, static_cast<uint8_t>(c.norm), c.norm_eps, c.rope_theta, static_cast<uint8_t>(c.rope_style),
+      scaling, static_cast<uint8_t>(c.activation), c.tied_embeddings, c.attn_qkv_bias, per_layer(c.layer_n_heads),
+      per_layer(c.layer_n_kv_heads), per_layer(c.layer_hidden_dim));
 }
 
 flatbuffers::Offset<fb::Tokenizer> build_tokenizer(flatbuffers::FlatBufferBuilder& fbb, const TokenizerData& t) {

@@ -46,7 +46,28 @@ struct ModelConfig {
   Activation activation = Activation::kSilu;
   bool tied_embeddings = false;
   bool attn_qkv_bias = false;
+  // Per-layer widths after structured pruning (prune.heads / prune.channels): each vector is empty
+  // (every layer has the scalar value) or holds n_layers entries, and then the scalar field holds
+  // the largest entry (what buffers are sized by). set_layer_widths keeps this form.
+  std::vector<int64_t> layer_n_heads;
+  std::vector<int64_t> layer_n_kv_heads;
+  std::vector<int64_t> layer_hidden_dim;
   bool operator==(const ModelConfig&) const = default;
+
+  int64_t heads(int64_t layer) const { return layer_n_heads.empty() ? n_heads : layer_n_heads[layer]; }
+  int64_t kv_heads(int64_t layer) const { return layer_n_kv_heads.empty() ? n_kv_heads : layer_n_kv_heads[layer]; }
+  int64_t hidden(int64_t layer) const { return layer_hidden_dim.empty() ? hidden_dim : layer_hidden_dim[layer]; }
+  // True when some layer differs from another in heads, kv heads or FFN width.
+  bool per_layer_widths() const {
+    return !layer_n_heads.empty() || !layer_n_kv_heads.empty() || !layer_hidden_dim.empty();
+  }
+  // Sets the widths of every layer (n_layers entries each): a vector whose entries are all equal is
+  // stored as the scalar alone, otherwise the scalar becomes its maximum.
+  void set_layer_widths(std::vector<int64_t> heads, std::vector<int64_t> kv_heads, std::vector<int64_t> hidden);
+  // The widths of every layer, n_layers entries each (expanded from the scalars where uniform).
+  std::vector<int64_t> all_heads() const;
+  std::vector<int64_t> all_kv_heads() const;
+  std::vector<int64_t> all_hidden() const;
 };
 
 const char* family_name(ModelFamily family);

@@ -1,6 +1,7 @@
 // Tensor tables of the supported architectures (Llama family, Qwen2).
 #include "model/arch.h"
 
+#include <algorithm>
 #include <set>
 
 namespace llmc {
@@ -13,16 +14,16 @@ struct LayerRow {
   const char* suffix;
   TensorRole role;
   bool qwen2_only;
-  // shape from config: {rows, cols} (cols = 0 -> 1-D of length rows)
-  int64_t (*rows)(const ModelConfig&);
-  int64_t (*cols)(const ModelConfig&);
+  // shape of layer l's tensor from the config: {rows, cols} (cols = 0 -> 1-D of length rows)
+  int64_t (*rows)(const ModelConfig&, int64_t l);
+  int64_t (*cols)(const ModelConfig&, int64_t l);
 };
 
-int64_t q_dim(const ModelConfig& c) { return c.n_heads * c.head_dim; }
-int64_t kv_dim(const ModelConfig& c) { return c.n_kv_heads * c.head_dim; }
-int64_t dim(const ModelConfig& c) { return c.dim; }
-int64_t hidden(const ModelConfig& c) { return c.hidden_dim; }
-int64_t none(const ModelConfig&) { return 0; }
+int64_t q_dim(const ModelConfig& c, int64_t l) { return c.heads(l) * c.head_dim; }
+int64_t kv_dim(const ModelConfig& c, int64_t l) { return c.kv_heads(l) * c.head_dim; }
+int64_t dim(const ModelConfig& c, int64_t) { return c.dim; }
+int64_t hidden(const ModelConfig& c, int64_t l) { return c.hidden(l); }
+int64_t none(const ModelConfig&, int64_t) { return 0; }
 
 const LayerRow kLayerRows[] = {
     {"attn_norm.weight", TensorRole::kNorm, false, dim, none},
@@ -41,6 +42,38 @@ const LayerRow kLayerRows[] = {
 
 Shape shape_of(int64_t rows, int64_t cols) { return cols == 0 ? Shape{{rows}} : Shape{{rows, cols}}; }
 
+// Per-layer widths (structured pruning): n_layers entries each, every layer's heads a positive
+// multiple of its kv heads, and the scalar fields equal to the largest entry.
+Result<void> validate_layer_widths(const ModelConfig& c) {
+  struct Row {
+    const char* name;
+    const std::vector<int64_t>* per_layer;
+    int64_t scalar;
+    int64_t max;
+  };
+  const Row rows[] = {{"layer_n_heads", &c.layer_n_heads, c.n_heads, 4096},
+                      {"layer_n_kv_heads", &c.layer_n_kv_heads, c.n_kv_heads, 4096},
+                      {"layer_hidden_dim", &c.layer_hidden_dim, c.hidden_dim, 8 << 20}};
+  for (const Row& row : rows) {
+    const auto& v = *row.per_layer;
+    if (v.empty()) continue;
+    if (static_cast<int64_t>(v.size()) != c.n_layers)
+      return make_error(ErrorCode::kFormat, "config ", row.name, " has ", v.size(), " entries for ", c.n_layers,
+                        " layers");
+    for (size_t l = 0; l < v.size(); ++l)
+      if (v[l] <= 0 || v[l] > row.max)
+        return make_error(ErrorCode::kFormat, "config ", row.name, "[", l, "] = ", v[l], " is out of range");
+    if (*std::max_element(v.begin(), v.end()) != row.scalar)
+      return make_error(ErrorCode::kFormat, "config ", row.name, ": the largest entry ",
+                        *std::max_element(v.begin(), v.end()), " differs from the scalar value ", row.scalar);
+  }
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    if (c.kv_heads(l) > c.heads(l) || c.heads(l) % c.kv_heads(l) != 0)
+      return make_error(ErrorCode::kFormat, "config: layer ", l, " has ", c.heads(l), " heads, not a multiple of its ",
+                        c.kv_heads(l), " kv heads");
+  return {};
+}
+
 }  // namespace
 
 std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
@@ -49,7 +82,7 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   for (int64_t l = 0; l < c.n_layers; ++l)
     for (const auto& row : kLayerRows) {
       if (row.qwen2_only && !c.attn_qkv_bias) continue;
-      out.push_back({layer_tensor_name(l, row.suffix), shape_of(row.rows(c), row.cols(c)), row.role});
+      out.push_back({layer_tensor_name(l, row.suffix), shape_of(row.rows(c, l), row.cols(c, l)), row.role});
     }
   out.push_back({"output_norm.weight", Shape{{c.dim}}, TensorRole::kNorm});
   if (!c.tied_embeddings) out.push_back({"output.weight", Shape{{c.vocab_size, c.dim}}, TensorRole::kOutput});
@@ -66,9 +99,11 @@ Result<void> validate_config(const ModelConfig& c) {
   if (c.n_layers <= 0 || c.n_layers > 4096) return bad("n_layers", c.n_layers);
   if (c.n_heads <= 0 || c.n_heads > 4096) return bad("n_heads", c.n_heads);
   if (c.n_kv_heads <= 0 || c.n_kv_heads > c.n_heads) return bad("n_kv_heads", c.n_kv_heads);
-  if (c.n_heads % c.n_kv_heads != 0)
+  // With per-layer head counts the largest heads and kv heads may come from different layers.
+  if (c.layer_n_heads.empty() && c.layer_n_kv_heads.empty() && c.n_heads % c.n_kv_heads != 0)
     return make_error(ErrorCode::kFormat, "n_heads ", c.n_heads, " is not a multiple of n_kv_heads ", c.n_kv_heads);
   if (c.head_dim <= 0 || c.head_dim > 65536 || c.head_dim % 2 != 0) return bad("head_dim", c.head_dim);
+  LLMC_TRY(validate_layer_widths(c));
   if (c.vocab_size <= 0 || c.vocab_size > (1 << 24)) return bad("vocab_size", c.vocab_size);
   if (c.context_length < 0 || c.context_length > (1 << 24)) return bad("context_length", c.context_length);
   if (!(c.norm_eps > 0.0f && c.norm_eps < 1.0f))

@@ -44,6 +44,10 @@ nlohmann::json config_to_json(const ModelConfig& c) {
       {"tied_embeddings", c.tied_embeddings},
       {"attn_qkv_bias", c.attn_qkv_bias},
   };
+  // Per-layer widths after structured pruning (the scalars above are then the largest).
+  if (!c.layer_n_heads.empty()) j["layer_n_heads"] = c.layer_n_heads;
+  if (!c.layer_n_kv_heads.empty()) j["layer_n_kv_heads"] = c.layer_n_kv_heads;
+  if (!c.layer_hidden_dim.empty()) j["layer_hidden_dim"] = c.layer_hidden_dim;
   if (c.rope_scaling.type != RopeScalingType::kNone) {
     j["rope_scaling_factor"] = c.rope_scaling.factor;
     j["rope_scaling_original_context"] = c.rope_scaling.original_context;

@@ -28,6 +28,11 @@ const PassInfo kPasses[] = {
     {"prune.wanda", "Zero the smallest |w| x input-norm per output row or N:M group (calibration)", make_prune_wanda},
     {"prune.sparsegpt", "Hessian-based pruning with reconstruction, layer by layer (calibration)",
      make_prune_sparsegpt},
+    {"prune.heads", "Remove attention heads (query heads per KV group, or whole KV groups): a smaller dense model",
+     make_prune_heads},
+    {"prune.channels", "Remove FFN channels (gate/up rows, down columns): a smaller dense model", make_prune_channels},
+    {"prune.layers", "Remove whole blocks with the smallest input/output angular distance (calibration)",
+     make_prune_layers},
 };
 
 }  // namespace

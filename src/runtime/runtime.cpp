@@ -76,8 +76,9 @@ struct LayerWeights {
   const Tensor* gate;
   const Tensor* up;
   const Tensor* down;
-  std::vector<float> attn_norm, ffn_norm;  // [dim]
-  std::vector<float> bq, bk, bv;           // empty without biases
+  std::vector<float> attn_norm, ffn_norm;           // [dim]
+  std::vector<float> bq, bk, bv;                    // empty without biases
+  int64_t n_heads = 0, n_kv_heads = 0, hidden = 0;  // this layer's widths (they differ after structured pruning)
 };
 
 // The architectures the forward pass runs (after validate_model).
@@ -105,7 +106,10 @@ LayerWeights resolve_layer(const Model& model, int64_t l) {
                  decode("ffn_norm.weight"),
                  {},
                  {},
-                 {}};
+                 {},
+                 model.config.heads(l),
+                 model.config.kv_heads(l),
+                 model.config.hidden(l)};
   if (model.config.attn_qkv_bias) {
     w.bq = decode("attn_q.bias");
     w.bk = decode("attn_k.bias");
@@ -138,7 +142,7 @@ class BlockForward {
     hb_.resize(b * c.hidden_dim);
     hb2_.resize(b * c.hidden_dim);
   }
-  int64_t kv_dim() const { return kv_dim_; }
+  int64_t max_kv_dim() const { return kv_dim_; }
 
   // Y[n, rows] = X[n, cols] · Wᵀ; under runq.c emulation with int8 activations and int32 group sums.
   void linear(const Tensor& w, const float* x, int64_t n, float* y) const {
@@ -157,44 +161,45 @@ class BlockForward {
   void layer(const LayerWeights& w, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
              const LinearObserver* observer, bool inputs_only = false, int64_t seq_stride = 0) {
     const int64_t dim = c_.dim;
+    const int64_t q_dim = w.n_heads * c_.head_dim, kv_dim = w.n_kv_heads * c_.head_dim, hidden = w.hidden;
     auto observe = [&](std::initializer_list<const Tensor*> ws, const float* in) {
       if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
     };
-    const kernels::AttentionShape shape{c_.n_heads, c_.n_kv_heads, c_.head_dim, kv_dim_};
+    const kernels::AttentionShape shape{w.n_heads, w.n_kv_heads, c_.head_dim, kv_dim};
     for_tokens(n, [&](int64_t t) { ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]); });
     observe({w.wq, w.wk, w.wv}, xb_.data());
     linear(*w.wq, xb_.data(), n, q_.data());
     linear(*w.wk, xb_.data(), n, k_.data());
     linear(*w.wv, xb_.data(), n, v_.data());
     for_tokens(n, [&](int64_t t) {
-      float* q = &q_[t * q_dim_];
-      float* k = &k_[t * kv_dim_];
-      float* v = &v_[t * kv_dim_];
+      float* q = &q_[t * q_dim];
+      float* k = &k_[t * kv_dim];
+      float* v = &v_[t * kv_dim];
       if (c_.attn_qkv_bias) {
-        for (int64_t i = 0; i < q_dim_; ++i) q[i] += w.bq[i];
-        for (int64_t i = 0; i < kv_dim_; ++i) k[i] += w.bk[i];
-        for (int64_t i = 0; i < kv_dim_; ++i) v[i] += w.bv[i];
+        for (int64_t i = 0; i < q_dim; ++i) q[i] += w.bq[i];
+        for (int64_t i = 0; i < kv_dim; ++i) k[i] += w.bk[i];
+        for (int64_t i = 0; i < kv_dim; ++i) v[i] += w.bv[i];
       }
       const int64_t p = seq_stride > 0 ? pos : pos + t;
-      const int64_t slot = seq_stride > 0 ? t * seq_stride + pos * kv_dim_ : (pos + t) * kv_dim_;
-      ops_.rope(q, c_.n_heads, c_.head_dim, p, inv_freq_.data(), c_.rope_style);
-      ops_.rope(k, c_.n_kv_heads, c_.head_dim, p, inv_freq_.data(), c_.rope_style);
-      std::memcpy(k_cache + slot, k, sizeof(float) * kv_dim_);
-      std::memcpy(v_cache + slot, v, sizeof(float) * kv_dim_);
+      const int64_t slot = seq_stride > 0 ? t * seq_stride + pos * kv_dim : (pos + t) * kv_dim;
+      ops_.rope(q, w.n_heads, c_.head_dim, p, inv_freq_.data(), c_.rope_style);
+      ops_.rope(k, w.n_kv_heads, c_.head_dim, p, inv_freq_.data(), c_.rope_style);
+      std::memcpy(k_cache + slot, k, sizeof(float) * kv_dim);
+      std::memcpy(v_cache + slot, v, sizeof(float) * kv_dim);
     });
     if (seq_stride > 0) {
       // One sequence per iteration, all its heads on one thread: each output has one writer.
 #pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) \
-    if (n * c_.n_heads * (pos + 1) * c_.head_dim >= kMinParallelWork)
+    if (n * w.n_heads * (pos + 1) * c_.head_dim >= kMinParallelWork)
       for (int64_t t = 0; t < n; ++t) {
         thread_local std::vector<float> scratch;
-        scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
-        ops_.attention(&q_[t * q_dim_], k_cache + t * seq_stride, v_cache + t * seq_stride, pos + 1, shape,
-                       scratch.data(), &att_[t * q_dim_], n == 1);
+        scratch.resize(static_cast<size_t>(w.n_heads * (pos + 1)));
+        ops_.attention(&q_[t * q_dim], k_cache + t * seq_stride, v_cache + t * seq_stride, pos + 1, shape,
+                       scratch.data(), &att_[t * q_dim], n == 1);
       }
     } else if (n == 1) {
       thread_local std::vector<float> scratch;
-      scratch.resize(static_cast<size_t>(c_.n_heads * (pos + 1)));
+      scratch.resize(static_cast<size_t>(w.n_heads * (pos + 1)));
       ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att_.data(), true);
     } else {
       ops_.attention_chunk(q_.data(), k_cache, v_cache, n, pos, shape, att_.data());
@@ -207,7 +212,7 @@ class BlockForward {
     observe({w.gate, w.up}, xb_.data());
     linear(*w.gate, xb_.data(), n, hb_.data());
     linear(*w.up, xb_.data(), n, hb2_.data());
-    for_tokens(n, [&](int64_t t) { ops_.silu_mul(&hb_[t * c_.hidden_dim], &hb2_[t * c_.hidden_dim], c_.hidden_dim); });
+    for_tokens(n, [&](int64_t t) { ops_.silu_mul(&hb_[t * hidden], &hb2_[t * hidden], hidden); });
     observe({w.down}, hb_.data());
     if (inputs_only) return;
     linear(*w.down, hb_.data(), n, xb2_.data());
@@ -231,7 +236,7 @@ class BlockForward {
   ModelConfig c_;
   int64_t act_group_ = 0;
   ForwardOps ops_ = kKernelOps;
-  int64_t q_dim_ = 0, kv_dim_ = 0;
+  int64_t q_dim_ = 0, kv_dim_ = 0;  // the largest over the layers (buffer sizes)
   std::vector<float> inv_freq_;
   // Activations for one chunk of up to kMaxBatch tokens.
   std::vector<float> xb_, xb2_, q_, k_, v_, att_, hb_, hb2_;
@@ -259,13 +264,14 @@ class TransformerRuntime final : public Runtime {
   Result<void> check_runq_emulation() const;
   Result<void> check_tokens(std::span<const int32_t> tokens) const;
   const Tensor* kernel_weight(const Tensor* t);
-  // seq_stride: see BlockForward::layer (0: the n tokens are consecutive positions of sequence 0).
+  // batched: the n tokens are n sequences at position pos (forward_batch); otherwise positions
+  // pos..pos+n-1 of sequence 0.
   void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits,
-                     int64_t seq_stride = 0);
-  // Cache [layers, sequences, max_context, kv_dim]: sequence 0 of a layer, then the others.
-  int64_t seq_stride() const { return max_context_ * kv_dim_; }
-  float* k_cache(int64_t layer) { return k_cache_.get() + layer * sequences_ * seq_stride(); }
-  float* v_cache(int64_t layer) { return v_cache_.get() + layer * sequences_ * seq_stride(); }
+                     bool batched = false);
+  // Layer l's cache [sequences, max_context, kv_dim(l)] starts at cache_offset_[l].
+  int64_t seq_stride(int64_t layer) const { return max_context_ * c_.kv_heads(layer) * c_.head_dim; }
+  float* k_cache(int64_t layer) { return k_cache_.get() + cache_offset_[layer]; }
+  float* v_cache(int64_t layer) { return v_cache_.get() + cache_offset_[layer]; }
 
   const Model& model_;
   ModelConfig c_;
@@ -274,14 +280,14 @@ class TransformerRuntime final : public Runtime {
   int64_t sequences_;
   int64_t act_group_;
   BlockForward block_;
-  int64_t kv_dim_ = 0;
+  std::vector<size_t> cache_offset_;  // [layers + 1] first float of each layer's [max_context, kv_dim] cache
   std::vector<LayerWeights> layers_;
   std::deque<Tensor> densified_;  // Sparse weights expanded to Dense where sparse kernels do not pay
   const Tensor* embedding_ = nullptr;
   const Tensor* output_ = nullptr;
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
-  FloatBuffer k_cache_, v_cache_;  // [layers, sequences, max_context, kv_dim]
+  FloatBuffer k_cache_, v_cache_;  // per layer [sequences, max_context, that layer's kv_dim]
   std::vector<float> x_, xb_;      // [kMaxBatch, dim] residual stream and final-norm output
 };
 
@@ -299,7 +305,6 @@ const Tensor* TransformerRuntime::kernel_weight(const Tensor* t) {
 
 Result<void> TransformerRuntime::init() {
   LLMC_TRY(check_supported(model_));
-  kv_dim_ = c_.n_kv_heads * c_.head_dim;
   for (int64_t l = 0; l < c_.n_layers; ++l) {
     LayerWeights w = resolve_layer(model_, l);
     for (const Tensor** lin : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
@@ -315,13 +320,17 @@ Result<void> TransformerRuntime::init() {
   if (act_group_ > 0) LLMC_TRY(check_runq_emulation());
   block_.init(c_, act_group_);
 
-  const double cache_floats = static_cast<double>(c_.n_layers) * static_cast<double>(sequences_) *
-                              static_cast<double>(max_context_) * static_cast<double>(kv_dim_);
-  if (cache_floats > static_cast<double>(kMaxCacheFloats))
-    return make_error(ErrorCode::kInvalidArgument, "runtime: a KV cache of ", c_.n_layers, " layers x ", sequences_,
-                      " sequences x ", max_context_, " positions x ", kv_dim_,
-                      " floats (x2) is too large; lower max_context");
-  const auto cache = static_cast<size_t>(cache_floats);
+  cache_offset_.assign(1, 0);
+  double cache_floats = 0;
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    cache_floats += static_cast<double>(sequences_) * static_cast<double>(seq_stride(l));
+    if (cache_floats > static_cast<double>(kMaxCacheFloats))
+      return make_error(ErrorCode::kInvalidArgument, "runtime: a KV cache of ", c_.n_layers, " layers x ", sequences_,
+                        " sequences x ", max_context_, " positions x up to ", c_.n_kv_heads * c_.head_dim,
+                        " floats (x2) is too large; lower max_context");
+    cache_offset_.push_back(cache_offset_.back() + static_cast<size_t>(sequences_ * seq_stride(l)));
+  }
+  const size_t cache = cache_offset_.back();
   k_cache_.allocate(cache);
   v_cache_.allocate(cache);
   x_.resize(static_cast<size_t>(kMaxBatch * c_.dim));
@@ -378,18 +387,18 @@ Result<void> TransformerRuntime::forward_batch(std::span<const int32_t> tokens, 
     return make_error(ErrorCode::kInvalidArgument, "runtime: position ", pos, " exceeds the context of ", max_context_);
   LLMC_TRY(check_tokens(tokens));
   kernels::set_num_threads(threads_);
-  forward_chunk(tokens.data(), sequences_, pos, logits, true, seq_stride());
+  forward_chunk(tokens.data(), sequences_, pos, logits, true, true);
   return {};
 }
 
 // x: [n, dim] residual stream; positions pos..pos+n-1 of sequence 0, or position pos of
-// sequences 0..n-1 when seq_stride > 0.
+// sequences 0..n-1 when batched.
 void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits,
-                                       int64_t seq_stride) {
+                                       bool batched) {
   const int64_t dim = c_.dim;
   for (int64_t t = 0; t < n; ++t) embedding_->rows_to_f32(ids[t], ids[t] + 1, x_.data() + t * dim);
   for (int64_t l = 0; l < c_.n_layers; ++l)
-    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l), v_cache(l), nullptr, false, seq_stride);
+    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l), v_cache(l), nullptr, false, batched ? seq_stride(l) : 0);
   if (!logits) return;
   if (all_logits) {
     block_.final_norm(output_norm_, x_.data(), n, xb_.data());
@@ -408,10 +417,10 @@ Result<void> TransformerRuntime::copy_cache_from(const Runtime& other, int64_t n
     return make_error(ErrorCode::kInvalidArgument, "runtime: cannot copy ", n_positions, " positions");
   if (o->sequences_ != sequences_)
     return make_error(ErrorCode::kInvalidArgument, "runtime: copy_cache_from needs the same number of sequences");
-  const size_t count = static_cast<size_t>(n_positions * kv_dim_);
   for (int64_t l = 0; l < c_.n_layers; ++l)
     for (int64_t s = 0; s < sequences_; ++s) {
-      const size_t off = static_cast<size_t>((l * sequences_ + s) * seq_stride());
+      const size_t off = cache_offset_[l] + static_cast<size_t>(s * seq_stride(l));
+      const size_t count = static_cast<size_t>(n_positions * c_.kv_heads(l) * c_.head_dim);
       std::memcpy(k_cache_.get() + off, o->k_cache_.get() + off, count * sizeof(float));
       std::memcpy(v_cache_.get() + off, o->v_cache_.get() + off, count * sizeof(float));
     }
@@ -426,7 +435,7 @@ class BlockRunnerImpl final : public BlockRunner {
   Result<void> init() {
     LLMC_TRY(check_supported(model_));
     block_.init(model_.config, 0);
-    const size_t kv = static_cast<size_t>(max_tokens_ * block_.kv_dim());
+    const size_t kv = static_cast<size_t>(max_tokens_ * block_.max_kv_dim());
     k_.resize(kv);
     v_.resize(kv);
     return {};

@@ -11,6 +11,7 @@
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
+#include "passes/quant/quant_math.h"
 #include "pipeline/calibration.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
@@ -316,4 +317,134 @@ TEST_CASE("llmc prune writes an exact N:M file and refuses bad options without o
     }
   CHECK(sparse == 35);
   CHECK(test::run_cli("prune " + in + dir.path("p.llmc")).exit_code != 0);  // exists, no --force
+}
+
+TEST_CASE("OWL allocation: per-block sparsity follows the outlier ratio, the total stays at the target", "[prune]") {
+  auto base = load_stories();
+  if (!base.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(base.ok());
+  Model m = *base;
+  auto pass = configured("prune.magnitude", {{"sparsity", "0.5"}, {"allocation", "owl"}, {"owl_lambda", "0.08"}});
+  REQUIRE(run_pass(*pass, m).ok());
+  // Per block: achieved sparsity, and the outlier ratio of |w| (above 5x the block's mean |w|).
+  std::vector<double> sparsity, outliers;
+  int64_t total = 0, nnz = 0;
+  for (int64_t l = 0; l < 5; ++l) {
+    int64_t n = 0, kept = 0, out = 0;
+    double sum = 0;
+    std::vector<float> all;
+    for (const Tensor& t : m.tensors()) {
+      if (t.name.rfind(str_cat("blk.", l, "."), 0) != 0 || !is_block_linear(t.name)) continue;
+      const auto* s = std::get_if<SparseEncoding>(&t.encoding->node);
+      REQUIRE(s != nullptr);
+      n += t.numel();
+      kept += s->nnz;
+      for (float v : base->get(t.name).to_f32()) all.push_back(std::fabs(v)), sum += std::fabs(v);
+    }
+    for (float v : all) out += v > 5.0 * sum / double(all.size());
+    sparsity.push_back(1.0 - double(kept) / double(n));
+    outliers.push_back(double(out) / double(all.size()));
+    total += n;
+    nnz += kept;
+  }
+  INFO("sparsity per block " << sparsity[0] << " " << sparsity[1] << " " << sparsity[2] << " " << sparsity[3] << " "
+                             << sparsity[4]);
+  // Each row rounds its zero count: at most half a weight per row of 64 (the narrowest) columns off.
+  CHECK(std::fabs(1.0 - double(nnz) / double(total) - 0.5) <= 0.5 / 64);
+  const auto [lo, hi] = std::minmax_element(sparsity.begin(), sparsity.end());
+  CHECK(*hi - *lo > 0.05);
+  CHECK(*hi - *lo <= 2 * 0.08 + 2e-3);
+  // The block with the most outliers is pruned least, the one with the fewest most.
+  const auto most = std::max_element(outliers.begin(), outliers.end()) - outliers.begin();
+  const auto fewest = std::min_element(outliers.begin(), outliers.end()) - outliers.begin();
+  CHECK(sparsity[most] == *lo);
+  CHECK(sparsity[fewest] == *hi);
+  // OWL with N:M or global granularity, or a lambda the target cannot hold, is refused.
+  for (auto opts : std::vector<std::map<std::string, std::string>>{
+           {{"allocation", "owl"}, {"pattern", "2:4"}},
+           {{"allocation", "owl"}, {"granularity", "global"}},
+           {{"allocation", "owl"}, {"sparsity", "0.05"}, {"owl_lambda", "0.08"}}}) {
+    auto p = configured("prune.wanda", opts);
+    auto v = p->validate_options();
+    REQUIRE_FALSE(v.ok());
+    CHECK(v.error().code == ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("SparseGPT joint with 4-bit: Sparse{Quant} values, file smaller than 4-bit dense; quality reported",
+          "[prune][heavy]") {
+  auto base = load_stories();
+  if (!base.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(base.ok());
+  CalibOptions co;
+  co.file = test::fixture("text/tinyshakespeare.txt");
+  co.samples = 32;
+  co.ctx = 256;
+  auto calib = CalibrationSet::create(*base, co);
+  REQUIRE(calib.ok());
+  auto sparsegpt = [&](std::map<std::string, std::string> opts) {
+    Model m = *base;
+    auto pass = configured("prune.sparsegpt", std::move(opts));
+    PassContext ctx;
+    ctx.calib = calib->get();
+    ctx.threads = 1;
+    REQUIRE(pass->validate_options().ok());
+    REQUIRE(pass->run(m, ctx).ok());
+    return m;
+  };
+  const Model joint = sparsegpt({{"sparsity", "0.5"}, {"bits", "4"}, {"group_size", "32"}});
+  // Prune, then round the kept values to the same 4-bit groups (no compensation of rounding).
+  Model separate = sparsegpt({{"sparsity", "0.5"}});
+  QuantSpec q4;
+  q4.bits = 4;
+  q4.group_size = 32;
+  for (const Tensor& t : separate.tensors()) {
+    const auto* s = std::get_if<SparseEncoding>(&t.encoding->node);
+    if (!s) continue;
+    const int64_t stride = s->kept_stride;
+    const std::vector<float> kept = Tensor{"values", Shape{{t.rows(), stride}}, s->values}.to_f32();
+    SparseEncoding rounded = *s;
+    rounded.values =
+        std::make_shared<Encoding>(Encoding{quantize_rtn(q4, kept, t.rows(), stride, {}, ScaleSearch{}, nullptr)});
+    separate.replace(Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{std::move(rounded)})});
+  }
+  // 4-bit dense of the same tensors (the embedding stays f32 in all three files).
+  Model dense4 = *base;
+  {
+    auto pass = configured("quant.rtn", {{"bits", "4"}, {"group_size", "32"}});
+    PassContext ctx;
+    ctx.selector.ignore = {"token_embd\\.weight"};
+    REQUIRE(ctx.selector.compile().ok());
+    REQUIRE(pass->run(dense4, ctx).ok());
+  }
+  int joint_tensors = 0;
+  for (const Tensor& t : joint.tensors()) {
+    const auto* s = std::get_if<SparseEncoding>(&t.encoding->node);
+    if (!s) continue;
+    ++joint_tensors;
+    const auto* qv = std::get_if<QuantEncoding>(&s->values->node);
+    REQUIRE(qv != nullptr);
+    CHECK(qv->bits == 4);
+    CHECK(1.0 - double(s->nnz) / double(t.numel()) == Approx(0.5).margin(0.01));
+  }
+  CHECK(joint_tensors == 35);
+  test::TempDir dir;
+  REQUIRE(write_llmc(joint, dir.path("joint.llmc"), {}).ok());
+  REQUIRE(write_llmc(dense4, dir.path("dense4.llmc"), {}).ok());
+  auto back = read_llmc(dir.path("joint.llmc"));
+  REQUIRE(back.ok());
+  test::require_same_tensors(joint, *back);
+  const auto joint_bytes = std::filesystem::file_size(dir.path("joint.llmc"));
+  const auto dense_bytes = std::filesystem::file_size(dir.path("dense4.llmc"));
+  const auto [kld_joint, ratio_joint] = stories_kld(joint, *base);
+  const auto [kld_separate, ratio_separate] = stories_kld(separate, *base);
+  const auto [kld_dense4, ratio_dense4] = stories_kld(dense4, *base);
+  WARN("SparseGPT 50% + 4-bit joint: KLD "
+       << kld_joint << ", PPL ratio " << ratio_joint << ", " << joint_bytes << " bytes; prune then round: KLD "
+       << kld_separate << ", PPL ratio " << ratio_separate << "; 4-bit dense RTN: KLD " << kld_dense4 << ", PPL ratio "
+       << ratio_dense4 << ", " << dense_bytes << " bytes");
+  CHECK(joint_bytes < dense_bytes);
+  // On stories260K the pruning error dominates: joint and prune-then-round differ by less than the
+  // evaluation noise (KLD 1.916 vs 1.911), so only reported here; the joint sweep's lower layer
+  // output error is asserted in test_sparsegpt_math.cpp.
 }

@@ -5,6 +5,7 @@
 
 #include "passes/prune/prune_common.h"
 #include "passes/prune/sparsegpt_math.h"
+#include "passes/quant/quant_math.h"
 
 using namespace llmc;
 
@@ -118,6 +119,71 @@ TEST_CASE("sparsegpt zeroes never-active input columns and refuses global granul
   for (int64_t r = 0; r < p.rows; ++r) CHECK(w[r * p.cols + 5] == 0.0f);
   spec.granularity = PruneGranularity::kGlobal;
   auto r = sparsegpt_prune(w, p.rows, p.cols, p.h, spec, {}, keep);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::kInvalidArgument);
+}
+
+// Joint quantization: the dequantized values are what the QuantEncoding decodes to, every group of
+// kept entries is one 4-bit group, and compensating the rounding inside the sweep beats rounding
+// the kept values of the plain SparseGPT result afterwards (the layer-output error).
+TEST_CASE("sparsegpt joint 4-bit: values decode exactly, lower output error than prune-then-round",
+          "[prune][sparsegpt]") {
+  const Problem p = make_problem(5);
+  QuantSpec q;
+  q.bits = 4;
+  q.group_size = 8;
+  q.scheme = QuantScheme::kAsymmetric;
+  PruneSpec specs[3];
+  specs[0].sparsity = 0.5;
+  specs[1].sparsity = 0.3;  // kept count per block not a multiple of the group: blocks end on group bounds
+  specs[2].nm = true, specs[2].n = 2, specs[2].m = 4, specs[2].sparsity = 0.5;
+  for (const PruneSpec& spec : specs) {
+    INFO("sparsity " << spec.sparsity << (spec.nm ? " 2:4" : ""));
+    SparseGptOptions o;
+    o.block_size = 16;
+    std::vector<float> joint = p.w, plain = p.w;
+    std::vector<uint8_t> keep_joint, keep_plain;
+    QuantEncoding values;
+    REQUIRE(sparsegpt_prune(joint, p.rows, p.cols, p.h, spec, o, keep_joint, &q, &values).ok());
+    REQUIRE(sparsegpt_prune(plain, p.rows, p.cols, p.h, spec, o, keep_plain).ok());
+    const int64_t kept = p.cols - (spec.nm ? p.cols / 2 : std::llround(spec.sparsity * double(p.cols)));
+    REQUIRE(validate_encoding(Encoding{values}, Shape{{p.rows, kept}}).ok());
+    const std::vector<float> decoded =
+        Tensor{"v", Shape{{p.rows, kept}}, std::make_shared<Encoding>(Encoding{values})}.to_f32();
+    // Round the plain result's kept values to the same groups, without compensation.
+    std::vector<float> plain_kept;
+    for (size_t i = 0; i < plain.size(); ++i)
+      if (keep_plain[i]) plain_kept.push_back(plain[i]);
+    std::vector<float> rounded_kept;
+    quantize_rtn(q, plain_kept, p.rows, kept, {}, ScaleSearch{}, &rounded_kept);
+    std::vector<float> rounded(p.w.size(), 0.0f);
+    for (int64_t r = 0, i = 0; r < p.rows; ++r) {
+      int64_t k = 0;
+      for (int64_t c = 0; c < p.cols; ++c) {
+        const size_t at = static_cast<size_t>(r * p.cols + c);
+        if (keep_joint[at]) {
+          REQUIRE(joint[at] == decoded[r * kept + k]);
+          ++k;
+        } else {
+          REQUIRE(joint[at] == 0.0f);
+        }
+        if (keep_plain[at]) rounded[at] = rounded_kept[i++];
+      }
+      REQUIRE(k == kept);
+    }
+    const double e_joint = output_error(p, joint), e_rounded = output_error(p, rounded),
+                 e_plain = output_error(p, plain);
+    INFO("output error: joint " << e_joint << ", prune then round " << e_rounded << ", prune only " << e_plain);
+    CHECK(e_joint < e_rounded);
+    CHECK(e_plain < e_joint);
+  }
+  // Tensor granularity keeps different counts per row: joint quantization refuses it.
+  PruneSpec tensor;
+  tensor.granularity = PruneGranularity::kTensor;
+  std::vector<float> w = p.w;
+  std::vector<uint8_t> keep;
+  QuantEncoding values;
+  auto r = sparsegpt_prune(w, p.rows, p.cols, p.h, tensor, SparseGptOptions{}, keep, &q, &values);
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == ErrorCode::kInvalidArgument);
 }

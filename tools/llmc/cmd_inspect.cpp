@@ -31,6 +31,9 @@ void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {  
                 (long long)c.context_length, c.norm_eps, c.rope_theta,
                 j["config"]["rope_style"].get<std::string>().c_str(), c.tied_embeddings ? "tied" : "untied",
                 c.attn_qkv_bias ? "  qkv-bias" : "");
+    // Structured pruning leaves per-layer widths: one line each, layer by layer.
+    for (const char* key : {"layer_n_heads", "layer_n_kv_heads", "layer_hidden_dim"})
+      if (j["config"].contains(key)) std::printf("per-layer %s: %s\n", key + 6, j["config"][key].dump().c_str());
   }
   const auto& t = j["tokenizer"];
   if (m.tokenizer.empty()) {

@@ -1,140 +1,131 @@
-// llmc prune: one pruning pass (magnitude, Wanda, SparseGPT) over a model, written as .llmc, with a summary.
-#include <chrono>
-#include <cstdio>
+// llmc prune: sugar for a one-stage pruning recipe (--pattern and --method pick the pass; every
+// pruning pass's options are flags generated from its declarations).
+#include <map>
+#include <set>
 
 #include "cli_util.h"
 #include "commands.h"
-#include "core/sparse.h"
-#include "formats/file_io.h"
-#include "passes/pass.h"
-#include "pipeline/calibration.h"
+#include "pass_flags.h"
+#include "pipeline/pass_options.h"
+#include "recipe_run.h"
 
 namespace llmc::cli {
 namespace {
 
+using OJson = nlohmann::ordered_json;
+
+// --pattern heads|channels|layers: structured passes (smaller dense models); unstructured and N:M:
+// prune.<method> (the Sparse encoding).
+const std::map<std::string, const char*> kStructuredPass = {
+    {"heads", "prune.heads"}, {"channels", "prune.channels"}, {"layers", "prune.layers"}};
+// --method of a structured pattern: how units are ranked (importance) and whether the output
+// projection is refit on the kept units; --importance / --refit override.
+struct StructuredMethod {
+  const char* importance;
+  bool refit;
+};
+const std::map<std::string, StructuredMethod> kStructuredMethod = {
+    {"magnitude", {"magnitude", false}}, {"wanda", {"activation", false}}, {"sparsegpt", {"activation", true}}};
+
 struct PruneArgs {
-  std::string input, output, tokenizer, method = "magnitude", pattern = "unstructured", granularity = "row",
-                                        values = "keep", calib;
+  RecipeJob job;
+  std::string method = "magnitude";
+  std::string pattern = "unstructured";
   double sparsity = 0.5;
-  int64_t calib_samples = 128, calib_ctx = 512, calib_self = 0;
+  std::string calib;
+  int64_t calib_self = 0;
+  int64_t calib_samples = 0;
+  int64_t calib_ctx = 0;
   uint64_t seed = 0;
-  int threads = 0;
-  int zstd = 0;
-  bool force = false;
+  std::vector<std::string> keep;
+  PassFlags flags;
 };
 
-// Feeds the parsed flags to the pass's declared options.
-class FlagOptions final : public OptionVisitor {
- public:
-  explicit FlagOptions(const PruneArgs& a) : a_(a) {}
-  void option(const char*, bool&, const char*) override {}
-  void option(const char*, int64_t&, const char*) override {}
-  void option(const char* name, double& v, const char*) override {
-    if (std::string(name) == "sparsity") v = a_.sparsity;
-  }
-  void option(const char* name, std::string& v, const char*, std::span<const char* const>) override {
-    const std::string n = name;
-    if (n == "pattern") v = a_.pattern;
-    if (n == "granularity") v = a_.granularity;
-    if (n == "values") v = a_.values;
-  }
-  void option(const char*, std::vector<std::string>&, const char*) override {}
-
- private:
-  const PruneArgs& a_;
-};
-
-int run_prune(const PruneArgs& a) {
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::string> inputs = {a.input};
-  if (!a.tokenizer.empty()) inputs.push_back(a.tokenizer);
-  if (!a.calib.empty()) inputs.push_back(a.calib);
-  if (auto ok = check_output_path(a.output, inputs, a.force); !ok.ok()) return report_error(ok.error());
-  auto pass = make_pass("prune." + a.method);
-  if (!pass.ok()) return report_error(pass.error());
-  FlagOptions flags(a);
-  (*pass)->visit(flags);
-  if (auto v = (*pass)->validate_options(); !v.ok()) return report_error(v.error());
-  auto loaded = load_model_for_cli(a.input, a.tokenizer);
-  if (!loaded.ok()) return report_error(loaded.error());
-  Model& model = *loaded;
-  const uint64_t bytes_before = [&] {
-    uint64_t b = 0;
-    for (const Tensor& t : model.tensors()) b += t.encoded_bytes();
-    return b;
-  }();
-  PassContext ctx;
-  ctx.seed = a.seed;
-  ctx.threads = a.threads;
-  std::unique_ptr<CalibrationSet> calib;
-  if ((*pass)->needs().calibration) {
-    if (a.calib.empty() && a.calib_self == 0)
-      return report_error(
-          make_error(ErrorCode::kInvalidArgument, "prune.", a.method, " needs --calib FILE or --calib-self N"));
-    CalibOptions co;
-    co.file = a.calib;
-    co.self_samples = a.calib_self;
-    co.samples = a.calib_samples;
-    co.ctx = a.calib_ctx;
-    co.seed = a.seed;
-    co.threads = a.threads;
-    auto c = CalibrationSet::create(model, co);
-    if (!c.ok()) return report_error(c.error());
-    calib = std::move(c).value();
-    ctx.calib = calib.get();
-  }
-  auto report = (*pass)->run(model, ctx);
-  if (!report.ok()) return report_error(report.error());
-  LlmcWriteOptions o;
-  o.zstd_level = a.zstd;
-  o.command_line = command_line();
-  o.input_path = a.input;
-  o.recipe = str_cat("prune.", a.method, ": {sparsity: ", a.sparsity, ", pattern: ", a.pattern,
-                     ", granularity: ", a.granularity, ", values: ", a.values, "}");
-  if (auto h = hash_path(a.input); h.ok()) o.input_xxh64 = *h;
-  if (auto w = write_llmc(model, a.output, o); !w.ok()) return report_error(w.error());
-  int64_t pruned = 0, nnz = 0;
-  uint64_t pattern_bytes = 0, value_bytes = 0, bytes_after = 0;
-  for (const Tensor& t : model.tensors()) {
-    bytes_after += t.encoded_bytes();
-    if (const auto* s = std::get_if<SparseEncoding>(&t.encoding->node)) {
-      pruned += t.numel();
-      nnz += s->nnz;
-      pattern_bytes += sparse_pattern_bytes(*s);
-      value_bytes += sparse_values_bytes(*s);
+Result<Recipe> build_recipe(const PruneArgs& a) {
+  auto bad = [](auto&&... parts) { return make_error(ErrorCode::kInvalidArgument, parts...); };
+  OJson options = a.flags.given();
+  std::string pass_name;
+  if (const auto it = kStructuredPass.find(a.pattern); it != kStructuredPass.end()) {
+    pass_name = it->second;
+    if (a.pattern == "layers") {
+      if (a.method == "magnitude")
+        return bad(
+            "--pattern layers ranks blocks by their input/output angular distance on calibration text: use "
+            "--method wanda or sparsegpt with --calib FILE or --calib-self N");
+    } else {
+      const StructuredMethod& m = kStructuredMethod.at(a.method);
+      if (!options.contains("importance")) options["importance"] = m.importance;
+      if (!options.contains("refit")) options["refit"] = m.refit;
     }
+  } else {
+    pass_name = "prune." + a.method;
+    options["pattern"] = a.pattern;
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("prune.%s: %lld tensors, %.2f %% of their weights removed (pattern %s)\n", a.method.c_str(),
-              (long long)report->details.size(), pruned ? 100.0 * (1.0 - double(nnz) / double(pruned)) : 0.0,
-              a.pattern.c_str());
-  std::printf("weights %.3f MB -> %.3f MB (pattern %.3f MB, values %.3f MB); %s %.3f MB; %.2f s\n", bytes_before / 1e6,
-              bytes_after / 1e6, pattern_bytes / 1e6, value_bytes / 1e6, a.output.c_str(),
-              static_cast<double>(path_size(a.output)) / 1e6, secs);
-  return kExitOk;
+  options["sparsity"] = a.sparsity;
+
+  Recipe recipe;
+  recipe.source = "command line";
+  recipe.seed = a.seed;
+  const bool any_calib = !a.calib.empty() || a.calib_self > 0 || a.calib_samples > 0 || a.calib_ctx > 0;
+  if (!a.calib.empty() && a.calib_self > 0) return bad("--calib and --calib-self exclude each other");
+  if (any_calib) {
+    if (a.calib.empty() && a.calib_self == 0)
+      return bad("--calib-samples/--calib-ctx need --calib FILE or --calib-self N");
+    CalibOptions c;
+    c.file = a.calib;
+    c.self_samples = a.calib_self;
+    if (a.calib_self > 0) c.samples = a.calib_self;
+    if (a.calib_samples > 0) c.samples = a.calib_samples;
+    if (a.calib_ctx > 0) c.ctx = a.calib_ctx;
+    c.seed = a.seed;
+    recipe.calibration = c;
+  }
+  LLMC_ASSIGN_OR_RETURN(RecipeStage st, make_stage(pass_name, options, {}, a.keep));
+  recipe.stages.push_back(std::move(st));
+  if (recipe.stages[0].pass->needs().calibration && !recipe.calibration)
+    return bad(pass_name, " needs calibration: --calib FILE or --calib-self N");
+  LLMC_TRY(validate_recipe(recipe, ErrorCode::kInvalidArgument));
+  return recipe;
+}
+
+int run_prune(PruneArgs& a) {
+  auto recipe = build_recipe(a);  // every option checked before the model is loaded
+  if (!recipe.ok()) return report_error(recipe.error());
+  a.job.command = "prune";
+  return run_recipe_job(a.job, *recipe);
 }
 
 }  // namespace
 
 RunFn setup_prune(CLI::App& sub) {
   auto a = std::make_shared<PruneArgs>();
-  sub.add_option("input", a->input, "Input model (any supported format)")->required();
-  sub.add_option("-o,--output", a->output, "Output .llmc file")->required();
-  sub.add_option("--method", a->method, "magnitude, wanda or sparsegpt")
-      ->check(CLI::IsMember({"magnitude", "wanda", "sparsegpt"}));
-  sub.add_option("--sparsity", a->sparsity, "Fraction of weights removed, in [0, 1)");
-  sub.add_option("--pattern", a->pattern, "unstructured or N:M (e.g. 2:4)");
-  sub.add_option("--granularity", a->granularity, "row, tensor or global (unstructured)");
-  sub.add_option("--values", a->values, "Stored values: keep, f32, f16, bf16");
-  sub.add_option("--calib", a->calib, "Calibration text (wanda, sparsegpt)");
-  sub.add_option("--calib-self", a->calib_self, "Calibrate on N sequences sampled from the model instead");
-  sub.add_option("--calib-samples", a->calib_samples, "Calibration sequences");
-  sub.add_option("--calib-ctx", a->calib_ctx, "Tokens per calibration sequence");
-  sub.add_option("--seed", a->seed, "Seed");
-  sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
-  sub.add_option("--zstd", a->zstd, "zstd level for .llmc sections (0 = raw)")->check(CLI::Range(0, 22));
-  sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, GGUF)");
-  sub.add_flag("--force", a->force, "Replace an existing output");
+  add_job_options(sub, a->job);
+  std::vector<std::string> methods;
+  for (const auto& [m, s] : kStructuredMethod) methods.push_back(m);
+  sub.add_option("--method", a->method,
+                 "magnitude (data-free), wanda or sparsegpt (calibration). Structured patterns: magnitude ranks by "
+                 "weights, wanda by activations, sparsegpt by activations and refits the output projection")
+      ->check(CLI::IsMember(methods));
+  sub.add_option("--pattern", a->pattern,
+                 "unstructured or N:M (e.g. 2:4): Sparse weights; heads, channels (FFN) or layers: a smaller dense "
+                 "model");
+  sub.add_option("--sparsity", a->sparsity,
+                 "Fraction removed, in [0, 1): of the weights (unstructured), of the heads, FFN channels or layers "
+                 "(structured)");
+  sub.add_option("--keep", a->keep, "Leave tensors matching this regular expression unchanged (repeatable)")
+      ->allow_extra_args(false);
+  sub.add_option("--calib", a->calib, "Calibration text file (tokenized with the model's tokenizer)");
+  sub.add_option("--calib-self", a->calib_self, "Calibrate on N sequences sampled from the model itself")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  sub.add_option("--calib-samples", a->calib_samples, "Calibration sequences (default 128)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  sub.add_option("--calib-ctx", a->calib_ctx, "Tokens per calibration sequence (default 512)")
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+  sub.add_option("--seed", a->seed, "Seed of calibration sampling");
+  std::vector<std::unique_ptr<Pass>> passes;
+  for (const PassInfo& info : pass_registry())
+    if (std::string_view(info.name).starts_with("prune.")) passes.push_back(info.make());
+  a->flags.add(sub, passes, {"sparsity", "pattern"});
   return [a] { return run_prune(*a); };
 }
 

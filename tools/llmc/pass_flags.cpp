@@ -1,6 +1,7 @@
 // CLI11 flags from pass option declarations.
 #include "pass_flags.h"
 
+#include <algorithm>
 #include <map>
 
 namespace llmc::cli {
@@ -18,6 +19,13 @@ void PassFlags::add(CLI::App& sub, const std::vector<std::unique_ptr<Pass>>& pas
       if (it == seen.end()) {
         order.push_back(name);
         it = seen.emplace(name, std::make_pair(std::move(info), std::vector<std::string>{})).first;
+      } else {
+        // The same name in several passes: the flag accepts every pass's choices; the chosen pass
+        // checks its own (validate_options).
+        auto& choices = it->second.first.choices;
+        if (info.choices.empty()) choices.clear();  // free text somewhere: no choice check
+        for (const std::string& c : info.choices)
+          if (!choices.empty() && std::find(choices.begin(), choices.end(), c) == choices.end()) choices.push_back(c);
       }
       it->second.second.emplace_back(pass->name());
     }

@@ -123,6 +123,13 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
   std::printf("  weights     %s -> %s bytes, %s -> %s bits per weight\n", std::to_string(before.bpw_bytes).c_str(),
               std::to_string(after.bpw_bytes).c_str(), fmt("%.3f", before.bits_per_weight()).c_str(),
               fmt("%.3f", after.bits_per_weight()).c_str());
+  if (after.parameters != before.parameters)  // structured pruning shrinks shapes
+    std::printf("  parameters  %lld -> %lld (%s)\n", static_cast<long long>(before.parameters),
+                static_cast<long long>(after.parameters),
+                fmt("%.1f%%", before.parameters ? 100.0 * static_cast<double>(after.parameters) /
+                                                      static_cast<double>(before.parameters)
+                                                : 0.0)
+                    .c_str());
   for (const auto& [enc, count] : after.tensors_per_encoding)
     std::printf("  encoding    %-28s %4lld tensors %10llu bytes\n", enc.c_str(), static_cast<long long>(count),
                 static_cast<unsigned long long>(after.bytes_per_encoding.at(enc)));

@@ -14,6 +14,13 @@ namespace {
 
 constexpr const char* kGranularities[] = {"row", "tensor", "global"};
 constexpr const char* kValueTypes[] = {"keep", "f32", "f16", "bf16"};
+constexpr const char* kAllocations[] = {"uniform", "owl"};
+
+// The OWL group of a target: "blk.N" for block tensors, the name itself otherwise.
+std::string owl_group(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return name;
+  return name.substr(0, name.find('.', 4));
+}
 
 }  // namespace
 
@@ -23,6 +30,11 @@ void PruneOptions::visit(OptionVisitor& v) {
   v.option("granularity", granularity, "Unstructured: the same sparsity in every row, per tensor, or global",
            kGranularities);
   v.option("values", values, "Stored values: keep (the tensor's dense dtype), f32, f16 or bf16", kValueTypes);
+  v.option("allocation", allocation,
+           "Unstructured: uniform (the same sparsity in every block) or owl (outlier-weighted per-block sparsity)",
+           kAllocations);
+  v.option("owl_lambda", owl_lambda, "OWL: largest deviation of a block's sparsity from the target");
+  v.option("owl_m", owl_m, "OWL: a score is an outlier above this multiple of its block's mean score");
 }
 
 Result<PruneSpec> PruneOptions::spec() const {
@@ -56,6 +68,23 @@ Result<PruneSpec> PruneOptions::spec() const {
   if (std::find(std::begin(kValueTypes), std::end(kValueTypes), values) == std::end(kValueTypes))
     return make_error(ErrorCode::kInvalidArgument, "values '", values, "' is not keep, f32, f16 or bf16");
   s.values = values;
+  const auto a = std::find(std::begin(kAllocations), std::end(kAllocations), allocation);
+  if (a == std::end(kAllocations))
+    return make_error(ErrorCode::kInvalidArgument, "allocation '", allocation, "' is not uniform or owl");
+  s.owl = allocation == "owl";
+  if (s.owl) {
+    if (s.nm)
+      return make_error(ErrorCode::kInvalidArgument, "allocation owl applies to unstructured sparsity, not N:M");
+    if (s.granularity == PruneGranularity::kGlobal)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "allocation owl sets per-block sparsity; use row or tensor granularity");
+    if (!(owl_lambda >= 0.0 && owl_lambda <= std::min(s.sparsity, 1.0 - s.sparsity) && owl_lambda < 0.5))
+      return make_error(ErrorCode::kInvalidArgument, "owl_lambda ", owl_lambda,
+                        " must lie in [0, min(sparsity, 1 - sparsity)] so every block's sparsity stays in [0, 1)");
+    if (!(owl_m > 0.0)) return make_error(ErrorCode::kInvalidArgument, "owl_m ", owl_m, " must be positive");
+  }
+  s.owl_lambda = owl_lambda;
+  s.owl_m = owl_m;
   return s;
 }
 
@@ -65,6 +94,65 @@ std::vector<std::string> prune_targets(const Model& model, const TargetSelector&
     const bool wanted = selector.has_targets() ? t.shape.dims.size() == 2
                                                : t.shape.dims.size() == 2 && tensor_role(t.name) == TensorRole::kLinear;
     if (wanted && selector.selects(t.name)) out.push_back(t.name);
+  }
+  return out;
+}
+
+ScoresOf wanda_scores(const Model& model, const LayerStats& stats) {
+  return [&model, &stats](const std::string& name) -> Result<std::vector<float>> {
+    const Tensor& t = model.get(name);
+    const auto it = stats.find(name);
+    if (it == stats.end() || !it->second || it->second->cols != t.cols())
+      return make_error(ErrorCode::kInternal, "no input statistics for '", name, "'");
+    std::vector<float> s = t.to_f32();
+    const auto cols = static_cast<size_t>(t.cols());
+    for (size_t i = 0; i < s.size(); ++i)
+      s[i] = static_cast<float>(std::fabs(s[i]) * std::sqrt(it->second->sq_sum[i % cols]));
+    return s;
+  };
+}
+
+Result<std::map<std::string, double>> owl_sparsity(const std::vector<std::string>& targets, const ScoresOf& scores,
+                                                   const PruneSpec& spec) {
+  std::map<std::string, double> out;
+  for (const std::string& t : targets) out[t] = spec.sparsity;
+  if (!spec.owl || targets.empty()) return out;
+  struct Group {
+    double sum = 0;
+    int64_t count = 0;
+    std::vector<std::string> names;
+    double ratio = 0;
+  };
+  std::map<std::string, Group> groups;  // ordered: deterministic
+  for (const std::string& t : targets) groups[owl_group(t)].names.push_back(t);
+  for (auto& [key, g] : groups) {
+    std::vector<std::vector<float>> s;
+    for (const std::string& t : g.names) {
+      LLMC_ASSIGN_OR_RETURN(auto v, scores(t));
+      for (float x : v) g.sum += x;
+      g.count += static_cast<int64_t>(v.size());
+      s.push_back(std::move(v));
+    }
+    const double threshold = spec.owl_m * g.sum / static_cast<double>(std::max<int64_t>(1, g.count));
+    int64_t outliers = 0;
+    for (const auto& v : s)
+      for (float x : v) outliers += x > threshold;
+    g.ratio = static_cast<double>(outliers) / static_cast<double>(std::max<int64_t>(1, g.count));
+  }
+  double lo = INFINITY, hi = -INFINITY, weighted = 0, total = 0;
+  for (const auto& [key, g] : groups) lo = std::min(lo, g.ratio), hi = std::max(hi, g.ratio);
+  auto spread = [&](const Group& g) { return hi > lo ? 2.0 * spec.owl_lambda * (g.ratio - lo) / (hi - lo) : 0.0; };
+  for (const auto& [key, g] : groups) {
+    weighted += spread(g) * static_cast<double>(g.count);
+    total += static_cast<double>(g.count);
+  }
+  const double mean = total > 0 ? weighted / total : 0.0;
+  for (const auto& [key, g] : groups) {
+    const double sparsity = spec.sparsity - (spread(g) - mean);
+    if (!(sparsity >= 0.0 && sparsity < 1.0))
+      return make_error(ErrorCode::kInvalidArgument, "OWL gives ", key, " the sparsity ", sparsity,
+                        " outside [0, 1); lower owl_lambda");
+    for (const std::string& t : g.names) out[t] = sparsity;
   }
   return out;
 }
@@ -113,7 +201,8 @@ Result<std::vector<uint8_t>> select_keep(const std::vector<float>& scores, int64
 }
 
 Result<double> store_sparse(Model& model, const std::string& name, const std::vector<float>& w,
-                            const std::vector<uint8_t>& keep, const PruneSpec& spec) {
+                            const std::vector<uint8_t>& keep, const PruneSpec& spec,
+                            const QuantEncoding* quant_values) {
   const Tensor& t = model.get(name);
   const int64_t rows = t.rows(), cols = t.cols();
   DType dtype = DType::kF32;
@@ -131,7 +220,12 @@ Result<double> store_sparse(Model& model, const std::string& name, const std::ve
   } else {
     s = sparse_unstructured_pattern(keep.data(), w.data(), rows, cols, kept);
   }
-  sparse_set_dense_values(s, kept, rows, dtype);
+  if (quant_values) {
+    LLMC_TRY(validate_encoding(Encoding{*quant_values}, sparse_values_shape(s, rows)));
+    s.values = std::make_shared<Encoding>(Encoding{*quant_values});
+  } else {
+    sparse_set_dense_values(s, kept, rows, dtype);
+  }
   const double sparsity = t.numel() == 0 ? 0.0 : 1.0 - static_cast<double>(s.nnz) / static_cast<double>(t.numel());
   model.replace(Tensor{name, t.shape, std::make_shared<Encoding>(Encoding{std::move(s)})});
   return sparsity;

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -9,6 +11,7 @@
 
 #include "core/model.h"
 #include "passes/pass.h"
+#include "pipeline/calibration.h"
 
 namespace llmc {
 
@@ -24,6 +27,9 @@ struct PruneSpec {
   int m = 0;
   PruneGranularity granularity = PruneGranularity::kRow;
   std::string values = "keep";  // dtype of the stored values: keep (the dense dtype, f32 otherwise) | f32 | f16 | bf16
+  bool owl = false;             // per-block sparsity from outlier ratios (owl_sparsity)
+  double owl_lambda = 0.08;
+  double owl_m = 5.0;
 };
 
 // Options every pruning pass declares with the same names: sparsity, pattern (unstructured | N:M),
@@ -33,9 +39,13 @@ struct PruneOptions {
   std::string pattern = "unstructured";
   std::string granularity = "row";
   std::string values = "keep";
+  std::string allocation = "uniform";
+  double owl_lambda = 0.08;
+  double owl_m = 5.0;
   void visit(OptionVisitor& v);
   // kInvalidArgument: sparsity outside [0, 1), a pattern that is not "unstructured" or N:M with
-  // 1 <= N < M <= 16, an unknown granularity.
+  // 1 <= N < M <= 16, an unknown granularity, OWL with N:M or global granularity or a lambda that
+  // would push a block outside [0, 1).
   Result<PruneSpec> spec() const;
 };
 
@@ -52,9 +62,26 @@ Result<std::vector<uint8_t>> select_keep(const std::vector<float>& scores, int64
 // The score below which a `sparsity` fraction of `scores` lies (deterministic).
 double sparsity_threshold(std::vector<float> scores, double sparsity);
 
+// Scores (larger = more important) of one target tensor, [rows * cols].
+using ScoresOf = std::function<Result<std::vector<float>>(const std::string& name)>;
+
+// Wanda's scores |w_rc| · ‖x_c‖ (‖x_c‖ = sqrt of Σ x_c² over the calibration tokens) from stats.
+ScoresOf wanda_scores(const Model& model, const LayerStats& stats);
+
+// OWL, outlier-weighted layerwise sparsity (Yin et al., 2024): the targets of each block (a
+// non-block target is its own group) get the sparsity 1 - density_b with
+//   D_b = fraction of the block's scores above owl_m x the block's mean score,
+//   density_b = (1 - S) + 2 lambda (D_b - min D) / (max D - min D) - mean_w(...),
+// the mean weighted by the block's weight count so that the total sparsity stays S. Blocks with
+// more outliers keep more weights. Without OWL every target gets spec.sparsity. Result per target.
+Result<std::map<std::string, double>> owl_sparsity(const std::vector<std::string>& targets, const ScoresOf& scores,
+                                                   const PruneSpec& spec);
+
 // Replaces `name` in the model by a Sparse tensor holding w [rows, cols] at the kept entries; the
-// values' dtype follows spec.values. Returns the achieved sparsity.
+// values' dtype follows spec.values, or the values are `quant_values` ([rows, kept_stride], from
+// joint quantization) when given. Returns the achieved sparsity.
 Result<double> store_sparse(Model& model, const std::string& name, const std::vector<float>& w,
-                            const std::vector<uint8_t>& keep, const PruneSpec& spec);
+                            const std::vector<uint8_t>& keep, const PruneSpec& spec,
+                            const QuantEncoding* quant_values = nullptr);
 
 }  // namespace llmc

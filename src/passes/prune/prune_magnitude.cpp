@@ -38,6 +38,11 @@ class PruneMagnitude final : public Pass {
       }
       threshold = sparsity_threshold(std::move(all), spec.sparsity);
     }
+    // OWL on magnitudes: the data-free variant of outlier-weighted allocation.
+    LLMC_ASSIGN_OR_RETURN(
+        const auto sparsity,
+        owl_sparsity(
+            targets, [&](const std::string& n) -> Result<std::vector<float>> { return scores_of(n); }, spec));
     PassReport report;
     report.pass = std::string(name());
     for (const std::string& name : targets) {
@@ -45,9 +50,11 @@ class PruneMagnitude final : public Pass {
       const int64_t rows = t.rows(), cols = t.cols();
       std::vector<float> w = t.to_f32();
       std::vector<float> scores = scores_of(name);
-      auto keep = select_keep(scores, rows, cols, spec, threshold);
+      PruneSpec here = spec;
+      here.sparsity = sparsity.at(name);
+      auto keep = select_keep(scores, rows, cols, here, threshold);
       if (!keep.ok()) return with_context(keep.error(), str_cat("prune.magnitude: tensor '", name, "'"));
-      LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, w, *keep, spec));
+      LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, w, *keep, here));
       report.details[name] = {{"sparsity", achieved}};
     }
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

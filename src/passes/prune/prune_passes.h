@@ -10,5 +10,8 @@ namespace llmc {
 std::unique_ptr<Pass> make_prune_magnitude();
 std::unique_ptr<Pass> make_prune_wanda();
 std::unique_ptr<Pass> make_prune_sparsegpt();
+std::unique_ptr<Pass> make_prune_heads();
+std::unique_ptr<Pass> make_prune_channels();
+std::unique_ptr<Pass> make_prune_layers();
 
 }  // namespace llmc

@@ -1,5 +1,6 @@
-// prune.sparsegpt: Hessian-based pruning with reconstruction, block by block
-// over the layers (calibration-based).
+// prune.sparsegpt: Hessian-based pruning with reconstruction, block by block over the layers
+// (calibration-based), optionally joint with quantization of the kept values.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -12,6 +13,8 @@
 namespace llmc {
 namespace {
 
+constexpr const char* kJointSchemes[] = {"asym", "sym"};
+
 class PruneSparseGpt final : public Pass {
  public:
   std::string_view name() const override { return "prune.sparsegpt"; }
@@ -20,6 +23,9 @@ class PruneSparseGpt final : public Pass {
     options_.visit(v);
     v.option("damp", sgpt_.damp, "Fraction of mean(diag H) added to the Hessian's diagonal");
     v.option("block_size", sgpt_.block_size, "Columns per lazy-batch update");
+    v.option("bits", bits_, "Joint quantization of the kept values in the same sweep: bits 2..8 (0 = off)");
+    v.option("group_size", group_size_, "Joint quantization: kept values per scale (0 = whole row)");
+    v.option("scheme", scheme_, "Joint quantization: asym (scale and min) or sym", kJointSchemes);
   }
   Result<void> validate_options() const override {
     auto s = options_.spec();
@@ -28,6 +34,12 @@ class PruneSparseGpt final : public Pass {
       return make_error(ErrorCode::kInvalidArgument, "prune.sparsegpt supports row and tensor granularity, not global");
     if (!(sgpt_.damp > 0.0) || sgpt_.block_size < 1)
       return make_error(ErrorCode::kInvalidArgument, "prune.sparsegpt: damp must be > 0 and block_size >= 1");
+    if (bits_ != 0) {
+      if (std::find(std::begin(kJointSchemes), std::end(kJointSchemes), scheme_) == std::end(kJointSchemes))
+        return make_error(ErrorCode::kInvalidArgument, "prune.sparsegpt: scheme '", scheme_, "' is not asym or sym");
+      if (auto r = check_joint_quant(*s, joint_spec()); !r.ok())
+        return with_context(r.error(), "prune.sparsegpt bits/group_size");
+    }
     return {};
   }
 
@@ -38,6 +50,14 @@ class PruneSparseGpt final : public Pass {
     if (!ctx.calib) return make_error(ErrorCode::kInvalidArgument, "prune.sparsegpt needs calibration data");
     LLMC_TRY(ctx.selector.compile());
     const std::vector<std::string> targets = prune_targets(model, ctx.selector);
+    // OWL ranks blocks by the outliers of the Wanda scores |w| ‖x‖ of the unpruned model.
+    std::map<std::string, double> sparsity;
+    if (spec.owl) {
+      LLMC_ASSIGN_OR_RETURN(const LayerStats all, ctx.calib->collect_all(model, StatsRequest{}, ctx.threads));
+      LLMC_ASSIGN_OR_RETURN(sparsity, owl_sparsity(targets, wanda_scores(model, all), spec));
+    } else {
+      for (const std::string& n : targets) sparsity[n] = spec.sparsity;
+    }
     PassReport report;
     report.pass = std::string(name());
     auto prune_one = [&](const std::string& name, const LayerStats& stats) -> Result<void> {
@@ -48,9 +68,15 @@ class PruneSparseGpt final : public Pass {
         return make_error(ErrorCode::kInternal, "prune.sparsegpt: no input Hessian for '", name, "'");
       std::vector<float> w = t.to_f32();
       std::vector<uint8_t> keep;
-      if (auto r = sparsegpt_prune(w, t.rows(), t.cols(), it->second->xtx, spec, sgpt_, keep); !r.ok())
+      PruneSpec here = spec;
+      here.sparsity = sparsity.at(name);
+      const QuantSpec quant = joint_spec();
+      QuantEncoding values;
+      if (auto r = sparsegpt_prune(w, t.rows(), t.cols(), it->second->xtx, here, sgpt_, keep, bits_ ? &quant : nullptr,
+                                   &values);
+          !r.ok())
         return with_context(r.error(), str_cat("prune.sparsegpt: tensor '", name, "'"));
-      LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, w, keep, spec));
+      LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, w, keep, here, bits_ ? &values : nullptr));
       report.details[name] = {{"sparsity", achieved}};
       return {};
     };
@@ -80,8 +106,19 @@ class PruneSparseGpt final : public Pass {
   }
 
  private:
+  QuantSpec joint_spec() const {
+    QuantSpec q;
+    q.bits = static_cast<int>(bits_);
+    q.group_size = group_size_;
+    q.scheme = scheme_ == "sym" ? QuantScheme::kSymmetric : QuantScheme::kAsymmetric;
+    return q;
+  }
+
   PruneOptions options_;
   SparseGptOptions sgpt_;
+  int64_t bits_ = 0;
+  int64_t group_size_ = 32;
+  std::string scheme_ = "asym";
 };
 
 }  // namespace

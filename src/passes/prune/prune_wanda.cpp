@@ -28,19 +28,7 @@ class PruneWanda final : public Pass {
     LLMC_TRY(ctx.selector.compile());
     const std::vector<std::string> targets = prune_targets(model, ctx.selector);
     LLMC_ASSIGN_OR_RETURN(const LayerStats stats, ctx.calib->collect_all(model, StatsRequest{}, ctx.threads));
-    // score = |w| · sqrt(Σ x_c²): the input norm of column c over all
-    // calibration tokens.
-    auto scores_of = [&](const std::string& name) -> Result<std::vector<float>> {
-      const Tensor& t = model.get(name);
-      const auto it = stats.find(name);
-      if (it == stats.end() || !it->second || it->second->cols != t.cols())
-        return make_error(ErrorCode::kInternal, "prune.wanda: no input statistics for '", name, "'");
-      std::vector<float> s = t.to_f32();
-      const int64_t cols = t.cols();
-      for (size_t i = 0; i < s.size(); ++i)
-        s[i] = static_cast<float>(std::fabs(s[i]) * std::sqrt(it->second->sq_sum[i % static_cast<size_t>(cols)]));
-      return s;
-    };
+    const ScoresOf scores_of = wanda_scores(model, stats);
     double threshold = NAN;
     if (!spec.nm && spec.granularity == PruneGranularity::kGlobal) {
       std::vector<float> all;
@@ -50,14 +38,17 @@ class PruneWanda final : public Pass {
       }
       threshold = sparsity_threshold(std::move(all), spec.sparsity);
     }
+    LLMC_ASSIGN_OR_RETURN(const auto sparsity, owl_sparsity(targets, scores_of, spec));
     PassReport report;
     report.pass = std::string(name());
     for (const std::string& name : targets) {
       const Tensor& t = model.get(name);
       LLMC_ASSIGN_OR_RETURN(auto scores, scores_of(name));
-      auto keep = select_keep(scores, t.rows(), t.cols(), spec, threshold);
+      PruneSpec here = spec;
+      here.sparsity = sparsity.at(name);
+      auto keep = select_keep(scores, t.rows(), t.cols(), here, threshold);
       if (!keep.ok()) return with_context(keep.error(), str_cat("prune.wanda: tensor '", name, "'"));
-      LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, t.to_f32(), *keep, spec));
+      LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, t.to_f32(), *keep, here));
       report.details[name] = {{"sparsity", achieved}};
     }
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

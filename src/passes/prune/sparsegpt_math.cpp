@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "core/sparse.h"
+#include "passes/quant/quant_math.h"
 
 namespace llmc {
 namespace {
@@ -34,11 +36,14 @@ Result<MatrixD> inverse_cholesky_upper(MatrixD h, double damp) {
 }  // namespace
 
 Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, std::vector<double> h,
-                             const PruneSpec& spec, const SparseGptOptions& options, std::vector<uint8_t>& keep) {
+                             const PruneSpec& spec, const SparseGptOptions& options, std::vector<uint8_t>& keep,
+                             const QuantSpec* quant, QuantEncoding* values) {
   if (spec.granularity == PruneGranularity::kGlobal && !spec.nm)
     return make_error(ErrorCode::kInvalidArgument, "prune.sparsegpt supports row and tensor granularity, not global");
   if (spec.nm) LLMC_TRY(check_nm_pattern(spec.n, spec.m, cols));
+  if (quant) LLMC_TRY(check_joint_quant(spec, *quant));
   LLMC_CHECK(static_cast<int64_t>(h.size()) == cols * cols && static_cast<int64_t>(w.size()) == rows * cols);
+  LLMC_CHECK(!quant || values);
   MatrixD W(rows, cols);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) W(r, c) = w[r * cols + c];
@@ -51,14 +56,38 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
     }
   LLMC_ASSIGN_OR_RETURN(const MatrixD U, inverse_cholesky_upper(std::move(H), options.damp));
 
+  // Kept entries per row in columns [0, c): the same in every row (exact per-row quotas).
+  auto kept_before = [&](int64_t c) -> int64_t {
+    if (spec.nm) return c / spec.m * spec.n + std::min<int64_t>(spec.n, c % spec.m);
+    return c - std::llround(spec.sparsity * static_cast<double>(c));
+  };
+  const int64_t kept_stride = kept_before(cols);
+  // Joint quantization groups the values along each row's kept entries (the Sparse{Quant} layout):
+  // group k holds kept entries [k g, (k + 1) g). Blocks end where a whole number of groups was
+  // kept, so a group's members all lie in one block, whose mask is chosen when the block starts.
+  const int64_t group = quant ? (quant->group_size > 0 ? quant->group_size : std::max<int64_t>(1, kept_stride)) : 0;
   int64_t block = std::max<int64_t>(1, options.block_size);
   if (spec.nm) block = std::max<int64_t>(spec.m, block / spec.m * spec.m);
+  auto block_end = [&](int64_t i1) {
+    if (!quant) return std::min(cols, i1 + block);
+    for (int64_t c = i1 + block; c < cols; c += spec.nm ? spec.m : 1)
+      if (kept_before(c) % group == 0) return c;
+    return cols;
+  };
+  std::optional<QuantRowsBuilder> builder;
+  if (quant) builder.emplace(*quant, rows, kept_stride);
+  std::vector<int64_t> next_kept(static_cast<size_t>(rows), 0);  // joint: the row's next kept entry
+  std::vector<GroupParams> params(static_cast<size_t>(rows));
+
   Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic> prune(rows, cols);
   prune.setZero();
   std::vector<int64_t> order;
   std::vector<double> score;
-  for (int64_t i1 = 0; i1 < cols; i1 += block) {
-    const int64_t i2 = std::min(cols, i1 + block), count = i2 - i1;
+  std::vector<float> group_values;
+  Eigen::VectorXd err(rows), stored(rows);
+  for (int64_t i1 = 0, i2 = 0; i1 < cols; i1 = i2) {
+    i2 = block_end(i1);
+    const int64_t count = i2 - i1;
     MatrixD W1 = W.middleCols(i1, count);
     MatrixD Err1 = MatrixD::Zero(rows, count);
     const MatrixD U1 = U.block(i1, i1, count, count);
@@ -69,8 +98,7 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < count; ++j) score[r * count + j] = W1(r, j) * W1(r, j) / d2(j);
       if (spec.granularity == PruneGranularity::kRow) {
-        const auto quota = static_cast<int64_t>(std::llround(spec.sparsity * static_cast<double>(i2)) -
-                                                std::llround(spec.sparsity * static_cast<double>(i1)));
+        const int64_t quota = (i2 - kept_before(i2)) - (i1 - kept_before(i1));
         order.resize(static_cast<size_t>(count));
         for (int64_t r = 0; r < rows; ++r) {
           std::iota(order.begin(), order.end(), 0);
@@ -86,26 +114,64 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
         for (size_t e = 0; e < quota; ++e) prune(order[e] / count, i1 + order[e] % count) = 1;
       }
     }
-    for (int64_t j = 0; j < count; ++j) {
-      if (spec.nm && j % spec.m == 0) {
-        const int64_t width = std::min<int64_t>(spec.m, count - j);
-        const int64_t drop = width - std::min<int64_t>(spec.n, width);
-        order.resize(static_cast<size_t>(width));
-        for (int64_t r = 0; r < rows; ++r) {
-          std::iota(order.begin(), order.end(), 0);
-          auto s = [&](int64_t a) { return W1(r, j + a) * W1(r, j + a) / d2(j + a); };
-          std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s(a) < s(b); });
-          for (int64_t e = 0; e < drop; ++e) prune(r, i1 + j + order[e]) = 1;
-        }
-      }
-      const double d = U1(j, j);
+    // n:m: each group's mask when the sweep reaches it, from the current values `cur`.
+    auto choose_nm = [&](int64_t j, const MatrixD& cur) {
+      const int64_t width = std::min<int64_t>(spec.m, count - j);
+      const int64_t drop = width - std::min<int64_t>(spec.n, width);
+      order.resize(static_cast<size_t>(width));
       for (int64_t r = 0; r < rows; ++r) {
-        if (!prune(r, i1 + j)) continue;
-        const double err = W1(r, j) / d;
-        W1.row(r).segment(j, count - j) -= err * U1.row(j).segment(j, count - j);
-        W1(r, j) = 0.0;
-        Err1(r, j) = err;
+        std::iota(order.begin(), order.end(), 0);
+        auto s = [&](int64_t a) { return cur(r, j + a) * cur(r, j + a) / d2(j + a); };
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s(a) < s(b); });
+        for (int64_t e = 0; e < drop; ++e) prune(r, i1 + j + order[e]) = 1;
       }
+    };
+    if (quant) {
+      // The block's groups are fitted to the values their members will have once the block's
+      // pruning errors are compensated (a pruning-only sweep on a copy, which also chooses the
+      // n:m masks as the plain sweep would): fitted to the values at the group's start instead,
+      // later members drift out of the range by the (large) pruning compensation and are clipped.
+      MatrixD sim = W1;
+      for (int64_t j = 0; j < count; ++j) {
+        if (spec.nm && j % spec.m == 0) choose_nm(j, sim);
+        for (int64_t r = 0; r < rows; ++r) err(r) = prune(r, i1 + j) ? sim(r, j) / U1(j, j) : 0.0;
+        sim.block(0, j, rows, count - j).noalias() -= err * U1.row(j).segment(j, count - j);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        group_values.clear();
+        for (int64_t j = 0, k = next_kept[r]; j < count; ++j) {
+          if (prune(r, i1 + j)) continue;
+          group_values.push_back(static_cast<float>(sim(r, j)));
+          const auto n = static_cast<int64_t>(group_values.size());
+          if (n == group || k + n == kept_stride) {  // a whole group (or the row's last)
+            builder->set_params(r, k / group, fit_group(*quant, group_values.data(), nullptr, n, {}));
+            k += n;
+            group_values.clear();
+          }
+        }
+        LLMC_CHECK(group_values.empty(), "joint quantization group crosses a block");
+      }
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      if (spec.nm && !quant && j % spec.m == 0) choose_nm(j, W1);
+      const double d = U1(j, j);
+      // err: (w - stored value) / d per row; stored: 0 when pruned, the dequantized code (joint) or w.
+      for (int64_t r = 0; r < rows; ++r) {
+        stored(r) = W1(r, j);
+        if (prune(r, i1 + j)) {
+          stored(r) = 0.0;
+        } else if (quant) {
+          const int64_t k = next_kept[r]++;
+          if (k % group == 0) params[r] = builder->params(r, k / group);
+          const uint32_t q = quantize_value(*quant, params[r], static_cast<float>(W1(r, j)));
+          builder->set_code(r, k, q);
+          stored(r) = dequantize_code(*quant, params[r], q);
+        }
+        err(r) = (W1(r, j) - stored(r)) / d;
+      }
+      W1.block(0, j, rows, count - j).noalias() -= err * U1.row(j).segment(j, count - j);
+      W1.col(j) = stored;  // exactly 0, the dequantized value, or (kept, not quantized) unchanged
+      Err1.col(j) = err;
     }
     W.middleCols(i1, count) = W1;
     if (i2 < cols) W.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, count, cols - i2);
@@ -116,6 +182,21 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
       keep[r * cols + c] = prune(r, c) ? 0 : 1;
       w[r * cols + c] = prune(r, c) ? 0.0f : static_cast<float>(W(r, c));
     }
+  if (quant) *values = builder->finish();
+  return {};
+}
+
+Result<void> check_joint_quant(const PruneSpec& spec, const QuantSpec& quant) {
+  LLMC_TRY(validate_quant_spec(quant));
+  if (quant.scheme != QuantScheme::kSymmetric && quant.scheme != QuantScheme::kAsymmetric)
+    return make_error(ErrorCode::kInvalidArgument, "joint quantization: scheme ", quant_scheme_name(quant.scheme),
+                      " is not supported (sym or asym)");
+  if (quant.scale_dtype == DType::kU8)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "joint quantization: u8 (double-quantized) scales are not supported");
+  if (!spec.nm && spec.granularity != PruneGranularity::kRow)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "joint quantization needs row granularity or N:M (every row keeps the same count)");
   return {};
 }
 

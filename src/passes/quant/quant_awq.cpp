@@ -89,9 +89,9 @@ Result<std::vector<float>> scale_group(Model& model, int64_t layer, const AwqGro
   // Map from linear column to the prev channel producing it.
   std::vector<int64_t> chan(cols);
   if (group.gqa) {
-    const int64_t rep = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 0;
-    if (rep <= 0 || cols != cfg.n_heads * cfg.head_dim || prev_len != cfg.n_kv_heads * cfg.head_dim)
-      return std::vector<float>();
+    const int64_t heads = cfg.heads(layer), kv_heads = cfg.kv_heads(layer);  // per layer after structured pruning
+    const int64_t rep = kv_heads > 0 ? heads / kv_heads : 0;
+    if (rep <= 0 || cols != heads * cfg.head_dim || prev_len != kv_heads * cfg.head_dim) return std::vector<float>();
     for (int64_t c = 0; c < cols; ++c) chan[c] = (c / cfg.head_dim / rep) * cfg.head_dim + c % cfg.head_dim;
   } else {
     if (prev_len != cols) return std::vector<float>();
