@@ -1,4 +1,5 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
+#include "passes/lowrank/lowrank_passes.h"
 #include "passes/pass.h"
 #include "passes/prune/prune_passes.h"
 #include "passes/quant/quant_passes.h"
@@ -28,6 +29,10 @@ const PassInfo kPasses[] = {
     {"prune.wanda", "Zero the smallest |w| x input-norm per output row or N:M group (calibration)", make_prune_wanda},
     {"prune.sparsegpt", "Hessian-based pruning with reconstruction, layer by layer (calibration)",
      make_prune_sparsegpt},
+    {"lowrank.svd", "truncated SVD into LowRank{U, V}: plain, or activation-aware (asvd: whitened by calibration)",
+     make_lowrank_svd_pass},
+    {"lowrank.tucker", "Tucker decomposition of the embedding/output (vocabulary folded) and per-head attention weights",
+     make_lowrank_tucker_pass},
 };
 
 }  // namespace
