@@ -34,13 +34,14 @@ std::vector<float> normal_values(size_t n, uint32_t seed, float sigma = 1.0f) {
   return v;
 }
 
-// Inputs with correlated, unevenly scaled columns (as real activations): X = Z A D, and Σ x xᵀ.
+// Inputs with correlated, unevenly scaled columns (as real activations): X = Z A D of full column
+// rank, and Σ x xᵀ.
 struct Inputs {
   std::vector<float> x;     // [n, cols]
   std::vector<double> xtx;  // [cols, cols]
 };
 Inputs correlated_inputs(int64_t n, int64_t cols, uint32_t seed) {
-  const int64_t k = cols / 2;
+  const int64_t k = cols + 8;
   const auto a = normal_values(k * cols, seed), z = normal_values(n * k, seed + 1), d = normal_values(cols, seed + 2);
   Inputs in;
   in.x.assign(n * cols, 0.0f);
@@ -203,7 +204,8 @@ TEST_CASE("rank choice: ratio, energy, useful ranks, global budget", "[lowrank][
   CHECK(max_useful_rank(4, 4) == 1);
   const std::vector<double> sigma = {3, 2, 1, 1};  // energies 9, 4, 1, 1 of 15
   CHECK(rank_for_energy(sigma, 0.5) == 1);
-  CHECK(rank_for_energy(sigma, 0.6) == 2);
+  CHECK(rank_for_energy(sigma, 0.6) == 1);  // 9 >= 0.6 · 15
+  CHECK(rank_for_energy(sigma, 0.61) == 2);
   CHECK(rank_for_energy(sigma, 14.0 / 15) == 3);
   CHECK(rank_for_energy(sigma, 1.0) == 4);
   CHECK(retained_energy(sigma, 2) == Approx(13.0 / 15));
