@@ -125,11 +125,12 @@ std::unique_ptr<CalibrationSet> shakespeare_calib(const Model& model, int64_t sa
 
 // Mean KLD of `q` against `ref` (issue 4's protocol: ctx and chunks as given).
 double mean_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer, const char* text_fixture, int64_t ctx,
-                int64_t chunks) {
+                int64_t chunks, int threads) {
   auto text = read_text_file(test::fixture(text_fixture));
   REQUIRE(text.ok());
   RuntimeOptions ropt;
   ropt.max_context = ctx;
+  ropt.threads = threads;
   auto rq = Runtime::create(q, ropt);
   auto rr = Runtime::create(ref, ropt);
   REQUIRE(rq.ok());
@@ -506,9 +507,9 @@ TEST_CASE("stories260K: asvd has lower KLD than svd at 80 % of the FFN parameter
   std::map<std::string, double> kld;
   for (const char* method : {"svd", "asvd"}) {
     Model m = s.model;
-    auto r = run_configured("lowrank.svd", {{"method", method}, {"rank_ratio", "0.8"}}, m, calib.get(), 0, kFfn);
+    auto r = run_configured("lowrank.svd", {{"method", method}, {"rank_ratio", "0.8"}}, m, calib.get(), 1, kFfn);
     REQUIRE(r.ok());
-    kld[method] = mean_kld(m, s.model, *s.tokenizer, "text/tinystories-sample.txt", 256, 20);
+    kld[method] = mean_kld(m, s.model, *s.tokenizer, "text/tinystories-sample.txt", 256, 20, 1);
   }
   WARN("stories260K FFN 80 % params: KLD svd " << kld["svd"] << ", asvd " << kld["asvd"]);
   CHECK(kld["asvd"] < kld["svd"]);
@@ -531,7 +532,7 @@ TEST_CASE("SmolLM2: asvd has lower KLD than svd at 80 % of the FFN parameters", 
     Model m = base;
     auto r = run_configured("lowrank.svd", {{"method", method}, {"rank_ratio", "0.8"}}, m, calib.get(), 0, kFfn);
     REQUIRE(r.ok());
-    kld[method] = mean_kld(m, *gguf, **tokenizer, "text/wikitext2-test.txt", 512, 4);
+    kld[method] = mean_kld(m, *gguf, **tokenizer, "text/wikitext2-test.txt", 512, 4, 0);
   }
   WARN("SmolLM2 FFN 80 % params: KLD svd " << kld["svd"] << ", asvd " << kld["asvd"]);
   CHECK(kld["asvd"] < kld["svd"]);
