@@ -6,6 +6,7 @@
 #include <new>
 #include <tuple>
 
+#include "core/lowrank.h"
 #include "core/sparse.h"
 #include "formats/file_io.h"
 #include "formats/llmc.h"
@@ -249,7 +250,7 @@ class Parser {
   }
 
   // Expected byte size of a section referenced by a tensor, checked against the section table.
-  Result<void> expect_section(const char* tensor, const char* role, int64_t index, uint64_t want) {
+  Result<void> expect_section(const char* tensor, const std::string& role, int64_t index, uint64_t want) {
     if (index < 0 || static_cast<uint64_t>(index) >= sections_.size())
       return fail(ErrorCode::kFormat, "tensor '", tensor, "': ", role, " section index ", index,
                   " outside the table of ", sections_.size(), " sections");
@@ -279,6 +280,95 @@ class Parser {
     return shape;
   }
 
+  // A Dense node of `shape`; `part` prefixes error roles of nested nodes ("low-rank U ").
+  Result<void> check_dense_node(const char* name, const std::string& part, const fb::DenseNode* d,
+                                const Shape& shape) {
+    if (!is_float_dtype(d->dtype()))
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "dense dtype ", int(d->dtype()),
+                  " is not f32/f16/bf16");
+    const uint64_t numel = static_cast<uint64_t>(shape.numel());
+    return expect_section(name, part + "data", d->data(), numel * dtype_bytes(static_cast<DType>(d->dtype())));
+  }
+
+  // A Quant node of `shape`: parameters only; section sizes are checked here, combinations by
+  // validate_encoding once the sections are loaded (their sizes are already known to be right).
+  Result<void> check_quant_node(const char* name, const std::string& part, const fb::QuantNode* q,
+                                const Shape& shape) {
+      if (q->bits() < 1 || q->bits() > 8)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant bits ", int(q->bits()), " outside 1..8");
+      if (static_cast<int>(q->scheme()) > static_cast<int>(fb::QuantScheme::MAX))
+        return fail(ErrorCode::kUnsupported, "tensor '", name, "': ", part, "quant scheme ", int(q->scheme()),
+                    " unknown (file written by a newer llmc?)");
+      if (static_cast<int>(q->packing()) > static_cast<int>(fb::QuantPacking::MAX))
+        return fail(ErrorCode::kUnsupported, "tensor '", name, "': ", part, "quant packing ", int(q->packing()),
+                    " unknown (file written by a newer llmc?)");
+      const bool u8_scales = q->scale_dtype() == fb::DType::U8;
+      if (!is_float_dtype(q->scale_dtype()) && !u8_scales)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scale dtype ", int(q->scale_dtype()),
+                    " is not f32/f16/bf16/u8");
+      if (q->group_size() < 0)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "negative quant group size ", q->group_size());
+      if (u8_scales ? q->scale_block() <= 0 : q->scale_block() != 0)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scale_block ", q->scale_block(),
+                    u8_scales ? " must be > 0 for u8 scales" : " must be 0 for float scales");
+      QuantEncoding qe;
+      qe.bits = q->bits();
+      qe.group_size = q->group_size();
+      qe.packing = static_cast<QuantPacking>(q->packing());
+      const uint64_t rows = static_cast<uint64_t>(shape.rows()), cols = static_cast<uint64_t>(shape.cols());
+      const uint64_t groups = rows * static_cast<uint64_t>(quant_groups_per_row(qe, static_cast<int64_t>(cols)));
+      const uint64_t scale_bytes = groups * dtype_bytes(static_cast<DType>(q->scale_dtype()));
+      LLMC_TRY(expect_section(name, part + "codes", q->codes(), rows * quant_row_stride(qe, static_cast<int64_t>(cols))));
+      LLMC_TRY(expect_section(name, part + "scales", q->scales(), scale_bytes));
+      if (q->scheme() == fb::QuantScheme::Asymmetric || (q->scheme() == fb::QuantScheme::Binary && q->mins() != -1))
+        LLMC_TRY(expect_section(name, part + "mins", q->mins(), scale_bytes));
+      else if (q->mins() != -1)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scheme ", int(q->scheme()),
+                    " with a mins section");
+      const uint64_t meta_bytes = u8_scales ? (groups + static_cast<uint64_t>(q->scale_block()) - 1) /
+                                                  static_cast<uint64_t>(q->scale_block()) * 8
+                                            : 0;
+      if (u8_scales)
+        LLMC_TRY(expect_section(name, part + "scale_meta", q->scale_meta(), meta_bytes));
+      else if (q->scale_meta() != -1)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "scale_meta section without u8 scales");
+      if (u8_scales && q->mins() != -1)
+        LLMC_TRY(expect_section(name, part + "min_meta", q->min_meta(), meta_bytes));
+      else if (q->min_meta() != -1)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "min_meta section without u8 scales and mins");
+      return {};
+  }
+
+  // A part of a decomposition: a Dense or Quant node of exactly `shape`.
+  Result<void> check_part(const char* name, const std::string& part, const fb::Encoding* enc, const Shape& shape) {
+    if (!enc) return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "is missing");
+    if (const fb::DenseNode* d = enc->node_as_DenseNode()) return check_dense_node(name, part, d, shape);
+    if (const fb::QuantNode* q = enc->node_as_QuantNode()) return check_quant_node(name, part, q, shape);
+    return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "must be a dense or quant node");
+  }
+
+  Result<void> check_lowrank_node(const char* name, const fb::LowRankNode* lr, const Shape& shape) {
+    if (auto v = check_lowrank_rank(lr->rank(), shape); !v.ok())
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", v.error().message);
+    LLMC_TRY(check_part(name, "low-rank U ", lr->u(), Shape{{shape.rows(), lr->rank()}}));
+    return check_part(name, "low-rank V ", lr->v(), Shape{{lr->rank(), shape.cols()}});
+  }
+
+  Result<void> check_tucker_node(const char* name, const fb::TuckerNode* t, const Shape& shape) {
+    TuckerEncoding layout;
+    if (t->dims()) layout.dims.assign(t->dims()->begin(), t->dims()->end());
+    if (t->ranks()) layout.ranks.assign(t->ranks()->begin(), t->ranks()->end());
+    layout.row_modes = t->row_modes();
+    const size_t factors = t->factors() ? t->factors()->size() : 0;
+    if (auto v = check_tucker_layout(layout.dims, layout.row_modes, layout.ranks, factors, shape); !v.ok())
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", v.error().message);
+    LLMC_TRY(check_part(name, "tucker core ", t->core(), tucker_core_shape(layout)));
+    for (size_t k = 0; k < factors; ++k)
+      LLMC_TRY(check_part(name, str_cat("tucker factor ", k, " "), t->factors()->Get(static_cast<flatbuffers::uoffset_t>(k)),
+                          tucker_factor_shape(layout, k)));
+    return {};
+  }
+
   // Checks every tensor's encoding parameters and section references before any section is read.
   Result<void> check_tensor_refs() {
     const auto* entries = header_->tensors();
@@ -288,65 +378,12 @@ class Parser {
       const char* name = e->name()->c_str();
       LLMC_ASSIGN_OR_RETURN(Shape shape, read_shape(name, e));
       const fb::Encoding* enc = e->encoding();
-      const uint64_t numel = static_cast<uint64_t>(shape.numel());
       switch (enc->node_type()) {
-        case fb::Node::DenseNode: {
-          const fb::DenseNode* d = enc->node_as_DenseNode();
-          if (!is_float_dtype(d->dtype()))
-            return fail(ErrorCode::kFormat, "tensor '", name, "': dense dtype ", int(d->dtype()),
-                        " is not f32/f16/bf16");
-          LLMC_TRY(expect_section(name, "data", d->data(), numel * dtype_bytes(static_cast<DType>(d->dtype()))));
-          break;
-        }
-        case fb::Node::QuantNode: {
-          const fb::QuantNode* q = enc->node_as_QuantNode();
-          // Parameters only: section sizes are checked here, combinations by validate_encoding once
-          // the sections are loaded (their sizes are already known to be right).
-          if (q->bits() < 1 || q->bits() > 8)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': quant bits ", int(q->bits()), " outside 1..8");
-          if (static_cast<int>(q->scheme()) > static_cast<int>(fb::QuantScheme::MAX))
-            return fail(ErrorCode::kUnsupported, "tensor '", name, "': quant scheme ", int(q->scheme()),
-                        " unknown (file written by a newer llmc?)");
-          if (static_cast<int>(q->packing()) > static_cast<int>(fb::QuantPacking::MAX))
-            return fail(ErrorCode::kUnsupported, "tensor '", name, "': quant packing ", int(q->packing()),
-                        " unknown (file written by a newer llmc?)");
-          const bool u8_scales = q->scale_dtype() == fb::DType::U8;
-          if (!is_float_dtype(q->scale_dtype()) && !u8_scales)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': quant scale dtype ", int(q->scale_dtype()),
-                        " is not f32/f16/bf16/u8");
-          if (q->group_size() < 0)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': negative quant group size ", q->group_size());
-          if (u8_scales ? q->scale_block() <= 0 : q->scale_block() != 0)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': quant scale_block ", q->scale_block(),
-                        u8_scales ? " must be > 0 for u8 scales" : " must be 0 for float scales");
-          QuantEncoding qe;
-          qe.bits = q->bits();
-          qe.group_size = q->group_size();
-          qe.packing = static_cast<QuantPacking>(q->packing());
-          const uint64_t rows = static_cast<uint64_t>(shape.rows()), cols = static_cast<uint64_t>(shape.cols());
-          const uint64_t groups = rows * static_cast<uint64_t>(quant_groups_per_row(qe, static_cast<int64_t>(cols)));
-          const uint64_t scale_bytes = groups * dtype_bytes(static_cast<DType>(q->scale_dtype()));
-          LLMC_TRY(expect_section(name, "codes", q->codes(), rows * quant_row_stride(qe, static_cast<int64_t>(cols))));
-          LLMC_TRY(expect_section(name, "scales", q->scales(), scale_bytes));
-          if (q->scheme() == fb::QuantScheme::Asymmetric || (q->scheme() == fb::QuantScheme::Binary && q->mins() != -1))
-            LLMC_TRY(expect_section(name, "mins", q->mins(), scale_bytes));
-          else if (q->mins() != -1)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': quant scheme ", int(q->scheme()),
-                        " with a mins section");
-          const uint64_t meta_bytes = u8_scales ? (groups + static_cast<uint64_t>(q->scale_block()) - 1) /
-                                                      static_cast<uint64_t>(q->scale_block()) * 8
-                                                : 0;
-          if (u8_scales)
-            LLMC_TRY(expect_section(name, "scale_meta", q->scale_meta(), meta_bytes));
-          else if (q->scale_meta() != -1)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': scale_meta section without u8 scales");
-          if (u8_scales && q->mins() != -1)
-            LLMC_TRY(expect_section(name, "min_meta", q->min_meta(), meta_bytes));
-          else if (q->min_meta() != -1)
-            return fail(ErrorCode::kFormat, "tensor '", name, "': min_meta section without u8 scales and mins");
-          break;
-        }
+        case fb::Node::DenseNode: LLMC_TRY(check_dense_node(name, "", enc->node_as_DenseNode(), shape)); break;
+        case fb::Node::QuantNode: LLMC_TRY(check_quant_node(name, "", enc->node_as_QuantNode(), shape)); break;
         case fb::Node::SparseNode: LLMC_TRY(check_sparse_node(name, enc->node_as_SparseNode(), shape)); break;
+        case fb::Node::LowRankNode: LLMC_TRY(check_lowrank_node(name, enc->node_as_LowRankNode(), shape)); break;
+        case fb::Node::TuckerNode: LLMC_TRY(check_tucker_node(name, enc->node_as_TuckerNode(), shape)); break;
         case fb::Node::NONE: return fail(ErrorCode::kFormat, "tensor '", name, "': encoding has no node");
         default:
           return fail(ErrorCode::kUnsupported, "tensor '", name, "': encoding node type ", int(enc->node_type()),
@@ -423,6 +460,16 @@ class Parser {
       encoding->node = DenseEncoding{static_cast<DType>(d->dtype()), sections_[d->data()].bytes};
     } else if (const fb::SparseNode* sp = enc->node_as_SparseNode()) {
       encoding->node = build_sparse(sp);
+    } else if (const fb::LowRankNode* lr = enc->node_as_LowRankNode()) {
+      encoding->node = LowRankEncoding{lr->rank(), build_encoding(lr->u()), build_encoding(lr->v())};
+    } else if (const fb::TuckerNode* t = enc->node_as_TuckerNode()) {
+      TuckerEncoding te;
+      te.dims.assign(t->dims()->begin(), t->dims()->end());
+      te.row_modes = t->row_modes();
+      te.ranks.assign(t->ranks()->begin(), t->ranks()->end());
+      te.core = build_encoding(t->core());
+      for (const fb::Encoding* f : *t->factors()) te.factors.push_back(build_encoding(f));
+      encoding->node = std::move(te);
     } else {
       const fb::QuantNode* q = enc->node_as_QuantNode();
       QuantEncoding qe;

@@ -63,6 +63,7 @@ struct NodeRefs {
   int32_t min_meta = -1;                   // quant u8 scales with mins only
   int32_t row_ptr = -1;                    // sparse csr only
   std::shared_ptr<const NodeRefs> values;  // sparse only: the nested values' sections
+  std::vector<NodeRefs> parts{};           // lowrank (u, v), tucker (core, factors): decomposition_parts order
 };
 
 NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
@@ -81,6 +82,17 @@ NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
       NodeRefs r{table.add(sp.index), 0, -1};
       if (sp.pattern == SparsePattern::kCsr) r.row_ptr = static_cast<int32_t>(table.add(sp.row_ptr));
       r.values = std::make_shared<const NodeRefs>(add_sections(*sp.values, table));
+      return r;
+    }
+    NodeRefs operator()(const LowRankEncoding& lr) const { return parts({lr.u, lr.v}); }
+    NodeRefs operator()(const TuckerEncoding& t) const {
+      std::vector<EncodingPtr> all{t.core};
+      all.insert(all.end(), t.factors.begin(), t.factors.end());
+      return parts(all);
+    }
+    NodeRefs parts(const std::vector<EncodingPtr>& nodes) const {
+      NodeRefs r;
+      for (const EncodingPtr& e : nodes) r.parts.push_back(add_sections(*e, table));
       return r;
     }
   } visitor{table};
@@ -109,6 +121,19 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
           fb::CreateSparseNode(fbb, static_cast<fb::SparsePattern>(sp.pattern), static_cast<uint8_t>(sp.n),
                                static_cast<uint8_t>(sp.m), sp.kept_stride, sp.nnz, refs.data, refs.row_ptr, values);
       return fb::CreateEncoding(fbb, fb::Node::SparseNode, node.Union());
+    }
+    flatbuffers::Offset<fb::Encoding> operator()(const LowRankEncoding& lr) const {
+      auto u = build_encoding(fbb, *lr.u, refs.parts[0]);
+      auto v = build_encoding(fbb, *lr.v, refs.parts[1]);
+      auto node = fb::CreateLowRankNode(fbb, lr.rank, u, v);
+      return fb::CreateEncoding(fbb, fb::Node::LowRankNode, node.Union());
+    }
+    flatbuffers::Offset<fb::Encoding> operator()(const TuckerEncoding& t) const {
+      auto core = build_encoding(fbb, *t.core, refs.parts[0]);
+      std::vector<flatbuffers::Offset<fb::Encoding>> factors;
+      for (size_t k = 0; k < t.factors.size(); ++k) factors.push_back(build_encoding(fbb, *t.factors[k], refs.parts[k + 1]));
+      auto node = fb::CreateTuckerNodeDirect(fbb, &t.dims, t.row_modes, &t.ranks, core, &factors);
+      return fb::CreateEncoding(fbb, fb::Node::TuckerNode, node.Union());
     }
   } visitor{fbb, refs};
   return std::visit(visitor, enc.node);

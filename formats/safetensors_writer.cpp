@@ -161,6 +161,8 @@ Result<void> write_safetensors(const Model& model, const std::string& dir, const
       dtype = forced->dtype;
     else if (const auto* d = std::get_if<DenseEncoding>(&t.encoding->node))
       dtype = d->dtype;
+    else
+      log_info("tensor '", t.name, "' (", describe_encoding(*t.encoding), ") is written decoded as F32");
     if (dtype == DType::kF32 || (dtype == DType::kF16 && widest == DType::kBF16)) widest = dtype;
     const int64_t heads = c.rope_style == RopeStyle::kInterleaved ? rope_heads_of(spec.name, c) : 0;
     plan.push_back({&t, *hf, dtype, heads, static_cast<uint64_t>(t.numel()) * dtype_bytes(dtype)});

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/lowrank_linear.h"
 #include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/sparse_linear.h"
@@ -25,6 +26,10 @@ constexpr size_t kQuantKind = 1;
 static_assert(std::is_same_v<std::variant_alternative_t<kQuantKind, decltype(Encoding::node)>, QuantEncoding>);
 constexpr size_t kSparseKind = 2;
 static_assert(std::is_same_v<std::variant_alternative_t<kSparseKind, decltype(Encoding::node)>, SparseEncoding>);
+constexpr size_t kLowRankKind = 3;
+static_assert(std::is_same_v<std::variant_alternative_t<kLowRankKind, decltype(Encoding::node)>, LowRankEncoding>);
+constexpr size_t kTuckerKind = 4;
+static_assert(std::is_same_v<std::variant_alternative_t<kTuckerKind, decltype(Encoding::node)>, TuckerEncoding>);
 
 // Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts);
 // aux is the per-call scratch its row's `prepare` filled (null when the row has none).
@@ -33,6 +38,9 @@ using RowsKernel = void (*)(const Tensor& w, const float* x, const float* aux, i
 // Per-call preparation of the activations X[n, cols] before the parallel loop (e.g. group sums).
 using AuxFloatsFn = int64_t (*)(const Tensor& w, int64_t n);
 using PrepareFn = void (*)(const Tensor& w, const float* x, int64_t n, float* aux);
+// Kernels of composite weights (LowRank, Tucker) run the whole product Y[n, rows] = X · Wᵀ
+// themselves, as dispatched matmuls over their parts.
+using WholeFn = void (*)(const Tensor& w, const float* x, int64_t n, float* y);
 
 template <simd::MatmulRowsFn F>
 void dense_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
@@ -67,6 +75,7 @@ struct LinearKernelRow {
   RowsKernel rows;
   AuxFloatsFn aux_floats = nullptr;  // null: no preparation
   PrepareFn prepare = nullptr;
+  WholeFn whole = nullptr;  // set: used instead of the row loop (rows is null)
 };
 
 // The one dispatch point of linear layers: first matching row wins; the last row matches all.
@@ -76,6 +85,8 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
     {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare},
     {kSparseKind, std::nullopt, "sparse (fused pattern + dot)", sparse_rows, sparse_aux_floats, sparse_prepare},
+    {kLowRankKind, std::nullopt, "low-rank (V x, then U ·)", nullptr, nullptr, nullptr, lowrank_linear},
+    {kTuckerKind, std::nullopt, "tucker (mode products, core)", nullptr, nullptr, nullptr, tucker_linear},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 
@@ -99,6 +110,10 @@ constexpr int64_t kMinParallelWork = 1 << 15;  // multiply-adds below which thre
 
 void run_linear(const Tensor& w, const float* x, int64_t n, float* y) {
   const LinearKernelRow& row = lookup(w);
+  if (row.whole != nullptr) {
+    row.whole(w, x, n, y);
+    return;
+  }
   const RowsKernel kernel = row.rows;
   thread_local std::vector<float> aux;
   if (row.prepare != nullptr) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/lowrank.h"
 #include "core/sparse.h"
 
 namespace llmc {
@@ -191,6 +192,16 @@ void decode_node(const SparseEncoding& s, const Shape& shape, int64_t r0, int64_
   decode_sparse_rows(s, shape, r0, r1, out);
 }
 
+Result<void> validate_node(const LowRankEncoding& lr, const Shape& shape) { return validate_lowrank(lr, shape); }
+void decode_node(const LowRankEncoding& lr, const Shape& shape, int64_t r0, int64_t r1, float* out) {
+  decode_lowrank_rows(lr, shape, r0, r1, out);
+}
+
+Result<void> validate_node(const TuckerEncoding& t, const Shape& shape) { return validate_tucker(t, shape); }
+void decode_node(const TuckerEncoding& t, const Shape& shape, int64_t r0, int64_t r1, float* out) {
+  decode_tucker_rows(t, shape, r0, r1, out);
+}
+
 }  // namespace
 
 float quant_group_scale(const QuantEncoding& q, int64_t g) { return group_entry(q, q.scales, q.scale_meta, g); }
@@ -217,6 +228,8 @@ size_t encoded_bytes(const Encoding& enc) {
       return q.codes.size() + q.scales.size() + q.mins.size() + q.scale_meta.size() + q.min_meta.size();
     }
     size_t operator()(const SparseEncoding& s) const { return sparse_pattern_bytes(s) + sparse_values_bytes(s); }
+    size_t operator()(const LowRankEncoding& lr) const { return lowrank_bytes(lr); }
+    size_t operator()(const TuckerEncoding& t) const { return tucker_bytes(t); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -234,6 +247,8 @@ std::string describe_encoding(const Encoding& enc) {
                      q.packing == QuantPacking::kTrits5 ? " trits5" : "", " (scale ", scale, ")");
     }
     std::string operator()(const SparseEncoding& s) const { return describe_sparse(s); }
+    std::string operator()(const LowRankEncoding& lr) const { return describe_lowrank(lr); }
+    std::string operator()(const TuckerEncoding& t) const { return describe_tucker(t); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -243,6 +258,8 @@ const char* encoding_kind_name(const Encoding& enc) {
     const char* operator()(const DenseEncoding&) const { return "dense"; }
     const char* operator()(const QuantEncoding&) const { return "quant"; }
     const char* operator()(const SparseEncoding&) const { return "sparse"; }
+    const char* operator()(const LowRankEncoding&) const { return "lowrank"; }
+    const char* operator()(const TuckerEncoding&) const { return "tucker"; }
   } visitor;
   return std::visit(visitor, enc.node);
 }

@@ -110,9 +110,33 @@ struct SparseEncoding {
   EncodingPtr values;
 };
 
-// One node of the tree. New encodings (Palette, LowRank) are appended to the variant.
+// LowRank{U, V}: W [rows, cols] = U [rows, rank] · V [rank, cols] (core/lowrank.h has the helpers;
+// docs/lowrank.md the design). U and V are leaf encodings (Dense or Quant), each of its own logical
+// shape; rank >= 1. Kernels compute W x as U (V x), never rebuilding W.
+struct LowRankEncoding {
+  int64_t rank = 0;
+  EncodingPtr u;  // [rows, rank]
+  EncodingPtr v;  // [rank, cols]
+};
+
+// Tucker{dims, row_modes, ranks, core, factors}: the [rows, cols] matrix viewed as a K-way tensor
+// T of dims n_1..n_K (row-major; 2 <= K <= 8), whose first `row_modes` = j modes make the row index
+// (n_1 ⋯ n_j = rows) and the others the column index (n_{j+1} ⋯ n_K = cols):
+//   T[i_1..i_K] = Σ_{a_1..a_K} G[a_1..a_K] Π_{k<=j} A_k[i_k, a_k] Π_{k>j} B_k[a_k, i_k]
+// i.e. W = (A_1 ⊗ … ⊗ A_j) · G · (B_{j+1} ⊗ … ⊗ B_K). The core G is stored as the matrix
+// [r_1 ⋯ r_j, r_{j+1} ⋯ r_K]; factors[k] is A_k [n_k, r_k] for a row mode and B_k [r_k, n_k] for a
+// column mode (so K = 2 with G = I is LowRank{A_1, B_2}). Core and factors are leaf encodings.
+struct TuckerEncoding {
+  std::vector<int64_t> dims;   // n_1..n_K
+  int64_t row_modes = 1;       // j, 1 <= j < K
+  std::vector<int64_t> ranks;  // r_1..r_K, 1 <= r_k
+  EncodingPtr core;
+  std::vector<EncodingPtr> factors;  // K entries
+};
+
+// One node of the tree. New encodings (Palette, ...) are appended to the variant.
 struct Encoding {
-  std::variant<DenseEncoding, QuantEncoding, SparseEncoding> node;
+  std::variant<DenseEncoding, QuantEncoding, SparseEncoding, LowRankEncoding, TuckerEncoding> node;
 };
 
 // Number of groups in one row of `cols` columns.

@@ -1,6 +1,7 @@
 // Model summaries shared by `llmc inspect` and verification reports.
 #include "model/describe.h"
 
+#include "core/lowrank.h"
 #include "model/arch.h"
 
 namespace llmc {
@@ -12,7 +13,7 @@ SizeSummary summarize_size(const Model& model) {
     ++s.tensors;
     s.parameters += t.numel();
     s.encoded_bytes += bytes;
-    const std::string enc = describe_encoding(*t.encoding);
+    const std::string enc = describe_decomposition_group(*t.encoding);  // ranks vary per tensor: not grouped by
     ++s.tensors_per_encoding[enc];
     s.bytes_per_encoding[enc] += bytes;
     if (counts_for_bpw(tensor_role(t.name))) {

@@ -1,4 +1,5 @@
 // The pass registry: the only list of passes (DESIGN.md §3). Tests and help text iterate it.
+#include "passes/lowrank/lowrank_passes.h"
 #include "passes/pass.h"
 #include "passes/prune/prune_passes.h"
 #include "passes/quant/quant_passes.h"
@@ -33,6 +34,10 @@ const PassInfo kPasses[] = {
     {"prune.channels", "Remove FFN channels (gate/up rows, down columns): a smaller dense model", make_prune_channels},
     {"prune.layers", "Remove whole blocks with the smallest input/output angular distance (calibration)",
      make_prune_layers},
+    {"lowrank.svd", "truncated SVD into LowRank{U, V}: plain, or activation-aware (asvd: whitened by calibration)",
+     make_lowrank_svd_pass},
+    {"lowrank.tucker", "Tucker decomposition of the embedding/output (vocabulary folded) and per-head attention weights",
+     make_lowrank_tucker_pass},
 };
 
 }  // namespace

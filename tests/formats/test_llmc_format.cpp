@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "core/dtype.h"
+#include "core/lowrank.h"
 #include "formats/llmc.h"
 #include "formats/llmc_generated.h"
 #include "formats/model_io.h"
@@ -347,13 +348,15 @@ TEST_CASE("llmc raw sections load zero-copy and 64-byte aligned", "[llmc]") {
   for (const Tensor& t : f->model.tensors()) {
     if (t.numel() == 0) continue;
     const Bytes& b = std::visit(
-        [](const auto& n) -> const Bytes& {
+        [&](const auto& n) -> const Bytes& {
           if constexpr (std::is_same_v<std::decay_t<decltype(n)>, DenseEncoding>)
             return n.data;
           else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, QuantEncoding>)
             return n.codes;
-          else
+          else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, SparseEncoding>)
             return n.index;
+          else
+            return std::get<DenseEncoding>(decomposition_parts(*t.encoding, t.shape)[0].encoding->node).data;
         },
         t.encoding->node);
     INFO(t.name);

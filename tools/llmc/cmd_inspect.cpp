@@ -5,6 +5,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/lowrank.h"
 #include "core/sparse.h"
 #include "formats/file_io.h"
 #include "model/describe.h"
@@ -98,6 +99,11 @@ int run_inspect(const InspectArgs& a) {
       e["pattern_bytes"] = sparse_pattern_bytes(*sp);
       e["values_bytes"] = sparse_values_bytes(*sp);
     }
+    for (const DecompositionPart& p : decomposition_parts(*t.encoding, t.shape))  // LowRank, Tucker
+      e["parts"].push_back({{"role", p.role},
+                            {"shape", p.shape.dims},
+                            {"encoding", describe_encoding(*p.encoding)},
+                            {"bytes", encoded_bytes(*p.encoding)}});
     tensors.push_back(std::move(e));
   }
   j["tensors"] = tensors;

@@ -21,6 +21,7 @@ const CommandRow kCommands[] = {
     {"eval", "Perplexity on a text, and KLD/agreement against a reference model", setup_eval},
     {"bench", "Prefill/decode speed, load time, peak memory, memory-bandwidth use", setup_bench},
     {"prune", "Prune a model (magnitude, Wanda, SparseGPT; unstructured or N:M) into a .llmc file", setup_prune},
+    {"lowrank", "Low-rank / Tucker decomposition of weights (SVD, activation-aware SVD, Tucker)", setup_lowrank},
 };
 
 }  // namespace

@@ -61,6 +61,34 @@ Result<void> write_output(const Model& model, const RecipeJob& job, FileFormat f
 
 }  // namespace
 
+void CalibFlags::add(CLI::App& sub) {
+  sub.add_option("--calib", file, "Calibration text file (tokenized with the model's tokenizer)");
+  sub.add_option("--calib-self", self, "Calibrate on N sequences sampled from the model itself (temperature 1)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  sub.add_option("--calib-samples", samples, "Calibration sequences (default 128)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  sub.add_option("--calib-ctx", ctx, "Tokens per calibration sequence (default 512)")
+      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+}
+
+Result<std::optional<CalibOptions>> CalibFlags::options(uint64_t seed) const {
+  auto bad = [](auto&&... parts) { return make_error(ErrorCode::kInvalidArgument, parts...); };
+  if (!file.empty() && self > 0) return bad("--calib and --calib-self exclude each other");
+  if (file.empty() && self == 0 && samples == 0 && ctx == 0) return std::optional<CalibOptions>();
+  if (file.empty() && self == 0) return bad("--calib-samples/--calib-ctx need --calib FILE or --calib-self N");
+  CalibOptions c;
+  c.file = file;
+  c.self_samples = self;
+  if (self > 0) c.samples = self;
+  if (samples > 0) {
+    if (self > 0 && samples != self) return bad("--calib-samples ", samples, " disagrees with --calib-self ", self);
+    c.samples = samples;
+  }
+  if (ctx > 0) c.ctx = ctx;
+  c.seed = seed;
+  return std::optional<CalibOptions>(c);
+}
+
 void add_job_options(CLI::App& sub, RecipeJob& job) {
   sub.add_option("input", job.input, "Input model (any supported format, detected from content)")->required();
   sub.add_option("-o,--output", job.output, "Output file (.llmc, .gguf) or folder (safetensors)")->required();
@@ -140,6 +168,7 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
     std::printf("  pass        %-14s %-22s %s s\n", r.report.pass.c_str(),
                 (r.scope == "base" ? std::string("") : "[" + r.scope + "]").c_str(),
                 fmt("%.2f", r.report.seconds).c_str());
+  if (job.print_details) job.print_details(*result);
   std::printf("  time        %s s total (load %s s, passes %s s, write %s s), peak RSS %s MiB, threads %d\n",
               fmt("%.2f", total_s).c_str(), fmt("%.2f", load_s).c_str(), fmt("%.2f", result->seconds).c_str(),
               fmt("%.2f", write_s).c_str(), fmt("%.1f", rss).c_str(), job.threads);

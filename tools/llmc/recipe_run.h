@@ -1,9 +1,13 @@
 // What `llmc compress` and `llmc quantize` share: load, run a recipe, write atomically, summarize.
 #pragma once
 
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "pipeline/pipeline.h"
 #include "pipeline/recipe.h"
 
 namespace llmc::cli {
@@ -19,11 +23,26 @@ struct RecipeJob {
   int zstd = 0;
   int threads = 0;
   bool force = false;
+  // Optional command-specific summary lines, printed after the pass lines (e.g. lowrank's ranks).
+  std::function<void(const PipelineResult&)> print_details;
 };
 
 // Checks the output path, loads the input, runs the (already validated) recipe, writes the output
 // with the resolved recipe in its provenance, prints the summary. Returns the exit code.
 int run_recipe_job(const RecipeJob& job, const Recipe& recipe);
+
+// Calibration flags of the one-stage recipe commands (quantize, lowrank): --calib FILE | --calib-self N,
+// --calib-samples N, --calib-ctx L.
+struct CalibFlags {
+  std::string file;
+  int64_t self = 0;
+  int64_t samples = 0;
+  int64_t ctx = 0;
+  void add(CLI::App& sub);
+  // The recipe's calibration section, nullopt when no flag was given; kInvalidArgument for
+  // contradictions (--calib with --calib-self, --calib-samples without a source, ...).
+  Result<std::optional<CalibOptions>> options(uint64_t seed) const;
+};
 
 // Adds the options every recipe command has (-o, --to, --tokenizer, --threads, --zstd, --json,
 // --force) to `sub`, bound to `job`.

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/lowrank.h"
 #include "core/log.h"
 #include "model/arch.h"
 #include "passes/quant/quant_gptq.h"
@@ -219,6 +220,11 @@ Result<nlohmann::json> quantize_model_awq(Model& model, PassContext& ctx, const 
     return make_error(ErrorCode::kInvalidArgument, "quant.awq: then must be rtn or gptq, got '", awq.then, "'");
   if (awq.max_samples < 1 || awq.grid < 1)
     return make_error(ErrorCode::kInvalidArgument, "quant.awq: grid and max_samples must be at least 1");
+  // AWQ folds channel scales into neighbouring weights as dense tensors: it would expand decompositions.
+  for (const Tensor& t : model.tensors())
+    if (is_decomposition(*t.encoding))
+      return make_error(ErrorCode::kInvalidArgument, "quant.awq: '", t.name, "' is a ", encoding_kind_name(*t.encoding),
+                        " decomposition, which AWQ's scale folding would expand; quantize with quant.rtn or quant.gptq");
   const int threads = ctx.threads;
   SequentialQuantPlan plan;
   plan.task = "quant.awq";

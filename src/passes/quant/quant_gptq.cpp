@@ -14,7 +14,9 @@
 #include <numeric>
 
 #include "core/log.h"
+#include "core/lowrank.h"
 #include "model/arch.h"
+#include "passes/lowrank/factor_quant.h"
 
 namespace llmc {
 
@@ -210,6 +212,32 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
                                     std::span<const float> col_scale, bool gptq, const ScaleSearch& search,
                                     const GptqOptions& options, int threads, HessianCache& cache) {
   const Tensor& tensor = model.get(target.name);
+  if (is_decomposition(*tensor.encoding)) {
+    // LowRank/Tucker: each part by GPTQ with its own input's Hessian (V: the layer input; U: V̂ x),
+    // or RTN where none is known; the tree is kept.
+    if (!col_scale.empty())
+      return make_error(ErrorCode::kInvalidArgument, "'", target.name,
+                        "' is a decomposition: AWQ channel scaling does not apply (quantize it with rtn or gptq)");
+    const PartQuantizer part = [&](std::span<const float> w, int64_t rows, int64_t cols, const PartInput& in,
+                                   std::vector<float>& dequant) -> Result<QuantEncoding> {
+      if (gptq && !in.xtx.empty()) {
+        auto h = prepare_gptq_hessian(in.xtx, cols, in.tokens, {}, options);
+        if (h.ok()) {
+          GptqTensorResult r = gptq_quantize(target.spec, w, rows, cols, **h, search, options, threads);
+          dequant = std::move(r.dequant);
+          return std::move(r.encoding);
+        }
+        log_warn(target.name, ": ", h.error().message, "; part quantized by RTN");
+      }
+      std::vector<float> imp;
+      if (options.importance) imp.assign(in.sq_sum.begin(), in.sq_sum.end());
+      return quantize_rtn(target.spec, w, rows, cols, imp, search, &dequant);
+    };
+    LLMC_ASSIGN_OR_RETURN(nlohmann::json entry, quantize_decomposition(model, target.name, stats, part));
+    entry["spec"] = describe_quant_spec(target.spec);
+    entry["method"] = gptq ? "gptq (parts)" : "rtn (parts)";
+    return entry;
+  }
   const int64_t rows = tensor.rows(), cols = tensor.cols();
   const std::vector<float> w = tensor.to_f32();
   nlohmann::json entry = {{"spec", describe_quant_spec(target.spec)}};

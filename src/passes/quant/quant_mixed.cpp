@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "core/log.h"
+#include "core/lowrank.h"
 #include "model/arch.h"
 #include "model/describe.h"
 #include "passes/quant/quant_methods.h"
@@ -406,6 +407,9 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
     if (t.shape.dims.size() != 2) continue;
     if (!ctx.selector.has_targets() && !is_default_weight_target(model, t.name)) continue;
     if (!ctx.selector.selects(t.name)) continue;
+    if (is_decomposition(*t.encoding))
+      return make_error(ErrorCode::kInvalidArgument, "quant.mixed: '", t.name, "' is a ", encoding_kind_name(*t.encoding),
+                        " decomposition; its parts are quantized by quant.rtn or quant.gptq");
     TensorPlan p;
     p.name = t.name;
     p.rows = t.rows();

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/lowrank.h"
+#include "passes/lowrank/factor_quant.h"
 #include "passes/quant/quant_methods.h"
 #include "passes/quant/quant_passes.h"
 #include "pipeline/calibration.h"
@@ -28,6 +30,18 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
     if (!spec) continue;
     LLMC_TRY(validate_quant_spec(*spec));
     const Tensor& t = model.get(name);
+    if (is_decomposition(*t.encoding)) {  // LowRank/Tucker: quantize the parts, keep the tree
+      const auto it = stats.find(name);
+      const PartQuantizer rtn = [&](std::span<const float> w, int64_t rows, int64_t cols, const PartInput& in,
+                                    std::vector<float>& dequant) -> Result<QuantEncoding> {
+        std::vector<float> imp(in.sq_sum.begin(), in.sq_sum.end());
+        return quantize_rtn(*spec, w, rows, cols, imp, search, &dequant);
+      };
+      LLMC_ASSIGN_OR_RETURN(details[name],
+                            quantize_decomposition(model, name, it == stats.end() ? nullptr : it->second.get(), rtn));
+      details[name]["spec"] = describe_quant_spec(*spec);
+      continue;
+    }
     const int64_t rows = t.rows(), cols = t.cols();
     const std::vector<float> w = t.to_f32();
     // Per-column importance Σ x_c² of this linear's input (a tied embedding gets the output head's);
