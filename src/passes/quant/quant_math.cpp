@@ -196,12 +196,32 @@ GroupParams fit_symmetric(const QuantSpec& spec, const float* w, const float* im
   return best.best;
 }
 
-GroupParams fit_asymmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
-  float lo = w[0], hi = w[0];
-  for (int64_t i = 1; i < n; ++i) {
+// Min and max of w[0, n) in 8 lanes (vectorizable), combined in lane order.
+void min_max(const float* w, int64_t n, float& lo, float& hi) {
+  lo = hi = w[0];
+  int64_t i = 1;
+  if (n >= 16) {
+    float l[8], h[8];
+    for (int j = 0; j < 8; ++j) l[j] = h[j] = w[j];
+    for (i = 8; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        l[j] = std::min(l[j], w[i + j]);
+        h[j] = std::max(h[j], w[i + j]);
+      }
+    for (int j = 0; j < 8; ++j) {
+      lo = std::min(lo, l[j]);
+      hi = std::max(hi, h[j]);
+    }
+  }
+  for (; i < n; ++i) {
     lo = std::min(lo, w[i]);
     hi = std::max(hi, w[i]);
   }
+}
+
+GroupParams fit_asymmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
+  float lo, hi;
+  min_max(w, n, lo, hi);
   const double levels = static_cast<double>((1 << spec.bits) - 1);
   const double mid = 0.5 * (static_cast<double>(lo) + hi), half_range = 0.5 * (static_cast<double>(hi) - lo);
   BestParams best{spec, w, imp, n};
@@ -495,20 +515,35 @@ QuantEncoding QuantRowsBuilder::finish() const {
 
 namespace {
 
-// Squared error of one quantized group, with 4 fixed partial sums (the same on any thread count);
-// writes the dequantized values when `deq` is not null.
+// Squared error of one quantized group, in 8 fixed f32 lanes (vectorizable, the same on any
+// thread count) added to the row's double sums; writes the dequantized values when kStore.
+template <bool kStore>
 void accumulate_group_error(const QuantSpec& spec, const GroupParams& p, const float* w, const uint8_t* q, int64_t n,
                             float* deq, double& err, double& norm) {
-  double e[4] = {}, s[4] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = dequantize_code(spec, p, q[i]);
-    if (deq) deq[i] = v;
-    const double d = static_cast<double>(w[i]) - v;
-    e[i & 3] += d * d;
-    s[i & 3] += static_cast<double>(w[i]) * w[i];
+  const QuantScheme scheme = spec.scheme;
+  const int bits = spec.bits;
+  const float scale = p.scale, min = p.min;
+  float e[8] = {}, s[8] = {};
+  int64_t i0 = 0;
+  for (; i0 + 8 <= n; i0 += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float v = quant_value(scheme, bits, q[i0 + j], scale, min);
+      if constexpr (kStore) deq[i0 + j] = v;
+      const float d = w[i0 + j] - v;
+      e[j] += d * d;
+      s[j] += w[i0 + j] * w[i0 + j];
+    }
+  for (int64_t i = i0; i < n; ++i) {
+    const float v = quant_value(scheme, bits, q[i], scale, min);
+    if constexpr (kStore) deq[i] = v;
+    const float d = w[i] - v;
+    e[i - i0] += d * d;
+    s[i - i0] += w[i] * w[i];
   }
-  err += (e[0] + e[1]) + (e[2] + e[3]);
-  norm += (s[0] + s[1]) + (s[2] + s[3]);
+  for (int j = 0; j < 8; ++j) {
+    err += e[j];
+    norm += s[j];
+  }
 }
 
 // Runs body(r0, r1, rows) over blocks of about 64K weights on the OpenMP threads; `rows` holds
@@ -530,7 +565,30 @@ void for_row_blocks(int64_t rows, int64_t cols, const RowLoader& load, const Bod
   }
 }
 
+// f16 bits -> f32, exactly as f16_to_f32 (normals, subnormals, ±0, inf, NaN payloads) but
+// branch-free so that row loops vectorize: the exponent/mantissa bits shifted into an f32 are the
+// value times 2^-112 (a subnormal f16 lands on an f32 subnormal), so one exact multiply rescales
+// them; exponent 31 (inf/NaN) is set directly.
+inline float f16_bits_to_f32(uint16_t h) {
+  const uint32_t em = h & 0x7fffu;
+  const uint32_t scaled = f32_to_bits(bits_to_f32(em << 13) * 0x1p112f);
+  const uint32_t bits = em >= 0x7c00u ? 0x7f800000u | (em & 0x3ffu) << 13 : scaled;
+  return bits_to_f32(bits | static_cast<uint32_t>(h & 0x8000u) << 16);
+}
+
 }  // namespace
+
+void tensor_rows_to_f32(const Tensor& t, int64_t r0, int64_t r1, float* out) {
+  const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
+  if (!d || d->dtype != DType::kF16) return t.rows_to_f32(r0, r1, out);
+  const int64_t n = (r1 - r0) * t.cols();
+  const uint8_t* p = d->data.data() + r0 * t.cols() * 2;
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out[i] = f16_bits_to_f32(h);
+  }
+}
 
 QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t cols, const RowLoader& load,
                                 std::span<const float> col_imp, const ScaleSearch& search, float* dequant,
@@ -545,7 +603,6 @@ QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t col
     });
     builder.set_scale_grid(scales, mins);
   }
-  const bool stats = dequant || error;
   std::vector<double> row_err(error ? static_cast<size_t>(rows) : 0), row_norm(row_err.size());
   // Rows are independent and each is done by one thread: the result does not depend on threads.
   for_row_blocks(rows, cols, load, [&](int64_t r0, int64_t r1, const float* w) {
@@ -559,8 +616,10 @@ QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t col
             r, g, fit_group(spec, wr + c0, col_imp.empty() ? nullptr : col_imp.data() + c0, n, search));
         const CodeMapper map(spec, p);
         for (int64_t i = 0; i < n; ++i) qr[c0 + i] = static_cast<uint8_t>(map.code(wr[c0 + i]));
-        if (stats)
-          accumulate_group_error(spec, p, wr + c0, qr + c0, n, dequant ? dequant + r * cols + c0 : nullptr, err, norm);
+        if (dequant)
+          accumulate_group_error<true>(spec, p, wr + c0, qr + c0, n, dequant + r * cols + c0, err, norm);
+        else if (error)
+          accumulate_group_error<false>(spec, p, wr + c0, qr + c0, n, nullptr, err, norm);
       }
       if (error) {
         row_err[static_cast<size_t>(r)] = err;

@@ -50,7 +50,7 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
       col_imp.assign(it->second->sq_sum.begin(), it->second->sq_sum.end());
     }
     // Rows are decoded block by block as the threads need them: the tensor is never whole in f32.
-    const RowLoader load = [&t](int64_t r0, int64_t r1, float* out) { t.rows_to_f32(r0, r1, out); };
+    const RowLoader load = [&t](int64_t r0, int64_t r1, float* out) { tensor_rows_to_f32(t, r0, r1, out); };
     QuantError error;
     QuantEncoding enc = quantize_rtn_rows(*spec, rows, cols, load, col_imp, search, nullptr, &error);
     const size_t bytes =
