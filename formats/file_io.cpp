@@ -10,11 +10,42 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 namespace llmc {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Live read-only mappings (start -> size), so release_file_pages can tell mapped file bytes from
+// heap memory, where MADV_DONTNEED would zero the data.
+std::mutex& mappings_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<uintptr_t, size_t>& mappings() {
+  static std::map<uintptr_t, size_t> m;
+  return m;
+}
+
+}  // namespace
+
+void release_file_pages(const void* data, size_t size) {
+  static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    auto it = mappings().upper_bound(begin);
+    if (it == mappings().begin()) return;
+    --it;
+    if (begin < it->first || size > it->second - (begin - it->first)) return;
+  }
+  const uintptr_t first = (begin + kPage - 1) / kPage * kPage, last = (begin + size) / kPage * kPage;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
 
 Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -34,13 +65,20 @@ Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
       return make_error(ErrorCode::kIo, path, ": mmap failed: ", std::strerror(errno));
     }
     f->data_ = static_cast<const uint8_t*>(p);
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings()[reinterpret_cast<uintptr_t>(p)] = f->size_;
   }
   ::close(fd);
   return f;
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (!data_) return;
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings().erase(reinterpret_cast<uintptr_t>(data_));
+  }
+  ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 Bytes MappedFile::bytes(std::shared_ptr<const MappedFile> self, uint64_t offset, uint64_t size) const {
@@ -201,15 +239,20 @@ Result<uint64_t> hash_path(const std::string& path) {
   } else {
     files.push_back(path);
   }
+  // Read in chunks rather than mapped: hashing a multi-GB input must not add it to the RSS.
   XXH64_state_t* state = XXH64_createState();
   XXH64_reset(state, 0);
+  std::vector<char> buf(size_t{1} << 20);
   for (const auto& f : files) {
-    auto mapped = MappedFile::open(f);
-    if (!mapped.ok()) {
-      XXH64_freeState(state);
-      return mapped.error();
+    std::ifstream in(f, std::ios::binary);
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      XXH64_update(state, buf.data(), static_cast<size_t>(in.gcount()));
     }
-    XXH64_update(state, (*mapped)->data(), (*mapped)->size());
+    if (in.bad() || !in.eof()) {
+      XXH64_freeState(state);
+      return make_error(ErrorCode::kIo, f, ": cannot read");
+    }
   }
   const uint64_t h = XXH64_digest(state);
   XXH64_freeState(state);

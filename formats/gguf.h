@@ -41,7 +41,9 @@ enum class GgufValueType : uint32_t {
 
 // Parses a GGUF image held in memory. `name` is used in error messages; `owner` keeps `data`
 // alive for the zero-copy tensor views of the result (may be null when the caller guarantees it).
+// load_tensors = false: the tensor table is still checked, but no tensor is created (config and
+// vocabulary only).
 Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
-                               size_t size, bool require_tensors);
+                               size_t size, bool require_tensors, bool load_tensors = true);
 
 }  // namespace llmc

@@ -633,9 +633,15 @@ Result<void> GgufFile::fill_tokenizer(Model& model) const {
   return {};
 }
 
-Tensor make_tensor(const TensorInfo& info, const uint8_t* p, const std::shared_ptr<const void>& owner) {
+// Float types stay Dense (views of the mapping); quantized types with a Quant layout are repacked
+// into it (same values, no f32 copy); the rest are decoded once to f32.
+Tensor make_tensor(const TensorInfo& info, const uint8_t* p, const std::shared_ptr<const void>& owner,
+                   const std::string& file) {
   const GgmlType type = info.type->type;
   const int64_t numel = info.shape.numel();
+  auto tensor = [&](auto node) {
+    return Tensor{info.name, info.shape, std::make_shared<Encoding>(Encoding{std::move(node)})};
+  };
   DenseEncoding d;
   if (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16) {
     d.dtype = type == GgmlType::kF32 ? DType::kF32 : type == GgmlType::kF16 ? DType::kF16 : DType::kBF16;
@@ -643,22 +649,31 @@ Tensor make_tensor(const TensorInfo& info, const uint8_t* p, const std::shared_p
       d.data = Bytes::view(owner, p, info.nbytes);
     else
       d.data = Bytes::owned(std::vector<uint8_t>(p, p + info.nbytes));
-  } else {
-    // Quantized: decode once to f32, in chunks of blocks that threads share.
-    std::vector<uint8_t> raw(static_cast<size_t>(numel) * 4);
-    float* out = reinterpret_cast<float*>(raw.data());
-    const int64_t n_blocks = numel / info.type->block_size;
-    constexpr int64_t kChunk = 1024;
-    const int64_t n_chunks = (n_blocks + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n_chunks > 1)
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      const int64_t b0 = c * kChunk, nb = std::min(kChunk, n_blocks - b0);
-      info.type->dequant(p + b0 * info.type->type_size, nb, out + b0 * info.type->block_size);
-    }
-    d.dtype = DType::kF32;
-    d.data = Bytes::owned(std::move(raw));
+    return tensor(std::move(d));
   }
-  return Tensor{info.name, info.shape, std::make_shared<Encoding>(Encoding{std::move(d)})};
+  if (info.type->quant) {
+    if (auto q = ggml_to_quant(*info.type, p, info.shape.rows(), info.shape.cols())) {
+      release_file_pages(p, info.nbytes);  // read once: the file pages need not stay resident
+      return tensor(std::move(*q));
+    }
+    log_warn(file, ": tensor '", info.name, "' (", info.type->name,
+             ") has a non-finite super-block scale; decoded to f32 instead of kept quantized");
+  }
+  // Decode once to f32, in chunks of blocks that threads share.
+  std::vector<uint8_t> raw(static_cast<size_t>(numel) * 4);
+  float* out = reinterpret_cast<float*>(raw.data());
+  const int64_t n_blocks = numel / info.type->block_size;
+  constexpr int64_t kChunk = 1024;
+  const int64_t n_chunks = (n_blocks + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n_chunks > 1)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    const int64_t b0 = c * kChunk, nb = std::min(kChunk, n_blocks - b0);
+    info.type->dequant(p + b0 * info.type->type_size, nb, out + b0 * info.type->block_size);
+  }
+  release_file_pages(p, info.nbytes);
+  d.dtype = DType::kF32;
+  d.data = Bytes::owned(std::move(raw));
+  return tensor(std::move(d));
 }
 
 Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const void>& owner) const {
@@ -677,7 +692,7 @@ Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const vo
     if (by_name.count(t.name)) order.push_back(&t);
   for (const TensorInfo* t : order) {
     const uint8_t* p = data_ + data_start_ + t->offset;
-    LLMC_TRY(model.add(make_tensor(*t, p, owner)));
+    LLMC_TRY(model.add(make_tensor(*t, p, owner, name_)));
   }
   return {};
 }
@@ -685,7 +700,7 @@ Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const vo
 }  // namespace
 
 Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
-                               size_t size, bool require_tensors) {
+                               size_t size, bool require_tensors, bool load_tensors) {
   Model model;
   GgufFile file(name, data, size);
   LLMC_TRY(file.parse_header(model));
@@ -698,6 +713,7 @@ Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const vo
     model.config = ModelConfig{};  // vocabulary-only files may describe architectures llmc does not run
   }
   LLMC_TRY(file.fill_tokenizer(model));
+  if (!load_tensors) return model;
   LLMC_TRY(file.load_tensors(model, owner));
   if (file.has_tensors()) {
     auto valid = validate_model(model);
@@ -706,11 +722,11 @@ Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const vo
   return model;
 }
 
-Result<Model> read_gguf(const std::string& path, bool require_tensors) {
+Result<Model> read_gguf(const std::string& path, bool require_tensors, bool load_tensors) {
   LLMC_ASSIGN_OR_RETURN(auto file, MappedFile::open(path));
   const uint8_t* data = file->data();
   const size_t size = file->size();
-  return read_gguf_memory(path, std::move(file), data, size, require_tensors);
+  return read_gguf_memory(path, std::move(file), data, size, require_tensors, load_tensors);
 }
 
 }  // namespace llmc

@@ -1,5 +1,5 @@
-// GGUF v3 writer: llama/qwen2 metadata and vocabulary, tensors as F32/F16/BF16 or Q8_0/Q4_0 (ggml reference
-// rounding), written atomically and deterministically.
+// GGUF v3 writer: llama/qwen2 metadata and vocabulary, tensors as F32/F16/BF16, Q8_0/Q4_0 (ggml reference
+// rounding) or the exact block type of a Quant tensor, written atomically and deterministically.
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -81,6 +81,7 @@ class KvSection {
 struct PlannedTensor {
   const Tensor* tensor;
   GgmlType type;
+  bool native = false;  // a Quant tensor repacked into `type` blocks without requantizing
   uint64_t offset = 0;  // relative to the data section
   uint64_t nbytes = 0;
 };
@@ -99,54 +100,41 @@ const ExportTypeRow kExportTypes[] = {
     {ExportDType::kQ8_0, GgmlType::kQ8_0}, {ExportDType::kQ4_0, GgmlType::kQ4_0},
 };
 
-// GGUF block types a Quant tensor can be copied into without requantizing: the same value formula,
-// group of 32 columns, f16 scale (and min), bit packing. Codes are repacked into the block layout.
-struct NativeQuantRow {
-  GgmlType type;
-  int bits;
-  QuantScheme scheme;
-};
-constexpr NativeQuantRow kNativeQuant[] = {
-    {GgmlType::kQ8_0, 8, QuantScheme::kSymmetric},   // d, 32 x int8 (code - 128)
-    {GgmlType::kQ4_0, 4, QuantScheme::kSymmetric},   // d, 16 bytes: q[j] | q[j+16] << 4; (q - 8) * d
-    {GgmlType::kQ4_1, 4, QuantScheme::kAsymmetric},  // d, m, 16 bytes as Q4_0; q * d + m
-};
-
+// The GGUF block type holding exactly the values of a Quant tensor (gguf_quants.h: Q8_0/Q4_0/Q4_1/
+// Q5_0/Q5_1 for f16-scaled groups of 32, the K types for the u8 sub-block scales the reader makes).
 std::optional<GgmlType> native_quant_type(const Tensor& t) {
   const auto* q = std::get_if<QuantEncoding>(&t.encoding->node);
-  if (!q || q->group_size != kQuantBlock || t.cols() % kQuantBlock != 0 || q->scale_dtype != DType::kF16 ||
-      q->packing != QuantPacking::kBits)
-    return std::nullopt;
-  for (const auto& row : kNativeQuant)
-    if (row.bits == q->bits && row.scheme == q->scheme) return row.type;
-  return std::nullopt;
+  if (!q) return std::nullopt;
+  return ggml_type_of_quant(*q, t.rows(), t.cols());
 }
 
-// Norms and 1-D tensors stay f32; kKeep keeps float tensors as stored; quantized types need rows
-// of whole 32-blocks and fall back to F16 otherwise.
-GgmlType choose_type(const Tensor& t, ExportDType want) {
-  if (t.shape.dims.size() < 2 || tensor_role(t.name) == TensorRole::kNorm) return GgmlType::kF32;
+// Norms and 1-D tensors stay f32; kKeep keeps float tensors as stored and Quant tensors in their
+// exact block type (else f32); requested quantized types need rows of whole 32-blocks and fall
+// back to F16 otherwise.
+PlannedTensor plan_tensor(const Tensor& t, ExportDType want) {
+  auto plain = [&](GgmlType type) { return PlannedTensor{&t, type}; };
+  if (t.shape.dims.size() < 2 || tensor_role(t.name) == TensorRole::kNorm) return plain(GgmlType::kF32);
   const std::optional<GgmlType> native = native_quant_type(t);
+  if (native && want == ExportDType::kKeep) return PlannedTensor{&t, *native, true};
   if (want == ExportDType::kKeep) {
-    if (native) return *native;
     if (!std::holds_alternative<DenseEncoding>(t.encoding->node))  // quant, sparse, low-rank, ...
       log_info("tensor '", t.name, "' (", describe_encoding(*t.encoding),
                ") has no GGUF block type with the same values: written dequantized as F32");
     const auto dt = dense_dtype(t);
-    if (dt == DType::kF16) return GgmlType::kF16;
-    if (dt == DType::kBF16) return GgmlType::kBF16;
-    return GgmlType::kF32;
+    if (dt == DType::kF16) return plain(GgmlType::kF16);
+    if (dt == DType::kBF16) return plain(GgmlType::kBF16);
+    return plain(GgmlType::kF32);
   }
   GgmlType type = GgmlType::kF32;
   for (const auto& row : kExportTypes)
     if (row.export_dtype == want) type = row.type;
-  if (native == type) return type;
+  if (native == type) return PlannedTensor{&t, type, true};
   if ((type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0) && t.cols() % kQuantBlock != 0) {
     log_warn("tensor '", t.name, "' has ", t.cols(), " columns, not a multiple of 32: written as F16 instead of ",
              ggml_type_info(type).name);
-    return GgmlType::kF16;
+    return plain(GgmlType::kF16);
   }
-  return type;
+  return plain(type);
 }
 
 // llama_ftype of the type that holds most weights.
@@ -155,8 +143,11 @@ uint32_t file_type(const std::vector<PlannedTensor>& plan) {
     GgmlType type;
     uint32_t ftype;
   };
-  static const Row kFileTypes[] = {{GgmlType::kF32, 0},  {GgmlType::kF16, 1},  {GgmlType::kQ4_0, 2},
-                                   {GgmlType::kQ4_1, 3}, {GgmlType::kQ8_0, 7}, {GgmlType::kBF16, 32}};
+  static const Row kFileTypes[] = {{GgmlType::kF32, 0},   {GgmlType::kF16, 1},   {GgmlType::kQ4_0, 2},
+                                   {GgmlType::kQ4_1, 3},  {GgmlType::kQ8_0, 7},  {GgmlType::kQ5_0, 8},
+                                   {GgmlType::kQ5_1, 9},  {GgmlType::kQ2_K, 10}, {GgmlType::kQ3_K, 12},
+                                   {GgmlType::kQ4_K, 15}, {GgmlType::kQ5_K, 17}, {GgmlType::kQ6_K, 18},
+                                   {GgmlType::kBF16, 32}};  // the K types as llama.cpp's *_M file types
   std::map<GgmlType, int64_t> elements;
   for (const auto& p : plan)
     if (p.tensor->shape.dims.size() >= 2) elements[p.type] += p.tensor->numel();
@@ -267,46 +258,17 @@ void encode_rows(const Tensor& t, GgmlType type, int64_t r0, int64_t r1, std::ve
   }
 }
 
-// Repacks rows [r0, r1) of a Quant tensor whose native_quant_type() is `type` into GGUF blocks.
-void repack_native_rows(const Tensor& t, GgmlType type, int64_t r0, int64_t r1, std::vector<uint8_t>& out) {
-  const auto& q = std::get<QuantEncoding>(t.encoding->node);
-  const int64_t cols = t.cols(), blocks_per_row = cols / kQuantBlock;
-  const int64_t stride = quant_row_stride(q, cols);
-  const size_t type_size = static_cast<size_t>(ggml_type_info(type).type_size);
-  out.assign(static_cast<size_t>((r1 - r0) * blocks_per_row) * type_size, 0);
-  const auto* scales = q.scales.as<uint16_t>();
-  const auto* mins = q.mins.empty() ? nullptr : q.mins.as<uint16_t>();
-  uint8_t* o = out.data();
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* codes = q.codes.data() + r * stride;
-    for (int64_t b = 0; b < blocks_per_row; ++b, o += type_size) {
-      const int64_t g = r * blocks_per_row + b, c0 = b * kQuantBlock;
-      std::memcpy(o, &scales[g], 2);
-      size_t head = 2;
-      if (type == GgmlType::kQ4_1) {
-        std::memcpy(o + 2, &mins[g], 2);
-        head = 4;
-      }
-      if (type == GgmlType::kQ8_0) {
-        for (int64_t j = 0; j < kQuantBlock; ++j)
-          o[head + static_cast<size_t>(j)] =
-              static_cast<uint8_t>(static_cast<int>(quant_code_at(q, codes, c0 + j)) - 128);
-      } else {
-        for (int64_t j = 0; j < kQuantBlock / 2; ++j)
-          o[head + static_cast<size_t>(j)] =
-              static_cast<uint8_t>(quant_code_at(q, codes, c0 + j) | quant_code_at(q, codes, c0 + j + 16) << 4);
-      }
-    }
-  }
-}
-
 Result<void> write_tensor_data(AtomicOutput& out, const PlannedTensor& p) {
   const Tensor& t = *p.tensor;
-  if (native_quant_type(t) == p.type) {
+  if (p.native) {  // repack the Quant blocks, in chunks of about kChunkElements
+    const GgmlTypeInfo& info = ggml_type_info(p.type);
+    const int64_t n_blocks = t.numel() / info.block_size;
+    const int64_t chunk = std::max<int64_t>(1, kChunkElements / info.block_size);
     std::vector<uint8_t> bytes;
-    const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, t.cols()));
-    for (int64_t r0 = 0; r0 < t.rows(); r0 += rows_per_chunk) {
-      repack_native_rows(t, p.type, r0, std::min(t.rows(), r0 + rows_per_chunk), bytes);
+    for (int64_t b0 = 0; b0 < n_blocks; b0 += chunk) {
+      const int64_t b1 = std::min(n_blocks, b0 + chunk);
+      bytes.resize(static_cast<size_t>((b1 - b0) * info.type_size));
+      quant_to_ggml(std::get<QuantEncoding>(t.encoding->node), p.type, b0, b1, bytes.data());
       LLMC_TRY(out.write(bytes.data(), bytes.size()));
     }
     return {};
@@ -343,7 +305,7 @@ Result<void> write_gguf(const Model& model, const std::string& path, const GgufW
       return make_error(ErrorCode::kUnsupported, path, ": tensor '", t.name, "' of shape ", t.shape.str(),
                         " cannot be stored in GGUF (1 to 4 dimensions)");
     LLMC_TRY(validate_encoding(*t.encoding, t.shape));
-    PlannedTensor p{&t, choose_type(t, options.dtype)};
+    PlannedTensor p = plan_tensor(t, options.dtype);
     const GgmlTypeInfo& info = ggml_type_info(p.type);
     quantized = quantized || info.block_size > 1;
     p.offset = offset;

@@ -92,7 +92,7 @@ Result<TokenizerData> load_tokenizer(const std::string& path) {
   if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".json") == 0) return read_hf_tokenizer(path);
   LLMC_ASSIGN_OR_RETURN(FileFormat f, detect_format(path));
   if (f == FileFormat::kGguf) {
-    LLMC_ASSIGN_OR_RETURN(Model m, read_gguf(path, /*require_tensors=*/false));
+    LLMC_ASSIGN_OR_RETURN(Model m, read_gguf(path, /*require_tensors=*/false, /*load_tensors=*/false));
     if (m.tokenizer.empty()) return make_error(ErrorCode::kFormat, path, ": GGUF file has no vocabulary");
     return std::move(m.tokenizer);
   }
@@ -108,7 +108,7 @@ Result<Model> load_model(const std::string& path, const LoadOptions& options) {
   Result<Model> loaded = [&]() -> Result<Model> {
     switch (format) {
       case FileFormat::kLlmc: return read_llmc(path);
-      case FileFormat::kGguf: return read_gguf(path, options.require_tensors);
+      case FileFormat::kGguf: return read_gguf(path, options.require_tensors && options.tensors, options.tensors);
       case FileFormat::kSafetensors: return read_hf(path);
       case FileFormat::kLlama2c: return read_llama2c(path);
       case FileFormat::kUnknown: break;
@@ -124,7 +124,7 @@ Result<Model> load_model(const std::string& path, const LoadOptions& options) {
                         " tokens but the model's vocabulary is ", model.config.vocab_size);
     model.tokenizer = std::move(tok);
   }
-  if (model.tensors().empty() && !options.require_tensors) return model;
+  if (model.tensors().empty() && (!options.require_tensors || !options.tensors)) return model;
   if (auto v = validate_model(model); !v.ok()) return with_context(v.error(), path);
   model.metadata["source.format"] = file_format_name(format);
   model.metadata["source.path"] = path;

@@ -16,6 +16,9 @@ Result<FileFormat> detect_format(const std::string& path);
 struct LoadOptions {
   std::string tokenizer_path;   // separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, or a GGUF)
   bool require_tensors = true;  // false: a vocabulary-only GGUF is acceptable
+  // false: config and vocabulary only, for tokenizing (GGUF: tensor data is neither read nor
+  // repacked and the result has no tensors; other formats load as usual). Implies !require_tensors.
+  bool tensors = true;
 };
 
 // Any supported format, detected from content. The result passes validate_model() unless
@@ -28,7 +31,7 @@ Result<TokenizerData> load_tokenizer(const std::string& path);
 // ---- per-format readers (formats/<format>_reader.cpp)
 Result<Model> read_llama2c(const std::string& path);
 Result<TokenizerData> read_llama2c_tokenizer(const std::string& path, int64_t vocab_size);
-Result<Model> read_gguf(const std::string& path, bool require_tensors);
+Result<Model> read_gguf(const std::string& path, bool require_tensors, bool load_tensors = true);
 Result<Model> read_hf(const std::string& path);  // folder, config.json, model.safetensors or index.json
 Result<TokenizerData> read_hf_tokenizer(const std::string& tokenizer_json_path);
 Result<Model> read_llmc(const std::string& path);

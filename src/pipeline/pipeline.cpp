@@ -2,6 +2,7 @@
 #include "pipeline/pipeline.h"
 
 #include <chrono>
+#include <regex>
 
 #include "core/log.h"
 #include "pipeline/calibration.h"
@@ -70,9 +71,39 @@ std::string regex_escape(const std::string& text) {
   return out;
 }
 
+Result<void> check_selectors_match(const Model& model, const Recipe& recipe, ErrorCode code) {
+  for (size_t i = 0; i < recipe.stages.size(); ++i) {
+    const RecipeStage& st = recipe.stages[i];
+    auto check = [&](const std::string& expr, const char* role) -> Result<void> {
+      std::regex re;
+      try {
+        re = std::regex(expr, std::regex::ECMAScript);
+      } catch (const std::regex_error& err) {
+        return make_error(code, "bad tensor-name regular expression '", expr, "': ", err.what());
+      }
+      const Tensor* partial = nullptr;
+      for (const Tensor& t : model.tensors()) {
+        if (std::regex_match(t.name, re)) return {};
+        if (!partial && std::regex_search(t.name, re)) partial = &t;
+      }
+      std::string hint;
+      if (partial)
+        hint = str_cat(" (it occurs inside names such as '", partial->name,
+                       "', but expressions must match the whole name: e.g. '", expr, ".*' or '.*", expr, ".*')");
+      return make_error(code, "stage ", i + 1, " (", st.pass_name, "): ", role, " expression '", expr,
+                        "' matches no tensor of the model", hint);
+    };
+    for (const std::string& e : st.targets) LLMC_TRY(check(e, "targets"));
+    for (const std::string& e : st.ignore) LLMC_TRY(check(e, "ignore (--keep)"));
+    for (const RecipeOverride& ov : st.overrides) LLMC_TRY(check(ov.match, "override match"));
+  }
+  return {};
+}
+
 Result<PipelineResult> run_pipeline(Model& model, const Recipe& recipe, const PipelineOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   LLMC_TRY(validate_recipe(recipe, ErrorCode::kInvalidArgument));
+  LLMC_TRY(check_selectors_match(model, recipe, options.recipe_error));
   PipelineResult result;
 
   std::unique_ptr<CalibrationSet> calib;

@@ -16,6 +16,9 @@ namespace llmc {
 
 struct PipelineOptions {
   int threads = 0;  // 0 = all cores; outputs do not depend on it
+  // Code of recipe mistakes only the model reveals (an expression that matches no tensor):
+  // kRecipe for recipe files (exit 1), kInvalidArgument for command-line flags (exit 2).
+  ErrorCode recipe_error = ErrorCode::kInvalidArgument;
 };
 
 // One run of a pass: a stage's base options, or one of its overrides.
@@ -33,7 +36,14 @@ struct PipelineResult {
   double seconds = 0;  // everything, calibration included
 };
 
-// Validates the recipe (again: cheap), builds the calibration set when needed and runs the stages.
+// Every `targets`, `ignore` and override `match` expression of the recipe must fully match at
+// least one tensor name of the model: a mistyped expression (`token_embd` for `token_embd.weight`)
+// would otherwise silently select a different set. The error (`code`) names the stage, the
+// expression and, when it occurs inside names, an example and the full-match rule.
+Result<void> check_selectors_match(const Model& model, const Recipe& recipe, ErrorCode code);
+
+// Validates the recipe (again: cheap), checks its selectors against the model
+// (check_selectors_match), builds the calibration set when needed and runs the stages.
 // Stages without overrides hand the stage's targets/ignore to the pass as they are. Stages with
 // overrides are split into explicit tensor lists: the tensors the stage selects (its targets, or
 // when it has none every default weight target — is_default_weight_target — minus ignore) go to

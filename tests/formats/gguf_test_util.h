@@ -4,10 +4,12 @@
 #include <sys/wait.h>
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 
 #include "core/model.h"
+#include "formats/gguf_quants.h"
 #include "model/arch.h"
 
 namespace llmc::test {
@@ -53,6 +55,37 @@ inline Model make_gguf_test_model(ModelFamily family, int64_t hidden_dim, bool t
   t.add_bos = true;
   m.metadata["general.name"] = "gguf test model";
   return m;
+}
+
+// Byte offsets of the f16 super-scales of each quantized block type (as gguf_peer_tool.py's F16_FIELDS).
+inline std::vector<int> ggml_f16_fields(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K: return {0, 2};
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ8_0: return {0};
+    case GgmlType::kQ2_K: return {80, 82};
+    case GgmlType::kQ3_K: return {108};
+    case GgmlType::kQ6_K: return {208};
+    default: return {};
+  }
+}
+
+// n_blocks random blocks of `type`: random bytes, with finite random f16 super-scales (N(0, 1)).
+inline std::vector<uint8_t> random_ggml_blocks(const GgmlTypeInfo& info, int64_t n_blocks, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint8_t> raw(static_cast<size_t>(n_blocks * info.type_size));
+  for (auto& b : raw) b = static_cast<uint8_t>(rng());
+  for (int64_t b = 0; b < n_blocks; ++b)
+    for (int off : ggml_f16_fields(info.type)) {
+      const uint16_t h = f32_to_f16(normal(rng));
+      std::memcpy(raw.data() + b * info.type_size + off, &h, 2);
+    }
+  return raw;
 }
 
 // Runs a shell command, returning its exit status and combined output.

@@ -1,6 +1,9 @@
 // GGUF reader and writer: vocabulary fixtures, SmolLM2, round trips and a hostile-input suite.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "formats/gguf.h"
@@ -256,6 +259,227 @@ TEST_CASE("gguf Q8_0 and Q4_0 quantizers follow the ggml reference on hand-made 
   CHECK(back[31] == Approx(-8 * f16_to_f32(d4)));
 }
 
+// ---- quantized tensors stay quantized: ggml blocks <-> Quant encodings
+
+// What each mappable block type becomes (docs/gguf.md states the same table) and its bits per
+// weight as a Quant encoding (codes + scales + mins + u8 meta).
+struct QuantLayoutRow {
+  GgmlType type;
+  int bits;
+  QuantScheme scheme;
+  int64_t group_size;
+  DType scale_dtype;
+  double bpw;
+};
+const QuantLayoutRow kQuantLayouts[] = {
+    {GgmlType::kQ4_0, 4, QuantScheme::kSymmetric, 32, DType::kF16, 4.5},
+    {GgmlType::kQ4_1, 4, QuantScheme::kAsymmetric, 32, DType::kF16, 5.0},
+    {GgmlType::kQ5_0, 5, QuantScheme::kSymmetric, 32, DType::kF16, 5.5},
+    {GgmlType::kQ5_1, 5, QuantScheme::kAsymmetric, 32, DType::kF16, 6.0},
+    {GgmlType::kQ8_0, 8, QuantScheme::kSymmetric, 32, DType::kF16, 8.5},
+    {GgmlType::kQ2_K, 2, QuantScheme::kAsymmetric, 16, DType::kU8, 3.5},
+    {GgmlType::kQ3_K, 3, QuantScheme::kSymmetric, 16, DType::kU8, 3.75},
+    {GgmlType::kQ4_K, 4, QuantScheme::kAsymmetric, 32, DType::kU8, 5.0},
+    {GgmlType::kQ5_K, 5, QuantScheme::kAsymmetric, 32, DType::kU8, 6.0},
+    {GgmlType::kQ6_K, 6, QuantScheme::kSymmetric, 16, DType::kU8, 6.75},
+};
+
+// Same value, or both NaN; zeros of either sign are equal (docs/gguf.md: the sign of a zero may differ).
+size_t count_mismatches(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool same = got[i] == want[i] ? (got[i] == 0 || f32_to_bits(got[i]) == f32_to_bits(want[i]))
+                                        : std::isnan(got[i]) && std::isnan(want[i]);
+    bad += same ? 0 : 1;
+  }
+  return bad;
+}
+
+TEST_CASE("gguf quantized blocks repack into Quant encodings with the same values and back", "[gguf]") {
+  for (const QuantLayoutRow& row : kQuantLayouts) {
+    const GgmlTypeInfo& info = ggml_type_info(row.type);
+    INFO(info.name);
+    const int64_t rows = 24, cols = 2 * info.block_size, n_blocks = rows * 2;
+    const auto raw = test::random_ggml_blocks(info, n_blocks, 1234 + static_cast<uint32_t>(row.type));
+    std::vector<float> want(static_cast<size_t>(rows * cols));
+    info.dequant(raw.data(), n_blocks, want.data());
+    auto q = ggml_to_quant(info, raw.data(), rows, cols);
+    REQUIRE(q.has_value());
+    CHECK(q->bits == row.bits);
+    CHECK(q->scheme == row.scheme);
+    CHECK(q->group_size == row.group_size);
+    CHECK(q->scale_dtype == row.scale_dtype);
+    const Shape shape{{rows, cols}};
+    const Encoding enc{*q};
+    REQUIRE(validate_encoding(enc, shape).ok());
+    CHECK(8.0 * static_cast<double>(encoded_bytes(enc)) / static_cast<double>(rows * cols) == row.bpw);
+    std::vector<float> got(want.size());
+    decode_rows_to_f32(enc, shape, 0, rows, got.data());
+    CHECK(count_mismatches(got, want) == 0);
+    // Back to blocks: the type is recognised and the bytes are the original ones.
+    REQUIRE(ggml_type_of_quant(*q, rows, cols) == row.type);
+    std::vector<uint8_t> back(raw.size());
+    quant_to_ggml(*q, row.type, 0, n_blocks, back.data());
+    CHECK(back == raw);
+    // Ragged columns have no block layout.
+    CHECK_FALSE(ggml_type_of_quant(*q, rows * 4, cols / 4).has_value());
+  }
+}
+
+TEST_CASE("gguf K-type export needs u8 scales of the type's form", "[gguf]") {
+  struct Case {
+    GgmlType type;
+    const char* what;
+    void (*spoil)(QuantEncoding&);
+  };
+  const Case cases[] = {
+      {GgmlType::kQ4_K, "6-bit scale overflow",
+       [](QuantEncoding& q) {
+         std::vector<uint8_t> v(q.scales.data(), q.scales.data() + q.scales.size());
+         v[5] = 64;
+         q.scales = Bytes::owned(std::move(v));
+       }},
+      {GgmlType::kQ2_K, "4-bit min overflow",
+       [](QuantEncoding& q) {
+         std::vector<uint8_t> v(q.mins.data(), q.mins.data() + q.mins.size());
+         v[7] = 16;
+         q.mins = Bytes::owned(std::move(v));
+       }},
+      {GgmlType::kQ6_K, "base is not -128 step",
+       [](QuantEncoding& q) {
+         std::vector<float> m(q.scale_meta.as<float>(), q.scale_meta.as<float>() + q.scale_meta.size() / 4);
+         m[1] *= 0.5f;
+         q.scale_meta = Bytes::from_vector(m);
+       }},
+      {GgmlType::kQ5_K, "step is not an f16 value",
+       [](QuantEncoding& q) {
+         std::vector<float> m(q.scale_meta.as<float>(), q.scale_meta.as<float>() + q.scale_meta.size() / 4);
+         m[2] = 1.0f + 1.0f / 4096.0f;
+         q.scale_meta = Bytes::from_vector(m);
+       }},
+      {GgmlType::kQ3_K, "group size changed", [](QuantEncoding& q) { q.group_size = 32; }},
+  };
+  for (const Case& c : cases) {
+    const GgmlTypeInfo& info = ggml_type_info(c.type);
+    INFO(info.name << ": " << c.what);
+    const auto raw = test::random_ggml_blocks(info, 4, 77);
+    auto q = ggml_to_quant(info, raw.data(), 2, 512);
+    REQUIRE(q.has_value());
+    REQUIRE(ggml_type_of_quant(*q, 2, 512) == c.type);
+    c.spoil(*q);
+    CHECK_FALSE(ggml_type_of_quant(*q, 2, 512).has_value());
+  }
+}
+
+// A model whose 2-D tensors are Quant encodings of random blocks of every mapped type in turn
+// (dim 256 and FFN 512: every row is whole K blocks); `raw` receives each tensor's blocks.
+Model make_block_type_model(std::map<std::string, std::pair<GgmlType, std::vector<uint8_t>>>& raw) {
+  Model m = test::make_gguf_test_model(ModelFamily::kLlama, 96, false);
+  ModelConfig& c = m.config;
+  c.dim = 256;
+  c.hidden_dim = 512;
+  c.n_layers = 2;
+  c.head_dim = 64;
+  Model out;
+  out.config = c;
+  out.tokenizer = m.tokenizer;
+  out.metadata = m.metadata;
+  size_t k = 0;
+  for (const TensorSpec& spec : expected_tensors(c)) {
+    if (spec.shape.dims.size() != 2) {
+      REQUIRE(out.add(make_dense_f32(spec.name, spec.shape, std::vector<float>(spec.shape.numel(), 1.0f))).ok());
+      continue;
+    }
+    const QuantLayoutRow& row = kQuantLayouts[k++ % std::size(kQuantLayouts)];
+    const GgmlTypeInfo& info = ggml_type_info(row.type);
+    const int64_t rows = spec.shape.rows(), cols = spec.shape.cols();
+    auto blocks = test::random_ggml_blocks(info, rows * cols / info.block_size, static_cast<uint32_t>(k));
+    auto q = ggml_to_quant(info, blocks.data(), rows, cols);
+    REQUIRE(q.has_value());
+    REQUIRE(out.add(Tensor{spec.name, spec.shape, std::make_shared<Encoding>(Encoding{std::move(*q)})}).ok());
+    raw[spec.name] = {row.type, std::move(blocks)};
+  }
+  return out;
+}
+
+void check_same_blocks(const Model& m, const std::map<std::string, std::pair<GgmlType, std::vector<uint8_t>>>& raw) {
+  for (const auto& [name, want] : raw) {
+    INFO(name << " " << ggml_type_info(want.first).name);
+    const Tensor& t = m.get(name);
+    const auto* q = std::get_if<QuantEncoding>(&t.encoding->node);
+    REQUIRE(q != nullptr);
+    REQUIRE(ggml_type_of_quant(*q, t.rows(), t.cols()) == want.first);
+    std::vector<uint8_t> back(want.second.size());
+    quant_to_ggml(*q, want.first, 0, t.numel() / ggml_type_info(want.first).block_size, back.data());
+    CHECK(back == want.second);
+  }
+}
+
+TEST_CASE("gguf -> .llmc -> gguf keeps every quantized block type byte for byte", "[gguf]") {
+  test::TempDir dir;
+  std::map<std::string, std::pair<GgmlType, std::vector<uint8_t>>> raw;
+  const Model m = make_block_type_model(raw);
+  REQUIRE(raw.size() >= std::size(kQuantLayouts));  // every type is used at least once
+  REQUIRE(write_gguf(m, dir.path("a.gguf"), {}).ok());
+  auto a = read_gguf(dir.path("a.gguf"), true);
+  REQUIRE(a.ok());
+  check_same_blocks(*a, raw);
+  REQUIRE(write_llmc(*a, dir.path("a.llmc"), {}).ok());
+  auto l = read_llmc(dir.path("a.llmc"));
+  REQUIRE(l.ok());
+  check_same_blocks(*l, raw);
+  REQUIRE(write_gguf(*l, dir.path("b.gguf"), {}).ok());
+  auto b = read_gguf(dir.path("b.gguf"), true);
+  REQUIRE(b.ok());
+  check_same_blocks(*b, raw);
+  // Vocabulary only: the tensor table is checked but no tensor is created.
+  LoadOptions vocab;
+  vocab.tensors = false;
+  auto v = load_model(dir.path("b.gguf"), vocab);
+  REQUIRE(v.ok());
+  CHECK(v->tensors().empty());
+  CHECK(v->tokenizer.tokens == m.tokenizer.tokens);
+  CHECK(v->config.dim == 256);
+}
+
+TEST_CASE("gguf blocks with a non-finite super-scale load as f32 with the decoder's values", "[gguf]") {
+  test::TempDir dir;
+  std::map<std::string, std::pair<GgmlType, std::vector<uint8_t>>> raw;
+  const Model m = make_block_type_model(raw);
+  REQUIRE(write_gguf(m, dir.path("a.gguf"), {}).ok());
+  auto bytes = test::read_file_bytes(dir.path("a.gguf"));
+  // Q3_K and Q6_K hold sub-scales as u8 * d + base: with d = inf that would be NaN where ggml has
+  // ±inf, so such a tensor is decoded to f32 instead. Patch d (the last field) of one block.
+  int patched = 0;
+  for (auto& [name, tb] : raw) {
+    if (tb.first != GgmlType::kQ6_K && tb.first != GgmlType::kQ3_K) continue;
+    const GgmlTypeInfo& info = ggml_type_info(tb.first);
+    auto at = std::search(bytes.begin(), bytes.end(), tb.second.begin(), tb.second.begin() + 64);
+    REQUIRE(at != bytes.end());
+    const size_t d = static_cast<size_t>(at - bytes.begin()) + static_cast<size_t>(info.type_size) - 2;
+    bytes[d] = 0x00;
+    bytes[d + 1] = 0x7C;  // f16 +inf
+    tb.second[static_cast<size_t>(info.type_size) - 2] = 0x00;
+    tb.second[static_cast<size_t>(info.type_size) - 1] = 0x7C;
+    CHECK_FALSE(ggml_to_quant(info, tb.second.data(), 1, info.block_size).has_value());
+    ++patched;
+  }
+  REQUIRE(patched >= 2);
+  auto back = read_gguf_memory("patched.gguf", nullptr, bytes.data(), bytes.size(), true);
+  REQUIRE(back.ok());
+  for (const auto& [name, tb] : raw) {
+    INFO(name);
+    const Tensor& t = back->get(name);
+    const GgmlTypeInfo& info = ggml_type_info(tb.first);
+    const bool fallback = tb.first == GgmlType::kQ6_K || tb.first == GgmlType::kQ3_K;
+    CHECK(std::holds_alternative<DenseEncoding>(t.encoding->node) == fallback);
+    std::vector<float> want(static_cast<size_t>(t.numel()));
+    info.dequant(tb.second.data(), t.numel() / info.block_size, want.data());
+    CHECK(count_mismatches(t.to_f32(), want) == 0);
+  }
+}
+
 // ---- hostile input
 
 // Hand-assembles GGUF bytes so that each field can be made wrong on purpose.
@@ -426,6 +650,8 @@ TEST_CASE("gguf rejects hostile tensor tables", "[gguf]") {
       {"offset past end", {8}, 0, 1ull << 62, 128, "past the end"},
       {"data past end", {64}, 0, 0, 128, "past the end"},
       {"no decoder", {32}, 9, 0, 128, "cannot decode"},
+      {"ragged K block", {128}, 12, 0, 512, "not a multiple of the Q4_K block size"},
+      {"K data past end", {512}, 14, 0, 300, "past the end"},
   };
   for (const Case& c : cases) {
     INFO(c.what);

@@ -28,6 +28,14 @@ void write_f32_file(const std::string& path, const std::vector<float>& v) {
   test::write_file_bytes(path, bytes);
 }
 
+// Elements that differ: NaN in both counts as equal, and so do zeros of either sign (docs/gguf.md).
+size_t count_unequal(const float* a, const float* b, size_t n) {
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) ++bad;
+  return bad;
+}
+
 // Largest |a - b| (relative above 1), NaN in both counts as equal, NaN in one as infinite.
 double max_diff(const float* a, const float* b, size_t n) {
   double worst = 0;
@@ -51,7 +59,7 @@ TEST_CASE("gguf block decoders match gguf.quants.dequantize on random blocks", "
   std::string name;
   uint32_t type_id;
   uint64_t count;
-  std::set<std::string> seen;
+  std::set<std::string> seen, native;
   while (manifest >> name >> type_id >> count) {
     INFO(name);
     const GgmlTypeInfo* info = ggml_type_info(type_id);
@@ -68,10 +76,21 @@ TEST_CASE("gguf block decoders match gguf.quants.dequantize on random blocks", "
     const double diff = max_diff(got.data(), want.data(), got.size());
     INFO("max relative difference " << diff);
     CHECK(diff <= 1e-6);
+    if (info->quant) {  // the Quant encoding the reader keeps: the same values exactly
+      const int64_t rows = n_blocks / 4, cols = 4 * info->block_size;
+      auto q = ggml_to_quant(*info, raw.data(), rows, cols);
+      REQUIRE(q.has_value());
+      const Encoding enc{*q};
+      decode_rows_to_f32(enc, Shape{{rows, cols}}, 0, rows, got.data());
+      CHECK(count_unequal(got.data(), want.data(), got.size()) == 0);
+      native.insert(name);
+    }
     seen.insert(name);
   }
   for (const char* t : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"})
     CHECK(seen.count(t) == 1);
+  CHECK(native ==
+        std::set<std::string>{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"});
 }
 
 TEST_CASE("gguf SmolLM2 tensors decode like gguf.quants.dequantize", "[gguf][peer][heavy]") {
@@ -97,12 +116,14 @@ TEST_CASE("gguf SmolLM2 tensors decode like gguf.quants.dequantize", "[gguf][pee
     REQUIRE(t != nullptr);
     REQUIRE(t->cols() == cols);
     REQUIRE(rows == std::min<int64_t>(kRows, t->rows()));
+    // Quantized tensors stay Quant encodings (no f32 copy) and decode to gguf's values exactly.
+    CHECK(std::holds_alternative<QuantEncoding>(t->encoding->node) == (type != "F32"));
     std::vector<float> got(static_cast<size_t>(rows * cols));
     t->rows_to_f32(0, rows, got.data());
     const auto want = read_f32_file(dir.path(file));
     REQUIRE(want.size() == got.size());
     const double diff = max_diff(got.data(), want.data(), got.size());
-    CHECK(diff <= 1e-6);
+    CHECK(count_unequal(got.data(), want.data(), got.size()) == 0);
     worst = std::max(worst, diff);
     types.insert(type);
     ++compared;

@@ -1,6 +1,10 @@
 // Quantization math (quant_math.h): every scheme/bits/group/scale-dtype combination packs codes whose
 // decode equals the values the math dequantized, sizes match quant_encoded_bytes, and the fits
 // reproduce hand-worked optima.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -181,4 +185,96 @@ TEST_CASE("quant spec validation and sizes", "[quant-math]") {
   CHECK(quant_encoded_bytes(QuantSpec{.bits = 2, .scheme = QuantScheme::kTernary, .group_size = 0, .trits5 = true}, 3,
                             172) == 3 * (35 + 2));
   CHECK(describe_quant_spec(QuantSpec{}) == "q4 asym g32 f16");
+}
+
+TEST_CASE("quantize_value equals clamp(ceil(x - 0.5)) for every kind of value", "[quant-math]") {
+  // The reference rule written out: x = (v - min) * mul + add in code units, NaN as x = add.
+  struct Case {
+    QuantSpec spec;
+    GroupParams p;
+    float mul, add, max_code;
+  };
+  const Case cases[] = {
+      {QuantSpec{.bits = 4, .scheme = QuantScheme::kAsymmetric}, {0.25f, -1.0f}, 4.0f, 0.0f, 15.0f},
+      {QuantSpec{.bits = 3, .scheme = QuantScheme::kSymmetric}, {0.5f, 0.0f}, 2.0f, 4.0f, 7.0f},
+      {QuantSpec{.bits = 8, .scheme = QuantScheme::kSymmetric}, {0.0f, 0.0f}, 0.0f, 128.0f, 255.0f},
+  };
+  std::vector<float> values = {0.0f, -0.0f, 1e-30f, -1e-30f, INFINITY, -INFINITY, NAN, 1e30f, -1e30f};
+  for (int i = -400; i <= 400; ++i) values.push_back(static_cast<float>(i) * 0.0625f);  // ties included
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int i = 0; i < 2000; ++i) values.push_back(normal(rng));
+  for (const Case& c : cases)
+    for (float v : values) {
+      INFO(v);
+      float x = (v - c.p.min) * c.mul + c.add;
+      if (std::isnan(x)) x = c.add;
+      const auto want = static_cast<uint32_t>(std::clamp(std::ceil(x - 0.5f), 0.0f, c.max_code));
+      CHECK(quantize_value(c.spec, c.p, v) == want);
+    }
+}
+
+TEST_CASE("quantize_rtn_rows streams rows and matches quantize_rtn on any thread count", "[quant-math]") {
+  const int64_t rows = 37, cols = 300;  // ragged groups, several row blocks of the driver
+  const auto w = random_weights(rows * cols, 11);
+  const QuantSpec specs[] = {
+      QuantSpec{.bits = 4, .scheme = QuantScheme::kAsymmetric, .group_size = 32},
+      QuantSpec{.bits = 5, .scheme = QuantScheme::kSymmetric, .group_size = 64},
+      QuantSpec{
+          .bits = 3, .scheme = QuantScheme::kAsymmetric, .group_size = 32, .scale_dtype = DType::kU8, .scale_block = 7},
+      QuantSpec{.bits = 8, .scheme = QuantScheme::kSymmetric, .group_size = 0},
+      QuantSpec{.bits = 2, .scheme = QuantScheme::kTernary, .group_size = 32, .trits5 = true},
+  };
+  for (const QuantSpec& spec : specs) {
+    INFO(describe_quant_spec(spec));
+    std::vector<float> dq;
+    const QuantEncoding ref = quantize_rtn(spec, w, rows, cols, {}, ScaleSearch{}, &dq);
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      err += (static_cast<double>(w[i]) - dq[i]) * (static_cast<double>(w[i]) - dq[i]);
+      norm += static_cast<double>(w[i]) * w[i];
+    }
+    for (int threads : {1, 2}) {
+      INFO(threads << " threads");
+      omp_set_num_threads(threads);
+      std::atomic<int64_t> loaded{0};
+      const RowLoader load = [&](int64_t r0, int64_t r1, float* out) {
+        std::copy(w.begin() + r0 * cols, w.begin() + r1 * cols, out);
+        loaded += r1 - r0;
+      };
+      QuantError e;
+      const QuantEncoding got = quantize_rtn_rows(spec, rows, cols, load, {}, ScaleSearch{}, nullptr, &e);
+      CHECK(loaded == (spec.scale_dtype == DType::kU8 ? 2 : 1) * rows);  // u8: one pass for the grids
+      for (auto [a, b] : {std::pair{&ref.codes, &got.codes},
+                          {&ref.scales, &got.scales},
+                          {&ref.mins, &got.mins},
+                          {&ref.scale_meta, &got.scale_meta},
+                          {&ref.min_meta, &got.min_meta}}) {
+        REQUIRE(a->size() == b->size());
+        CHECK(std::equal(a->data(), a->data() + a->size(), b->data()));
+      }
+      CHECK(e.err == Approx(err).epsilon(1e-5));  // f32 lanes per group
+      CHECK(e.norm == Approx(norm).epsilon(1e-5));
+    }
+    omp_set_num_threads(omp_get_num_procs());
+  }
+}
+
+TEST_CASE("tensor_rows_to_f32 decodes every f16 bit pattern like the reference decoder", "[quant-math]") {
+  std::vector<uint8_t> raw(65536 * 2);
+  for (uint32_t h = 0; h < 65536; ++h) {
+    raw[2 * h] = static_cast<uint8_t>(h);
+    raw[2 * h + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  const Tensor t{"all_f16", Shape{{256, 256}},
+                 std::make_shared<Encoding>(Encoding{DenseEncoding{DType::kF16, Bytes::owned(raw)}})};
+  std::vector<float> fast(65536), ref(65536);
+  tensor_rows_to_f32(t, 0, 256, fast.data());
+  t.rows_to_f32(0, 256, ref.data());
+  size_t differ = 0;
+  for (size_t i = 0; i < fast.size(); ++i) differ += f32_to_bits(fast[i]) != f32_to_bits(ref[i]);
+  CHECK(differ == 0);
+  tensor_rows_to_f32(t, 100, 101, fast.data());  // a row range
+  CHECK(std::equal(fast.begin(), fast.begin() + 256, ref.begin() + 100 * 256,
+                   [](float a, float b) { return f32_to_bits(a) == f32_to_bits(b); }));
 }

@@ -159,6 +159,41 @@ TEST_CASE("quantize/compress: bad options give clear errors and no output", "[cl
   require_refused(dir, "compress " + s.in() + " -o " + out + " --recipe " + recipe, 4, {"--force"});
 }
 
+TEST_CASE("quantize/compress: a selector that matches no tensor is an error naming it", "[cli][quantize]") {
+  const Stories s = stories();
+  if (!s.ok()) return;
+  llmc::test::TempDir dir;
+  const std::string out = dir.path("o.llmc");
+  // Full match: 'token_embd' is not 'token_embd.weight'; the hint shows a name it occurs in.
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --keep token_embd", 2,
+                  {"'token_embd'", "matches no tensor", "token_embd.weight", "whole name"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --keep 'token_embd\\.weight' --keep 'blk\\.9\\..*'", 2,
+                  {"blk\\.9\\..*", "matches no tensor"});
+  const std::string recipe = dir.path("r.yaml");
+  struct Case {
+    const char* yaml;
+    const char* expr;
+  };
+  const Case cases[] = {
+      {"    targets: ['blk\\.0\\.attn_q']\n", "blk\\.0\\.attn_q"},
+      {"    ignore: ['output\\.weight']\n", "output\\.weight"},  // stories260K's head is tied
+      {"    overrides:\n      - match: 'blk\\.7\\..*'\n        options: {bits: 8}\n", "blk\\.7\\..*"},
+  };
+  for (const Case& c : cases) {
+    write_text(recipe, std::string("stages:\n  - pass: quant.rtn\n    options: {bits: 4}\n") + c.yaml);
+    require_refused(dir, "compress " + s.in() + " -o " + out + " --recipe " + recipe, 1,
+                    {c.expr, "matches no tensor", "stage 1 (quant.rtn)"});
+  }
+  // The same expressions, matching: accepted.
+  write_text(recipe,
+             "stages:\n  - pass: quant.rtn\n    options: {bits: 4}\n    targets: ['blk\\..*']\n"
+             "    ignore: ['blk\\.0\\.attn_q\\.weight']\n    overrides:\n      - match: 'blk\\.4\\..*'\n"
+             "        options: {bits: 8}\n");
+  auto r = run_cli("compress " + s.in() + " -o " + out + " --recipe " + recipe);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
 TEST_CASE("quantize: same input, recipe and seed give byte-identical files on 1 and 2 threads",
           "[cli][quantize][determinism][heavy]") {
   const Stories s = stories();

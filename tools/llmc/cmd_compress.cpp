@@ -16,6 +16,7 @@ int run_compress(CompressArgs& a) {
   auto recipe = load_recipe(a.recipe);  // validated before the model is loaded
   if (!recipe.ok()) return report_error(recipe.error());
   a.job.command = "compress";
+  a.job.recipe_error = ErrorCode::kRecipe;
   a.job.extra_inputs = {a.recipe};
   return run_recipe_job(a.job, *recipe);
 }

@@ -24,7 +24,10 @@ void add_tokenizer_args(CLI::App& sub, TokenizerArgs& args) {
 }
 
 Result<std::unique_ptr<Tokenizer>> open_tokenizer(const TokenizerArgs& args) {
-  LLMC_ASSIGN_OR_RETURN(Model model, load_model_for_cli(args.model, args.tokenizer, /*require_tensors=*/false));
+  LoadOptions options;  // the vocabulary only: no tensor is read or decoded
+  options.tokenizer_path = args.tokenizer;
+  options.tensors = false;
+  LLMC_ASSIGN_OR_RETURN(Model model, load_model(args.model, options));
   if (model.tokenizer.empty()) {
     return make_error(ErrorCode::kFormat, args.model, ": no vocabulary (give one with --tokenizer)");
   }

@@ -3,6 +3,8 @@
 
 #include "recipe_run.h"
 
+#include <omp.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -129,6 +131,8 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
 
   PipelineOptions popt;
   popt.threads = job.threads;
+  popt.recipe_error = job.recipe_error;
+  if (job.threads > 0) omp_set_num_threads(job.threads);
   auto result = run_pipeline(model, recipe, popt);
   if (!result.ok()) return report_error(result.error());
 

@@ -15,10 +15,12 @@ namespace llmc::cli {
 struct RecipeJob {
   std::string input;
   std::string output;
-  std::string to;                         // output format override (llmc|gguf|safetensors); "" = from the extension
-  std::string tokenizer;                  // separate tokenizer file
-  std::string json;                       // summary JSON file, "-" = stdout, "" = none
-  std::string command;                    // "compress" / "quantize": the summary's first line
+  std::string to;         // output format override (llmc|gguf|safetensors); "" = from the extension
+  std::string tokenizer;  // separate tokenizer file
+  std::string json;       // summary JSON file, "-" = stdout, "" = none
+  std::string command;    // "compress" / "quantize": the summary's first line
+  // Code of recipe mistakes found against the model (PipelineOptions::recipe_error).
+  ErrorCode recipe_error = ErrorCode::kInvalidArgument;
   std::vector<std::string> extra_inputs;  // recipe, calibration text: never overwritten
   int zstd = 0;
   int threads = 0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -70,10 +71,16 @@ struct CodeMapper {
     }
     if (!std::isfinite(mul)) mul = 0;
   }
+  // Branch-free (vectorizes without a libm call): y = x - 0.5 clamped to [-1, max_code], then
+  // ceil(y) = trunc(y) + (trunc(y) < y), and negative codes (y in [-1, 0)) clamp to 0. Equal to
+  // clamp(ceil(x - 0.5), 0, max_code) for every x, ±inf included; NaN maps like x = add.
   uint32_t code(float v) const {
     float x = (v - min) * mul + add;
-    if (!std::isfinite(x)) x = std::isnan(x) ? add : x;
-    return static_cast<uint32_t>(std::clamp(std::ceil(x - 0.5f), 0.0f, max_code));
+    x = x == x ? x : add;
+    const float y = std::min(std::max(x - 0.5f, -1.0f), max_code);
+    const int32_t t = static_cast<int32_t>(y);
+    const int32_t c = t + (static_cast<float>(t) < y ? 1 : 0);
+    return static_cast<uint32_t>(std::max(c, 0));
   }
 };
 
@@ -157,11 +164,9 @@ struct BestParams {
   }
 };
 
-// Ratios 1, 1 - step, ..., min_ratio (just 1 when the search is off).
-std::vector<double> clip_ratios(const ScaleSearch& search) {
-  std::vector<double> r{1.0};
-  for (int i = 1; i <= search.steps; ++i) r.push_back(1.0 - (1.0 - search.min_ratio) * i / search.steps);
-  return r;
+// Ratio i of 1, 1 - step, ..., min_ratio (i in [0, steps]; just 1 when the search is off).
+double clip_ratio(const ScaleSearch& search, int i) {
+  return i == 0 ? 1.0 : 1.0 - (1.0 - search.min_ratio) * i / search.steps;
 }
 
 GroupParams fit_symmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
@@ -180,7 +185,8 @@ GroupParams fit_symmetric(const QuantSpec& spec, const float* w, const float* im
     best.offer({-extreme / half, 0.0f});
     return best.best;
   }
-  for (double r : clip_ratios(s)) {
+  for (int i = 0; i <= s.steps; ++i) {
+    const double r = clip_ratio(s, i);
     for (float base : {amax / (half - 1), -extreme / half}) {
       const GroupParams p{static_cast<float>(base * r), 0.0f};
       best.offer(p);
@@ -190,17 +196,38 @@ GroupParams fit_symmetric(const QuantSpec& spec, const float* w, const float* im
   return best.best;
 }
 
-GroupParams fit_asymmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
-  float lo = w[0], hi = w[0];
-  for (int64_t i = 1; i < n; ++i) {
+// Min and max of w[0, n) in 8 lanes (vectorizable), combined in lane order.
+void min_max(const float* w, int64_t n, float& lo, float& hi) {
+  lo = hi = w[0];
+  int64_t i = 1;
+  if (n >= 16) {
+    float l[8], h[8];
+    for (int j = 0; j < 8; ++j) l[j] = h[j] = w[j];
+    for (i = 8; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        l[j] = std::min(l[j], w[i + j]);
+        h[j] = std::max(h[j], w[i + j]);
+      }
+    for (int j = 0; j < 8; ++j) {
+      lo = std::min(lo, l[j]);
+      hi = std::max(hi, h[j]);
+    }
+  }
+  for (; i < n; ++i) {
     lo = std::min(lo, w[i]);
     hi = std::max(hi, w[i]);
   }
+}
+
+GroupParams fit_asymmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
+  float lo, hi;
+  min_max(w, n, lo, hi);
   const double levels = static_cast<double>((1 << spec.bits) - 1);
   const double mid = 0.5 * (static_cast<double>(lo) + hi), half_range = 0.5 * (static_cast<double>(hi) - lo);
   BestParams best{spec, w, imp, n};
   best.single = s.steps == 0;
-  for (double r : clip_ratios(s)) {
+  for (int i = 0; i <= s.steps; ++i) {
+    const double r = clip_ratio(s, i);
     const double a = mid - half_range * r, b = mid + half_range * r;
     const GroupParams p{static_cast<float>((b - a) / levels), static_cast<float>(a)};
     best.offer(p);
@@ -371,15 +398,23 @@ uint8_t snap_u8(float v, float step, float base) {
 void QuantRowsBuilder::set_scale_grid(std::span<const float> w) {
   LLMC_CHECK(spec_.scale_dtype == DType::kU8 && static_cast<int64_t>(w.size()) == rows_ * cols_);
   std::vector<float> scales(params_.size()), mins(params_.size());
+  for (int64_t r = 0; r < rows_; ++r) grid_params_of_row(r, w.data() + r * cols_, scales.data(), mins.data());
+  set_scale_grid(scales, mins);
+}
+
+void QuantRowsBuilder::grid_params_of_row(int64_t row, const float* w, float* scales, float* mins) const {
   QuantSpec f32_spec = spec_;
   f32_spec.scale_dtype = DType::kF32;
-  for (int64_t r = 0; r < rows_; ++r)
-    for (int64_t g = 0; g < groups_per_row_; ++g) {
-      const int64_t c0 = g * group_size_, n = std::min(cols_, c0 + group_size_) - c0;
-      const GroupParams p = fit_group(f32_spec, w.data() + r * cols_ + c0, nullptr, n, ScaleSearch{});
-      scales[static_cast<size_t>(r * groups_per_row_ + g)] = p.scale;
-      mins[static_cast<size_t>(r * groups_per_row_ + g)] = p.min;
-    }
+  for (int64_t g = 0; g < groups_per_row_; ++g) {
+    const int64_t c0 = g * group_size_, n = std::min(cols_, c0 + group_size_) - c0;
+    const GroupParams p = fit_group(f32_spec, w + c0, nullptr, n, ScaleSearch{});
+    scales[row * groups_per_row_ + g] = p.scale;
+    mins[row * groups_per_row_ + g] = p.min;
+  }
+}
+
+void QuantRowsBuilder::set_scale_grid(const std::vector<float>& scales, const std::vector<float>& mins) {
+  LLMC_CHECK(spec_.scale_dtype == DType::kU8 && scales.size() == params_.size() && mins.size() == params_.size());
   scale_meta_ = fit_u8_grid(scales, spec_.scale_block);
   if (spec_has_mins(spec_)) min_meta_ = fit_u8_grid(mins, spec_.scale_block);
 }
@@ -411,6 +446,34 @@ GroupParams QuantRowsBuilder::params(int64_t row, int64_t group) const {
   return params_[static_cast<size_t>(row * groups_per_row_ + group)];
 }
 
+namespace {
+
+// One row of codes (one per byte) into the packing of q; `out` is zeroed, stride bytes.
+void pack_row(const QuantEncoding& q, const uint8_t* in, int64_t cols, uint8_t* out) {
+  if (q.packing == QuantPacking::kTrits5) {
+    static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+    for (int64_t c = 0; c < cols; ++c) out[c / 5] = static_cast<uint8_t>(out[c / 5] + in[c] * kPow3[c % 5]);
+    return;
+  }
+  if (q.bits == 8) {
+    std::memcpy(out, in, static_cast<size_t>(cols));
+    return;
+  }
+  if (q.bits == 4) {
+    for (int64_t c = 0; c + 1 < cols; c += 2) out[c / 2] = static_cast<uint8_t>(in[c] | in[c + 1] << 4);
+    if (cols % 2) out[cols / 2] = in[cols - 1];
+    return;
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    const int64_t bit = c * q.bits;
+    const uint32_t v = static_cast<uint32_t>(in[c]) << (bit & 7);
+    out[bit >> 3] = static_cast<uint8_t>(out[bit >> 3] | (v & 0xff));
+    if ((bit & 7) + q.bits > 8) out[(bit >> 3) + 1] = static_cast<uint8_t>(out[(bit >> 3) + 1] | (v >> 8));
+  }
+}
+
+}  // namespace
+
 QuantEncoding QuantRowsBuilder::finish() const {
   QuantEncoding q;
   q.bits = spec_.bits;
@@ -420,21 +483,9 @@ QuantEncoding QuantRowsBuilder::finish() const {
   q.packing = spec_.scheme == QuantScheme::kTernary && spec_.trits5 ? QuantPacking::kTrits5 : QuantPacking::kBits;
   const int64_t stride = quant_row_stride(q, cols_);
   std::vector<uint8_t> packed(static_cast<size_t>(rows_ * stride), 0);
-  for (int64_t r = 0; r < rows_; ++r) {
-    uint8_t* out = packed.data() + r * stride;
-    const uint8_t* in = codes_.data() + r * cols_;
-    if (q.packing == QuantPacking::kTrits5) {
-      static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
-      for (int64_t c = 0; c < cols_; ++c) out[c / 5] = static_cast<uint8_t>(out[c / 5] + in[c] * kPow3[c % 5]);
-      continue;
-    }
-    for (int64_t c = 0; c < cols_; ++c) {
-      const int64_t bit = c * q.bits;
-      const uint32_t v = static_cast<uint32_t>(in[c]) << (bit & 7);
-      out[bit >> 3] = static_cast<uint8_t>(out[bit >> 3] | (v & 0xff));
-      if ((bit & 7) + q.bits > 8) out[(bit >> 3) + 1] = static_cast<uint8_t>(out[(bit >> 3) + 1] | (v >> 8));
-    }
-  }
+  // Rows start on byte boundaries: each row is packed by one thread.
+#pragma omp parallel for schedule(static) if (rows_ * cols_ > (1 << 16))
+  for (int64_t r = 0; r < rows_; ++r) pack_row(q, codes_.data() + r * cols_, cols_, packed.data() + r * stride);
   q.codes = Bytes::owned(std::move(packed));
   const bool mins = spec_has_mins(spec_);
   auto table = [&](bool want_min) -> Bytes {
@@ -462,31 +513,138 @@ QuantEncoding QuantRowsBuilder::finish() const {
   return q;
 }
 
-QuantEncoding quantize_rtn(const QuantSpec& spec, std::span<const float> w, int64_t rows, int64_t cols,
-                           std::span<const float> col_imp, const ScaleSearch& search, std::vector<float>* dequant) {
-  LLMC_CHECK(static_cast<int64_t>(w.size()) == rows * cols);
+namespace {
+
+// Squared error of one quantized group, in 8 fixed f32 lanes (vectorizable, the same on any
+// thread count) added to the row's double sums; writes the dequantized values when kStore.
+template <bool kStore>
+void accumulate_group_error(const QuantSpec& spec, const GroupParams& p, const float* w, const uint8_t* q, int64_t n,
+                            float* deq, double& err, double& norm) {
+  const QuantScheme scheme = spec.scheme;
+  const int bits = spec.bits;
+  const float scale = p.scale, min = p.min;
+  float e[8] = {}, s[8] = {};
+  int64_t i0 = 0;
+  for (; i0 + 8 <= n; i0 += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float v = quant_value(scheme, bits, q[i0 + j], scale, min);
+      if constexpr (kStore) deq[i0 + j] = v;
+      const float d = w[i0 + j] - v;
+      e[j] += d * d;
+      s[j] += w[i0 + j] * w[i0 + j];
+    }
+  for (int64_t i = i0; i < n; ++i) {
+    const float v = quant_value(scheme, bits, q[i], scale, min);
+    if constexpr (kStore) deq[i] = v;
+    const float d = w[i] - v;
+    e[i - i0] += d * d;
+    s[i - i0] += w[i] * w[i];
+  }
+  for (int j = 0; j < 8; ++j) {
+    err += e[j];
+    norm += s[j];
+  }
+}
+
+// Runs body(r0, r1, rows) over blocks of about 64K weights on the OpenMP threads; `rows` holds
+// rows [r0, r1) as f32 (loaded into a per-thread buffer).
+template <class Body>
+void for_row_blocks(int64_t rows, int64_t cols, const RowLoader& load, const Body& body) {
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, cols));
+  const int64_t n_blocks = (rows + block - 1) / block;
+#pragma omp parallel if (n_blocks > 1)
+  {
+    std::vector<float> buf;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t r0 = b * block, r1 = std::min(rows, r0 + block);
+      buf.resize(static_cast<size_t>((r1 - r0) * cols));
+      load(r0, r1, buf.data());
+      body(r0, r1, buf.data());
+    }
+  }
+}
+
+// f16 bits -> f32, exactly as f16_to_f32 (normals, subnormals, ±0, inf, NaN payloads) but
+// branch-free so that row loops vectorize: the exponent/mantissa bits shifted into an f32 are the
+// value times 2^-112 (a subnormal f16 lands on an f32 subnormal), so one exact multiply rescales
+// them; exponent 31 (inf/NaN) is set directly.
+inline float f16_bits_to_f32(uint16_t h) {
+  const uint32_t em = h & 0x7fffu;
+  const uint32_t scaled = f32_to_bits(bits_to_f32(em << 13) * 0x1p112f);
+  const uint32_t bits = em >= 0x7c00u ? 0x7f800000u | (em & 0x3ffu) << 13 : scaled;
+  return bits_to_f32(bits | static_cast<uint32_t>(h & 0x8000u) << 16);
+}
+
+}  // namespace
+
+void tensor_rows_to_f32(const Tensor& t, int64_t r0, int64_t r1, float* out) {
+  const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
+  if (!d || d->dtype != DType::kF16) return t.rows_to_f32(r0, r1, out);
+  const int64_t n = (r1 - r0) * t.cols();
+  const uint8_t* p = d->data.data() + r0 * t.cols() * 2;
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out[i] = f16_bits_to_f32(h);
+  }
+}
+
+QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t cols, const RowLoader& load,
+                                std::span<const float> col_imp, const ScaleSearch& search, float* dequant,
+                                QuantError* error) {
   LLMC_CHECK(col_imp.empty() || static_cast<int64_t>(col_imp.size()) == cols);
   QuantRowsBuilder builder(spec, rows, cols);
-  if (spec.scale_dtype == DType::kU8) builder.set_scale_grid(w);
-  if (dequant) dequant->assign(w.size(), 0.0f);
   const int64_t gpr = builder.groups_per_row(), gsize = builder.group_size();
-  // Rows are independent: the result does not depend on the thread count.
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t g = 0; g < gpr; ++g) {
-      const int64_t c0 = g * gsize, n = std::min(cols, c0 + gsize) - c0;
-      const float* wg = w.data() + r * cols + c0;
-      const GroupParams p =
-          builder.set_params(r, g, fit_group(spec, wg, col_imp.empty() ? nullptr : col_imp.data() + c0, n, search));
-      const CodeMapper map(spec, p);
-      for (int64_t i = 0; i < n; ++i) {
-        const uint32_t q = map.code(wg[i]);
-        builder.set_code(r, c0 + i, q);
-        if (dequant) (*dequant)[static_cast<size_t>(r * cols + c0 + i)] = dequantize_code(spec, p, q);
+  if (spec.scale_dtype == DType::kU8) {  // first pass: the per-block grids from plain RTN params
+    std::vector<float> scales(static_cast<size_t>(rows * gpr)), mins(scales.size());
+    for_row_blocks(rows, cols, load, [&](int64_t r0, int64_t r1, const float* w) {
+      for (int64_t r = r0; r < r1; ++r) builder.grid_params_of_row(r, w + (r - r0) * cols, scales.data(), mins.data());
+    });
+    builder.set_scale_grid(scales, mins);
+  }
+  std::vector<double> row_err(error ? static_cast<size_t>(rows) : 0), row_norm(row_err.size());
+  // Rows are independent and each is done by one thread: the result does not depend on threads.
+  for_row_blocks(rows, cols, load, [&](int64_t r0, int64_t r1, const float* w) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* wr = w + (r - r0) * cols;
+      uint8_t* qr = builder.row_codes(r);
+      double err = 0, norm = 0;
+      for (int64_t g = 0; g < gpr; ++g) {
+        const int64_t c0 = g * gsize, n = std::min(cols, c0 + gsize) - c0;
+        const GroupParams p = builder.set_params(
+            r, g, fit_group(spec, wr + c0, col_imp.empty() ? nullptr : col_imp.data() + c0, n, search));
+        const CodeMapper map(spec, p);
+        for (int64_t i = 0; i < n; ++i) qr[c0 + i] = static_cast<uint8_t>(map.code(wr[c0 + i]));
+        if (dequant)
+          accumulate_group_error<true>(spec, p, wr + c0, qr + c0, n, dequant + r * cols + c0, err, norm);
+        else if (error)
+          accumulate_group_error<false>(spec, p, wr + c0, qr + c0, n, nullptr, err, norm);
       }
+      if (error) {
+        row_err[static_cast<size_t>(r)] = err;
+        row_norm[static_cast<size_t>(r)] = norm;
+      }
+    }
+  });
+  if (error) {
+    *error = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      error->err += row_err[static_cast<size_t>(r)];
+      error->norm += row_norm[static_cast<size_t>(r)];
     }
   }
   return builder.finish();
+}
+
+QuantEncoding quantize_rtn(const QuantSpec& spec, std::span<const float> w, int64_t rows, int64_t cols,
+                           std::span<const float> col_imp, const ScaleSearch& search, std::vector<float>* dequant) {
+  LLMC_CHECK(static_cast<int64_t>(w.size()) == rows * cols);
+  if (dequant) dequant->assign(w.size(), 0.0f);
+  const RowLoader load = [&](int64_t r0, int64_t r1, float* out) {
+    std::memcpy(out, w.data() + r0 * cols, static_cast<size_t>((r1 - r0) * cols) * sizeof(float));
+  };
+  return quantize_rtn_rows(spec, rows, cols, load, col_imp, search, dequant ? dequant->data() : nullptr, nullptr);
 }
 
 }  // namespace llmc

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/encoding.h"
 #include "core/error.h"
+#include "core/tensor.h"
 
 namespace llmc {
 
@@ -64,8 +66,14 @@ class QuantRowsBuilder {
   int64_t groups_per_row() const { return groups_per_row_; }
   int64_t group_size() const { return group_size_; }  // columns per group (last may be shorter)
   void set_scale_grid(std::span<const float> w);      // u8 scales only; w: [rows, cols]
+  // The same in two steps, for rows that are not all in memory at once: the plain-RTN f32 params
+  // of one row's groups into scales/mins [rows * groups_per_row] (thread-safe across rows), then
+  // the grid from all of them.
+  void grid_params_of_row(int64_t row, const float* w, float* scales, float* mins) const;
+  void set_scale_grid(const std::vector<float>& scales, const std::vector<float>& mins);
   GroupParams set_params(int64_t row, int64_t group, const GroupParams& p);
   void set_code(int64_t row, int64_t col, uint32_t q);
+  uint8_t* row_codes(int64_t row) { return codes_.data() + row * cols_; }  // [cols] codes, one per byte
   GroupParams params(int64_t row, int64_t group) const;
   QuantEncoding finish() const;
 
@@ -77,6 +85,27 @@ class QuantRowsBuilder {
   std::vector<float> scale_meta_, min_meta_;  // u8 scales: (step, base) per block
   std::vector<uint8_t> scale_u8_, min_u8_;    // u8 scales: the stored entries
 };
+
+// t.rows_to_f32(r0, r1, out), bit for bit, with Dense f16 rows converted branch-free so the loop
+// vectorizes (the usual input of RTN on a checkpoint; core's per-element decoder branches).
+void tensor_rows_to_f32(const Tensor& t, int64_t r0, int64_t r1, float* out);
+
+// Fills out[(r1 - r0) * cols] with rows [r0, r1) of the weight being quantized, as f32; called
+// from several threads at once on disjoint ranges.
+using RowLoader = std::function<void(int64_t r0, int64_t r1, float* out)>;
+
+// Σ (w - dequant)² and Σ w² of a quantized weight: summed per row in double, then in row order.
+struct QuantError {
+  double err = 0;
+  double norm = 0;
+};
+
+// Round-to-nearest of a [rows, cols] weight read through `load` in blocks of rows (the weight is
+// never held whole as f32; threads share the blocks and the result does not depend on them).
+// `dequant` (if not null, [rows * cols]) receives decode_to_f32 of the result, `error` its error.
+QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t cols, const RowLoader& load,
+                                std::span<const float> col_imp, const ScaleSearch& search, float* dequant,
+                                QuantError* error);
 
 // Round-to-nearest of a whole [rows, cols] weight (importance per column `col_imp`, may be empty):
 // returns the encoding; `dequant` (if not null) receives decode_to_f32 of it.

@@ -5,11 +5,25 @@
 
 #include "core/lowrank.h"
 #include "passes/lowrank/factor_quant.h"
+#include "formats/file_io.h"
 #include "passes/quant/quant_methods.h"
 #include "passes/quant/quant_passes.h"
 #include "pipeline/calibration.h"
 
 namespace llmc {
+
+namespace {
+
+// A replaced input tensor that views a mapped file gives its resident pages back (the input is
+// read once, so peak RSS follows the output, not the input).
+void release_source_pages(const Encoding& enc) {
+  auto release = [](const Bytes& b) { release_file_pages(b.data(), b.size()); };
+  if (const auto* d = std::get_if<DenseEncoding>(&enc.node)) release(d->data);
+  if (const auto* q = std::get_if<QuantEncoding>(&enc.node))
+    for (const Bytes* b : {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta}) release(*b);
+}
+
+}  // namespace
 
 Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const SpecFor& spec_for,
                                           const ScaleSearch& search, bool importance) {
@@ -29,7 +43,7 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
     const std::optional<QuantSpec> spec = spec_for(name);
     if (!spec) continue;
     LLMC_TRY(validate_quant_spec(*spec));
-    const Tensor& t = model.get(name);
+    const Tensor t = model.get(name);  // a copy: keeps the source encoding alive after replace()
     if (is_decomposition(*t.encoding)) {  // LowRank/Tucker: quantize the parts, keep the tree
       const auto it = stats.find(name);
       const PartQuantizer rtn = [&](std::span<const float> w, int64_t rows, int64_t cols, const PartInput& in,
@@ -43,27 +57,24 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
       continue;
     }
     const int64_t rows = t.rows(), cols = t.cols();
-    const std::vector<float> w = t.to_f32();
     // Per-column importance Σ x_c² of this linear's input (a tied embedding gets the output head's);
     // tensors without statistics (an untied token embedding is only a lookup) are fitted unweighted.
     std::vector<float> col_imp;
     if (auto it = stats.find(name); it != stats.end() && it->second && it->second->cols == cols) {
       col_imp.assign(it->second->sq_sum.begin(), it->second->sq_sum.end());
     }
-    std::vector<float> dequant;
-    QuantEncoding enc = quantize_rtn(*spec, w, rows, cols, col_imp, search, &dequant);
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < w.size(); ++i) {
-      err += (static_cast<double>(w[i]) - dequant[i]) * (static_cast<double>(w[i]) - dequant[i]);
-      norm += static_cast<double>(w[i]) * w[i];
-    }
+    // Rows are decoded block by block as the threads need them: the tensor is never whole in f32.
+    const RowLoader load = [&t](int64_t r0, int64_t r1, float* out) { tensor_rows_to_f32(t, r0, r1, out); };
+    QuantError error;
+    QuantEncoding enc = quantize_rtn_rows(*spec, rows, cols, load, col_imp, search, nullptr, &error);
     const size_t bytes =
         enc.codes.size() + enc.scales.size() + enc.mins.size() + enc.scale_meta.size() + enc.min_meta.size();
     details[name] = {{"spec", describe_quant_spec(*spec)},
                      {"bpw", t.numel() ? 8.0 * static_cast<double>(bytes) / static_cast<double>(t.numel()) : 0.0},
-                     {"rel_err", norm > 0 ? std::sqrt(err / norm) : 0.0},
+                     {"rel_err", error.norm > 0 ? std::sqrt(error.err / error.norm) : 0.0},
                      {"importance", !col_imp.empty()}};
     model.replace(Tensor{name, t.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
+    release_source_pages(*t.encoding);
   }
   return details;
 }

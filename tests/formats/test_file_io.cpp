@@ -1,0 +1,56 @@
+// File access helpers: release_file_pages gives mapped input pages back without changing what they read.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <numeric>
+#include <vector>
+
+#include "formats/file_io.h"
+#include "test_util.h"
+
+namespace llmc {
+namespace {
+
+// Resident pages of this process (/proc/self/statm): mapped file pages count while mapped in.
+int64_t resident_pages() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident;
+}
+
+TEST_CASE("release_file_pages drops mapped pages, which then read the same, and leaves heap memory alone",
+          "[file_io]") {
+  test::TempDir dir;
+  const std::string path = dir.path("data.bin");
+  std::vector<uint8_t> bytes(size_t{16} << 20);
+  std::iota(bytes.begin(), bytes.end(), uint8_t{7});
+  {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto file = MappedFile::open(path);
+  REQUIRE(file.ok());
+  const uint8_t* p = (*file)->data();
+  const size_t n = (*file)->size();
+  const int64_t pages = static_cast<int64_t>(n) / ::sysconf(_SC_PAGESIZE);
+  const int64_t before = resident_pages();
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += p[i];  // fault every page in
+  const int64_t touched = resident_pages();
+  CHECK(touched - before > pages * 9 / 10);
+  release_file_pages(p, n);
+  CHECK(touched - resident_pages() > pages * 9 / 10);
+  CHECK(std::equal(bytes.begin(), bytes.end(), p));  // faulted in again from the file
+  // A range that is not inside a live mapping is left alone (MADV_DONTNEED would zero heap pages).
+  std::vector<uint8_t> heap(bytes);
+  release_file_pages(heap.data(), heap.size());
+  CHECK(heap == bytes);
+  release_file_pages(p + n - 10, 20);  // runs past the mapping: ignored
+  release_file_pages(nullptr, 0);
+  CHECK(sum > 0);
+}
+
+}  // namespace
+}  // namespace llmc
