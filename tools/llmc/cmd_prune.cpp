@@ -8,6 +8,7 @@
 #include "formats/file_io.h"
 #include "passes/pass.h"
 #include "pipeline/calibration.h"
+#include "writer_flags.h"
 
 namespace llmc::cli {
 namespace {
@@ -19,7 +20,7 @@ struct PruneArgs {
   int64_t calib_samples = 128, calib_ctx = 512, calib_self = 0;
   uint64_t seed = 0;
   int threads = 0;
-  int zstd = 0;
+  WriterFlags writer;
   bool force = false;
 };
 
@@ -50,6 +51,7 @@ int run_prune(const PruneArgs& a) {
   if (!a.tokenizer.empty()) inputs.push_back(a.tokenizer);
   if (!a.calib.empty()) inputs.push_back(a.calib);
   if (auto ok = check_output_path(a.output, inputs, a.force); !ok.ok()) return report_error(ok.error());
+  if (auto ok = a.writer.check(FileFormat::kLlmc); !ok.ok()) return report_error(ok.error());
   auto pass = make_pass("prune." + a.method);
   if (!pass.ok()) return report_error(pass.error());
   FlagOptions flags(a);
@@ -86,7 +88,7 @@ int run_prune(const PruneArgs& a) {
   auto report = (*pass)->run(model, ctx);
   if (!report.ok()) return report_error(report.error());
   LlmcWriteOptions o;
-  o.zstd_level = a.zstd;
+  a.writer.apply(o);
   o.command_line = command_line();
   o.input_path = a.input;
   o.recipe = str_cat("prune.", a.method, ": {sparsity: ", a.sparsity, ", pattern: ", a.pattern,
@@ -132,7 +134,7 @@ RunFn setup_prune(CLI::App& sub) {
   sub.add_option("--calib-ctx", a->calib_ctx, "Tokens per calibration sequence");
   sub.add_option("--seed", a->seed, "Seed");
   sub.add_option("--threads", a->threads, "Threads (0 = all cores)");
-  sub.add_option("--zstd", a->zstd, "zstd level for .llmc sections (0 = raw)")->check(CLI::Range(0, 22));
+  a->writer.add(sub);
   sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, GGUF)");
   sub.add_flag("--force", a->force, "Replace an existing output");
   return [a] { return run_prune(*a); };

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "pipeline/recipe.h"
+#include "writer_flags.h"
 
 namespace llmc::cli {
 
@@ -16,7 +17,7 @@ struct RecipeJob {
   std::string json;                       // summary JSON file, "-" = stdout, "" = none
   std::string command;                    // "compress" / "quantize": the summary's first line
   std::vector<std::string> extra_inputs;  // recipe, calibration text: never overwritten
-  int zstd = 0;
+  WriterFlags writer;                     // --zstd, --entropy
   int threads = 0;
   bool force = false;
 };
@@ -25,7 +26,7 @@ struct RecipeJob {
 // with the resolved recipe in its provenance, prints the summary. Returns the exit code.
 int run_recipe_job(const RecipeJob& job, const Recipe& recipe);
 
-// Adds the options every recipe command has (-o, --to, --tokenizer, --threads, --zstd, --json,
+// Adds the options every recipe command has (-o, --to, --tokenizer, --threads, --zstd, --entropy, --json,
 // --force) to `sub`, bound to `job`.
 void add_job_options(CLI::App& sub, RecipeJob& job);
 
