@@ -281,12 +281,28 @@ Result<void> huffman_decode_block(std::span<const uint8_t> block, int symbol_bit
   size_t i = 0;
   const size_t common = count[kStreams - 1];  // the last stream is the shortest
   const uint16_t* t = table.data();
-  while (i + 4 <= common && rd[0].can_refill_fast() && rd[1].can_refill_fast() && rd[2].can_refill_fast() &&
-         rd[3].can_refill_fast()) {
-    for (auto& r : rd) r.refill_fast();
-    for (size_t j = 0; j < 4; ++j)
-      for (int k = 0; k < kStreams; ++k) dst[k][i + j] = decode_symbol(rd[k], t, mask, flags);
-    i += 4;
+  // Fast path: four symbols per stream per round, one refill each (>= 56 bits for <= 48 used).
+  // A refill advances at most 7 bytes, so `rounds` rounds stay inside every stream without checks.
+  while (i + 4 <= common) {
+    size_t rounds = (common - i) / 4;
+    for (const BitReader& r : rd) rounds = r.can_refill_fast() ? std::min(rounds, (r.size - 8 - r.pos) / 7 + 1) : 0;
+    if (rounds == 0) break;
+    BitReader r0 = rd[0], r1 = rd[1], r2 = rd[2], r3 = rd[3];
+    uint8_t *d0 = dst[0] + i, *d1 = dst[1] + i, *d2 = dst[2] + i, *d3 = dst[3] + i;
+    for (size_t k = 0; k < rounds; ++k, d0 += 4, d1 += 4, d2 += 4, d3 += 4) {
+      r0.refill_fast();
+      r1.refill_fast();
+      r2.refill_fast();
+      r3.refill_fast();
+      for (int j = 0; j < 4; ++j) {
+        d0[j] = decode_symbol(r0, t, mask, flags);
+        d1[j] = decode_symbol(r1, t, mask, flags);
+        d2[j] = decode_symbol(r2, t, mask, flags);
+        d3[j] = decode_symbol(r3, t, mask, flags);
+      }
+    }
+    rd[0] = r0, rd[1] = r1, rd[2] = r2, rd[3] = r3;
+    i += 4 * rounds;
   }
   for (int k = 0; k < kStreams; ++k) {
     for (size_t j = i; j < count[k]; ++j) {

@@ -31,7 +31,11 @@ uint32_t load_u32(const uint8_t* p) {
   std::memcpy(&v, p, 4);
   return v;
 }
-uint32_t load_u16(const uint8_t* p) { return uint32_t{p[0]} | uint32_t{p[1]} << 8; }
+uint32_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
 
 // Frequencies summing to M = 2^scale: every present symbol gets at least 1; the rounding error is
 // spent where it changes the coded size least (greedy on count * log2 of the frequency ratio;
@@ -76,6 +80,63 @@ void append_varint(std::vector<uint8_t>& out, uint32_t v) {
 }
 
 Error corrupt(const char* what) { return make_error(ErrorCode::kFormat, "rans block: ", what); }
+
+// Decode table entry of a slot: symbol | frequency << 8 | (slot - cumulative frequency) << B,
+// B = 20 in 32-bit entries (scale_bits <= 12), 24 in 64-bit ones.
+template <class Entry>
+constexpr int kBiasShift = sizeof(Entry) == 4 ? 20 : 24;
+
+// Decodes out.size() symbols from the words [p, end) with the initial states x.
+template <class Entry>
+Result<void> decode_states(const std::vector<uint32_t>& freq, int scale, uint32_t* x, const uint8_t* p,
+                           const uint8_t* end, std::span<uint8_t> out) {
+  constexpr int kShift = kBiasShift<Entry>;
+  constexpr Entry kFreqMask = (Entry{1} << (kShift - 8)) - 1;
+  std::vector<Entry> table(size_t{1} << scale);
+  for (uint32_t s = 0, c = 0; s < freq.size(); c += freq[s], ++s)
+    for (uint32_t k = 0; k < freq[s]; ++k) table[c + k] = s | Entry{freq[s]} << 8 | Entry{k} << kShift;
+  const Entry* t = table.data();
+  const uint32_t mask = (uint32_t{1} << scale) - 1;
+  auto step = [&](uint32_t& st) {
+    const Entry e = t[st & mask];
+    st = static_cast<uint32_t>((e >> 8) & kFreqMask) * (st >> scale) + static_cast<uint32_t>(e >> kShift);
+    return static_cast<uint8_t>(e);
+  };
+  const size_t n = out.size();
+  size_t i = 0;
+  // Fast path: four symbols read at most four words. The states live in locals: `out` is bytes,
+  // which may alias anything, so states in memory would be reloaded after every store.
+  uint32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+  auto renorm = [&](uint32_t& st) {
+    const bool low = st < kLow;
+    const uint32_t word = load_u16(p);
+    st = low ? (st << 16) | word : st;
+    p += low ? 2 : 0;
+  };
+  uint8_t* o = out.data();
+  for (; i + kStates <= n && end - p >= 2 * kStates; i += kStates) {
+    const uint8_t s0 = step(x0), s1 = step(x1), s2 = step(x2), s3 = step(x3);
+    renorm(x0);
+    renorm(x1);
+    renorm(x2);
+    renorm(x3);
+    o[i] = s0, o[i + 1] = s1, o[i + 2] = s2, o[i + 3] = s3;
+  }
+  x[0] = x0, x[1] = x1, x[2] = x2, x[3] = x3;
+  for (; i < n; ++i) {
+    uint32_t& st = x[i % kStates];
+    out[i] = step(st);
+    if (st < kLow) {
+      if (end - p < 2) return corrupt("word stream ends before its last symbol (truncated)");
+      st = (st << 16) | load_u16(p);
+      p += 2;
+    }
+  }
+  if (p != end) return corrupt("word stream has words after its last symbol");
+  for (int j = 0; j < kStates; ++j)
+    if (x[j] != kLow) return corrupt("final state mismatch (corrupt stream)");
+  return {};
+}
 
 }  // namespace
 
@@ -147,51 +208,16 @@ Result<void> rans_decode_block(std::span<const uint8_t> block, int symbol_bits, 
   }
   if (end - p < 4 * kStates || (end - p) % 2 != 0) return corrupt("truncated states or odd word stream");
 
-  // Per slot: frequency | (slot - cumulative frequency) << 16, and the symbol.
-  std::vector<uint32_t> entry(m);
-  std::vector<uint8_t> sym(m);
-  for (uint32_t s = 0, c = 0; s < alphabet; c += freq[s], ++s)
-    for (uint32_t k = 0; k < freq[s]; ++k) {
-      entry[c + k] = freq[s] | k << 16;
-      sym[c + k] = static_cast<uint8_t>(s);
-    }
   uint32_t x[kStates];
-  for (int j = 0; j < kStates; ++j, p += 4) {
-    x[j] = load_u32(p);
+  const uint8_t* states = p;
+  for (int j = 0; j < kStates; ++j) {
+    x[j] = load_u32(states + 4 * j);
     if (x[j] < kLow) return corrupt("initial state below 2^16");
   }
-  const uint32_t mask = m - 1;
-  const uint32_t* e = entry.data();
-  const uint8_t* sy = sym.data();
-  size_t i = 0;
-  // Fast path: four symbols read at most four words.
-  for (; i + kStates <= n && end - p >= 2 * kStates; i += kStates) {
-    for (int j = 0; j < kStates; ++j) {
-      const uint32_t slot = x[j] & mask, en = e[slot];
-      out[i + j] = sy[slot];
-      uint32_t v = (en & 0xffff) * (x[j] >> scale) + (en >> 16);
-      const bool renorm = v < kLow;
-      const uint32_t word = load_u16(p);
-      v = renorm ? (v << 16) | word : v;
-      p += renorm ? 2 : 0;
-      x[j] = v;
-    }
-  }
-  for (; i < n; ++i) {
-    uint32_t& st = x[i % kStates];
-    const uint32_t slot = st & mask, en = e[slot];
-    out[i] = sy[slot];
-    st = (en & 0xffff) * (st >> scale) + (en >> 16);
-    if (st < kLow) {
-      if (end - p < 2) return corrupt("word stream ends before its last symbol (truncated)");
-      st = (st << 16) | load_u16(p);
-      p += 2;
-    }
-  }
-  if (p != end) return corrupt("word stream has words after its last symbol");
-  for (uint32_t st : x)
-    if (st != kLow) return corrupt("final state mismatch (corrupt stream)");
-  return {};
+  p += 4 * kStates;
+  // 12-bit precision (what the writer uses) packs a slot into 32 bits, so the table is 16 KiB.
+  return scale <= 12 ? decode_states<uint32_t>(freq, scale, x, p, end, out)
+                     : decode_states<uint64_t>(freq, scale, x, p, end, out);
 }
 
 }  // namespace llmc
