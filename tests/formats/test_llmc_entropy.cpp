@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -639,6 +640,93 @@ TEST_CASE("--entropy on convert, quantize and prune: smaller files, identical te
   REQUIRE(md.exit_code == 0);
   CHECK_THAT(md.output, Catch::Contains("| stage | bytes |"));
   CHECK_THAT(md.output, Catch::Contains("rans/unpack4x"));
+}
+
+// A real quantized model (stories260K, RTN 4 and 3 bit) written with every coding: the weights load
+// back bit-identical, each file only uses the coders it asked for, the section table (dedup) is the
+// same, and per section auto is never larger than what any single coder or raw gives.
+TEST_CASE("llmc entropy on quantized stories260K: every coding loads the same weights, auto is smallest",
+          "[entropy][llmc]") {
+  const std::string bin = test::fixture("models/stories260K/stories260K.bin");
+  const std::string tok = test::fixture("models/stories260K/tok512.bin");
+  if (bin.empty() || tok.empty()) return;
+  test::TempDir dir;
+  struct Written {
+    const char* name;
+    std::optional<SectionCoding> coding;
+    int zstd_level;
+    std::set<SectionCoder> allowed;
+  };
+  using enum SectionCoder;
+  const Written kWritten[] = {
+      {"none", SectionCoding::kNone, 0, {kNone}},
+      {"zstd-bytes", std::nullopt, 3, {kNone, kZstd}},
+      {"zstd", SectionCoding::kZstd, 3, {kNone, kZstd}},
+      {"huffman", SectionCoding::kHuffman, 0, {kNone, kHuffman}},
+      {"rans", SectionCoding::kRans, 0, {kNone, kRans}},
+      {"auto", SectionCoding::kAuto, 3, {kNone, kZstd, kHuffman, kRans}},
+  };
+  for (int bits : {4, 3}) {
+    INFO(bits << "-bit");
+    const std::string q = dir.path("q" + std::to_string(bits) + ".llmc");
+    auto r = run_cli("quantize " + bin + " --tokenizer " + tok + " -o " + q + " --method rtn --bits " +
+                     std::to_string(bits));
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    auto base = read_llmc(q);
+    REQUIRE(base.ok());
+    std::map<std::string, LlmcFile> files;
+    std::map<std::string, uint64_t> size;
+    for (const Written& w : kWritten) {
+      INFO(w.name);
+      const std::string path = dir.path(std::string(w.name) + ".llmc");
+      LlmcWriteOptions o = coding(w.coding, w.zstd_level);
+      REQUIRE(write_llmc(*base, path, o).ok());
+      auto f = open_llmc(path);
+      REQUIRE(f.ok());
+      test::require_same_tensors(*base, f->model);  // decoded to f32, bit for bit
+      require_same_model(*base, f->model);          // and every buffer byte for byte
+      for (const LlmcSectionInfo& s : f->sections) {
+        CHECK(w.allowed.count(s.coder) == 1);
+        CHECK(s.stored_size <= s.raw_size);
+        if (s.coder == kNone) CHECK(s.stored_size == s.raw_size);
+      }
+      size[w.name] = std::filesystem::file_size(path);
+      files.emplace(w.name, std::move(*f));
+    }
+    // Same buffers, same dedup: the section tables line up index by index.
+    const LlmcFile& best = files.at("auto");
+    for (const auto& [name, f] : files) {
+      INFO(name << ": " << size[name] << " bytes, auto " << size["auto"]);
+      REQUIRE(f.sections.size() == best.sections.size());
+      for (size_t i = 0; i < f.sections.size(); ++i) {
+        CHECK(f.sections[i].raw_size == best.sections[i].raw_size);
+        CHECK(best.sections[i].stored_size <= f.sections[i].stored_size);
+      }
+      CHECK(size["auto"] <= size[name]);
+    }
+    // The choice is per section: the quant codes go to Huffman or rANS over unpacked codes where
+    // that wins, and more than one coder is used in the auto file.
+    std::set<SectionCoder> used;
+    uint64_t codes_raw = 0, codes_stored = 0, codes_entropy = 0;
+    for (const LlmcTensorSections& t : best.tensor_sections)
+      for (const LlmcSectionRef& ref : t.refs) {
+        const LlmcSectionInfo& s = best.sections[ref.section];
+        used.insert(s.coder);
+        if (ref.role != "codes") continue;
+        codes_raw += s.raw_size;
+        codes_stored += s.stored_size;
+        if (s.coder == kHuffman || s.coder == kRans) {
+          ++codes_entropy;
+          CHECK(s.layout.transform == SectionTransform::kUnpack);
+          CHECK(s.layout.symbol_bits == bits);
+        }
+      }
+    CHECK(used.size() >= 2);
+    CHECK(codes_entropy > 0);
+    CHECK(codes_stored < codes_raw);
+    CHECK(size["auto"] < size["none"]);
+  }
 }
 
 TEST_CASE("--entropy usage errors leave no output", "[entropy][cli]") {
