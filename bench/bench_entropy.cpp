@@ -1,6 +1,7 @@
 // Benchmark: what each section coder (zstd, Huffman, rANS, auto) saves on real models, and how fast
 // the sections decode on one core. Prints Markdown tables (docs/storage.md records the figures).
-// Usage: bench_entropy [--reps N] [--dir DIR] [--synthetic MB] [MODEL...]   (any format llmc reads)
+// Usage: bench_entropy [--reps N] [--dir DIR] [--synthetic MB] [--fast] [MODEL...]   (any format llmc reads)
+//   --fast: leave out the zstd-19 row (minutes per 100 MB of sections on one core).
 //   --synthetic MB: also decode MB of synthetic sections per coder and layout on one core (4-bit and
 //   3-bit Laplace codes, f16 normal weights), the coders' own speed without file overhead.
 #include <omp.h>
@@ -170,6 +171,7 @@ int main(int argc, char** argv) {
   std::string dir = "/tmp";
   std::vector<std::string> models;
   double synthetic_mb = 0;
+  bool fast = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--synthetic" && i + 1 < argc) {
@@ -178,12 +180,14 @@ int main(int argc, char** argv) {
       reps = std::atoi(argv[++i]);
     } else if (a == "--dir" && i + 1 < argc) {
       dir = argv[++i];
+    } else if (a == "--fast") {
+      fast = true;
     } else {
       models.push_back(a);
     }
   }
   if (models.empty() && synthetic_mb <= 0) {
-    std::fprintf(stderr, "usage: bench_entropy [--reps N] [--dir DIR] [--synthetic MB] [MODEL...]\n");
+    std::fprintf(stderr, "usage: bench_entropy [--reps N] [--dir DIR] [--synthetic MB] [--fast] [MODEL...]\n");
     return 2;
   }
   omp_set_num_threads(1);  // decode figures are per core; writes are single-threaded too
@@ -201,6 +205,7 @@ int main(int argc, char** argv) {
     std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     uint64_t zstd_codes = 0;
     for (const Coding& c : kCodings) {
+      if (fast && c.zstd_level > 3) continue;
       const std::string out = dir + "/bench_entropy.llmc";
       LlmcWriteOptions o;
       o.coding = c.coding;

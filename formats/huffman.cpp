@@ -13,26 +13,13 @@
 #include <array>
 #include <cstring>
 
+#include "formats/little_endian.h"
+
 namespace llmc {
 namespace {
 
 constexpr int kStreams = 4;
 constexpr uint16_t kInvalidEntry = 0x1000;  // decode-table flag: no code has this prefix
-
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-void append_u32(std::vector<uint8_t>& out, uint32_t v) {
-  const uint8_t b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)};
-  out.insert(out.end(), b, b + 4);
-}
 
 uint32_t reverse_bits(uint32_t code, int len) {
   uint32_t r = 0;

@@ -6,6 +6,7 @@
 
 #include "core/sparse.h"
 #include "formats/file_io.h"
+#include "formats/little_endian.h"
 #include "formats/llmc.h"
 #include "formats/llmc_generated.h"
 #include "formats/model_io.h"
@@ -16,17 +17,6 @@ namespace {
 
 constexpr size_t kMaxDims = 8;
 constexpr int64_t kMaxNumel = int64_t(1) << 48;
-
-uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 bool is_float_dtype(fb::DType d) { return d == fb::DType::F32 || d == fb::DType::F16 || d == fb::DType::BF16; }
 

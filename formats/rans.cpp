@@ -16,26 +16,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "formats/little_endian.h"
+
 namespace llmc {
 namespace {
 
 constexpr uint32_t kLow = uint32_t{1} << 16;  // L: states live in [L, 2^32)
 constexpr int kStates = 4;
-
-void append_u32(std::vector<uint8_t>& out, uint32_t v) {
-  const uint8_t b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)};
-  out.insert(out.end(), b, b + 4);
-}
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint32_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 // Frequencies summing to M = 2^scale: every present symbol gets at least 1; the rounding error is
 // spent where it changes the coded size least (greedy on count * log2 of the frequency ratio;

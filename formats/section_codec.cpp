@@ -16,6 +16,7 @@
 #include <new>
 
 #include "formats/huffman.h"
+#include "formats/little_endian.h"
 #include "formats/rans.h"
 
 namespace llmc {
@@ -44,11 +45,6 @@ const BlockCoder* block_coder(SectionCoder c) {
   return nullptr;
 }
 
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 
 uint64_t row_bytes(const SectionLayout& l) { return (l.row_symbols * static_cast<uint64_t>(l.symbol_bits) + 7) / 8; }
