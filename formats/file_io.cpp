@@ -179,6 +179,23 @@ Result<void> AtomicOutput::pad_to(uint64_t alignment) {
   return rem == 0 ? Result<void>() : write_zeros(static_cast<size_t>(alignment - rem));
 }
 
+Result<void> AtomicOutput::write_at(uint64_t offset, const void* data, size_t size) {
+  if (offset > pos_ || size > pos_ - offset)
+    return make_error(ErrorCode::kInternal, path_, ": write_at past the written bytes");
+  if (std::fflush(file_) != 0)
+    return make_error(ErrorCode::kIo, path_, ": write failed at offset ", pos_, ": ", std::strerror(errno));
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(::fileno(file_), p, size, static_cast<off_t>(offset));
+    if (n <= 0)
+      return make_error(ErrorCode::kIo, path_, ": write failed at offset ", offset, ": ", std::strerror(errno));
+    p += n;
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<size_t>(n);
+  }
+  return {};
+}
+
 Result<void> AtomicOutput::commit() {
   if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
     return make_error(ErrorCode::kIo, path_, ": flush failed: ", std::strerror(errno));

@@ -82,6 +82,8 @@ class AtomicOutput {
   Result<void> write(const void* data, size_t size);
   Result<void> write_zeros(size_t size);
   Result<void> pad_to(uint64_t alignment);  // zero-fill up to the next multiple
+  // Overwrites [offset, offset + size), which must lie before position() (headers written last).
+  Result<void> write_at(uint64_t offset, const void* data, size_t size);
   uint64_t position() const { return pos_; }
   Result<void> commit();  // flush, fsync, rename over the target
   const std::string& path() const { return path_; }

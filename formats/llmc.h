@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/model.h"
+#include "formats/section_codec.h"
 
 namespace llmc {
 
@@ -23,10 +25,17 @@ inline constexpr uint32_t kLlmcFormatVersion = 1;
 inline constexpr uint64_t kLlmcPrefixSize = 64;
 inline constexpr uint64_t kLlmcSectionAlignment = 64;
 inline constexpr uint32_t kLlmcRequiredFlagsMask = 0xFFFF0000u;
+// Required flag bit 16: some section has a symbol layout (transform) or a Huffman/rANS coder;
+// a reader that ignored those fields would hand out wrong bytes (formats/README.md).
+inline constexpr uint32_t kLlmcFlagSectionCoding = 1u << 16;
+inline constexpr uint32_t kLlmcKnownRequiredFlags = kLlmcFlagSectionCoding;
 
 struct LlmcReadOptions {
   // Verify the xxHash64 of every section at load (the header's checksum is always verified).
   bool verify_checksums = true;
+  // false: read the header only (config, tokenizer, the section table and which tensor uses which
+  // section, all checked); no section byte is read and the model has no tensors (llmc inspect).
+  bool load_tensors = true;
 };
 
 // Who made the file: the Provenance table of the header.
@@ -39,6 +48,26 @@ struct LlmcProvenance {
   int64_t created_unix = 0;
 };
 
+// One entry of the section table.
+struct LlmcSectionInfo {
+  uint64_t offset = 0;
+  uint64_t stored_size = 0;  // bytes in the file
+  uint64_t raw_size = 0;     // bytes after decoding
+  SectionCoder coder = SectionCoder::kNone;
+  SectionLayout layout;
+};
+
+// A section referenced by a tensor's encoding tree, with its role ("codes", "scales", "data",
+// "sparse mask", ...). A section referenced by several tensors (deduplicated) appears in each.
+struct LlmcSectionRef {
+  std::string role;
+  uint32_t section = 0;
+};
+struct LlmcTensorSections {
+  std::string tensor;
+  std::vector<LlmcSectionRef> refs;  // in the order the encoding tree lists them
+};
+
 // A parsed .llmc file: the model (raw sections are zero-copy views of `data`), and what the
 // header holds besides the model.
 struct LlmcFile {
@@ -47,10 +76,14 @@ struct LlmcFile {
   std::string report_json;
   uint32_t version = 0;
   uint64_t header_size = 0;
+  uint32_t flags = 0;
   size_t raw_sections = 0;
   size_t zstd_sections = 0;
-  std::shared_ptr<const void> owner;  // keeps `data` alive (the mapping, or the caller's buffer)
-  const uint8_t* data = nullptr;      // the whole file image
+  size_t entropy_sections = 0;  // Huffman or rANS
+  std::vector<LlmcSectionInfo> sections;
+  std::vector<LlmcTensorSections> tensor_sections;  // per tensor, in file order
+  std::shared_ptr<const void> owner;                // keeps `data` alive (the mapping, or the caller's buffer)
+  const uint8_t* data = nullptr;                    // the whole file image
   size_t size = 0;
 };
 

@@ -1,6 +1,5 @@
 // Reads a .llmc file (formats/README.md) as hostile input: prefix, verified FlatBuffers header, checked sections.
 #include <xxhash.h>
-#include <zstd.h>
 
 #include <cstring>
 #include <new>
@@ -9,6 +8,7 @@
 #include "core/lowrank.h"
 #include "core/sparse.h"
 #include "formats/file_io.h"
+#include "formats/little_endian.h"
 #include "formats/llmc.h"
 #include "formats/llmc_generated.h"
 #include "formats/model_io.h"
@@ -17,22 +17,8 @@ namespace llmc {
 
 namespace {
 
-// zstd blocks hold at most 128 KiB and the smallest block (RLE) is 4 bytes: no frame of n bytes
-// decodes to more than n * 32768 bytes. Used to refuse absurd raw sizes before allocating.
-constexpr uint64_t kMaxZstdRatio = 32768;
 constexpr size_t kMaxDims = 8;
 constexpr int64_t kMaxNumel = int64_t(1) << 48;
-
-uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 bool is_float_dtype(fb::DType d) { return d == fb::DType::F32 || d == fb::DType::F16 || d == fb::DType::BF16; }
 
@@ -41,7 +27,9 @@ struct SectionInfo {
   const fb::Section* fb = nullptr;
   const char* first_tensor = nullptr;  // first tensor that references it, for error messages
   bool referenced = false;
-  Bytes bytes;  // raw view or decoded zstd frame
+  Bytes bytes;  // raw view or decoded bytes
+  SectionCoder coder = SectionCoder::kNone;
+  SectionLayout layout;
 };
 
 class Parser {
@@ -58,8 +46,11 @@ class Parser {
     LLMC_TRY(read_tokenizer(file.model.tokenizer));
     LLMC_TRY(read_section_table());
     LLMC_TRY(check_tensor_refs());
-    LLMC_TRY(load_sections(file));
-    LLMC_TRY(build_tensors(file.model));
+    describe_sections(file);
+    if (options_.load_tensors) {
+      LLMC_TRY(load_sections());
+      LLMC_TRY(build_tensors(file.model));
+    }
     read_metadata(file);
     file.owner = owner_;
     file.data = data_;
@@ -87,9 +78,10 @@ class Parser {
       return fail(ErrorCode::kUnsupported, "at offset 8: format version ", file.version,
                   " is newer than this llmc supports (", kLlmcFormatVersion, ")");
     const uint32_t flags = load_u32(data_ + 12);
-    if (flags & kLlmcRequiredFlagsMask)
+    if (flags & kLlmcRequiredFlagsMask & ~kLlmcKnownRequiredFlags)
       return fail(ErrorCode::kUnsupported, "at offset 12: file requires features this llmc lacks (flags 0x", std::hex,
                   flags, ")");
+    file.flags = flags;
     header_size_ = load_u64(data_ + 16);
     header_xxh_ = load_u64(data_ + 24);
     const uint64_t file_size = load_u64(data_ + 32);
@@ -230,21 +222,14 @@ class Parser {
         return fail(ErrorCode::kFormat, "section ", i, ": bytes [", off, ", ", off, " + ", stored,
                     ") extend past the end of the file (", size_, " bytes)");
       min_offset = off + stored;
-      switch (s->compression()) {
-        case fb::Compression::None:
-          if (raw != stored)
-            return fail(ErrorCode::kFormat, "section ", i, " at offset ", off, ": raw section with stored size ",
-                        stored, " != raw size ", raw);
-          break;
-        case fb::Compression::Zstd:
-          if (raw / kMaxZstdRatio > stored)
-            return fail(ErrorCode::kFormat, "section ", i, " at offset ", off, ": raw size ", raw,
-                        " is impossible for a zstd frame of ", stored, " bytes");
-          break;
-        default:
-          return fail(ErrorCode::kUnsupported, "section ", i, " at offset ", off, ": compression ",
-                      int(s->compression()), " unknown (file from a newer llmc?)");
-      }
+      SectionInfo& info = sections_[i];
+      info.coder = static_cast<SectionCoder>(s->compression());
+      info.layout.transform = static_cast<SectionTransform>(s->transform());
+      info.layout.symbol_bits = s->symbol_bits();
+      info.layout.row_symbols = s->row_symbols();
+      info.layout.plane_width = s->plane_width();
+      if (auto r = check_section_record(info.coder, info.layout, raw, stored); !r.ok())
+        return fail(r.error().code, "section ", i, " at offset ", off, ": ", r.error().message);
     }
     return {};
   }
@@ -260,6 +245,7 @@ class Parser {
                   s.fb->offset(), " holds ", s.fb->raw_size(), " bytes, the encoding needs ", want);
     if (!s.referenced) s.first_tensor = tensor;
     s.referenced = true;
+    tensor_refs_.back().refs.push_back({role, static_cast<uint32_t>(index)});
     return {};
   }
 
@@ -374,8 +360,10 @@ class Parser {
     const auto* entries = header_->tensors();
     if (!entries) return {};
     shapes_.reserve(entries->size());
+    tensor_refs_.reserve(entries->size());
     for (const fb::TensorEntry* e : *entries) {
       const char* name = e->name()->c_str();
+      tensor_refs_.push_back({name, {}});
       LLMC_ASSIGN_OR_RETURN(Shape shape, read_shape(name, e));
       const fb::Encoding* enc = e->encoding();
       switch (enc->node_type()) {
@@ -394,9 +382,9 @@ class Parser {
     return {};
   }
 
-  // Verifies checksums and decodes zstd frames, in parallel over sections; the first failing
+  // Verifies checksums and decodes coded sections, in parallel over sections; the first failing
   // section (in table order) is reported.
-  Result<void> load_sections(LlmcFile& file) {
+  Result<void> load_sections() {
     const int64_t n = static_cast<int64_t>(sections_.size());
     std::vector<Error> errors(sections_.size());
     std::vector<char> failed(sections_.size(), 0);
@@ -410,9 +398,19 @@ class Parser {
     }
     for (int64_t i = 0; i < n; ++i)
       if (failed[i]) return errors[i];
-    for (const auto& s : sections_)
-      (s.fb->compression() == fb::Compression::Zstd ? file.zstd_sections : file.raw_sections)++;
     return {};
+  }
+
+  void describe_sections(LlmcFile& file) {
+    for (const auto& s : sections_) {
+      switch (s.coder) {
+        case SectionCoder::kNone: ++file.raw_sections; break;
+        case SectionCoder::kZstd: ++file.zstd_sections; break;
+        default: ++file.entropy_sections; break;
+      }
+      file.sections.push_back({s.fb->offset(), s.fb->stored_size(), s.fb->raw_size(), s.coder, s.layout});
+    }
+    file.tensor_sections = tensor_refs_;
   }
 
   Result<void> load_section(size_t i) {
@@ -427,29 +425,14 @@ class Parser {
         return fail(ErrorCode::kFormat, where, ": checksum mismatch (stored 0x", std::hex, s.fb->xxh64(),
                     ", computed 0x", got, ")");
     }
-    if (s.fb->compression() == fb::Compression::None) {
+    if (s.coder == SectionCoder::kNone) {
       s.bytes = Bytes::view(owner_, p, static_cast<size_t>(stored));
       return {};
     }
-    if (!s.referenced) return {};  // unreferenced zstd section: checked, not decoded
-    const unsigned long long content = ZSTD_getFrameContentSize(p, stored);
-    if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN)
-      return fail(ErrorCode::kFormat, where, ": not a zstd frame with a recorded content size");
-    if (content != raw)
-      return fail(ErrorCode::kFormat, where, ": zstd frame holds ", content, " bytes, section table says ", raw);
-    const size_t frame = ZSTD_findFrameCompressedSize(p, stored);
-    if (ZSTD_isError(frame) || frame != stored)
-      return fail(ErrorCode::kFormat, where, ": stored bytes are not exactly one zstd frame");
-    std::vector<uint8_t> out;
-    try {
-      out.resize(static_cast<size_t>(raw));
-    } catch (const std::bad_alloc&) {
-      return fail(ErrorCode::kIo, where, ": cannot allocate ", raw, " bytes");
-    }
-    const size_t got = ZSTD_decompress(out.data(), out.size(), p, stored);
-    if (ZSTD_isError(got)) return fail(ErrorCode::kFormat, where, ": zstd: ", ZSTD_getErrorName(got));
-    if (got != raw) return fail(ErrorCode::kFormat, where, ": zstd frame decoded to ", got, " bytes, expected ", raw);
-    s.bytes = Bytes::owned(std::move(out));
+    if (!s.referenced) return {};  // unreferenced coded section: checked, not decoded
+    auto decoded = decode_section({p, static_cast<size_t>(stored)}, s.coder, s.layout, raw);
+    if (!decoded.ok()) return fail(decoded.error().code, where, ": ", decoded.error().message);
+    s.bytes = Bytes::owned(std::move(decoded).value());
     return {};
   }
 
@@ -515,6 +498,7 @@ class Parser {
                   ")");
     if (!s.referenced) s.first_tensor = tensor;
     s.referenced = true;
+    tensor_refs_.back().refs.push_back({role, static_cast<uint32_t>(index)});
     return {};
   }
 
@@ -611,6 +595,7 @@ class Parser {
   const fb::Header* header_ = nullptr;
   std::vector<SectionInfo> sections_;
   std::vector<Shape> shapes_;
+  std::vector<LlmcTensorSections> tensor_refs_;  // per tensor: the sections its encoding references
 };
 
 }  // namespace

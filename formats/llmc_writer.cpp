@@ -2,11 +2,14 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <unordered_map>
 
+#include "core/lowrank.h"
+#include "core/sparse.h"
 #include "core/version.h"
 #include "formats/file_io.h"
 #include "formats/llmc.h"
@@ -17,23 +20,26 @@ namespace llmc {
 
 namespace {
 
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+static_assert(static_cast<int>(fb::Compression::Rans) == static_cast<int>(SectionCoder::kRans));
+static_assert(static_cast<int>(fb::SectionTransform::BytePlanes) == static_cast<int>(SectionTransform::kBytePlanes));
 
-// One stored section: the raw bytes (a view of the model's memory), and what goes to disk.
+// One stored section: the raw bytes (a view of the model's memory), what the writer knows of
+// their structure, and how they were stored once coded.
 struct PendingSection {
   Bytes raw;
-  std::vector<uint8_t> zstd;  // non-empty when the zstd frame is smaller than the raw bytes
-  bool compressed = false;
+  SectionHint hint;
+  SectionCoder coder = SectionCoder::kNone;
+  SectionLayout layout;
+  uint64_t stored_size = 0;
   uint64_t xxh64 = 0;  // of the stored bytes
   uint64_t offset = 0;
-  const uint8_t* stored_data() const { return compressed ? zstd.data() : raw.data(); }
-  uint64_t stored_size() const { return compressed ? zstd.size() : raw.size(); }
 };
 
-// Collects the tensor buffers as sections; identical byte strings are stored once.
+// Collects the tensor buffers as sections; identical byte strings are stored once (the first
+// buffer's hint is kept).
 class SectionTable {
  public:
-  uint32_t add(const Bytes& bytes) {
+  uint32_t add(const Bytes& bytes, const SectionHint& hint) {
     const uint64_t h = XXH64(bytes.data(), bytes.size(), 0);
     auto& candidates = by_hash_[h];
     for (uint32_t i : candidates) {
@@ -43,6 +49,7 @@ class SectionTable {
     }
     PendingSection s;
     s.raw = bytes;
+    s.hint = hint;
     sections_.push_back(std::move(s));
     candidates.push_back(static_cast<uint32_t>(sections_.size() - 1));
     return static_cast<uint32_t>(sections_.size() - 1);
@@ -53,6 +60,11 @@ class SectionTable {
   std::vector<PendingSection> sections_;
   std::unordered_map<uint64_t, std::vector<uint32_t>> by_hash_;
 };
+
+// Hints: packed code rows (bit packing only; 5-trit bytes are coded as bytes) and numbers.
+SectionHint code_rows(int bits, int64_t row_codes) { return SectionHint{bits, row_codes, 0}; }
+SectionHint numbers(int bytes) { return SectionHint{0, 0, bytes > 1 ? bytes : 0}; }
+SectionHint numbers(DType dtype) { return numbers(dtype_bytes(dtype)); }
 
 // Section indices of one tensor's encoding tree.
 struct NodeRefs {
@@ -66,36 +78,50 @@ struct NodeRefs {
   std::vector<NodeRefs> parts{};           // lowrank (u, v), tucker (core, factors): decomposition_parts order
 };
 
-NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
+// `shape`: the logical shape of this node ([rows, kept_stride] for Sparse values).
+NodeRefs add_sections(const Encoding& enc, const Shape& shape, SectionTable& table) {
   struct {
     SectionTable& table;
-    NodeRefs operator()(const DenseEncoding& d) const { return {table.add(d.data), 0, -1}; }
+    const Shape& shape;
+    const Encoding& enc;
+    NodeRefs operator()(const DenseEncoding& d) const { return {table.add(d.data, numbers(d.dtype)), 0, -1}; }
     NodeRefs operator()(const QuantEncoding& q) const {
-      NodeRefs r{table.add(q.codes), table.add(q.scales), -1};
-      auto optional = [&](const Bytes& b) { return b.empty() ? -1 : static_cast<int32_t>(table.add(b)); };
-      r.mins = q.scheme == QuantScheme::kAsymmetric ? static_cast<int32_t>(table.add(q.mins)) : optional(q.mins);
-      r.scale_meta = optional(q.scale_meta);
-      r.min_meta = optional(q.min_meta);
+      const SectionHint codes = q.packing == QuantPacking::kBits ? code_rows(q.bits, shape.cols()) : SectionHint{};
+      const SectionHint scales = q.scale_dtype == DType::kU8 ? SectionHint{} : numbers(q.scale_dtype);
+      NodeRefs r{table.add(q.codes, codes), table.add(q.scales, scales), -1};
+      auto optional = [&](const Bytes& b, const SectionHint& h) {
+        return b.empty() ? -1 : static_cast<int32_t>(table.add(b, h));
+      };
+      r.mins = q.scheme == QuantScheme::kAsymmetric ? static_cast<int32_t>(table.add(q.mins, scales))
+                                                    : optional(q.mins, scales);
+      r.scale_meta = optional(q.scale_meta, numbers(4));
+      r.min_meta = optional(q.min_meta, numbers(4));
       return r;
     }
     NodeRefs operator()(const SparseEncoding& sp) const {
-      NodeRefs r{table.add(sp.index), 0, -1};
-      if (sp.pattern == SparsePattern::kCsr) r.row_ptr = static_cast<int32_t>(table.add(sp.row_ptr));
-      r.values = std::make_shared<const NodeRefs>(add_sections(*sp.values, table));
+      const int64_t cols = shape.cols();
+      SectionHint index;
+      switch (sp.pattern) {
+        case SparsePattern::kBitmask: index = code_rows(1, cols); break;
+        case SparsePattern::kCsr: index = numbers(static_cast<int>(sparse_csr_index_bytes(cols))); break;
+        case SparsePattern::kNM: index = code_rows(sparse_nm_index_bits(sp.m), sp.kept_stride); break;
+      }
+      NodeRefs r{table.add(sp.index, index), 0, -1};
+      if (sp.pattern == SparsePattern::kCsr) r.row_ptr = static_cast<int32_t>(table.add(sp.row_ptr, numbers(4)));
+      r.values =
+          std::make_shared<const NodeRefs>(add_sections(*sp.values, sparse_values_shape(sp, shape.rows()), table));
       return r;
     }
-    NodeRefs operator()(const LowRankEncoding& lr) const { return parts({lr.u, lr.v}); }
-    NodeRefs operator()(const TuckerEncoding& t) const {
-      std::vector<EncodingPtr> all{t.core};
-      all.insert(all.end(), t.factors.begin(), t.factors.end());
-      return parts(all);
-    }
-    NodeRefs parts(const std::vector<EncodingPtr>& nodes) const {
+    NodeRefs operator()(const LowRankEncoding&) const { return parts(); }
+    NodeRefs operator()(const TuckerEncoding&) const { return parts(); }
+    // Decomposition parts in decomposition_parts order, each with its own logical shape.
+    NodeRefs parts() const {
       NodeRefs r;
-      for (const EncodingPtr& e : nodes) r.parts.push_back(add_sections(*e, table));
+      for (const DecompositionPart& p : decomposition_parts(enc, shape))
+        r.parts.push_back(add_sections(*p.encoding, p.shape, table));
       return r;
     }
-  } visitor{table};
+  } visitor{table, shape, enc};
   return std::visit(visitor, enc.node);
 }
 
@@ -184,8 +210,10 @@ std::vector<uint8_t> build_header(const Model& model, const std::vector<NodeRefs
   std::vector<flatbuffers::Offset<fb::Section>> secs;
   secs.reserve(sections.size());
   for (const auto& s : sections)
-    secs.push_back(fb::CreateSection(fbb, s.offset, s.stored_size(), s.raw.size(),
-                                     s.compressed ? fb::Compression::Zstd : fb::Compression::None, s.xxh64));
+    secs.push_back(fb::CreateSection(fbb, s.offset, s.stored_size, s.raw.size(), static_cast<fb::Compression>(s.coder),
+                                     s.xxh64, static_cast<fb::SectionTransform>(s.layout.transform),
+                                     static_cast<uint8_t>(s.layout.symbol_bits), s.layout.row_symbols,
+                                     static_cast<uint8_t>(s.layout.plane_width)));
   auto sections_vec = fbb.CreateVector(secs);
 
   std::vector<flatbuffers::Offset<fb::KeyValue>> kvs;
@@ -201,37 +229,16 @@ std::vector<uint8_t> build_header(const Model& model, const std::vector<NodeRefs
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }
 
-// Compresses each section (in parallel; each result depends only on its own bytes, so the file is
-// the same on any thread count) and keeps the zstd frame only where it is smaller.
-Result<void> compress_sections(std::vector<PendingSection>& sections, int level) {
-  std::vector<std::string> errors(sections.size());
-  const int64_t n = static_cast<int64_t>(sections.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t i = 0; i < n; ++i) {
-    PendingSection& s = sections[i];
-    if (level > 0 && s.raw.size() > 0) {
-      ZSTD_CCtx* cctx = ZSTD_createCCtx();
-      std::vector<uint8_t> out(ZSTD_compressBound(s.raw.size()));
-      ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-      ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-      ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
-      const size_t got = ZSTD_compress2(cctx, out.data(), out.size(), s.raw.data(), s.raw.size());
-      ZSTD_freeCCtx(cctx);
-      if (ZSTD_isError(got)) {
-        errors[i] = ZSTD_getErrorName(got);
-      } else if (got < s.raw.size()) {
-        out.resize(got);
-        out.shrink_to_fit();
-        s.zstd = std::move(out);
-        s.compressed = true;
-      }
-    }
-    s.xxh64 = XXH64(s.stored_data(), s.stored_size(), 0);
-  }
-  for (size_t i = 0; i < errors.size(); ++i)
-    if (!errors[i].empty()) return make_error(ErrorCode::kInternal, "zstd compression of section ", i, ": ", errors[i]);
-  return {};
+// How write_llmc codes sections: the options resolved (`coding` unset keeps the 0.1 meaning of
+// zstd_level).
+SectionCoding resolved_coding(const LlmcWriteOptions& o) {
+  if (o.coding) return *o.coding;
+  return o.zstd_level > 0 ? SectionCoding::kZstdBytes : SectionCoding::kNone;
 }
+
+// Sections coded at once, in parallel, before they are written in order: bounds the coded bytes
+// held in memory (the raw bytes are the model's own).
+constexpr uint64_t kBatchRawBytes = uint64_t{256} << 20;
 
 }  // namespace
 
@@ -239,6 +246,8 @@ Result<void> write_llmc(const Model& model, const std::string& path, const LlmcW
   if (options.zstd_level < 0 || options.zstd_level > ZSTD_maxCLevel())
     return make_error(ErrorCode::kInvalidArgument, path, ": zstd level ", options.zstd_level, " outside 0..",
                       ZSTD_maxCLevel());
+  const SectionCoding coding = resolved_coding(options);
+  const int zstd_level = options.zstd_level > 0 ? options.zstd_level : kDefaultZstdLevel;
   SectionTable table;
   std::vector<NodeRefs> refs;
   refs.reserve(model.tensors().size());
@@ -246,47 +255,70 @@ Result<void> write_llmc(const Model& model, const std::string& path, const LlmcW
     if (!t.encoding) return make_error(ErrorCode::kInternal, path, ": tensor '", t.name, "' has no encoding");
     if (auto v = validate_encoding(*t.encoding, t.shape); !v.ok())
       return with_context(v.error(), str_cat(path, ": tensor '", t.name, "'"));
-    refs.push_back(add_sections(*t.encoding, table));
+    refs.push_back(add_sections(*t.encoding, t.shape, table));
   }
   std::vector<PendingSection>& sections = table.sections();
-  LLMC_TRY(compress_sections(sections, options.zstd_level));
 
-  // Lay out: prefix, header, then each section at the next 64-byte boundary.
-  std::vector<uint8_t> header;
-  uint64_t header_size = 0;
-  for (int pass = 0; pass < 4; ++pass) {
-    uint64_t pos = align_up(kLlmcPrefixSize + header_size, kLlmcSectionAlignment);
-    for (auto& s : sections) {
-      s.offset = pos;
-      pos = align_up(pos + s.stored_size(), kLlmcSectionAlignment);
+  // The header's size does not depend on the values it records (every scalar is written), so the
+  // sections' place is known before they are coded; they are coded in batches and written in
+  // order, and the header goes in last.
+  const uint64_t header_size = build_header(model, refs, sections, options).size();
+  LLMC_ASSIGN_OR_RETURN(auto out, AtomicOutput::create(path));
+  LLMC_TRY(out->write_zeros(kLlmcPrefixSize + header_size));
+  uint32_t flags = 0;
+  for (size_t begin = 0; begin < sections.size();) {
+    size_t end = begin;
+    for (uint64_t raw = 0; end < sections.size() && (end == begin || raw + sections[end].raw.size() <= kBatchRawBytes);)
+      raw += sections[end++].raw.size();
+    std::vector<CodedSection> coded(end - begin);
+    std::vector<Error> errors(end - begin);
+    std::vector<char> failed(end - begin, 0);
+    const int64_t n = static_cast<int64_t>(end - begin);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      const PendingSection& s = sections[begin + static_cast<size_t>(i)];
+      auto c = encode_section(s.raw.span(), s.hint, coding, zstd_level);
+      if (c.ok()) {
+        coded[i] = std::move(c).value();
+      } else {
+        errors[i] = c.error();
+        failed[i] = 1;
+      }
     }
-    header = build_header(model, refs, sections, options);
-    if (header.size() == header_size) break;
-    header_size = header.size();
+    for (size_t i = 0; i < coded.size(); ++i) {
+      if (failed[i]) return with_context(errors[i], str_cat(path, ": section ", begin + i));
+      PendingSection& s = sections[begin + i];
+      const bool raw = coded[i].coder == SectionCoder::kNone;
+      const uint8_t* data = raw ? s.raw.data() : coded[i].stored.data();
+      s.coder = coded[i].coder;
+      s.layout = coded[i].layout;
+      s.stored_size = raw ? s.raw.size() : coded[i].stored.size();
+      s.xxh64 = XXH64(data, s.stored_size, 0);
+      if (s.coder == SectionCoder::kHuffman || s.coder == SectionCoder::kRans ||
+          s.layout.transform != SectionTransform::kNone)
+        flags |= kLlmcFlagSectionCoding;
+      LLMC_TRY(out->pad_to(kLlmcSectionAlignment));
+      s.offset = out->position();
+      LLMC_TRY(out->write(data, s.stored_size));
+      coded[i] = CodedSection{};
+    }
+    begin = end;
   }
+  const uint64_t file_size = out->position();
+  const std::vector<uint8_t> header = build_header(model, refs, sections, options);
   if (header.size() != header_size) return make_error(ErrorCode::kInternal, path, ": header size did not settle");
-  const uint64_t file_size =
-      sections.empty() ? kLlmcPrefixSize + header_size : sections.back().offset + sections.back().stored_size();
 
   uint8_t prefix[kLlmcPrefixSize] = {};
   std::memcpy(prefix, kLlmcMagic, 8);
-  const uint32_t version = kLlmcFormatVersion, flags = 0;
+  const uint32_t version = kLlmcFormatVersion;
   const uint64_t header_xxh = XXH64(header.data(), header.size(), 0);
   std::memcpy(prefix + 8, &version, 4);
   std::memcpy(prefix + 12, &flags, 4);
   std::memcpy(prefix + 16, &header_size, 8);
   std::memcpy(prefix + 24, &header_xxh, 8);
   std::memcpy(prefix + 32, &file_size, 8);
-
-  LLMC_ASSIGN_OR_RETURN(auto out, AtomicOutput::create(path));
-  LLMC_TRY(out->write(prefix, sizeof(prefix)));
-  LLMC_TRY(out->write(header.data(), header.size()));
-  for (size_t i = 0; i < sections.size(); ++i) {
-    LLMC_TRY(out->pad_to(kLlmcSectionAlignment));
-    LLMC_CHECK(out->position() == sections[i].offset, "section layout mismatch");
-    LLMC_TRY(out->write(sections[i].stored_data(), sections[i].stored_size()));
-  }
-  LLMC_CHECK(out->position() == file_size, "file size mismatch");
+  LLMC_TRY(out->write_at(kLlmcPrefixSize, header.data(), header.size()));
+  LLMC_TRY(out->write_at(0, prefix, sizeof(prefix)));
   return out->commit();
 }
 

@@ -1,9 +1,11 @@
 // Entry points of every checkpoint reader and writer, and format detection from content.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "core/model.h"
+#include "formats/section_codec.h"
 
 namespace llmc {
 
@@ -40,8 +42,14 @@ Result<Model> read_llmc(const std::string& path);
 enum class ExportDType { kKeep, kF32, kF16, kBF16, kQ8_0, kQ4_0 };
 const char* export_dtype_name(ExportDType d);
 
+inline constexpr int kDefaultZstdLevel = 3;
+
 struct LlmcWriteOptions {
-  int zstd_level = 0;  // 0 = raw sections (mmap-able); 1..22 = zstd frames where they are smaller
+  // zstd level. With `coding` unset: 0 = raw sections (mmap-able), 1..22 = zstd frames of the raw
+  // bytes where they are smaller. With `coding` set: the level of its zstd candidates (0 = 3).
+  int zstd_level = 0;
+  // --entropy (formats/section_codec.h): how sections are coded; unset = by zstd_level as above.
+  std::optional<SectionCoding> coding;
   std::string recipe;  // resolved recipe text for the provenance record
   std::string command_line;
   std::string input_path;

@@ -24,6 +24,84 @@ SizeSummary summarize_size(const Model& model) {
   return s;
 }
 
+StorageSummary summarize_storage(const Model& model, const LlmcFile& file) {
+  StorageSummary s;
+  std::map<std::string, const LlmcTensorSections*> by_name;
+  for (const auto& t : file.tensor_sections) by_name[t.tensor] = &t;
+  std::vector<char> seen(file.sections.size(), 0);
+  for (const auto& t : model.tensors()) {
+    TensorStorage ts;
+    ts.name = t.name;
+    ts.f32_bytes = static_cast<uint64_t>(t.numel()) * 4;
+    ts.f16_bytes = static_cast<uint64_t>(t.numel()) * 2;
+    ts.encoded_bytes = t.encoded_bytes();
+    if (auto it = by_name.find(t.name); it != by_name.end()) {
+      for (const LlmcSectionRef& ref : it->second->refs) {
+        if (ref.section >= file.sections.size()) continue;
+        const LlmcSectionInfo& info = file.sections[ref.section];
+        SectionUse use{ref.role,         ref.section,           info.coder, info.layout, info.raw_size,
+                       info.stored_size, seen[ref.section] != 0};
+        if (!use.shared) {
+          seen[ref.section] = 1;
+          ts.unique_bytes += info.raw_size;
+          ts.stored_bytes += info.stored_size;
+        }
+        ts.sections.push_back(std::move(use));
+      }
+    }
+    s.f32_bytes += ts.f32_bytes;
+    s.f16_bytes += ts.f16_bytes;
+    s.encoded_bytes += ts.encoded_bytes;
+    s.tensors.push_back(std::move(ts));
+  }
+  // Totals over the section table (sections no tensor references still take space).
+  for (const LlmcSectionInfo& info : file.sections) {
+    s.unique_bytes += info.raw_size;
+    s.stored_bytes += info.stored_size;
+    CoderTotals& c = s.coders[section_coder_name(info.coder)];
+    ++c.sections;
+    c.raw_bytes += info.raw_size;
+    c.stored_bytes += info.stored_size;
+  }
+  s.header_bytes = kLlmcPrefixSize + file.header_size;
+  s.file_bytes = file.size;
+  return s;
+}
+
+nlohmann::json storage_summary_json(const StorageSummary& s) {
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorStorage& t : s.tensors) {
+    nlohmann::json secs = nlohmann::json::array();
+    for (const SectionUse& u : t.sections)
+      secs.push_back({{"role", u.role},
+                      {"section", u.section},
+                      {"coder", section_coder_name(u.coder)},
+                      {"layout", u.layout.str()},
+                      {"raw_bytes", u.raw_bytes},
+                      {"stored_bytes", u.stored_bytes},
+                      {"shared", u.shared}});
+    tensors.push_back({{"name", t.name},
+                       {"f32_bytes", t.f32_bytes},
+                       {"f16_bytes", t.f16_bytes},
+                       {"encoded_bytes", t.encoded_bytes},
+                       {"unique_bytes", t.unique_bytes},
+                       {"stored_bytes", t.stored_bytes},
+                       {"sections", secs}});
+  }
+  nlohmann::json coders = nlohmann::json::object();
+  for (const auto& [name, c] : s.coders)
+    coders[name] = {{"sections", c.sections}, {"raw_bytes", c.raw_bytes}, {"stored_bytes", c.stored_bytes}};
+  return {{"f32_bytes", s.f32_bytes},
+          {"f16_bytes", s.f16_bytes},
+          {"encoded_bytes", s.encoded_bytes},
+          {"unique_bytes", s.unique_bytes},
+          {"stored_bytes", s.stored_bytes},
+          {"header_bytes", s.header_bytes},
+          {"file_bytes", s.file_bytes},
+          {"coders", coders},
+          {"tensors", tensors}};
+}
+
 nlohmann::json config_to_json(const ModelConfig& c) {
   static const char* kRopeScaling[] = {"none", "linear", "llama3"};
   nlohmann::json j = {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/model.h"
+#include "formats/llmc.h"
 
 namespace llmc {
 
@@ -21,6 +22,44 @@ struct SizeSummary {
 
 // Tied embeddings are one tensor and so are counted once.
 SizeSummary summarize_size(const Model& model);
+
+// Bytes of each storage stage of a .llmc file (docs/storage.md): logical f32/f16 bytes -> encoded
+// (the buffers of the encoding trees: packed codes, scales, masks, ...) -> deduplicated (each
+// distinct buffer once) -> stored (after zstd / Huffman / rANS) -> file (+ header, alignment).
+struct SectionUse {
+  std::string role;  // "codes", "scales", "data", "sparse mask", ...
+  uint32_t section = 0;
+  SectionCoder coder = SectionCoder::kNone;
+  SectionLayout layout;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;
+  bool shared = false;  // stored once for an earlier reference (dedup): counted there
+};
+struct TensorStorage {
+  std::string name;
+  uint64_t f32_bytes = 0;      // numel * 4
+  uint64_t f16_bytes = 0;      // numel * 2
+  uint64_t encoded_bytes = 0;  // every buffer of its encoding tree
+  uint64_t unique_bytes = 0;   // raw bytes of the sections it is first to reference
+  uint64_t stored_bytes = 0;   // their stored bytes
+  std::vector<SectionUse> sections;
+};
+struct CoderTotals {
+  int64_t sections = 0;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;
+};
+struct StorageSummary {
+  std::vector<TensorStorage> tensors;
+  uint64_t f32_bytes = 0, f16_bytes = 0, encoded_bytes = 0, unique_bytes = 0, stored_bytes = 0;
+  uint64_t header_bytes = 0;  // prefix + FlatBuffers header
+  uint64_t file_bytes = 0;
+  std::map<std::string, CoderTotals> coders;  // section_coder_name -> totals over distinct sections
+};
+// `model` gives the tensors (encodings, shapes), `file` the section table of the same .llmc
+// (a header-only open is enough); tensors are matched by name.
+StorageSummary summarize_storage(const Model& model, const LlmcFile& file);
+nlohmann::json storage_summary_json(const StorageSummary& storage);
 
 nlohmann::json config_to_json(const ModelConfig& config);
 nlohmann::json tokenizer_summary_json(const TokenizerData& tokenizer);

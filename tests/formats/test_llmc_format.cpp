@@ -534,7 +534,7 @@ TEST_CASE("llmc reader rejects a damaged prefix", "[llmc]") {
       {4, '\n', ErrorCode::kFormat, "text mode"},
       {8, 2, ErrorCode::kUnsupported, "version 2"},
       {8, 0, ErrorCode::kFormat, "version 0"},
-      {14, 1, ErrorCode::kUnsupported, "requires features"},
+      {14, 2, ErrorCode::kUnsupported, "requires features"},  // bit 17 (bit 16 = section coding, known)
       {21, 0x01, ErrorCode::kFormat, "header size"},
       {24, 0x5a, ErrorCode::kFormat, "header checksum"},
       {33, 0x01, ErrorCode::kFormat, "file size"},

@@ -9,6 +9,7 @@
 #include "core/version.h"
 #include "formats/file_io.h"
 #include "pipeline/cast.h"
+#include "writer_flags.h"
 
 namespace llmc::cli {
 namespace {
@@ -18,7 +19,7 @@ struct ConvertArgs {
   std::string output;
   std::string to;
   std::string dtype = "keep";
-  int zstd = 0;
+  WriterFlags writer;
   std::string tokenizer;
   bool force = false;
 };
@@ -39,8 +40,7 @@ int run_convert(const ConvertArgs& a) {
   if (*format == FileFormat::kSafetensors && (dtype == ExportDType::kQ8_0 || dtype == ExportDType::kQ4_0))
     return report_error(
         make_error(ErrorCode::kInvalidArgument, "safetensors has no ", a.dtype, " type; use f32, f16 or bf16"));
-  if (a.zstd != 0 && *format != FileFormat::kLlmc)
-    return report_error(make_error(ErrorCode::kInvalidArgument, "--zstd applies to .llmc output only"));
+  if (auto ok = a.writer.check(*format); !ok.ok()) return report_error(ok.error());
 
   auto loaded = load_model_for_cli(a.input, a.tokenizer);
   if (!loaded.ok()) return report_error(loaded.error());
@@ -52,10 +52,10 @@ int run_convert(const ConvertArgs& a) {
     case FileFormat::kLlmc: {
       cast_model(model, dtype);
       LlmcWriteOptions o;
-      o.zstd_level = a.zstd;
+      a.writer.apply(o);
       o.command_line = command_line();
       o.input_path = a.input;
-      o.recipe = str_cat("convert: {dtype: ", a.dtype, ", zstd: ", a.zstd, "}");
+      o.recipe = str_cat("convert: {dtype: ", a.dtype, ", ", a.writer.describe(), "}");
       auto h = hash_path(a.input);
       if (!h.ok()) return report_error(h.error());
       o.input_xxh64 = *h;
@@ -87,7 +87,7 @@ RunFn setup_convert(CLI::App& sub) {
       ->check(CLI::IsMember({"llmc", "gguf", "safetensors"}));
   sub.add_option("--dtype", a->dtype, "Storage type of weights: keep, f32, f16, bf16, q8_0, q4_0 (norms stay f32)")
       ->check(CLI::IsMember({"keep", "f32", "f16", "bf16", "q8_0", "q4_0"}));
-  sub.add_option("--zstd", a->zstd, "zstd level for .llmc sections (0 = raw, mmap-able)")->check(CLI::Range(0, 22));
+  a->writer.add(sub);
   sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, GGUF)");
   sub.add_flag("--force", a->force, "Replace an existing output");
   return [a] { return run_convert(*a); };

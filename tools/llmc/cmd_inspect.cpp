@@ -1,7 +1,9 @@
-// llmc inspect: architecture, tokenizer, per-tensor encodings and sizes, bits per weight.
+// llmc inspect: architecture, tokenizer, per-tensor encodings and sizes, bits per weight, and for
+// .llmc files the bytes of each storage stage with the coder of every section (docs/storage.md).
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "cli_util.h"
 #include "commands.h"
@@ -19,6 +21,78 @@ struct InspectArgs {
   std::string json;
   bool quiet_tensors = false;
 };
+
+std::string thousands(uint64_t v) {
+  std::string digits = std::to_string(v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string percent(uint64_t part, uint64_t whole) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f %%",
+                whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0);
+  return buf;
+}
+
+// "codes rans/unpack4x64, scales zstd/planes2, mins = section 3" for one tensor's sections.
+std::string section_list(const TensorStorage& t) {
+  std::string out;
+  for (const SectionUse& u : t.sections) {
+    if (!out.empty()) out += ", ";
+    out += u.role + " ";
+    if (u.shared)
+      out += str_cat("= section ", u.section, " (dedup)");
+    else if (u.coder == SectionCoder::kNone)
+      out += "raw";
+    else
+      out += str_cat(section_coder_name(u.coder), "/", u.layout.str());
+  }
+  return out;
+}
+
+// Markdown tables: per tensor (unless omitted), the stages in total, and per coder.
+void print_storage(const Model& m, const StorageSummary& s, bool show_tensors) {
+  if (show_tensors) {
+    std::printf("\n| tensor | shape | encoding | f32 bytes | encoded | stored | stored / encoded | sections |\n");
+    std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |\n");
+    for (size_t i = 0; i < s.tensors.size(); ++i) {
+      const TensorStorage& t = s.tensors[i];
+      const Tensor& ten = m.tensors()[i];
+      std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", t.name.c_str(), ten.shape.str().c_str(),
+                  describe_encoding(*ten.encoding).c_str(), thousands(t.f32_bytes).c_str(),
+                  thousands(t.encoded_bytes).c_str(), thousands(t.stored_bytes).c_str(),
+                  percent(t.stored_bytes, t.encoded_bytes).c_str(), section_list(t).c_str());
+    }
+  }
+  std::printf("\n| stage | bytes | of f32 | of the previous stage |\n| --- | ---: | ---: | ---: |\n");
+  const struct {
+    const char* stage;
+    uint64_t bytes;
+  } kStages[] = {
+      {"logical f32", s.f32_bytes},
+      {"logical f16", s.f16_bytes},
+      {"encoded (packed codes, scales, masks, ...)", s.encoded_bytes},
+      {"deduplicated (identical buffers once)", s.unique_bytes},
+      {"stored (after zstd / Huffman / rANS)", s.stored_bytes},
+      {"file (+ header and alignment)", s.file_bytes},
+  };
+  uint64_t previous = 0;
+  for (const auto& st : kStages) {
+    std::printf("| %s | %s | %s | %s |\n", st.stage, thousands(st.bytes).c_str(),
+                percent(st.bytes, s.f32_bytes).c_str(), previous ? percent(st.bytes, previous).c_str() : "");
+    previous = st.bytes;
+  }
+  std::printf(
+      "\n| coder | sections | raw bytes | stored bytes | stored / raw |\n| --- | ---: | ---: | ---: | ---: |\n");
+  for (const auto& [name, c] : s.coders)
+    std::printf("| %s | %lld | %s | %s | %s |\n", name.c_str(), static_cast<long long>(c.sections),
+                thousands(c.raw_bytes).c_str(), thousands(c.stored_bytes).c_str(),
+                percent(c.stored_bytes, c.raw_bytes).c_str());
+}
 
 void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {  // NOLINT(readability-function-size)
   const auto& c = m.config;
@@ -45,7 +119,7 @@ void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {  
                 m.tokenizer.eos_id, m.tokenizer.pre.empty() ? "" : ", pre ", m.tokenizer.pre.c_str());
   }
   if (m.tensors().empty()) return;
-  if (show_tensors) {
+  if (show_tensors && !j.contains("storage")) {
     std::printf("\n%-28s %-14s %-26s %12s\n", "tensor", "shape", "encoding", "bytes");
     for (const auto& ten : m.tensors())
       std::printf("%-28s %-14s %-26s %12llu\n", ten.name.c_str(), ten.shape.str().c_str(),
@@ -78,6 +152,14 @@ int run_inspect(const InspectArgs& a) {
   if (!loaded.ok()) return report_error(loaded.error());
   const Model& m = *loaded;
   auto fmt = detect_format(a.model);
+  std::optional<StorageSummary> storage;
+  if (fmt.ok() && *fmt == FileFormat::kLlmc) {
+    LlmcReadOptions header_only;
+    header_only.load_tensors = false;
+    auto file = open_llmc(a.model, header_only);
+    if (!file.ok()) return report_error(file.error());
+    storage = summarize_storage(m, *file);
+  }
   nlohmann::json j = {
       {"file", a.model},
       {"format", fmt.ok() ? file_format_name(*fmt) : "unknown"},
@@ -107,11 +189,13 @@ int run_inspect(const InspectArgs& a) {
     tensors.push_back(std::move(e));
   }
   j["tensors"] = tensors;
+  if (storage) j["storage"] = storage_summary_json(*storage);
   if (a.json == "-") {
     std::cout << j.dump(2) << "\n";
     return kExitOk;
   }
   print_human(m, j, !a.quiet_tensors);
+  if (storage) print_storage(m, *storage, !a.quiet_tensors);
   if (!a.json.empty()) {
     std::ofstream out(a.json);
     out << j.dump(2) << "\n";

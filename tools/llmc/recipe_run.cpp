@@ -47,7 +47,7 @@ Result<void> write_output(const Model& model, const RecipeJob& job, FileFormat f
   switch (format) {
     case FileFormat::kLlmc: {
       LlmcWriteOptions o;
-      o.zstd_level = job.zstd;
+      job.writer.apply(o);
       // The resolved recipe describes the whole transformation; the command line is left out so
       // that outputs are byte-identical whatever --threads or output name was used.
       o.recipe = recipe_text;
@@ -99,7 +99,7 @@ void add_job_options(CLI::App& sub, RecipeJob& job) {
   sub.add_option("--tokenizer", job.tokenizer, "Separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, GGUF)");
   sub.add_option("--threads", job.threads, "Threads (0 = all cores); the output does not depend on it")
       ->check(CLI::Range(0, 4096));
-  sub.add_option("--zstd", job.zstd, "zstd level for .llmc sections (0 = raw, mmap-able)")->check(CLI::Range(0, 22));
+  job.writer.add(sub);
   sub.add_option("--json", job.json, "Also write the summary (sizes, per-pass reports, times) as JSON (- = stdout)");
   sub.add_flag("--force", job.force, "Replace an existing output");
 }
@@ -115,8 +115,7 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
     if (auto ok = check_output_path(job.json, inputs, job.force); !ok.ok()) return report_error(ok.error());
   auto format = output_format(job.output, job.to);
   if (!format.ok()) return report_error(format.error());
-  if (job.zstd != 0 && *format != FileFormat::kLlmc)
-    return report_error(make_error(ErrorCode::kInvalidArgument, "--zstd applies to .llmc output only"));
+  if (auto ok = job.writer.check(*format); !ok.ok()) return report_error(ok.error());
   if (recipe.calibration && !recipe.calibration->file.empty()) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(recipe.calibration->file, ec))

@@ -9,6 +9,7 @@
 
 #include "pipeline/pipeline.h"
 #include "pipeline/recipe.h"
+#include "writer_flags.h"
 
 namespace llmc::cli {
 
@@ -22,7 +23,7 @@ struct RecipeJob {
   // Code of recipe mistakes found against the model (PipelineOptions::recipe_error).
   ErrorCode recipe_error = ErrorCode::kInvalidArgument;
   std::vector<std::string> extra_inputs;  // recipe, calibration text: never overwritten
-  int zstd = 0;
+  WriterFlags writer;                     // --zstd, --entropy
   int threads = 0;
   bool force = false;
   // Optional command-specific summary lines, printed after the pass lines (e.g. lowrank's ranks).
@@ -46,7 +47,7 @@ struct CalibFlags {
   Result<std::optional<CalibOptions>> options(uint64_t seed) const;
 };
 
-// Adds the options every recipe command has (-o, --to, --tokenizer, --threads, --zstd, --json,
+// Adds the options every recipe command has (-o, --to, --tokenizer, --threads, --zstd, --entropy, --json,
 // --force) to `sub`, bound to `job`.
 void add_job_options(CLI::App& sub, RecipeJob& job);
 
