@@ -129,7 +129,7 @@ GgmlType choose_type(const Tensor& t, ExportDType want) {
   const std::optional<GgmlType> native = native_quant_type(t);
   if (want == ExportDType::kKeep) {
     if (native) return *native;
-    if (std::holds_alternative<QuantEncoding>(t.encoding->node))
+    if (!dense_dtype(t))  // Quant, Sparse, Palette, ...
       log_info("tensor '", t.name, "' (", describe_encoding(*t.encoding),
                ") has no GGUF block type with the same values: written dequantized as F32");
     const auto dt = dense_dtype(t);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "core/palette.h"
 #include "core/sparse.h"
 #include "formats/file_io.h"
 #include "formats/llmc.h"
@@ -336,6 +337,7 @@ class Parser {
           break;
         }
         case fb::Node::SparseNode: LLMC_TRY(check_sparse_node(name, enc->node_as_SparseNode(), shape)); break;
+        case fb::Node::PaletteNode: LLMC_TRY(check_palette_node(name, enc->node_as_PaletteNode(), shape)); break;
         case fb::Node::NONE: return fail(ErrorCode::kFormat, "tensor '", name, "': encoding has no node");
         default:
           return fail(ErrorCode::kUnsupported, "tensor '", name, "': encoding node type ", int(enc->node_type()),
@@ -412,6 +414,14 @@ class Parser {
       encoding->node = DenseEncoding{static_cast<DType>(d->dtype()), sections_[d->data()].bytes};
     } else if (const fb::SparseNode* sp = enc->node_as_SparseNode()) {
       encoding->node = build_sparse(sp);
+    } else if (const fb::PaletteNode* p = enc->node_as_PaletteNode()) {
+      PaletteEncoding pe;
+      pe.bits = p->bits();
+      pe.group_rows = p->group_rows();
+      pe.codebooks = sections_[p->codebooks()].bytes;
+      pe.indices = sections_[p->indices()].bytes;
+      if (p->outliers()) pe.outliers = build_encoding(p->outliers());
+      encoding->node = std::move(pe);
     } else {
       const fb::QuantNode* q = enc->node_as_QuantNode();
       QuantEncoding qe;
@@ -460,8 +470,8 @@ class Parser {
     return {};
   }
 
-  // Sparse node: its own sections' sizes follow from the header; the values node (Dense or Quant
-  // of shape [rows, kept_stride]) is checked here as far as the header allows and whole by
+  // Sparse node: its own sections' sizes follow from the header; the values node (Dense, Quant or
+  // Palette of shape [rows, kept_stride]) is checked here as far as the header allows and whole by
   // validate_encoding once its sections are loaded.
   Result<void> check_sparse_node(const char* name, const fb::SparseNode* sp, const Shape& shape) {
     const int64_t rows = shape.rows(), cols = shape.cols();
@@ -511,7 +521,29 @@ class Parser {
       if (q->min_meta() != -1) LLMC_TRY(reference_section(name, "sparse quant min_meta", q->min_meta(), max_codes * 8));
       return {};
     }
-    return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense or quant node");
+    if (const fb::PaletteNode* p = values->node_as_PaletteNode()) return check_palette_node(name, p, Shape{{rows, kept}});
+    return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense, quant or palette node");
+  }
+
+  // Palette node of logical `shape`: every section size follows from the header; the outliers are a
+  // csr Sparse node of shape [1, numel] with Dense values (exact sizes checked by validate_encoding).
+  Result<void> check_palette_node(const char* name, const fb::PaletteNode* p, const Shape& shape) {
+    if (p->bits() < 1 || p->bits() > 8)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': palette index bits ", int(p->bits()), " outside 1..8");
+    if (p->group_rows() < 0)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': negative palette group_rows ", p->group_rows());
+    const uint64_t rows = static_cast<uint64_t>(shape.rows());
+    const uint64_t codebooks = static_cast<uint64_t>(palette_codebook_count(p->group_rows(), shape.rows()));
+    LLMC_TRY(expect_section(name, "palette codebooks", p->codebooks(),
+                            codebooks * static_cast<uint64_t>(palette_entries(p->bits())) * 2));
+    LLMC_TRY(expect_section(name, "palette indices", p->indices(),
+                            rows * static_cast<uint64_t>(palette_row_stride(p->bits(), shape.cols()))));
+    const fb::Encoding* outliers = p->outliers();
+    if (!outliers) return {};
+    const fb::SparseNode* sp = outliers->node_as_SparseNode();
+    if (!sp || !sp->values() || !sp->values()->node_as_DenseNode())
+      return fail(ErrorCode::kFormat, "tensor '", name, "': palette outliers must be a sparse node with dense values");
+    return check_sparse_node(name, sp, palette_outlier_shape(shape));
   }
 
   Result<void> build_tensors(Model& model) {

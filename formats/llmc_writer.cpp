@@ -56,13 +56,13 @@ class SectionTable {
 
 // Section indices of one tensor's encoding tree.
 struct NodeRefs {
-  uint32_t data = 0;                       // dense data, quant codes, or sparse index
-  uint32_t scales = 0;                     // quant only
+  uint32_t data = 0;                       // dense data, quant codes, sparse index or palette indices
+  uint32_t scales = 0;                     // quant scales or palette codebooks
   int32_t mins = -1;                       // quant with mins only
   int32_t scale_meta = -1;                 // quant u8 scales only
   int32_t min_meta = -1;                   // quant u8 scales with mins only
   int32_t row_ptr = -1;                    // sparse csr only
-  std::shared_ptr<const NodeRefs> values;  // sparse only: the nested values' sections
+  std::shared_ptr<const NodeRefs> values;  // sparse: the nested values' sections; palette: the outliers'
 };
 
 NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
@@ -81,6 +81,11 @@ NodeRefs add_sections(const Encoding& enc, SectionTable& table) {
       NodeRefs r{table.add(sp.index), 0, -1};
       if (sp.pattern == SparsePattern::kCsr) r.row_ptr = static_cast<int32_t>(table.add(sp.row_ptr));
       r.values = std::make_shared<const NodeRefs>(add_sections(*sp.values, table));
+      return r;
+    }
+    NodeRefs operator()(const PaletteEncoding& p) const {
+      NodeRefs r{table.add(p.indices), table.add(p.codebooks), -1};
+      if (p.outliers) r.values = std::make_shared<const NodeRefs>(add_sections(*p.outliers, table));
       return r;
     }
   } visitor{table};
@@ -109,6 +114,12 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
           fb::CreateSparseNode(fbb, static_cast<fb::SparsePattern>(sp.pattern), static_cast<uint8_t>(sp.n),
                                static_cast<uint8_t>(sp.m), sp.kept_stride, sp.nnz, refs.data, refs.row_ptr, values);
       return fb::CreateEncoding(fbb, fb::Node::SparseNode, node.Union());
+    }
+    flatbuffers::Offset<fb::Encoding> operator()(const PaletteEncoding& p) const {
+      flatbuffers::Offset<fb::Encoding> outliers;
+      if (p.outliers) outliers = build_encoding(fbb, *p.outliers, *refs.values);
+      auto node = fb::CreatePaletteNode(fbb, static_cast<uint8_t>(p.bits), p.group_rows, refs.scales, refs.data, outliers);
+      return fb::CreateEncoding(fbb, fb::Node::PaletteNode, node.Union());
     }
   } visitor{fbb, refs};
   return std::visit(visitor, enc.node);

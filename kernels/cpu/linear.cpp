@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/palette_linear.h"
 #include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/sparse_linear.h"
@@ -25,6 +26,15 @@ constexpr size_t kQuantKind = 1;
 static_assert(std::is_same_v<std::variant_alternative_t<kQuantKind, decltype(Encoding::node)>, QuantEncoding>);
 constexpr size_t kSparseKind = 2;
 static_assert(std::is_same_v<std::variant_alternative_t<kSparseKind, decltype(Encoding::node)>, SparseEncoding>);
+// Index of node type T in Encoding::node (found by type, so appending alternatives needs no renumbering).
+template <class T, size_t I = 0>
+constexpr size_t node_kind() {
+  if constexpr (std::is_same_v<std::variant_alternative_t<I, decltype(Encoding::node)>, T>)
+    return I;
+  else
+    return node_kind<T, I + 1>();
+}
+constexpr size_t kPaletteKind = node_kind<PaletteEncoding>();
 
 // Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts);
 // aux is the per-call scratch its row's `prepare` filled (null when the row has none).
@@ -81,6 +91,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
     {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare},
     {kSparseKind, std::nullopt, "sparse (gather + dot)", sparse_rows_aux},
+    {kPaletteKind, std::nullopt, "palette lookup", palette_rows},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 

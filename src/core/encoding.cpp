@@ -5,6 +5,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/palette.h"
 #include "core/sparse.h"
 
 namespace llmc {
@@ -191,6 +192,11 @@ void decode_node(const SparseEncoding& s, const Shape& shape, int64_t r0, int64_
   decode_sparse_rows(s, shape, r0, r1, out);
 }
 
+Result<void> validate_node(const PaletteEncoding& p, const Shape& shape) { return validate_palette(p, shape); }
+void decode_node(const PaletteEncoding& p, const Shape& shape, int64_t r0, int64_t r1, float* out) {
+  decode_palette_rows(p, shape, r0, r1, out);
+}
+
 }  // namespace
 
 float quant_group_scale(const QuantEncoding& q, int64_t g) { return group_entry(q, q.scales, q.scale_meta, g); }
@@ -217,6 +223,7 @@ size_t encoded_bytes(const Encoding& enc) {
       return q.codes.size() + q.scales.size() + q.mins.size() + q.scale_meta.size() + q.min_meta.size();
     }
     size_t operator()(const SparseEncoding& s) const { return sparse_pattern_bytes(s) + sparse_values_bytes(s); }
+    size_t operator()(const PaletteEncoding& p) const { return palette_bytes(p); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -234,6 +241,7 @@ std::string describe_encoding(const Encoding& enc) {
                      q.packing == QuantPacking::kTrits5 ? " trits5" : "", " (scale ", scale, ")");
     }
     std::string operator()(const SparseEncoding& s) const { return describe_sparse(s); }
+    std::string operator()(const PaletteEncoding& p) const { return describe_palette(p); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -243,6 +251,7 @@ const char* encoding_kind_name(const Encoding& enc) {
     const char* operator()(const DenseEncoding&) const { return "dense"; }
     const char* operator()(const QuantEncoding&) const { return "quant"; }
     const char* operator()(const SparseEncoding&) const { return "sparse"; }
+    const char* operator()(const PaletteEncoding&) const { return "palette"; }
   } visitor;
   return std::visit(visitor, enc.node);
 }

@@ -9,6 +9,7 @@ namespace llmc {
 std::unique_ptr<Pass> make_quant_gptq_pass();   // passes/quant/quant_gptq.cpp
 std::unique_ptr<Pass> make_quant_awq_pass();    // passes/quant/quant_awq.cpp
 std::unique_ptr<Pass> make_quant_mixed_pass();  // passes/quant/quant_mixed.cpp
+std::unique_ptr<Pass> make_share_kmeans_pass();  // passes/share/share_kmeans.cpp
 
 namespace {
 
@@ -28,6 +29,9 @@ const PassInfo kPasses[] = {
     {"prune.wanda", "Zero the smallest |w| x input-norm per output row or N:M group (calibration)", make_prune_wanda},
     {"prune.sparsegpt", "Hessian-based pruning with reconstruction, layer by layer (calibration)",
      make_prune_sparsegpt},
+    {"share.kmeans",
+     "weight sharing: (weighted) k-means codebooks of 2^bits entries per tensor/rows/row, optional sparse outliers",
+     make_share_kmeans_pass},
 };
 
 }  // namespace

@@ -352,6 +352,8 @@ TEST_CASE("llmc raw sections load zero-copy and 64-byte aligned", "[llmc]") {
             return n.data;
           else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, QuantEncoding>)
             return n.codes;
+          else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, PaletteEncoding>)
+            return n.indices;
           else
             return n.index;
         },

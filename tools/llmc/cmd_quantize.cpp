@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "calib_flags.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "pass_flags.h"
@@ -25,10 +26,7 @@ struct QuantizeArgs {
   RecipeJob job;
   std::string method = "rtn";
   std::string group_size;
-  std::string calib;
-  int64_t calib_self = 0;
-  int64_t calib_samples = 0;
-  int64_t calib_ctx = 0;
+  CalibFlags calib;
   uint64_t seed = 0;
   double target_bpw = 0;
   std::vector<std::string> keep;
@@ -87,24 +85,7 @@ Result<Recipe> build_recipe(const QuantizeArgs& a) {
   Recipe recipe;
   recipe.source = "command line";
   recipe.seed = a.seed;
-  const bool any_calib = !a.calib.empty() || a.calib_self > 0 || a.calib_samples > 0 || a.calib_ctx > 0;
-  if (!a.calib.empty() && a.calib_self > 0) return bad("--calib and --calib-self exclude each other");
-  if (any_calib) {
-    if (a.calib.empty() && a.calib_self == 0)
-      return bad("--calib-samples/--calib-ctx need --calib FILE or --calib-self N");
-    CalibOptions c;
-    c.file = a.calib;
-    c.self_samples = a.calib_self;
-    if (a.calib_self > 0) c.samples = a.calib_self;
-    if (a.calib_samples > 0) {
-      if (a.calib_self > 0 && a.calib_samples != a.calib_self)
-        return bad("--calib-samples ", a.calib_samples, " disagrees with --calib-self ", a.calib_self);
-      c.samples = a.calib_samples;
-    }
-    if (a.calib_ctx > 0) c.ctx = a.calib_ctx;
-    c.seed = a.seed;
-    recipe.calibration = c;
-  }
+  LLMC_ASSIGN_OR_RETURN(recipe.calibration, calib_from_flags(a.calib, a.seed));
   LLMC_ASSIGN_OR_RETURN(RecipeStage st, make_stage(pass_name, options, {}, a.keep));
   recipe.stages.push_back(std::move(st));
   LLMC_TRY(validate_recipe(recipe, ErrorCode::kInvalidArgument));
@@ -134,14 +115,7 @@ RunFn setup_quantize(CLI::App& sub) {
                      "Mixed precision: choose bits per tensor so the effective bpw is <= X (quant.mixed)");
   sub.add_option("--keep", a->keep, "Leave tensors matching this regular expression unchanged (repeatable)")
       ->allow_extra_args(false);
-  sub.add_option("--calib", a->calib, "Calibration text file (tokenized with the model's tokenizer)");
-  sub.add_option("--calib-self", a->calib_self,
-                 "Calibrate on N sequences sampled from the model itself (temperature 1)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  sub.add_option("--calib-samples", a->calib_samples, "Calibration sequences (default 128)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  sub.add_option("--calib-ctx", a->calib_ctx, "Tokens per calibration sequence (default 512)")
-      ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+  add_calib_flags(sub, a->calib);
   sub.add_option("--seed", a->seed, "Seed of calibration sampling and any randomized choice");
   std::vector<std::unique_ptr<Pass>> passes;
   for (const PassInfo& info : pass_registry())

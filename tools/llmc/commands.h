@@ -26,5 +26,6 @@ RunFn setup_tokenize(CLI::App& sub);
 RunFn setup_detokenize(CLI::App& sub);
 RunFn setup_quantize(CLI::App& sub);
 RunFn setup_compress(CLI::App& sub);
+RunFn setup_share(CLI::App& sub);
 
 }  // namespace llmc::cli

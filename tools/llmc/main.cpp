@@ -21,6 +21,8 @@ const CommandRow kCommands[] = {
     {"eval", "Perplexity on a text, and KLD/agreement against a reference model", setup_eval},
     {"bench", "Prefill/decode speed, load time, peak memory, memory-bandwidth use", setup_bench},
     {"prune", "Prune a model (magnitude, Wanda, SparseGPT; unstructured or N:M) into a .llmc file", setup_prune},
+    {"share", "Share weights: k-means codebooks of 2^B entries (Palette), optionally weighted, with outliers",
+     setup_share},
 };
 
 }  // namespace
