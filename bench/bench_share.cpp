@@ -111,8 +111,13 @@ void compress(Model& m, const std::string& setting, CalibrationSet& calib, int t
 
 int main(int argc, char** argv) {
   std::map<std::string, std::string> opt = {
-      {"--ctx", "256"},          {"--chunks", "20"},  {"--calib-samples", "32"},
-      {"--calib-ctx", "256"},    {"--threads", "0"},  {"--seed", "1"},  {"--out", std::filesystem::temp_directory_path().string()},
+      {"--ctx", "256"},
+      {"--chunks", "20"},
+      {"--calib-samples", "32"},
+      {"--calib-ctx", "256"},
+      {"--threads", "0"},
+      {"--seed", "1"},
+      {"--out", std::filesystem::temp_directory_path().string()},
       {"--settings", "rtn/4/g128,pal/4/rows16/w,gptq/3/g128,pal/3/rows16/w/o0.005"}};
   std::string model_path;
   for (int i = 1; i < argc; ++i) {

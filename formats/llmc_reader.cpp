@@ -521,7 +521,8 @@ class Parser {
       if (q->min_meta() != -1) LLMC_TRY(reference_section(name, "sparse quant min_meta", q->min_meta(), max_codes * 8));
       return {};
     }
-    if (const fb::PaletteNode* p = values->node_as_PaletteNode()) return check_palette_node(name, p, Shape{{rows, kept}});
+    if (const fb::PaletteNode* p = values->node_as_PaletteNode())
+      return check_palette_node(name, p, Shape{{rows, kept}});
     return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense, quant or palette node");
   }
 

@@ -118,7 +118,8 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
     flatbuffers::Offset<fb::Encoding> operator()(const PaletteEncoding& p) const {
       flatbuffers::Offset<fb::Encoding> outliers;
       if (p.outliers) outliers = build_encoding(fbb, *p.outliers, *refs.values);
-      auto node = fb::CreatePaletteNode(fbb, static_cast<uint8_t>(p.bits), p.group_rows, refs.scales, refs.data, outliers);
+      auto node =
+          fb::CreatePaletteNode(fbb, static_cast<uint8_t>(p.bits), p.group_rows, refs.scales, refs.data, outliers);
       return fb::CreateEncoding(fbb, fb::Node::PaletteNode, node.Union());
     }
   } visitor{fbb, refs};

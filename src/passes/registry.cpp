@@ -6,9 +6,9 @@
 namespace llmc {
 
 // Factories, one per pass file.
-std::unique_ptr<Pass> make_quant_gptq_pass();   // passes/quant/quant_gptq.cpp
-std::unique_ptr<Pass> make_quant_awq_pass();    // passes/quant/quant_awq.cpp
-std::unique_ptr<Pass> make_quant_mixed_pass();  // passes/quant/quant_mixed.cpp
+std::unique_ptr<Pass> make_quant_gptq_pass();    // passes/quant/quant_gptq.cpp
+std::unique_ptr<Pass> make_quant_awq_pass();     // passes/quant/quant_awq.cpp
+std::unique_ptr<Pass> make_quant_mixed_pass();   // passes/quant/quant_mixed.cpp
 std::unique_ptr<Pass> make_share_kmeans_pass();  // passes/share/share_kmeans.cpp
 
 namespace {

@@ -59,8 +59,8 @@ TEST_CASE("Palette decodes to codebook[group][index] for every width and granula
         INFO("bits " << bits << " group_rows " << group_rows << " shape " << s.rows << "x" << s.cols);
         std::vector<uint8_t> index;
         std::vector<float> codebooks;
-        const Tensor t = tensor_of(random_palette(bits, group_rows, s.rows, s.cols, seed++, index, codebooks), s.rows,
-                                   s.cols);
+        const Tensor t =
+            tensor_of(random_palette(bits, group_rows, s.rows, s.cols, seed++, index, codebooks), s.rows, s.cols);
         REQUIRE(validate_encoding(*t.encoding, t.shape).ok());
         const auto& p = std::get<PaletteEncoding>(t.encoding->node);
         const int64_t k = int64_t{1} << bits;
@@ -163,7 +163,8 @@ TEST_CASE("Palette validation rejects impossible trees", "[palette]") {
   p.indices = p.indices.slice(0, p.indices.size() - 1);
   check_bad(p, "indices");
   p = good;
-  p.outliers = std::make_shared<const Encoding>(Encoding{DenseEncoding{DType::kF32, Bytes::from_vector(std::vector<float>(60))}});
+  p.outliers = std::make_shared<const Encoding>(
+      Encoding{DenseEncoding{DType::kF32, Bytes::from_vector(std::vector<float>(60))}});
   check_bad(p, "sparse node");
   // A bitmask pattern, Quant values, a wrong logical shape: refused.
   std::vector<uint8_t> keep(60, 0);

@@ -20,8 +20,7 @@ namespace {
 
 using ByteVec = std::vector<unsigned char>;
 
-PaletteEncoding random_palette(int bits, int64_t group_rows, int64_t rows, int64_t cols, bool outliers,
-                               uint32_t seed) {
+PaletteEncoding random_palette(int bits, int64_t group_rows, int64_t rows, int64_t cols, bool outliers, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   const int64_t k = palette_entries(bits);
@@ -132,9 +131,10 @@ ByteVec build_hostile(const HostilePalette& s) {
     if (s.outliers == O::kDense) {
       outliers = fb::CreateEncoding(fbb, fb::Node::DenseNode, fb::CreateDenseNode(fbb, fb::DType::F16, 4).Union());
     } else if (s.outliers != O::kNone) {
-      auto values = s.outliers == O::kQuantValues
-                        ? fb::CreateEncoding(fbb, fb::Node::QuantNode, fb::CreateQuantNode(fbb, 8).Union())
-                        : fb::CreateEncoding(fbb, fb::Node::DenseNode, fb::CreateDenseNode(fbb, fb::DType::F16, 4).Union());
+      auto values =
+          s.outliers == O::kQuantValues
+              ? fb::CreateEncoding(fbb, fb::Node::QuantNode, fb::CreateQuantNode(fbb, 8).Union())
+              : fb::CreateEncoding(fbb, fb::Node::DenseNode, fb::CreateDenseNode(fbb, fb::DType::F16, 4).Union());
       auto node = fb::CreateSparseNode(fbb, fb::SparsePattern::Csr, 0, 0, s.outlier_nnz, s.outlier_nnz, 3, 2, values);
       outliers = fb::CreateEncoding(fbb, fb::Node::SparseNode, node.Union());
     }
@@ -144,8 +144,8 @@ ByteVec build_hostile(const HostilePalette& s) {
     std::vector<flatbuffers::Offset<fb::TensorEntry>> entries = {fb::CreateTensorEntryDirect(fbb, "t", &shape, enc)};
     std::vector<flatbuffers::Offset<fb::Section>> secs;
     for (size_t i = 0; i < payloads.size(); ++i)
-      secs.push_back(fb::CreateSection(fbb, offsets[i], payloads[i].size(), payloads[i].size(),
-                                       fb::Compression::None, XXH64(payloads[i].data(), payloads[i].size(), 0)));
+      secs.push_back(fb::CreateSection(fbb, offsets[i], payloads[i].size(), payloads[i].size(), fb::Compression::None,
+                                       XXH64(payloads[i].data(), payloads[i].size(), 0)));
     auto header = fb::CreateHeader(fbb, config, 0, fbb.CreateVector(entries), fbb.CreateVector(secs));
     fb::FinishHeaderBuffer(fbb, header);
     return ByteVec(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
@@ -253,7 +253,8 @@ TEST_CASE("llmc reader refuses hostile Palette nodes", "[palette][llmc]") {
 TEST_CASE("llmc reader survives damaged Palette headers", "[palette][llmc]") {
   Model m;
   m.config.family = ModelFamily::kLlama;
-  REQUIRE(m.add(Tensor{"p", Shape{{6, 20}}, std::make_shared<const Encoding>(Encoding{random_palette(3, 2, 6, 20, true, 9)})})
+  REQUIRE(m.add(Tensor{"p", Shape{{6, 20}},
+                       std::make_shared<const Encoding>(Encoding{random_palette(3, 2, 6, 20, true, 9)})})
               .ok());
   test::TempDir tmp;
   REQUIRE(write_llmc(m, tmp.path("m.llmc"), {}).ok());

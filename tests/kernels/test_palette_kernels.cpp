@@ -76,7 +76,8 @@ double magnitude(const Tensor& w, int64_t r, const float* x) {
   palette_codebook_f32(p, palette_codebook_of_row(p, r), codebook.data());
   const uint8_t* row = p.indices.data() + r * palette_row_stride(p.bits, cols);
   double b = 0;
-  for (int64_t c = 0; c < cols; ++c) b += std::fabs(static_cast<double>(codebook[palette_index_at(row, p.bits, c)]) * x[c]);
+  for (int64_t c = 0; c < cols; ++c)
+    b += std::fabs(static_cast<double>(codebook[palette_index_at(row, p.bits, c)]) * x[c]);
   if (p.outliers) {
     const auto& s = std::get<SparseEncoding>(p.outliers->node);
     const PaletteOutlierRange range = palette_outlier_range(s, w.rows(), cols, r, r + 1);

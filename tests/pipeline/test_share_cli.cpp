@@ -44,7 +44,7 @@ void require_refused(const llmc::test::TempDir& dir, const std::string& args, in
 
 }  // namespace
 
-TEST_CASE("share: weighted 3-bit with outliers, inspect, GGUF export", "[cli][share]") {
+TEST_CASE("share: weighted 3-bit with outliers, inspect, GGUF export", "[cli][share][palette]") {
   const Stories s = stories();
   const std::string calib = llmc::test::fixture("text/tinyshakespeare.txt");
   if (!s.ok() || calib.empty()) return;
@@ -104,7 +104,7 @@ TEST_CASE("share: weighted 3-bit with outliers, inspect, GGUF export", "[cli][sh
   CHECK(g->get("blk.0.attn_q.weight").to_f32() == f->model.get("blk.0.attn_q.weight").to_f32());
 }
 
-TEST_CASE("share: bad options give clear errors and no output", "[cli][share]") {
+TEST_CASE("share: bad options give clear errors and no output", "[cli][share][palette]") {
   const Stories s = stories();
   if (!s.ok()) return;
   llmc::test::TempDir dir;
@@ -121,7 +121,7 @@ TEST_CASE("share: bad options give clear errors and no output", "[cli][share]") 
 }
 
 TEST_CASE("share: same input, options and seed give byte-identical files on 1 and 2 threads",
-          "[cli][share][determinism]") {
+          "[cli][share][palette][determinism]") {
   const Stories s = stories();
   if (!s.ok()) return;
   llmc::test::TempDir dir;

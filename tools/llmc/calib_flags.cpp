@@ -18,7 +18,8 @@ Result<std::optional<CalibOptions>> calib_from_flags(const CalibFlags& flags, ui
   const bool any = !flags.file.empty() || flags.self > 0 || flags.samples > 0 || flags.ctx > 0;
   if (!flags.file.empty() && flags.self > 0) return bad("--calib and --calib-self exclude each other");
   if (!any) return std::optional<CalibOptions>();
-  if (flags.file.empty() && flags.self == 0) return bad("--calib-samples/--calib-ctx need --calib FILE or --calib-self N");
+  if (flags.file.empty() && flags.self == 0)
+    return bad("--calib-samples/--calib-ctx need --calib FILE or --calib-self N");
   CalibOptions c;
   c.file = flags.file;
   c.self_samples = flags.self;

@@ -40,8 +40,8 @@ class ShareKmeansPass final : public Pass {
   PassNeeds needs() const override { return {.calibration = weighted_ || gptq_}; }
   void visit(OptionVisitor& v) override {
     v.option("bits", bits_, "index bits 1..8: every codebook has exactly 2^bits f16 entries");
-    v.option("granularity", granularity_, "one codebook per tensor, per row, or per group of N rows (tensor | row | rows:N)",
-             {});
+    v.option("granularity", granularity_,
+             "one codebook per tensor, per row, or per group of N rows (tensor | row | rows:N)", {});
     v.option("weighted", weighted_,
              "weight k-means by each weight's sensitivity: its input's calibration statistic E[x_c^2] (the "
              "diagonal of the layer's output-error Hessian; needs calibration)");
@@ -49,8 +49,9 @@ class ShareKmeansPass final : public Pass {
              "fraction of each codebook group's largest-|w| weights kept in a sparse f16 side part (dense-and-sparse), "
              "in [0, 1)");
     v.option("gptq", gptq_,
-             "assign indices column by column with GPTQ error compensation, layer by layer (needs calibration; "
-             "embeddings and Sparse tensors get their nearest entries)");
+             "assign indices column by column with GPTQ error compensation, then refit the codebooks to the "
+             "Hessian-weighted error, layer by layer (needs calibration; embeddings and Sparse tensors get their "
+             "nearest entries)");
     v.option("iterations", iterations_, "Lloyd iterations at most per codebook");
     v.option("inits", inits_, "k-means++ seedings per codebook; the one with the lowest weighted error is kept");
   }
@@ -175,9 +176,7 @@ class ShareKmeansPass final : public Pass {
     std::vector<float> col_weight;
     if (auto it = stats.find(name); weighted_ && it != stats.end() && it->second && it->second->cols == cols) {
       const double tokens = static_cast<double>(std::max<int64_t>(it->second->tokens, 1));
-      const double pw = getenv("PW") ? atof(getenv("PW")) : 1.0, fl = getenv("FL") ? atof(getenv("FL")) : 0.0;
-      double mean = 0; for (double s : it->second->sq_sum) mean += s / tokens; mean /= std::max<size_t>(1, it->second->sq_sum.size());
-      for (double s : it->second->sq_sum) col_weight.push_back(static_cast<float>(std::pow(s / tokens + fl * mean, pw)));
+      for (double s : it->second->sq_sum) col_weight.push_back(static_cast<float>(s / tokens));
     }
     const uint64_t seed = ctx.seed ^ name_hash(name);
     const auto* sparse = std::get_if<SparseEncoding>(&t.encoding->node);

@@ -193,8 +193,8 @@ uint64_t mix_seed(uint64_t seed, uint64_t salt) { return SplitMix64(seed ^ (salt
 int resolve_threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_max_threads()); }
 
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr int64_t kGptqRowTile = 16;    // rows per parallel tile (fixed: results do not depend on threads)
-constexpr int64_t kGptqBlock = 128;     // columns per lazy-batch update
+constexpr int64_t kGptqRowTile = 16;  // rows per parallel tile (fixed: results do not depend on threads)
+constexpr int64_t kGptqBlock = 128;   // columns per lazy-batch update
 
 // GPTQ's column sweep (Frantar et al. 2022) with the codebooks as the grid: column by column every
 // weight goes to its nearest codebook entry and the error, scaled by the inverse Hessian's upper
@@ -202,8 +202,9 @@ constexpr int64_t kGptqBlock = 128;     // columns per lazy-batch update
 // kGptqBlock columns). An outlier keeps its current value exactly (its f16 residual absorbs the
 // difference). Fills index[e] and, at outliers, residual[e].
 void gptq_assign(std::span<const float> w, int64_t rows, int64_t cols, const GptqHessian& h,
-                 const std::vector<float>& codebooks, int64_t k, int64_t group_rows, const std::vector<uint8_t>& outlier,
-                 int threads, std::vector<uint8_t>& index, std::vector<float>& residual) {
+                 const std::vector<float>& codebooks, int64_t k, int64_t group_rows,
+                 const std::vector<uint8_t>& outlier, int threads, std::vector<uint8_t>& index,
+                 std::vector<float>& residual) {
   Eigen::Map<const RowMatrix> u(h.hinv_u.data(), cols, cols);
   const int64_t tiles = (rows + kGptqRowTile - 1) / kGptqRowTile;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(resolve_threads(threads))
@@ -233,8 +234,7 @@ void gptq_assign(std::span<const float> w, int64_t rows, int64_t cols, const Gpt
           for (int64_t c = j + 1; c < i2; ++c) wt(r, c) -= e_scaled * u(j, c);
         }
       }
-      if (i2 < cols)
-        wt.rightCols(cols - i2).noalias() -= err.leftCols(i2 - i1) * u.block(i1, i2, i2 - i1, cols - i2);
+      if (i2 < cols) wt.rightCols(cols - i2).noalias() -= err.leftCols(i2 - i1) * u.block(i1, i2, i2 - i1, cols - i2);
     }
   }
 }
@@ -390,11 +390,12 @@ Result<PaletteFit> fit_palette(std::span<const float> w_in, int64_t rows, int64_
   LLMC_CHECK(static_cast<int64_t>(w_in.size()) == numel && (columns.empty() || columns.size() == w_in.size()));
   for (int64_t e = 0; e < numel; ++e)
     if (!std::isfinite(w_in[e]))
-      return make_error(ErrorCode::kInvalidArgument, "weight at row ", e / cols, ", column ", e % cols, " is ",
-                        w_in[e], ": cannot be clustered");
+      return make_error(ErrorCode::kInvalidArgument, "weight at row ", e / cols, ", column ", e % cols, " is ", w_in[e],
+                        ": cannot be clustered");
   if (hessian && !columns.empty())
-    return make_error(ErrorCode::kInvalidArgument, "GPTQ error compensation does not apply to the values of a "
-                                                   "Sparse tensor");
+    return make_error(ErrorCode::kInvalidArgument,
+                      "GPTQ error compensation does not apply to the values of a "
+                      "Sparse tensor");
   std::span<const float> w = w_in;
   std::vector<float> zeroed;
   if (hessian) {  // as GPTQ: inputs that never fire get zero weights (their error cannot matter)
@@ -474,14 +475,15 @@ Result<PaletteFit> fit_palette(std::span<const float> w_in, int64_t rows, int64_
     }
   }
   for (int64_t g = 0; g < groups; ++g)
-    if (bad[g]) return make_error(ErrorCode::kInvalidArgument, "an outlier of codebook group ", g, " exceeds f16 range");
+    if (bad[g])
+      return make_error(ErrorCode::kInvalidArgument, "an outlier of codebook group ", g, " exceeds f16 range");
 
   std::vector<uint64_t> positions;
   std::vector<float> values;
   if (hessian) {
     std::vector<float> residual(static_cast<size_t>(numel));
     gptq_assign(w, rows, cols, *hessian, codebooks, k, group_rows, outlier_flag, threads, index, residual);
-    if (getenv("REFIT")) refit_codebooks(w, rows, cols, *hessian, codebooks, k, group_rows, outlier_flag, index, residual, threads);
+    refit_codebooks(w, rows, cols, *hessian, codebooks, k, group_rows, outlier_flag, index, residual, threads);
     for (int64_t e = 0; e < numel; ++e)
       if (outlier_flag[e]) {
         if (!std::isfinite(residual[e]))

@@ -36,11 +36,11 @@ uint32_t nearest_centroid(std::span<const float> centroids, float v);
 
 // What fit_palette builds.
 struct PaletteSpec {
-  int bits = 4;                // index bits 1..8: codebooks of 2^bits entries
-  int64_t group_rows = 0;      // rows per codebook (0 = whole tensor, 1 = per row)
-  double outliers = 0;         // fraction of each codebook group's weights kept in the sparse part, [0, 1)
-  int64_t iterations = 100;    // Lloyd iterations at most
-  int64_t inits = 4;           // k-means++ seedings per codebook
+  int bits = 4;              // index bits 1..8: codebooks of 2^bits entries
+  int64_t group_rows = 0;    // rows per codebook (0 = whole tensor, 1 = per row)
+  double outliers = 0;       // fraction of each codebook group's weights kept in the sparse part, [0, 1)
+  int64_t iterations = 100;  // Lloyd iterations at most
+  int64_t inits = 4;         // k-means++ seedings per codebook
 };
 // kInvalidArgument for impossible values (bits 0 or 9, negative group_rows, outliers outside [0, 1), ...).
 Result<void> validate_palette_spec(const PaletteSpec& spec);
@@ -61,11 +61,11 @@ struct PaletteFit {
 // value; the rest is clustered by weighted k-means; every entry gets the index of its nearest
 // centroid — or, with `hessian` (the layer input's GPTQ Hessian, natural column order), the
 // index GPTQ's column sweep gives: nearest to the weight updated by the errors of the columns
-// before it (inputs that never fire get zero weights first). Entry (r, c) stands for input column columns[r * cols + c] (empty: c) of the original
-// weight, whose sensitivity is col_weight[that column] (col_weight empty: uniform); column -1
-// marks padding (of Sparse values), encoded but never clustered nor an outlier. Codebook groups
-// run in parallel on `threads` (0 = all); the result does not depend on the thread count.
-// kInvalidArgument for non-finite weights or outliers in a tensor of >= 2^32 elements.
+// before it (inputs that never fire get zero weights first). Entry (r, c) stands for input column columns[r * cols + c]
+// (empty: c) of the original weight, whose sensitivity is col_weight[that column] (col_weight empty: uniform); column
+// -1 marks padding (of Sparse values), encoded but never clustered nor an outlier. Codebook groups run in parallel on
+// `threads` (0 = all); the result does not depend on the thread count. kInvalidArgument for non-finite weights or
+// outliers in a tensor of >= 2^32 elements.
 Result<PaletteFit> fit_palette(std::span<const float> w, int64_t rows, int64_t cols, std::span<const float> col_weight,
                                std::span<const int32_t> columns, const PaletteSpec& spec, uint64_t seed, int threads,
                                const GptqHessian* hessian = nullptr);
