@@ -337,6 +337,35 @@ TEST_CASE("share.kmeans on stories260K: Palette targets, exact round trip, same 
   REQUIRE(rt.ok());
 }
 
+TEST_CASE("share.kmeans gptq (compensated indices, refit codebooks): same tensors on 1 and 2 threads",
+          "[share][palette]") {
+  const Model base = load_stories();
+  if (base.tensors().empty()) return;
+  CalibOptions c;
+  c.self_samples = 4;
+  c.samples = 4;
+  c.ctx = 64;
+  c.seed = 1;
+  auto calib = CalibrationSet::create(base, c);
+  REQUIRE(calib.ok());
+  const std::map<std::string, std::string> options = {
+      {"bits", "3"}, {"weighted", "true"}, {"gptq", "true"}, {"outliers", "0.01"}, {"granularity", "rows:32"}};
+  Model one = base, two = base;
+  auto r1 = run_pass("share.kmeans", one, options, calib->get(), 1);
+  INFO((r1.ok() ? "" : r1.error().message));
+  REQUIRE(r1.ok());
+  REQUIRE(run_pass("share.kmeans", two, options, calib->get(), 2).ok());
+  test::require_same_tensors(one, two);
+  CHECK(r1->details["blk.0.attn_q.weight"]["gptq"] == true);
+  for (const Tensor& t : one.tensors()) {
+    const auto* p = std::get_if<PaletteEncoding>(&t.encoding->node);
+    if (!p) continue;
+    INFO(t.name);
+    CHECK(p->codebooks.size() == static_cast<size_t>((t.rows() + 31) / 32 * 8 * 2));
+    CHECK(r1->details[t.name]["rel_err"].get<double>() < 0.6);
+  }
+}
+
 TEST_CASE("share.kmeans after pruning keeps the pattern and shares the kept values", "[share][palette][sparse]") {
   Model m = load_stories();
   if (m.tensors().empty()) return;
