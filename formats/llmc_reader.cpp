@@ -279,6 +279,10 @@ class Parser {
       LLMC_ASSIGN_OR_RETURN(Shape shape, read_shape(name, e));
       const fb::Encoding* enc = e->encoding();
       const uint64_t numel = static_cast<uint64_t>(shape.numel());
+      // The verifier accepts a union type whose table is absent; every node below needs its table.
+      if (enc->node_type() != fb::Node::NONE && enc->node() == nullptr)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': encoding node type ", int(enc->node_type()),
+                    " without its table");
       switch (enc->node_type()) {
         case fb::Node::DenseNode: {
           const fb::DenseNode* d = enc->node_as_DenseNode();
@@ -474,6 +478,7 @@ class Parser {
   // Palette of shape [rows, kept_stride]) is checked here as far as the header allows and whole by
   // validate_encoding once its sections are loaded.
   Result<void> check_sparse_node(const char* name, const fb::SparseNode* sp, const Shape& shape) {
+    if (!sp) return fail(ErrorCode::kFormat, "tensor '", name, "': sparse node without its table");
     const int64_t rows = shape.rows(), cols = shape.cols();
     const int64_t kept = sp->kept_stride(), nnz = sp->nnz();
     if (kept < 0 || kept > cols || nnz < 0 || nnz > rows * kept)
@@ -529,6 +534,7 @@ class Parser {
   // Palette node of logical `shape`: every section size follows from the header; the outliers are a
   // csr Sparse node of shape [1, numel] with Dense values (exact sizes checked by validate_encoding).
   Result<void> check_palette_node(const char* name, const fb::PaletteNode* p, const Shape& shape) {
+    if (!p) return fail(ErrorCode::kFormat, "tensor '", name, "': palette node without its table");
     if (p->bits() < 1 || p->bits() > 8)
       return fail(ErrorCode::kFormat, "tensor '", name, "': palette index bits ", int(p->bits()), " outside 1..8");
     if (p->group_rows() < 0)
