@@ -1,7 +1,8 @@
 // Quant kernel speed on a synthetic model: decode and prefill tok/s and the fraction of measured
-// memory bandwidth for every linear weight (and the classifier) stored as random Quant codes.
+// memory bandwidth for every linear weight (and the classifier) stored as random Quant codes (or
+// random Palette indices with one f16 codebook per tensor: formats p8..p2).
 // Prints a Markdown table; asserts nothing. Weights are random (speed does not depend on values).
-// usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary]
+// usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
 #include <time.h>
 
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/palette.h"
 #include "kernels/cpu/kernels.h"
 #include "model/arch.h"
 #include "model/synth.h"
@@ -27,6 +29,7 @@ struct BenchFormat {
   int bits;
   QuantPacking packing;
   bool mins;
+  bool palette = false;  // Palette with `bits`-bit indices instead of Quant codes
 };
 
 // The formats the table can show; --formats picks by name.
@@ -40,6 +43,10 @@ const BenchFormat kBenchFormats[] = {
     {"binary", QuantScheme::kBinary, 1, QuantPacking::kBits, false},
     {"ternary", QuantScheme::kTernary, 2, QuantPacking::kBits, false},
     {"ternary5", QuantScheme::kTernary, 2, QuantPacking::kTrits5, false},
+    {"p8", QuantScheme::kSymmetric, 8, QuantPacking::kBits, false, true},
+    {"p4", QuantScheme::kSymmetric, 4, QuantPacking::kBits, false, true},
+    {"p3", QuantScheme::kSymmetric, 3, QuantPacking::kBits, false, true},
+    {"p2", QuantScheme::kSymmetric, 2, QuantPacking::kBits, false, true},
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -56,8 +63,22 @@ uint8_t next_byte() {
   return static_cast<uint8_t>(g_state >> 56);
 }
 
+// Random indices and one codebook of f16 entries around ±0.01 for the whole tensor.
+Tensor random_palette(const std::string& name, const Shape& shape, int bits) {
+  PaletteEncoding p;
+  p.bits = bits;
+  std::vector<uint8_t> indices(static_cast<size_t>(shape.rows() * palette_row_stride(bits, shape.cols())));
+  for (auto& c : indices) c = next_byte();
+  p.indices = Bytes::owned(std::move(indices));
+  std::vector<uint16_t> codebook(static_cast<size_t>(palette_entries(bits)));
+  for (auto& e : codebook) e = static_cast<uint16_t>(0x2000 | (next_byte() & 0x83));
+  p.codebooks = Bytes::from_vector(codebook);
+  return Tensor{name, shape, std::make_shared<Encoding>(Encoding{p})};
+}
+
 // Random codes (valid for the format) with f16 scales (and mins) around 0.01.
 Tensor random_quant(const std::string& name, const Shape& shape, const BenchFormat& f, int64_t group) {
+  if (f.palette) return random_palette(name, shape, f.bits);
   QuantEncoding q;
   q.bits = f.bits;
   q.scheme = f.scheme;

@@ -117,7 +117,7 @@ PlannedTensor plan_tensor(const Tensor& t, ExportDType want) {
   const std::optional<GgmlType> native = native_quant_type(t);
   if (native && want == ExportDType::kKeep) return PlannedTensor{&t, *native, true};
   if (want == ExportDType::kKeep) {
-    if (!std::holds_alternative<DenseEncoding>(t.encoding->node))  // quant, sparse, low-rank, ...
+    if (!dense_dtype(t))  // Quant, Sparse, LowRank, Palette, ...
       log_info("tensor '", t.name, "' (", describe_encoding(*t.encoding),
                ") has no GGUF block type with the same values: written dequantized as F32");
     const auto dt = dense_dtype(t);

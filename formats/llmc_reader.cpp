@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "core/lowrank.h"
+#include "core/palette.h"
 #include "core/sparse.h"
 #include "formats/file_io.h"
 #include "formats/little_endian.h"
@@ -366,12 +367,17 @@ class Parser {
       tensor_refs_.push_back({name, {}});
       LLMC_ASSIGN_OR_RETURN(Shape shape, read_shape(name, e));
       const fb::Encoding* enc = e->encoding();
+      // The verifier accepts a union type whose table is absent; every node below needs its table.
+      if (enc->node_type() != fb::Node::NONE && enc->node() == nullptr)
+        return fail(ErrorCode::kFormat, "tensor '", name, "': encoding node type ", int(enc->node_type()),
+                    " without its table");
       switch (enc->node_type()) {
         case fb::Node::DenseNode: LLMC_TRY(check_dense_node(name, "", enc->node_as_DenseNode(), shape)); break;
         case fb::Node::QuantNode: LLMC_TRY(check_quant_node(name, "", enc->node_as_QuantNode(), shape)); break;
         case fb::Node::SparseNode: LLMC_TRY(check_sparse_node(name, enc->node_as_SparseNode(), shape)); break;
         case fb::Node::LowRankNode: LLMC_TRY(check_lowrank_node(name, enc->node_as_LowRankNode(), shape)); break;
         case fb::Node::TuckerNode: LLMC_TRY(check_tucker_node(name, enc->node_as_TuckerNode(), shape)); break;
+        case fb::Node::PaletteNode: LLMC_TRY(check_palette_node(name, enc->node_as_PaletteNode(), shape)); break;
         case fb::Node::NONE: return fail(ErrorCode::kFormat, "tensor '", name, "': encoding has no node");
         default:
           return fail(ErrorCode::kUnsupported, "tensor '", name, "': encoding node type ", int(enc->node_type()),
@@ -453,6 +459,14 @@ class Parser {
       te.core = build_encoding(t->core());
       for (const fb::Encoding* f : *t->factors()) te.factors.push_back(build_encoding(f));
       encoding->node = std::move(te);
+    } else if (const fb::PaletteNode* p = enc->node_as_PaletteNode()) {
+      PaletteEncoding pe;
+      pe.bits = p->bits();
+      pe.group_rows = p->group_rows();
+      pe.codebooks = sections_[p->codebooks()].bytes;
+      pe.indices = sections_[p->indices()].bytes;
+      if (p->outliers()) pe.outliers = build_encoding(p->outliers());
+      encoding->node = std::move(pe);
     } else {
       const fb::QuantNode* q = enc->node_as_QuantNode();
       QuantEncoding qe;
@@ -502,10 +516,11 @@ class Parser {
     return {};
   }
 
-  // Sparse node: its own sections' sizes follow from the header; the values node (Dense or Quant
-  // of shape [rows, kept_stride]) is checked here as far as the header allows and whole by
+  // Sparse node: its own sections' sizes follow from the header; the values node (Dense, Quant or
+  // Palette of shape [rows, kept_stride]) is checked here as far as the header allows and whole by
   // validate_encoding once its sections are loaded.
   Result<void> check_sparse_node(const char* name, const fb::SparseNode* sp, const Shape& shape) {
+    if (!sp) return fail(ErrorCode::kFormat, "tensor '", name, "': sparse node without its table");
     const int64_t rows = shape.rows(), cols = shape.cols();
     const int64_t kept = sp->kept_stride(), nnz = sp->nnz();
     if (kept < 0 || kept > cols || nnz < 0 || nnz > rows * kept)
@@ -553,7 +568,31 @@ class Parser {
       if (q->min_meta() != -1) LLMC_TRY(reference_section(name, "sparse quant min_meta", q->min_meta(), max_codes * 8));
       return {};
     }
-    return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense or quant node");
+    if (const fb::PaletteNode* p = values->node_as_PaletteNode())
+      return check_palette_node(name, p, Shape{{rows, kept}});
+    return fail(ErrorCode::kFormat, "tensor '", name, "': sparse values must be a dense, quant or palette node");
+  }
+
+  // Palette node of logical `shape`: every section size follows from the header; the outliers are a
+  // csr Sparse node of shape [1, numel] with Dense values (exact sizes checked by validate_encoding).
+  Result<void> check_palette_node(const char* name, const fb::PaletteNode* p, const Shape& shape) {
+    if (!p) return fail(ErrorCode::kFormat, "tensor '", name, "': palette node without its table");
+    if (p->bits() < 1 || p->bits() > 8)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': palette index bits ", int(p->bits()), " outside 1..8");
+    if (p->group_rows() < 0)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': negative palette group_rows ", p->group_rows());
+    const uint64_t rows = static_cast<uint64_t>(shape.rows());
+    const uint64_t codebooks = static_cast<uint64_t>(palette_codebook_count(p->group_rows(), shape.rows()));
+    LLMC_TRY(expect_section(name, "palette codebooks", p->codebooks(),
+                            codebooks * static_cast<uint64_t>(palette_entries(p->bits())) * 2));
+    LLMC_TRY(expect_section(name, "palette indices", p->indices(),
+                            rows * static_cast<uint64_t>(palette_row_stride(p->bits(), shape.cols()))));
+    const fb::Encoding* outliers = p->outliers();
+    if (!outliers) return {};
+    const fb::SparseNode* sp = outliers->node_as_SparseNode();
+    if (!sp || !sp->values() || !sp->values()->node_as_DenseNode())
+      return fail(ErrorCode::kFormat, "tensor '", name, "': palette outliers must be a sparse node with dense values");
+    return check_sparse_node(name, sp, palette_outlier_shape(shape));
   }
 
   Result<void> build_tensors(Model& model) {

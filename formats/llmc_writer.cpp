@@ -68,13 +68,13 @@ SectionHint numbers(DType dtype) { return numbers(dtype_bytes(dtype)); }
 
 // Section indices of one tensor's encoding tree.
 struct NodeRefs {
-  uint32_t data = 0;                       // dense data, quant codes, or sparse index
-  uint32_t scales = 0;                     // quant only
+  uint32_t data = 0;                       // dense data, quant codes, sparse index or palette indices
+  uint32_t scales = 0;                     // quant scales or palette codebooks
   int32_t mins = -1;                       // quant with mins only
   int32_t scale_meta = -1;                 // quant u8 scales only
   int32_t min_meta = -1;                   // quant u8 scales with mins only
   int32_t row_ptr = -1;                    // sparse csr only
-  std::shared_ptr<const NodeRefs> values;  // sparse only: the nested values' sections
+  std::shared_ptr<const NodeRefs> values;  // sparse: the nested values' sections; palette: the outliers'
   std::vector<NodeRefs> parts{};           // lowrank (u, v), tucker (core, factors): decomposition_parts order
 };
 
@@ -121,6 +121,13 @@ NodeRefs add_sections(const Encoding& enc, const Shape& shape, SectionTable& tab
         r.parts.push_back(add_sections(*p.encoding, p.shape, table));
       return r;
     }
+    NodeRefs operator()(const PaletteEncoding& p) const {
+      NodeRefs r{table.add(p.indices, code_rows(p.bits, shape.cols())), table.add(p.codebooks, numbers(DType::kF16)),
+                 -1};
+      if (p.outliers)
+        r.values = std::make_shared<const NodeRefs>(add_sections(*p.outliers, palette_outlier_shape(shape), table));
+      return r;
+    }
   } visitor{table, shape, enc};
   return std::visit(visitor, enc.node);
 }
@@ -160,6 +167,13 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
       for (size_t k = 0; k < t.factors.size(); ++k) factors.push_back(build_encoding(fbb, *t.factors[k], refs.parts[k + 1]));
       auto node = fb::CreateTuckerNodeDirect(fbb, &t.dims, t.row_modes, &t.ranks, core, &factors);
       return fb::CreateEncoding(fbb, fb::Node::TuckerNode, node.Union());
+    }
+    flatbuffers::Offset<fb::Encoding> operator()(const PaletteEncoding& p) const {
+      flatbuffers::Offset<fb::Encoding> outliers;
+      if (p.outliers) outliers = build_encoding(fbb, *p.outliers, *refs.values);
+      auto node =
+          fb::CreatePaletteNode(fbb, static_cast<uint8_t>(p.bits), p.group_rows, refs.scales, refs.data, outliers);
+      return fb::CreateEncoding(fbb, fb::Node::PaletteNode, node.Union());
     }
   } visitor{fbb, refs};
   return std::visit(visitor, enc.node);

@@ -40,6 +40,9 @@ void matmul_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // Scalar reference of Quant weights straight from the packed codes: quant_value per element,
 // double accumulation (independent of the encoding's row decoder).
 void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
+// Scalar reference of Palette weights straight from the indices: codebook entry per element plus
+// the outliers, double accumulation (independent of the encoding's row decoder).
+void matmul_palette_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // True when the dispatch table has a fast kernel for this encoding (others use the generic
 // decode-a-row-block kernel).
 bool has_fast_linear(const Tensor& w);

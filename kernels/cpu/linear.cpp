@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/lowrank_linear.h"
+#include "kernels/cpu/palette_linear.h"
 #include "kernels/cpu/quant_linear.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/sparse_linear.h"
@@ -30,6 +31,8 @@ constexpr size_t kLowRankKind = 3;
 static_assert(std::is_same_v<std::variant_alternative_t<kLowRankKind, decltype(Encoding::node)>, LowRankEncoding>);
 constexpr size_t kTuckerKind = 4;
 static_assert(std::is_same_v<std::variant_alternative_t<kTuckerKind, decltype(Encoding::node)>, TuckerEncoding>);
+constexpr size_t kPaletteKind = 5;
+static_assert(std::is_same_v<std::variant_alternative_t<kPaletteKind, decltype(Encoding::node)>, PaletteEncoding>);
 
 // Computes Y[t_begin:t_end, r_begin:r_end] for one weight (see simd::MatmulRowsFn for layouts);
 // aux is the per-call scratch its row's `prepare` filled (null when the row has none).
@@ -87,6 +90,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kSparseKind, std::nullopt, "sparse (fused pattern + dot)", sparse_rows, sparse_aux_floats, sparse_prepare},
     {kLowRankKind, std::nullopt, "low-rank (V x, then U ·)", nullptr, nullptr, nullptr, lowrank_linear},
     {kTuckerKind, std::nullopt, "tucker (mode products, core)", nullptr, nullptr, nullptr, tucker_linear},
+    {kPaletteKind, std::nullopt, "palette lookup", palette_rows},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/lowrank.h"
+#include "core/palette.h"
 #include "core/sparse.h"
 
 namespace llmc {
@@ -202,6 +203,11 @@ void decode_node(const TuckerEncoding& t, const Shape& shape, int64_t r0, int64_
   decode_tucker_rows(t, shape, r0, r1, out);
 }
 
+Result<void> validate_node(const PaletteEncoding& p, const Shape& shape) { return validate_palette(p, shape); }
+void decode_node(const PaletteEncoding& p, const Shape& shape, int64_t r0, int64_t r1, float* out) {
+  decode_palette_rows(p, shape, r0, r1, out);
+}
+
 }  // namespace
 
 float quant_group_scale(const QuantEncoding& q, int64_t g) { return group_entry(q, q.scales, q.scale_meta, g); }
@@ -230,6 +236,7 @@ size_t encoded_bytes(const Encoding& enc) {
     size_t operator()(const SparseEncoding& s) const { return sparse_pattern_bytes(s) + sparse_values_bytes(s); }
     size_t operator()(const LowRankEncoding& lr) const { return lowrank_bytes(lr); }
     size_t operator()(const TuckerEncoding& t) const { return tucker_bytes(t); }
+    size_t operator()(const PaletteEncoding& p) const { return palette_bytes(p); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -249,6 +256,7 @@ std::string describe_encoding(const Encoding& enc) {
     std::string operator()(const SparseEncoding& s) const { return describe_sparse(s); }
     std::string operator()(const LowRankEncoding& lr) const { return describe_lowrank(lr); }
     std::string operator()(const TuckerEncoding& t) const { return describe_tucker(t); }
+    std::string operator()(const PaletteEncoding& p) const { return describe_palette(p); }
   } visitor;
   return std::visit(visitor, enc.node);
 }
@@ -260,6 +268,7 @@ const char* encoding_kind_name(const Encoding& enc) {
     const char* operator()(const SparseEncoding&) const { return "sparse"; }
     const char* operator()(const LowRankEncoding&) const { return "lowrank"; }
     const char* operator()(const TuckerEncoding&) const { return "tucker"; }
+    const char* operator()(const PaletteEncoding&) const { return "palette"; }
   } visitor;
   return std::visit(visitor, enc.node);
 }

@@ -84,8 +84,8 @@ using EncodingPtr = std::shared_ptr<const Encoding>;
 enum class SparsePattern : uint8_t { kBitmask = 0, kCsr = 1, kNM = 2 };
 
 // Sparse{pattern, values}: a [rows, cols] tensor of which only the kept entries are stored. The
-// kept values are the nested encoding `values` of logical shape [rows, kept_stride] (Dense or
-// Quant, never Sparse): row r's k-th kept entry in column order is values[r, k]. Keeping rows of
+// kept values are the nested encoding `values` of logical shape [rows, kept_stride] (Dense,
+// Quant or Palette, never Sparse): row r's k-th kept entry in column order is values[r, k]. Keeping rows of
 // values lets kernels and Quant groups work row by row; slots past a row's kept count are padding
 // (only bitmask/CSR rows with fewer than kept_stride entries have them; counted in the bytes).
 //   bitmask: index = mask [rows, ceil(cols / 8)] bytes, bit (c % 8) of byte c / 8 set = column c
@@ -134,9 +134,29 @@ struct TuckerEncoding {
   std::vector<EncodingPtr> factors;  // K entries
 };
 
-// One node of the tree. New encodings (Palette, ...) are appended to the variant.
+// Palette{bits, group_rows, codebooks, indices[, outliers]} (weight sharing): every value is an entry
+// of a codebook of exactly 2^bits (bits 1..8) f16 values, chosen by a bits-bit index; core/palette.h
+// has the helpers.
+//   codebooks: one per group of `group_rows` consecutive rows (0 = one for the whole tensor, 1 = one
+//              per row; the last group may be shorter): [codebook count, 2^bits] f16.
+//   indices:   [rows, ceil(cols * bits / 8)] bytes, LSB-first like Quant codes, each row on a byte
+//              boundary.
+//   outliers:  optional dense-and-sparse part (SqueezeLLM): a Sparse node of logical shape
+//              [1, rows * cols] (the tensor flattened row-major), csr pattern, Dense float values,
+//              ADDED to the codebook values: value(r, c) = codebook[r's group][index(r, c)] +
+//              outliers[0, r * cols + c]. Flattened so that few, unevenly spread outliers cost no
+//              padding (a [rows, cols] Sparse pads every row to the fullest one).
+struct PaletteEncoding {
+  int bits = 4;
+  int64_t group_rows = 0;
+  Bytes codebooks;
+  Bytes indices;
+  EncodingPtr outliers;  // null when absent
+};
+
+// One node of the tree. New encodings (...) are appended to the variant.
 struct Encoding {
-  std::variant<DenseEncoding, QuantEncoding, SparseEncoding, LowRankEncoding, TuckerEncoding> node;
+  std::variant<DenseEncoding, QuantEncoding, SparseEncoding, LowRankEncoding, TuckerEncoding, PaletteEncoding> node;
 };
 
 // Number of groups in one row of `cols` columns.

@@ -7,9 +7,10 @@
 namespace llmc {
 
 // Factories, one per pass file.
-std::unique_ptr<Pass> make_quant_gptq_pass();   // passes/quant/quant_gptq.cpp
-std::unique_ptr<Pass> make_quant_awq_pass();    // passes/quant/quant_awq.cpp
-std::unique_ptr<Pass> make_quant_mixed_pass();  // passes/quant/quant_mixed.cpp
+std::unique_ptr<Pass> make_quant_gptq_pass();    // passes/quant/quant_gptq.cpp
+std::unique_ptr<Pass> make_quant_awq_pass();     // passes/quant/quant_awq.cpp
+std::unique_ptr<Pass> make_quant_mixed_pass();   // passes/quant/quant_mixed.cpp
+std::unique_ptr<Pass> make_share_kmeans_pass();  // passes/share/share_kmeans.cpp
 
 namespace {
 
@@ -38,6 +39,9 @@ const PassInfo kPasses[] = {
      make_lowrank_svd_pass},
     {"lowrank.tucker", "Tucker decomposition of the embedding/output (vocabulary folded) and per-head attention weights",
      make_lowrank_tucker_pass},
+    {"share.kmeans",
+     "weight sharing: (weighted) k-means codebooks of 2^bits entries per tensor/rows/row, optional sparse outliers",
+     make_share_kmeans_pass},
 };
 
 }  // namespace

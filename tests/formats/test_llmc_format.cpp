@@ -355,6 +355,8 @@ TEST_CASE("llmc raw sections load zero-copy and 64-byte aligned", "[llmc]") {
             return n.codes;
           else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, SparseEncoding>)
             return n.index;
+          else if constexpr (std::is_same_v<std::decay_t<decltype(n)>, PaletteEncoding>)
+            return n.indices;
           else
             return std::get<DenseEncoding>(decomposition_parts(*t.encoding, t.shape)[0].encoding->node).data;
         },

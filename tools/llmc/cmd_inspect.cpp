@@ -8,6 +8,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "core/lowrank.h"
+#include "core/palette.h"
 #include "core/sparse.h"
 #include "formats/file_io.h"
 #include "model/describe.h"
@@ -94,6 +95,13 @@ void print_storage(const Model& m, const StorageSummary& s, bool show_tensors) {
                 percent(c.stored_bytes, c.raw_bytes).c_str());
 }
 
+// Palette details of a tensor (directly, or as the values of a Sparse one); null when none.
+const PaletteEncoding* palette_of(const Encoding& e) {
+  if (const auto* p = std::get_if<PaletteEncoding>(&e.node)) return p;
+  if (const auto* s = std::get_if<SparseEncoding>(&e.node)) return std::get_if<PaletteEncoding>(&s->values->node);
+  return nullptr;
+}
+
 void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {  // NOLINT(readability-function-size)
   const auto& c = m.config;
   std::printf("file: %s (%s, %llu bytes)\n", j["file"].get<std::string>().c_str(),
@@ -136,6 +144,19 @@ void print_human(const Model& m, const nlohmann::json& j, bool show_tensors) {  
                 t["pattern"].get<std::string>().c_str(), 100.0 * t["sparsity"].get<double>(),
                 (unsigned long long)t["pattern_bytes"].get<uint64_t>(),
                 (unsigned long long)t["values_bytes"].get<uint64_t>());
+  }
+  header = false;
+  for (const auto& t : j["tensors"]) {
+    if (!t.contains("palette_bits")) continue;
+    if (!header)
+      std::printf("\n%-28s %4s %-10s %14s %14s %9s %14s\n", "palette tensor", "bits", "codebooks", "codebook bytes",
+                  "index bytes", "outliers", "outlier bytes");
+    header = true;
+    std::printf("%-28s %4d %-10s %14llu %14llu %9lld %14llu\n", t["name"].get<std::string>().c_str(),
+                t["palette_bits"].get<int>(), t["granularity"].get<std::string>().c_str(),
+                (unsigned long long)t["codebook_bytes"].get<uint64_t>(),
+                (unsigned long long)t["index_bytes"].get<uint64_t>(), (long long)t["outliers"].get<int64_t>(),
+                (unsigned long long)t["outlier_bytes"].get<uint64_t>());
   }
   const auto& s = j["size"];
   std::printf("\ntotals: %lld tensors, %lld parameters, %llu encoded bytes\n", (long long)s["tensors"].get<int64_t>(),
@@ -186,6 +207,14 @@ int run_inspect(const InspectArgs& a) {
                             {"shape", p.shape.dims},
                             {"encoding", describe_encoding(*p.encoding)},
                             {"bytes", encoded_bytes(*p.encoding)}});
+    if (const PaletteEncoding* p = palette_of(*t.encoding)) {
+      e["palette_bits"] = p->bits;
+      e["granularity"] = palette_granularity_name(*p);
+      e["codebook_bytes"] = palette_codebook_bytes(*p);
+      e["index_bytes"] = p->indices.size();
+      e["outliers"] = palette_outlier_count(*p);
+      e["outlier_bytes"] = palette_outlier_bytes(*p);
+    }
     tensors.push_back(std::move(e));
   }
   j["tensors"] = tensors;

@@ -27,5 +27,6 @@ RunFn setup_detokenize(CLI::App& sub);
 RunFn setup_quantize(CLI::App& sub);
 RunFn setup_compress(CLI::App& sub);
 RunFn setup_lowrank(CLI::App& sub);
+RunFn setup_share(CLI::App& sub);
 
 }  // namespace llmc::cli

@@ -22,6 +22,8 @@ const CommandRow kCommands[] = {
     {"bench", "Prefill/decode speed, load time, peak memory, memory-bandwidth use", setup_bench},
     {"prune", "Prune a model (magnitude, Wanda, SparseGPT; unstructured or N:M) into a .llmc file", setup_prune},
     {"lowrank", "Low-rank / Tucker decomposition of weights (SVD, activation-aware SVD, Tucker)", setup_lowrank},
+    {"share", "Share weights: k-means codebooks of 2^B entries (Palette), optionally weighted, with outliers",
+     setup_share},
 };
 
 }  // namespace
