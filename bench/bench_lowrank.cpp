@@ -118,7 +118,9 @@ int run_quality(const std::string& model_path, std::map<std::string, std::string
   std::filesystem::create_directories(tmp);
   std::vector<std::string> wanted = opt.count("--settings") ? split(opt["--settings"]) : std::vector<std::string>();
 
-  std::printf("| setting | bpw | file MB | mean KLD | PPL ratio | top-1 %% | time s |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "| setting | bpw | file MB | mean KLD | PPL ratio | top-1 %% | time s |\n| --- | --- | --- | --- | --- | --- | "
+      "--- |\n");
   for (const Setting& s : settings()) {
     if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), s.name) == wanted.end()) continue;
     Recipe recipe;
@@ -175,8 +177,9 @@ Model random_lowrank(const Model& base, double ratio) {
     std::vector<float> u(static_cast<size_t>(rows * rank)), v(static_cast<size_t>(rank * cols));
     for (float& x : u) x = nu(rng);
     for (float& x : v) x = nv(rng);
-    m.replace(Tensor{t.name, t.shape,
-                     std::make_shared<const Encoding>(Encoding{make_lowrank_dense(u, v, rows, rank, cols, DType::kF16)})});
+    m.replace(
+        Tensor{t.name, t.shape,
+               std::make_shared<const Encoding>(Encoding{make_lowrank_dense(u, v, rows, rank, cols, DType::kF16)})});
   }
   return m;
 }
@@ -216,9 +219,9 @@ int run_speed(const std::string& model_path, std::map<std::string, std::string>&
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> opt = {{"--ctx", "256"},         {"--chunks", "20"},   {"--calib-samples", "32"},
-                                            {"--calib-ctx", "256"},    {"--threads", "0"},   {"--ratio", "0.5"},
-                                            {"--prompt", "16"},        {"--gen", "32"},      {"--repeat", "3"}};
+  std::map<std::string, std::string> opt = {{"--ctx", "256"},       {"--chunks", "20"}, {"--calib-samples", "32"},
+                                            {"--calib-ctx", "256"}, {"--threads", "0"}, {"--ratio", "0.5"},
+                                            {"--prompt", "16"},     {"--gen", "32"},    {"--repeat", "3"}};
   std::vector<std::string> positional;
   bool dense = false;
   for (int i = 1; i < argc; ++i) {

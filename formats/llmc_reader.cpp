@@ -268,8 +268,7 @@ class Parser {
   }
 
   // A Dense node of `shape`; `part` prefixes error roles of nested nodes ("low-rank U ").
-  Result<void> check_dense_node(const char* name, const std::string& part, const fb::DenseNode* d,
-                                const Shape& shape) {
+  Result<void> check_dense_node(const char* name, const std::string& part, const fb::DenseNode* d, const Shape& shape) {
     if (!is_float_dtype(d->dtype()))
       return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "dense dtype ", int(d->dtype()),
                   " is not f32/f16/bf16");
@@ -279,51 +278,50 @@ class Parser {
 
   // A Quant node of `shape`: parameters only; section sizes are checked here, combinations by
   // validate_encoding once the sections are loaded (their sizes are already known to be right).
-  Result<void> check_quant_node(const char* name, const std::string& part, const fb::QuantNode* q,
-                                const Shape& shape) {
-      if (q->bits() < 1 || q->bits() > 8)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant bits ", int(q->bits()), " outside 1..8");
-      if (static_cast<int>(q->scheme()) > static_cast<int>(fb::QuantScheme::MAX))
-        return fail(ErrorCode::kUnsupported, "tensor '", name, "': ", part, "quant scheme ", int(q->scheme()),
-                    " unknown (file written by a newer llmc?)");
-      if (static_cast<int>(q->packing()) > static_cast<int>(fb::QuantPacking::MAX))
-        return fail(ErrorCode::kUnsupported, "tensor '", name, "': ", part, "quant packing ", int(q->packing()),
-                    " unknown (file written by a newer llmc?)");
-      const bool u8_scales = q->scale_dtype() == fb::DType::U8;
-      if (!is_float_dtype(q->scale_dtype()) && !u8_scales)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scale dtype ", int(q->scale_dtype()),
-                    " is not f32/f16/bf16/u8");
-      if (q->group_size() < 0)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "negative quant group size ", q->group_size());
-      if (u8_scales ? q->scale_block() <= 0 : q->scale_block() != 0)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scale_block ", q->scale_block(),
-                    u8_scales ? " must be > 0 for u8 scales" : " must be 0 for float scales");
-      QuantEncoding qe;
-      qe.bits = q->bits();
-      qe.group_size = q->group_size();
-      qe.packing = static_cast<QuantPacking>(q->packing());
-      const uint64_t rows = static_cast<uint64_t>(shape.rows()), cols = static_cast<uint64_t>(shape.cols());
-      const uint64_t groups = rows * static_cast<uint64_t>(quant_groups_per_row(qe, static_cast<int64_t>(cols)));
-      const uint64_t scale_bytes = groups * dtype_bytes(static_cast<DType>(q->scale_dtype()));
-      LLMC_TRY(expect_section(name, part + "codes", q->codes(), rows * quant_row_stride(qe, static_cast<int64_t>(cols))));
-      LLMC_TRY(expect_section(name, part + "scales", q->scales(), scale_bytes));
-      if (q->scheme() == fb::QuantScheme::Asymmetric || (q->scheme() == fb::QuantScheme::Binary && q->mins() != -1))
-        LLMC_TRY(expect_section(name, part + "mins", q->mins(), scale_bytes));
-      else if (q->mins() != -1)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scheme ", int(q->scheme()),
-                    " with a mins section");
-      const uint64_t meta_bytes = u8_scales ? (groups + static_cast<uint64_t>(q->scale_block()) - 1) /
-                                                  static_cast<uint64_t>(q->scale_block()) * 8
-                                            : 0;
-      if (u8_scales)
-        LLMC_TRY(expect_section(name, part + "scale_meta", q->scale_meta(), meta_bytes));
-      else if (q->scale_meta() != -1)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "scale_meta section without u8 scales");
-      if (u8_scales && q->mins() != -1)
-        LLMC_TRY(expect_section(name, part + "min_meta", q->min_meta(), meta_bytes));
-      else if (q->min_meta() != -1)
-        return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "min_meta section without u8 scales and mins");
-      return {};
+  Result<void> check_quant_node(const char* name, const std::string& part, const fb::QuantNode* q, const Shape& shape) {
+    if (q->bits() < 1 || q->bits() > 8)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant bits ", int(q->bits()), " outside 1..8");
+    if (static_cast<int>(q->scheme()) > static_cast<int>(fb::QuantScheme::MAX))
+      return fail(ErrorCode::kUnsupported, "tensor '", name, "': ", part, "quant scheme ", int(q->scheme()),
+                  " unknown (file written by a newer llmc?)");
+    if (static_cast<int>(q->packing()) > static_cast<int>(fb::QuantPacking::MAX))
+      return fail(ErrorCode::kUnsupported, "tensor '", name, "': ", part, "quant packing ", int(q->packing()),
+                  " unknown (file written by a newer llmc?)");
+    const bool u8_scales = q->scale_dtype() == fb::DType::U8;
+    if (!is_float_dtype(q->scale_dtype()) && !u8_scales)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scale dtype ", int(q->scale_dtype()),
+                  " is not f32/f16/bf16/u8");
+    if (q->group_size() < 0)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "negative quant group size ", q->group_size());
+    if (u8_scales ? q->scale_block() <= 0 : q->scale_block() != 0)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scale_block ", q->scale_block(),
+                  u8_scales ? " must be > 0 for u8 scales" : " must be 0 for float scales");
+    QuantEncoding qe;
+    qe.bits = q->bits();
+    qe.group_size = q->group_size();
+    qe.packing = static_cast<QuantPacking>(q->packing());
+    const uint64_t rows = static_cast<uint64_t>(shape.rows()), cols = static_cast<uint64_t>(shape.cols());
+    const uint64_t groups = rows * static_cast<uint64_t>(quant_groups_per_row(qe, static_cast<int64_t>(cols)));
+    const uint64_t scale_bytes = groups * dtype_bytes(static_cast<DType>(q->scale_dtype()));
+    LLMC_TRY(expect_section(name, part + "codes", q->codes(), rows * quant_row_stride(qe, static_cast<int64_t>(cols))));
+    LLMC_TRY(expect_section(name, part + "scales", q->scales(), scale_bytes));
+    if (q->scheme() == fb::QuantScheme::Asymmetric || (q->scheme() == fb::QuantScheme::Binary && q->mins() != -1))
+      LLMC_TRY(expect_section(name, part + "mins", q->mins(), scale_bytes));
+    else if (q->mins() != -1)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "quant scheme ", int(q->scheme()),
+                  " with a mins section");
+    const uint64_t meta_bytes =
+        u8_scales ? (groups + static_cast<uint64_t>(q->scale_block()) - 1) / static_cast<uint64_t>(q->scale_block()) * 8
+                  : 0;
+    if (u8_scales)
+      LLMC_TRY(expect_section(name, part + "scale_meta", q->scale_meta(), meta_bytes));
+    else if (q->scale_meta() != -1)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "scale_meta section without u8 scales");
+    if (u8_scales && q->mins() != -1)
+      LLMC_TRY(expect_section(name, part + "min_meta", q->min_meta(), meta_bytes));
+    else if (q->min_meta() != -1)
+      return fail(ErrorCode::kFormat, "tensor '", name, "': ", part, "min_meta section without u8 scales and mins");
+    return {};
   }
 
   // A part of a decomposition: a Dense or Quant node of exactly `shape`.
@@ -351,8 +349,8 @@ class Parser {
       return fail(ErrorCode::kFormat, "tensor '", name, "': ", v.error().message);
     LLMC_TRY(check_part(name, "tucker core ", t->core(), tucker_core_shape(layout)));
     for (size_t k = 0; k < factors; ++k)
-      LLMC_TRY(check_part(name, str_cat("tucker factor ", k, " "), t->factors()->Get(static_cast<flatbuffers::uoffset_t>(k)),
-                          tucker_factor_shape(layout, k)));
+      LLMC_TRY(check_part(name, str_cat("tucker factor ", k, " "),
+                          t->factors()->Get(static_cast<flatbuffers::uoffset_t>(k)), tucker_factor_shape(layout, k)));
     return {};
   }
 

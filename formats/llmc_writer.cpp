@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "core/lowrank.h"
+#include "core/palette.h"
 #include "core/sparse.h"
 #include "core/version.h"
 #include "formats/file_io.h"
@@ -164,7 +165,8 @@ flatbuffers::Offset<fb::Encoding> build_encoding(flatbuffers::FlatBufferBuilder&
     flatbuffers::Offset<fb::Encoding> operator()(const TuckerEncoding& t) const {
       auto core = build_encoding(fbb, *t.core, refs.parts[0]);
       std::vector<flatbuffers::Offset<fb::Encoding>> factors;
-      for (size_t k = 0; k < t.factors.size(); ++k) factors.push_back(build_encoding(fbb, *t.factors[k], refs.parts[k + 1]));
+      for (size_t k = 0; k < t.factors.size(); ++k)
+        factors.push_back(build_encoding(fbb, *t.factors[k], refs.parts[k + 1]));
       auto node = fb::CreateTuckerNodeDirect(fbb, &t.dims, t.row_modes, &t.ranks, core, &factors);
       return fb::CreateEncoding(fbb, fb::Node::TuckerNode, node.Union());
     }

@@ -84,7 +84,8 @@ int64_t tucker_row_rank(const TuckerEncoding& t) {
   return dims_product(t.ranks, 0, static_cast<size_t>(std::clamp<int64_t>(t.row_modes, 0, t.ranks.size())));
 }
 int64_t tucker_col_rank(const TuckerEncoding& t) {
-  return dims_product(t.ranks, static_cast<size_t>(std::clamp<int64_t>(t.row_modes, 0, t.ranks.size())), t.ranks.size());
+  return dims_product(t.ranks, static_cast<size_t>(std::clamp<int64_t>(t.row_modes, 0, t.ranks.size())),
+                      t.ranks.size());
 }
 
 Shape tucker_factor_shape(const TuckerEncoding& t, size_t k) {
@@ -128,8 +129,8 @@ Encoding with_decomposition_parts(const Encoding& enc, const std::vector<Encodin
   return out;
 }
 
-LowRankEncoding make_lowrank_dense(const std::vector<float>& u, const std::vector<float>& v, int64_t rows,
-                                   int64_t rank, int64_t cols, DType dtype) {
+LowRankEncoding make_lowrank_dense(const std::vector<float>& u, const std::vector<float>& v, int64_t rows, int64_t rank,
+                                   int64_t cols, DType dtype) {
   LowRankEncoding lr;
   lr.rank = rank;
   lr.u = dense_part(u, Shape{{rows, rank}}, dtype);
@@ -145,7 +146,8 @@ TuckerEncoding make_tucker_dense(std::vector<int64_t> dims, int64_t row_modes, s
   t.row_modes = row_modes;
   t.ranks = std::move(ranks);
   t.core = dense_part(core, tucker_core_shape(t), dtype);
-  for (size_t k = 0; k < factors.size(); ++k) t.factors.push_back(dense_part(factors[k], tucker_factor_shape(t, k), dtype));
+  for (size_t k = 0; k < factors.size(); ++k)
+    t.factors.push_back(dense_part(factors[k], tucker_factor_shape(t, k), dtype));
   return t;
 }
 
@@ -202,7 +204,9 @@ std::string describe_tucker_parts(const TuckerEncoding& t) {
 
 }  // namespace
 
-std::string describe_lowrank(const LowRankEncoding& lr) { return str_cat("lowrank r", lr.rank, " ", describe_lowrank_parts(lr)); }
+std::string describe_lowrank(const LowRankEncoding& lr) {
+  return str_cat("lowrank r", lr.rank, " ", describe_lowrank_parts(lr));
+}
 
 std::string describe_decomposition_group(const Encoding& enc) {
   if (const auto* lr = std::get_if<LowRankEncoding>(&enc.node)) return "lowrank " + describe_lowrank_parts(*lr);

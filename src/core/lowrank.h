@@ -44,8 +44,8 @@ Encoding with_decomposition_parts(const Encoding& enc, const std::vector<Encodin
 
 // Builders from f32 values, stored as Dense `dtype` (rounded to nearest even).
 // u: [rows, rank], v: [rank, cols].
-LowRankEncoding make_lowrank_dense(const std::vector<float>& u, const std::vector<float>& v, int64_t rows,
-                                   int64_t rank, int64_t cols, DType dtype);
+LowRankEncoding make_lowrank_dense(const std::vector<float>& u, const std::vector<float>& v, int64_t rows, int64_t rank,
+                                   int64_t cols, DType dtype);
 // core: [row rank, col rank]; factors[k] in the shape tucker_factor_shape gives.
 TuckerEncoding make_tucker_dense(std::vector<int64_t> dims, int64_t row_modes, std::vector<int64_t> ranks,
                                  const std::vector<float>& core, const std::vector<std::vector<float>>& factors,

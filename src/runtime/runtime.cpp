@@ -18,7 +18,7 @@
 namespace llmc {
 namespace {
 
-constexpr int64_t kMaxBatch = 256;          // tokens per prefill chunk (bounds activation memory)
+constexpr int64_t kMaxBatch = 256;  // tokens per prefill chunk (bounds activation memory)
 // Elements of work (values touched or multiply-adds) below which a chunk's per-token steps and
 // batched-decode attention stay on one thread: waking threads costs more than they give.
 constexpr int64_t kMinParallelWork = 1 << 15;
@@ -189,8 +189,8 @@ class BlockForward {
     });
     if (seq_stride > 0) {
       // One sequence per iteration, all its heads on one thread: each output has one writer.
-#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) \
-    if (n * w.n_heads * (pos + 1) * c_.head_dim >= kMinParallelWork)
+#pragma omp parallel for schedule(static) \
+    num_threads(kernels::num_threads()) if (n * w.n_heads * (pos + 1) * c_.head_dim >= kMinParallelWork)
       for (int64_t t = 0; t < n; ++t) {
         thread_local std::vector<float> scratch;
         scratch.resize(static_cast<size_t>(w.n_heads * (pos + 1)));
@@ -266,8 +266,7 @@ class TransformerRuntime final : public Runtime {
   const Tensor* kernel_weight(const Tensor* t);
   // batched: the n tokens are n sequences at position pos (forward_batch); otherwise positions
   // pos..pos+n-1 of sequence 0.
-  void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits,
-                     bool batched = false);
+  void forward_chunk(const int32_t* ids, int64_t n, int64_t pos, float* logits, bool all_logits, bool batched = false);
   // Layer l's cache [sequences, max_context, kv_dim(l)] starts at cache_offset_[l].
   int64_t seq_stride(int64_t layer) const { return max_context_ * c_.kv_heads(layer) * c_.head_dim; }
   float* k_cache(int64_t layer) { return k_cache_.get() + cache_offset_[layer]; }

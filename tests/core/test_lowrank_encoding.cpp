@@ -89,9 +89,9 @@ TEST_CASE("LowRank decodes to U·V for any row range; parts, bytes, description"
 
 TEST_CASE("Tucker decodes to the defining sum, row by row and by slices", "[lowrank-enc]") {
   const TuckerCase cases[] = {
-      {{6, 8, 5}, 2, {3, 4, 5}},     // vocabulary fold [v1, v2 | dim]
+      {{6, 8, 5}, 2, {3, 4, 5}},        // vocabulary fold [v1, v2 | dim]
       {{4, 6, 3, 4}, 2, {2, 3, 3, 2}},  // [v1, v2 | d1, d2]
-      {{7, 3, 4}, 1, {4, 2, 3}},     // attn_output [dim | heads, head_dim]
+      {{7, 3, 4}, 1, {4, 2, 3}},        // attn_output [dim | heads, head_dim]
       {{2, 3, 2, 5}, 3, {2, 2, 1, 3}},  // three row modes
   };
   uint32_t seed = 10;
@@ -129,12 +129,12 @@ TEST_CASE("Tucker decodes to the defining sum, row by row and by slices", "[lowr
         CHECK(std::fabs(one[c] - want) <= tol);
       }
     }
-    CHECK(encoded_bytes(enc) ==
-          static_cast<size_t>(4 * (core_size + [&] {
-                                int64_t s = 0;
-                                for (size_t k = 0; k < tc.dims.size(); ++k) s += tc.dims[k] * tc.ranks[k];
-                                return s;
-                              }())));
+    CHECK(encoded_bytes(enc) == static_cast<size_t>(4 * (core_size + [&] {
+                                                      int64_t s = 0;
+                                                      for (size_t k = 0; k < tc.dims.size(); ++k)
+                                                        s += tc.dims[k] * tc.ranks[k];
+                                                      return s;
+                                                    }())));
   }
 }
 
@@ -168,8 +168,7 @@ TEST_CASE("LowRank/Tucker validation refuses impossible trees", "[lowrank-enc]")
     t.row_modes = row_modes;
     t.ranks = ranks;
     if (check_tucker_layout(dims, row_modes, ranks, dims.size(), shape).ok()) {
-      t.core = make_dense("", tucker_core_shape(t), std::vector<float>(tucker_core_shape(t).numel(), 1.0f),
-                          DType::kF32)
+      t.core = make_dense("", tucker_core_shape(t), std::vector<float>(tucker_core_shape(t).numel(), 1.0f), DType::kF32)
                    .encoding;
       for (size_t k = 0; k < dims.size(); ++k)
         t.factors.push_back(make_dense("", tucker_factor_shape(t, k),

@@ -597,7 +597,7 @@ TEST_CASE("llmc write golden entropy files", "[.llmc-golden-entropy-write]") {
 
 // ---- the CLI
 
-TEST_CASE("--entropy on convert, quantize and prune: smaller files, identical tensors", "[entropy][cli]") {
+TEST_CASE("CLI --entropy on convert, quantize and prune: smaller files, identical tensors", "[entropy][cli]") {
   const std::string bin = test::fixture("models/stories260K/stories260K.bin");
   const std::string tok = test::fixture("models/stories260K/tok512.bin");
   if (bin.empty() || tok.empty()) return;
@@ -729,7 +729,7 @@ TEST_CASE("llmc entropy on quantized stories260K: every coding loads the same we
   }
 }
 
-TEST_CASE("--entropy usage errors leave no output", "[entropy][cli]") {
+TEST_CASE("CLI --entropy usage errors leave no output", "[entropy][cli]") {
   const std::string bin = test::fixture("models/stories260K/stories260K.bin");
   const std::string tok = test::fixture("models/stories260K/tok512.bin");
   if (bin.empty() || tok.empty()) return;

@@ -58,16 +58,16 @@ Model decomposed_model() {
       Encoding{make_tucker_dense({12, 16, 24}, 2, {4, 5, 6}, normal_values(4 * 5 * 6, 7),
                                  {normal_values(12 * 4, 8), normal_values(16 * 5, 9), normal_values(6 * 24, 10)},
                                  DType::kF32)});
-  TuckerEncoding t = make_tucker_dense({20, 4, 6}, 1, {5, 3, 4}, normal_values(5 * 12, 11),
-                                       {normal_values(20 * 5, 12), normal_values(3 * 4, 13), normal_values(4 * 6, 14)},
-                                       DType::kF16);
+  TuckerEncoding t =
+      make_tucker_dense({20, 4, 6}, 1, {5, 3, 4}, normal_values(5 * 12, 11),
+                        {normal_values(20 * 5, 12), normal_values(3 * 4, 13), normal_values(4 * 6, 14)}, DType::kF16);
   t.core = quant_part(5, 12, 15);
   add("tucker.heads", Shape{{20, 24}}, Encoding{t});
   add("tucker.4way", Shape{{6 * 8, 4 * 5}},
-      Encoding{make_tucker_dense({6, 8, 4, 5}, 2, {3, 4, 2, 3}, normal_values(3 * 4 * 2 * 3, 16),
-                                 {normal_values(6 * 3, 17), normal_values(8 * 4, 18), normal_values(2 * 4, 19),
-                                  normal_values(3 * 5, 20)},
-                                 DType::kBF16)});
+      Encoding{make_tucker_dense(
+          {6, 8, 4, 5}, 2, {3, 4, 2, 3}, normal_values(3 * 4 * 2 * 3, 16),
+          {normal_values(6 * 3, 17), normal_values(8 * 4, 18), normal_values(2 * 4, 19), normal_values(3 * 5, 20)},
+          DType::kBF16)});
   return m;
 }
 
@@ -100,7 +100,8 @@ ByteVec build_file(const std::vector<int64_t>& shape, const std::vector<ByteVec>
     offsets.clear();
     for (const ByteVec& s : sections) {
       offsets.push_back(at);
-      secs.push_back(fb::CreateSection(fbb, at, s.size(), s.size(), fb::Compression::None, XXH64(s.data(), s.size(), 0)));
+      secs.push_back(
+          fb::CreateSection(fbb, at, s.size(), s.size(), fb::Compression::None, XXH64(s.data(), s.size(), 0)));
       at = (at + s.size() + 63) / 64 * 64;
     }
     auto header = fb::CreateHeader(fbb, config, 0, fbb.CreateVector(entries), fbb.CreateVector(secs));

@@ -51,7 +51,8 @@ Tensor tucker_tensor(std::vector<int64_t> dims, int64_t row_modes, std::vector<i
   t.row_modes = row_modes;
   t.ranks = std::move(ranks);
   t.core = part(tucker_core_shape(t), dtype, quant, seed);
-  for (size_t k = 0; k < t.dims.size(); ++k) t.factors.push_back(part(tucker_factor_shape(t, k), dtype, quant, seed + 1 + k));
+  for (size_t k = 0; k < t.dims.size(); ++k)
+    t.factors.push_back(part(tucker_factor_shape(t, k), dtype, quant, seed + 1 + k));
   const Shape shape{{dims_product(t.dims, 0, t.row_modes), dims_product(t.dims, t.row_modes, t.dims.size())}};
   Tensor out{"w", shape, std::make_shared<const Encoding>(Encoding{t})};
   REQUIRE(validate_encoding(*out.encoding, out.shape).ok());
@@ -131,9 +132,7 @@ TEST_CASE("LowRank kernels match _ref on every target, part dtype and Quant part
   for (int64_t target : targets) {
     kernels::force_simd_target(target);
     INFO("SIMD target " << kernels::simd_target_name(target));
-    const struct {
-      int64_t rows, rank, cols;
-    } kShapes[] = {{19, 1, 37}, {64, 7, 172}, {172, 33, 64}, {5, 5, 300}};
+    const struct { int64_t rows, rank, cols; } kShapes[] = {{19, 1, 37}, {64, 7, 172}, {172, 33, 64}, {5, 5, 300}};
     for (const auto& s : kShapes)
       for (DType dt : {DType::kF32, DType::kF16, DType::kBF16})
         for (bool quant : {false, true}) {

@@ -155,7 +155,8 @@ TEST_CASE("SVD: singular values equal Eigen's Jacobi SVD; truncation error is th
     const auto w = normal_values(rows * cols, 3);
     auto s = weight_spectrum(w, rows, cols, SpectrumOptions{});
     REQUIRE(s.ok());
-    const RowMatrix a = Eigen::Map<const Eigen::Matrix<float, -1, -1, Eigen::RowMajor>>(w.data(), rows, cols).cast<double>();
+    const RowMatrix a =
+        Eigen::Map<const Eigen::Matrix<float, -1, -1, Eigen::RowMajor>>(w.data(), rows, cols).cast<double>();
     const Eigen::JacobiSVD<Eigen::MatrixXd> jacobi(a);
     REQUIRE(s->sigma.size() == static_cast<size_t>(std::min(rows, cols)));
     for (size_t i = 0; i < s->sigma.size(); ++i) CHECK(s->sigma[i] == Approx(jacobi.singularValues()(i)).epsilon(1e-9));
@@ -231,18 +232,20 @@ TEST_CASE("Tucker: an exactly low-rank tensor is recovered; HOOI never worsens H
   const std::vector<int64_t> dims = {8, 9, 10}, ranks = {3, 4, 5};
   const auto g = normal_values(3 * 4 * 5, 1), a = normal_values(8 * 3, 2), b = normal_values(9 * 4, 3),
              c = normal_values(10 * 5, 4);
-  Encoding truth{make_tucker_dense(dims, 1, ranks, g, {a, [&] {
-                                                         std::vector<float> bt(4 * 9);
-                                                         for (int i = 0; i < 9; ++i)
-                                                           for (int k = 0; k < 4; ++k) bt[k * 9 + i] = b[i * 4 + k];
-                                                         return bt;
-                                                       }(),
-                                                         [&] {
-                                                           std::vector<float> ct(5 * 10);
-                                                           for (int i = 0; i < 10; ++i)
-                                                             for (int k = 0; k < 5; ++k) ct[k * 10 + i] = c[i * 5 + k];
-                                                           return ct;
-                                                         }()},
+  Encoding truth{make_tucker_dense(dims, 1, ranks, g,
+                                   {a,
+                                    [&] {
+                                      std::vector<float> bt(4 * 9);
+                                      for (int i = 0; i < 9; ++i)
+                                        for (int k = 0; k < 4; ++k) bt[k * 9 + i] = b[i * 4 + k];
+                                      return bt;
+                                    }(),
+                                    [&] {
+                                      std::vector<float> ct(5 * 10);
+                                      for (int i = 0; i < 10; ++i)
+                                        for (int k = 0; k < 5; ++k) ct[k * 10 + i] = c[i * 5 + k];
+                                      return ct;
+                                    }()},
                                    DType::kF32)};
   const Shape shape{{8, 90}};
   REQUIRE(validate_encoding(truth, shape).ok());
@@ -340,7 +343,8 @@ TEST_CASE("lowrank passes refuse bad options with clear errors", "[lowrank]") {
   auto no_calib = run_configured("lowrank.svd", {{"rank_ratio", "0.5"}, {"method", "asvd"}}, m2, nullptr, 1, kFfn);
   REQUIRE_FALSE(no_calib.ok());
   CHECK_THAT(no_calib.error().message, Catch::Contains("calibration"));
-  auto no_view = run_configured("lowrank.tucker", {{"rank_ratio", "0.5"}}, m2, nullptr, 1, {"blk\\.0\\.ffn_up\\.weight"});
+  auto no_view =
+      run_configured("lowrank.tucker", {{"rank_ratio", "0.5"}}, m2, nullptr, 1, {"blk\\.0\\.ffn_up\\.weight"});
   REQUIRE_FALSE(no_view.ok());
   CHECK_THAT(no_view.error().message, Catch::Contains("no higher-order view"));
 }
@@ -475,12 +479,10 @@ TEST_CASE("lowrank.tucker: vocabulary and per-head folds run and read rows from 
   CHECK(t->dims == std::vector<int64_t>{16, 32, 64});
   CHECK(t->row_modes == 2);
   CHECK(r->details["token_embd.weight"]["params"].get<double>() <= 0.5);
-  CHECK(std::get<TuckerEncoding>(m.get("blk.0.attn_q.weight").encoding->node).dims ==
-        std::vector<int64_t>{8, 8, 64});
+  CHECK(std::get<TuckerEncoding>(m.get("blk.0.attn_q.weight").encoding->node).dims == std::vector<int64_t>{8, 8, 64});
   CHECK(std::get<TuckerEncoding>(m.get("blk.0.attn_output.weight").encoding->node).dims ==
         std::vector<int64_t>{64, 8, 8});
-  CHECK(std::get<TuckerEncoding>(m.get("blk.0.attn_k.weight").encoding->node).dims ==
-        std::vector<int64_t>{4, 8, 64});
+  CHECK(std::get<TuckerEncoding>(m.get("blk.0.attn_k.weight").encoding->node).dims == std::vector<int64_t>{4, 8, 64});
   // The reported error is the decoded tensor's.
   const auto before = s.model.get("token_embd.weight").to_f32(), after = emb.to_f32();
   double num = 0, den = 0;

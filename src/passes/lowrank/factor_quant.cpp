@@ -27,9 +27,9 @@ PartInput projected_input(const std::vector<float>& v_hat, int64_t rank, int64_t
   PartInput z;
   z.tokens = x.tokens;
   if (x.xtx.empty()) return z;
-  const RowMatrix v = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
-                          v_hat.data(), rank, cols)
-                          .cast<double>();
+  const RowMatrix v =
+      Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(v_hat.data(), rank, cols)
+          .cast<double>();
   const RowMatrix h = v * Eigen::Map<const RowMatrix>(x.xtx.data(), cols, cols) * v.transpose();
   z.xtx.assign(h.data(), h.data() + rank * rank);
   z.sq_sum.resize(static_cast<size_t>(rank));

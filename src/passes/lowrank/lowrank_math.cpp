@@ -50,9 +50,9 @@ Result<WeightSpectrum> weight_spectrum(std::span<const float> w, int64_t rows, i
   WeightSpectrum s;
   s.rows = rows;
   s.cols = cols;
-  RowMatrix a = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(w.data(), rows,
-                                                                                                       cols)
-                    .cast<double>();
+  RowMatrix a =
+      Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(w.data(), rows, cols)
+          .cast<double>();
   const bool whiten = !options.xtx.empty();
   Matrix lower;  // S
   if (whiten) {
@@ -148,8 +148,8 @@ int64_t rank_for_energy(const std::vector<double>& sigma, double energy) {
 }
 
 int64_t rank_for_ratio(int64_t rows, int64_t cols, double ratio) {
-  const double r = std::floor(ratio * static_cast<double>(rows) * static_cast<double>(cols) /
-                              static_cast<double>(rows + cols));
+  const double r =
+      std::floor(ratio * static_cast<double>(rows) * static_cast<double>(cols) / static_cast<double>(rows + cols));
   return std::max<int64_t>(1, static_cast<int64_t>(r));
 }
 
@@ -172,8 +172,8 @@ Result<std::vector<int64_t>> allocate_ranks(const std::vector<BudgetItem>& items
     for (double s : it.sigma) total += s * s;
     const int64_t top = std::min<int64_t>(max_useful_rank(it.rows, it.cols), static_cast<int64_t>(it.sigma.size()));
     for (int64_t i = 1; i < top; ++i)
-      candidates.push_back({total > 0 ? it.sigma[i] * it.sigma[i] / total / static_cast<double>(it.rows + it.cols) : 0,
-                            t, i});
+      candidates.push_back(
+          {total > 0 ? it.sigma[i] * it.sigma[i] / total / static_cast<double>(it.rows + it.cols) : 0, t, i});
   }
   const double budget = fraction * full;
   if (used > budget)

@@ -21,17 +21,19 @@ void RankOptions::visit(OptionVisitor& v, bool all) {
     v.option("target_params", target_params,
              "Keep this fraction of all targets' parameters together, ranks allocated across tensors by "
              "singular-value energy, in (0, 1); 0 = not used");
-  v.option("factor_dtype", factor_dtype, "Dtype of the factors: keep (the weight's float dtype, f16 if quantized), f32, "
-           "f16 or bf16", kFactorDtypes);
+  v.option("factor_dtype", factor_dtype,
+           "Dtype of the factors: keep (the weight's float dtype, f16 if quantized), f32, "
+           "f16 or bf16",
+           kFactorDtypes);
 }
 
 Result<void> RankOptions::validate(std::string_view pass, bool all) const {
   auto bad = [&](auto&&... parts) { return make_error(ErrorCode::kInvalidArgument, pass, ": ", parts...); };
   const int given = (all && rank != 0) + (rank_ratio != 0) + (energy != 0) + (all && target_params != 0);
   if (given != 1)
-    return bad(all ? "give exactly one of rank, rank_ratio, energy, target_params"
-                   : "give exactly one of rank_ratio, energy",
-               given == 0 ? "" : " (several were given)");
+    return bad(
+        all ? "give exactly one of rank, rank_ratio, energy, target_params" : "give exactly one of rank_ratio, energy",
+        given == 0 ? "" : " (several were given)");
   if (rank < 0) return bad("rank ", rank, " must be >= 1");
   if (rank_ratio != 0 && !(rank_ratio > 0 && rank_ratio < 1)) return bad("rank_ratio ", rank_ratio, " outside (0, 1)");
   if (energy != 0 && !(energy > 0 && energy <= 1)) return bad("energy ", energy, " outside (0, 1]");

@@ -39,8 +39,10 @@ class LowRankSvdPass final : public Pass {
   std::string_view name() const override { return kPassName; }
   PassNeeds needs() const override { return {.calibration = method_ == "asvd"}; }
   void visit(OptionVisitor& v) override {
-    v.option("method", method_, "svd: minimise the weight error; asvd: whiten by the calibration input covariance "
-             "and minimise the output error (needs calibration)", kMethods);
+    v.option("method", method_,
+             "svd: minimise the weight error; asvd: whiten by the calibration input covariance "
+             "and minimise the output error (needs calibration)",
+             kMethods);
     ranks_.visit(v, true);
     v.option("damp", damp_, "asvd: fraction of mean(diag XᵀX) added to the covariance's diagonal");
   }
@@ -142,9 +144,8 @@ class LowRankSvdPass final : public Pass {
     }
     if (head) {
       LLMC_ASSIGN_OR_RETURN(const LayerStats stats, seq->collect_head(request));
-      LLMC_ASSIGN_OR_RETURN(auto jobs, layer_jobs(stats, [&](const std::string& n) {
-                              return tensor_role(n) == TensorRole::kOutput;
-                            }));
+      LLMC_ASSIGN_OR_RETURN(
+          auto jobs, layer_jobs(stats, [&](const std::string& n) { return tensor_role(n) == TensorRole::kOutput; }));
       LLMC_TRY(decompose(model, jobs, details));
     }
     return {};
@@ -208,7 +209,8 @@ class LowRankSvdPass final : public Pass {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads_)
     for (int64_t i = 0; i < n; ++i) outcomes[i] = decompose_one(model.get(jobs[i].name), jobs[i]);
     for (size_t i = 0; i < jobs.size(); ++i) {
-      if (!outcomes[i].ok()) return with_context(outcomes[i].error(), str_cat(kPassName, ": tensor '", jobs[i].name, "'"));
+      if (!outcomes[i].ok())
+        return with_context(outcomes[i].error(), str_cat(kPassName, ": tensor '", jobs[i].name, "'"));
       Outcome& o = *outcomes[i];
       const Tensor& t = model.get(jobs[i].name);
       if (o.encoding) model.replace(Tensor{t.name, t.shape, std::move(o.encoding)});

@@ -39,7 +39,8 @@ Result<Fold> fold_for(const Model& model, const Tensor& t, int64_t ways) {
   const TensorRole role = tensor_role(t.name);
   if (role == TensorRole::kEmbedding || role == TensorRole::kOutput) {
     const auto v = split_in_two(t.rows());
-    if (!v) return make_error(ErrorCode::kInvalidArgument, "vocabulary size ", t.rows(), " has no split into two factors");
+    if (!v)
+      return make_error(ErrorCode::kInvalidArgument, "vocabulary size ", t.rows(), " has no split into two factors");
     Fold f{{v->first, v->second, t.cols()}, 2};
     if (ways == 4) {
       const auto d = split_in_two(t.cols());
@@ -124,8 +125,9 @@ class LowRankTuckerPass final : public Pass {
                      nlohmann::json& details) const {
     const std::vector<float> w = t.to_f32();
     const auto spectra = mode_energies(w, fold.dims);
-    const std::vector<int64_t> ranks = ranks_.energy > 0 ? tucker_ranks_for_energy(spectra, ranks_.energy)
-                                                         : tucker_ranks_for_ratio(spectra, fold.dims, ranks_.rank_ratio);
+    const std::vector<int64_t> ranks = ranks_.energy > 0
+                                           ? tucker_ranks_for_energy(spectra, ranks_.energy)
+                                           : tucker_ranks_for_ratio(spectra, fold.dims, ranks_.rank_ratio);
     const TuckerResult r = tucker_decompose(w, fold.dims, ranks, iterations_);
     // Row modes keep U_k [n_k, r_k]; column modes store B_k = U_kᵀ [r_k, n_k].
     std::vector<std::vector<float>> factors;

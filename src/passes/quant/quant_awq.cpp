@@ -9,8 +9,8 @@
 #include <chrono>
 #include <cmath>
 
-#include "core/lowrank.h"
 #include "core/log.h"
+#include "core/lowrank.h"
 #include "model/arch.h"
 #include "passes/quant/quant_gptq.h"
 
@@ -223,8 +223,9 @@ Result<nlohmann::json> quantize_model_awq(Model& model, PassContext& ctx, const 
   // AWQ folds channel scales into neighbouring weights as dense tensors: it would expand decompositions.
   for (const Tensor& t : model.tensors())
     if (is_decomposition(*t.encoding))
-      return make_error(ErrorCode::kInvalidArgument, "quant.awq: '", t.name, "' is a ", encoding_kind_name(*t.encoding),
-                        " decomposition, which AWQ's scale folding would expand; quantize with quant.rtn or quant.gptq");
+      return make_error(
+          ErrorCode::kInvalidArgument, "quant.awq: '", t.name, "' is a ", encoding_kind_name(*t.encoding),
+          " decomposition, which AWQ's scale folding would expand; quantize with quant.rtn or quant.gptq");
   const int threads = ctx.threads;
   SequentialQuantPlan plan;
   plan.task = "quant.awq";

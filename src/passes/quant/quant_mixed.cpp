@@ -408,7 +408,8 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
     if (!ctx.selector.has_targets() && !is_default_weight_target(model, t.name)) continue;
     if (!ctx.selector.selects(t.name)) continue;
     if (is_decomposition(*t.encoding))
-      return make_error(ErrorCode::kInvalidArgument, "quant.mixed: '", t.name, "' is a ", encoding_kind_name(*t.encoding),
+      return make_error(ErrorCode::kInvalidArgument, "quant.mixed: '", t.name, "' is a ",
+                        encoding_kind_name(*t.encoding),
                         " decomposition; its parts are quantized by quant.rtn or quant.gptq");
     TensorPlan p;
     p.name = t.name;

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "core/lowrank.h"
-#include "passes/lowrank/factor_quant.h"
 #include "formats/file_io.h"
+#include "passes/lowrank/factor_quant.h"
 #include "passes/quant/quant_methods.h"
 #include "passes/quant/quant_passes.h"
 #include "pipeline/calibration.h"
@@ -43,7 +43,7 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
     const std::optional<QuantSpec> spec = spec_for(name);
     if (!spec) continue;
     LLMC_TRY(validate_quant_spec(*spec));
-    const Tensor t = model.get(name);  // a copy: keeps the source encoding alive after replace()
+    const Tensor t = model.get(name);     // a copy: keeps the source encoding alive after replace()
     if (is_decomposition(*t.encoding)) {  // LowRank/Tucker: quantize the parts, keep the tree
       const auto it = stats.find(name);
       const PartQuantizer rtn = [&](std::span<const float> w, int64_t rows, int64_t cols, const PartInput& in,
