@@ -69,8 +69,8 @@ void nm_row_masks(const SparseEncoding& s, int64_t cols, int64_t r0, int64_t r1,
   const int64_t stride = sparse_mask_stride(cols), index_stride = sparse_nm_index_stride(s.n, s.m, cols);
   const int bits = sparse_nm_index_bits(s.m), field = window_field_bits(s.n, s.m);
   const uint8_t* table = field > 0 && field <= kMaxFieldBits ? nm_window_table(s.n, s.m) : nullptr;
-  const int64_t windows = table != nullptr ? cols / 8 : 0;  // windows mapped through the table
-  masks.assign(static_cast<size_t>((r1 - r0) * stride), 0);
+  const int64_t windows = table != nullptr ? cols / 8 : 0;       // windows mapped through the table
+  masks.assign(static_cast<size_t>((r1 - r0) * stride + 8), 0);  // + the kernels' pattern over-read
   thread_local std::vector<uint8_t> padded;
   padded.assign(static_cast<size_t>(index_stride + 2), 0);
   uint8_t* const idx = padded.data();
@@ -202,28 +202,32 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
   const RowValues v = row_values(s, rows, r0, r1, dequantized);
   a.value_type = v.type;
   a.value_stride = v.stride;
-  // Rows before the tensor's last are followed by more rows: the kernel's over-reads stay inside
-  // the buffers. The tensor's last row runs from padded copies.
-  const bool pad_last = r1 == rows;
-  const int64_t direct = pad_last ? r1 - r0 - 1 : r1 - r0;
+  // A row may run in place when the rows after it, up to the tensor's end, hold at least the
+  // kernel's over-read (kValueSlack values, kIndexSlack pattern bytes); the tensor's last rows
+  // (one, or more when rows are narrower than the over-read) run one by one from padded copies.
+  const int64_t tail = std::max({int64_t{1}, (kValueSlack + s.kept_stride - 1) / std::max<int64_t>(1, s.kept_stride),
+                                 (kIndexSlack + a.index_stride - 1) / std::max<int64_t>(1, a.index_stride)});
+  const int64_t direct = std::clamp<int64_t>(rows - tail - r0, 0, r1 - r0);
   a.index = index;
   a.values = v.data;
   a.rows = direct;
   a.y = y + t_begin * rows + r0;
   if (direct > 0) simd::sparse_pattern_rows(a);
-  if (!pad_last) return;
   thread_local std::vector<uint8_t> index_copy, values_copy;
   const size_t esz = value_bytes(v.type);
-  index_copy.assign(static_cast<size_t>(a.index_stride + kIndexSlack), 0);
-  std::memcpy(index_copy.data(), index + direct * a.index_stride, static_cast<size_t>(a.index_stride));
-  values_copy.assign(static_cast<size_t>(s.kept_stride + kValueSlack) * esz, 0);
-  std::memcpy(values_copy.data(), v.data + static_cast<size_t>(direct * v.stride) * esz,
-              static_cast<size_t>(s.kept_stride) * esz);
-  a.index = index_copy.data();
-  a.values = values_copy.data();
-  a.rows = 1;
-  a.y += direct;
-  simd::sparse_pattern_rows(a);
+  float* const y0 = y + t_begin * rows + r0;
+  for (int64_t r = direct; r < r1 - r0; ++r) {
+    index_copy.assign(static_cast<size_t>(a.index_stride + kIndexSlack), 0);
+    std::memcpy(index_copy.data(), index + r * a.index_stride, static_cast<size_t>(a.index_stride));
+    values_copy.assign(static_cast<size_t>(s.kept_stride + kValueSlack) * esz, 0);
+    std::memcpy(values_copy.data(), v.data + static_cast<size_t>(r * v.stride) * esz,
+                static_cast<size_t>(s.kept_stride) * esz);
+    a.index = index_copy.data();
+    a.values = values_copy.data();
+    a.rows = 1;
+    a.y = y0 + r;
+    simd::sparse_pattern_rows(a);
+  }
 }
 
 // Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the

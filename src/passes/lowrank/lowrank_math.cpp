@@ -107,7 +107,7 @@ Result<WeightSpectrum> weight_spectrum(std::span<const float> w, int64_t rows, i
     else
       product.col(i).setZero();
   }
-  if (whiten) q = lower.transpose().triangularView<Eigen::Upper>().solve(q);  // S⁻ᵀ q_i
+  if (whiten && kept > 0) q = lower.transpose().triangularView<Eigen::Upper>().solve(q);  // S⁻ᵀ q_i
   s.kept = kept;
   s.left.resize(static_cast<size_t>(rows * kept));
   s.right.resize(static_cast<size_t>(kept * cols));
