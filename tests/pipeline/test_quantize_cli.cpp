@@ -8,6 +8,7 @@
 
 #include "formats/llmc.h"
 #include "formats/model_io.h"
+#include "pipeline/cli_test_util.h"
 #include "test_util.h"
 
 using namespace llmc;
@@ -15,21 +16,9 @@ using llmc::test::run_cli;
 
 namespace {
 
-struct Stories {
-  std::string bin, tok;
-  bool ok() const { return !bin.empty() && !tok.empty(); }
-  std::string in() const { return bin + " --tokenizer " + tok; }
-};
-Stories stories() {
-  return {llmc::test::fixture("models/stories260K/stories260K.bin"),
-          llmc::test::fixture("models/stories260K/tok512.bin")};
-}
-
-size_t files_in(const llmc::test::TempDir& dir) {
-  size_t n = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir.dir())) n += e.is_regular_file();
-  return n;
-}
+using Stories = llmc::test::StoriesCli;
+using llmc::test::files_in;
+Stories stories() { return llmc::test::stories_cli(); }
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
