@@ -40,20 +40,22 @@ void matmul_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // Scalar reference of Quant weights straight from the packed codes: quant_value per element,
 // double accumulation (independent of the encoding's row decoder).
 void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
-// True when the Quant kernels quantize this weight's activations to int8 per block of 32 columns
-// (kernels/cpu/quant_i8.h): Quant weights of at most int8_activation_max_bits() bits (binary and
-// ternary count as 1 and 2) whose group size is the whole row or a multiple of 8. Others keep f32
-// activations. False for other encodings.
+// How Quant kernels take their activations (docs/runtime.md, "Quant kernels: int8 activations").
+enum class QuantActivations : uint8_t {
+  kF32 = 0,     // f32 activations times codes unpacked to f32 (every weight)
+  kInt8x2 = 1,  // default: two int8 parts per activation, x ≈ dx · (hi + lo / 256) per block of 32,
+                // exact integer dot products; the activation error is ~1/256 of plain int8's
+  kInt8 = 2,    // one int8 per activation: faster, adds int8 rounding error (~0.0013 mean KLD on
+                // stories260K, more after AWQ scaling)
+};
+// Sets the mode for every later call; not thread-safe against kernels running concurrently.
+void set_quant_activations(QuantActivations mode);
+QuantActivations quant_activations();
+// True when this weight runs on int8 activations now: a Quant weight whose group size is the whole
+// row or a multiple of 8 (kernels/cpu/quant_i8.h), with a mode other than kF32.
 bool quant_int8_activations(const Tensor& w);
-// The bit limit of that choice. Default 6: on stories260K int8 activations add ~0.0013 mean KLD
-// at every width, 2.4x the error of 8-bit weights themselves but < 10 % of 6-bit's (docs/runtime.md).
-// 0 keeps every weight on f32 activations, 8 puts all on int8; negative restores the default.
-// For tests and benchmarks; not thread-safe against kernels running concurrently.
-constexpr int kDefaultInt8ActivationMaxBits = 6;
-void set_int8_activation_max_bits(int bits);
-int int8_activation_max_bits();
-// Scalar model of that int8 path: the same activation quantizer and exact integer block dot
-// products, scaled and summed in double. Requires quant_int8_activations(w).
+// Scalar model of that int8 path (for the current mode): the same activation quantizer and exact
+// integer block dot products, scaled and summed in double. Requires quant_int8_activations(w).
 void matmul_quant_i8_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // True when the dispatch table has a fast kernel for this encoding (others use the generic
 // decode-a-row-block kernel).

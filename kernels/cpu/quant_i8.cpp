@@ -38,10 +38,9 @@ const QuantI8Format kQuantI8Formats[] = {
     {S::kBinary, 1, P::kBits, Kd::kBits1, 1, 0, "binary, int8 activations"},
 };
 
-std::atomic<int> g_max_bits{kDefaultInt8ActivationMaxBits};
+std::atomic<QuantActivations> g_mode{QuantActivations::kInt8x2};
 
 constexpr int64_t kBlock = 32;       // activation block (columns)
-constexpr int64_t kPairFloats = 32;  // record floats per pair of blocks
 constexpr int64_t kRowPad = 64;      // bytes the kernel may read past a row's last block start
 constexpr int64_t kRowsPerCall = 4;  // rows per simd::quant_i8_dot call (scales stay in L1)
 
@@ -56,8 +55,10 @@ void fill_slots(Kd kind, uint8_t* slot_col) {
   }
 }
 
-void build_plan(const QuantEncoding& q, int64_t cols, const QuantI8Format* f, QuantI8Plan& p) {
+void build_plan(const QuantEncoding& q, int64_t cols, const QuantI8Format* f, bool split, QuantI8Plan& p) {
   p.cols = cols;
+  p.split = split;
+  p.pair_floats = split ? 48 : 32;
   p.groups = quant_groups_per_row(q, cols);
   p.glen = p.groups == 1 ? cols : q.group_size;
   p.format = f;
@@ -87,7 +88,7 @@ void build_plan(const QuantEncoding& q, int64_t cols, const QuantI8Format* f, Qu
   p.slot_col.resize(32);
   fill_slots(f->kind, p.slot_col.data());
   p.x_floats = q.mins.empty() ? 0 : (p.groups + 7) / 8 * 8;
-  p.record_floats = p.x_floats + kPairFloats * p.pairs;
+  p.record_floats = p.x_floats + p.pair_floats * p.pairs;
 }
 
 // Round half to even for |v| < 2^22 (f32 adds, no FMA or libm call).
@@ -98,14 +99,14 @@ float round_even(float v) {
 
 }  // namespace
 
-void set_int8_activation_max_bits(int bits) { g_max_bits.store(bits < 0 ? kDefaultInt8ActivationMaxBits : bits); }
-int int8_activation_max_bits() { return g_max_bits.load(); }
+void set_quant_activations(QuantActivations mode) { g_mode.store(mode); }
+QuantActivations quant_activations() { return g_mode.load(); }
 
 const QuantI8Format* i8_format(const QuantEncoding& q, int64_t cols) {
   const bool whole_row = q.group_size == 0 || q.group_size >= cols;
   if (!whole_row && q.group_size % 8 != 0) return nullptr;  // blocks must start on byte boundaries
   if (cols > (int64_t{1} << 30)) return nullptr;            // block tables hold int32 columns
-  if (q.bits > g_max_bits.load(std::memory_order_relaxed)) return nullptr;
+  if (g_mode.load(std::memory_order_relaxed) == QuantActivations::kF32) return nullptr;
   for (const QuantI8Format& f : kQuantI8Formats)
     if (f.scheme == q.scheme && f.bits == q.bits && f.packing == q.packing) return &f;
   return nullptr;
@@ -115,8 +116,10 @@ const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols) {
   thread_local QuantI8Plan plan;
   const QuantI8Format* f = i8_format(q, cols);
   const int64_t glen = quant_groups_per_row(q, cols) == 1 ? cols : q.group_size;
-  if (plan.format != f || plan.cols != cols || plan.glen != glen || (plan.x_floats > 0) != !q.mins.empty())
-    build_plan(q, cols, f, plan);
+  const bool split = g_mode.load(std::memory_order_relaxed) == QuantActivations::kInt8x2;
+  if (plan.format != f || plan.cols != cols || plan.glen != glen || plan.split != split ||
+      (plan.x_floats > 0) != !q.mins.empty())
+    build_plan(q, cols, f, split, plan);
   return plan;
 }
 
@@ -129,13 +132,18 @@ void i8_group_sums(const QuantI8Plan& plan, const float* x, float* record) {
   for (int64_t g = plan.groups; g < plan.x_floats; ++g) record[g] = 0.0f;
 }
 
-void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, const float* x, const int32_t* start,
+void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split, const float* x, const int32_t* start,
                             const int32_t* len, int64_t blocks, float* pairs) {
+  const int64_t pair_floats = split ? 48 : 32;
+  auto clamp = [](float r) {
+    if (r > 127.0f) r = 127.0f;
+    if (!(r >= -127.0f)) r = -127.0f;  // NaN too
+    return r;
+  };
   for (int64_t k = 0; k < blocks; ++k) {
-    float* e = pairs + (k / 2) * kPairFloats;
+    float* e = pairs + (k / 2) * pair_floats;
     const int h = static_cast<int>(k % 2);
-    auto* xa = reinterpret_cast<int8_t*>(e) + 16 * h;
-    auto* xb = reinterpret_cast<int8_t*>(e) + 32 + 16 * h;
+    auto* base = reinterpret_cast<int8_t*>(e);
     const float* src = x + start[k];
     float amax = 0.0f;
     for (int64_t c = 0; c < len[k]; ++c) amax = std::max(amax, std::fabs(src[c]));
@@ -144,18 +152,22 @@ void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, const float
     int32_t sum = 0;
     for (int i = 0; i < 32; ++i) {
       const int64_t c = slot_col[i];
-      int32_t v = 0;
+      float hi = 0.0f, lo = 0.0f;
       if (c < len[k]) {
-        float r = round_even(src[c] * inv);
-        if (r > 127.0f) r = 127.0f;
-        if (!(r >= -127.0f)) r = -127.0f;  // NaN too
-        v = static_cast<int32_t>(r);
+        const float p = src[c] * inv;
+        hi = clamp(round_even(p));
+        lo = clamp(round_even((p - hi) * 256.0f));  // p - hi is exact
       }
-      sum += v;
-      (i < 16 ? xa[i] : xb[i - 16]) = static_cast<int8_t>(v);
+      const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;  // XA or XB byte of this slot
+      base[slot] = static_cast<int8_t>(hi);
+      sum += static_cast<int32_t>(hi) * (split ? 256 : 1);
+      if (split) {
+        base[128 + slot] = static_cast<int8_t>(lo);
+        sum += static_cast<int32_t>(lo);
+      }
     }
     float* dxv = e + 16 + 4 * h;
-    for (int i = 0; i < 4; ++i) dxv[i] = dx;
+    for (int i = 0; i < 4; ++i) dxv[i] = split ? dx * (1.0f / 256.0f) : dx;
     const int32_t c[4] = {-offset * sum, 0, 0, 0};
     std::memcpy(e + 24 + 4 * h, c, sizeof(c));
   }
@@ -165,10 +177,10 @@ void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float
   if (mins) i8_group_sums(plan, x, record);
   float* pairs = record + plan.x_floats;
   if (reference)
-    i8_quantize_blocks_ref(plan.slot_col.data(), plan.format->offset, x, plan.start.data(), plan.len.data(),
+    i8_quantize_blocks_ref(plan.slot_col.data(), plan.format->offset, plan.split, x, plan.start.data(), plan.len.data(),
                            2 * plan.pairs, pairs);
   else
-    simd::quantize_i8_blocks(plan.format->kind, plan.format->offset, x, plan.start.data(), plan.len.data(),
+    simd::quantize_i8_blocks(plan.format->kind, plan.format->offset, plan.split, x, plan.start.data(), plan.len.data(),
                              plan.slot_col.data(), 2 * plan.pairs, pairs);
 }
 
@@ -195,6 +207,8 @@ void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t
     buffer.assign(static_cast<size_t>(kRowsPerCall * bstride), 0);
   simd::QuantI8DotArgs a{};
   a.kind = plan.format->kind;
+  a.split = plan.split;
+  a.pair_floats = plan.pair_floats;
   a.block_byte = plan.byte.data();
   a.block_group = plan.group.data();
   a.block_start = plan.start.data();
@@ -267,16 +281,17 @@ void matmul_quant_i8_ref(const Tensor& w, const float* x, int64_t n, float* y) {
       const uint8_t* row = q.codes.data() + r * stride;
       double s = 0.0;
       for (int64_t k = 0; k < plan.blocks; ++k) {
-        const float* e = record.data() + plan.x_floats + (k / 2) * kPairFloats;
+        const float* e = record.data() + plan.x_floats + (k / 2) * plan.pair_floats;
         const int h = static_cast<int>(k % 2);
-        const auto* xa = reinterpret_cast<const int8_t*>(e) + 16 * h;
-        const auto* xb = reinterpret_cast<const int8_t*>(e) + 32 + 16 * h;
+        const auto* bytes = reinterpret_cast<const int8_t*>(e);
         int64_t j = 0;  // J_b = Σ v_c · xq_c with v_c the centred integer value of the code
         for (int i = 0; i < 32; ++i) {
           if (plan.slot_col[i] >= plan.len[k]) continue;
           const int64_t c = plan.start[k] + plan.slot_col[i];
           const auto v = static_cast<int64_t>(quant_value(q.scheme, q.bits, quant_code_at(q, row, c), 1.0f, 0.0f));
-          j += (v - plan.format->centre) * (i < 16 ? xa[i] : xb[i - 16]);
+          const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
+          const int64_t xq = plan.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
+          j += (v - plan.format->centre) * xq;
         }
         s += static_cast<double>(scales[plan.group[k]]) * e[16 + 4 * h] * static_cast<double>(j);
       }

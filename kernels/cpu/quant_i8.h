@@ -7,7 +7,9 @@
 //   tails, group sizes like 24 or 40). A token's activations are quantized once per call,
 //   symmetric int8 per block: dx_b = max|x_c| / 127, xq_c = round-half-even(x_c · (127 / max|x_c|))
 //   (f32 product), |xq_c| <= 127; dx_b = 0 and xq = 0 for an all-zero block (or a block so tiny
-//   that 127 / max overflows).
+//   that 127 / max overflows). In mode QuantActivations::kInt8x2 (split) a second part per column,
+//   lo_c = round-half-even(256 · (x_c · 127 / max - xq_c)) clamped to ±127, gives x_c ≈ dx_b ·
+//   (xq_c + lo_c / 256); the kernels then use xq' = 256 · xq + lo and dx_b / 256 in the sums below.
 //   A weight of group g is w_c = v_c · s_g + m'_g with integer v_c (quant_value with scale 1, min
 //   0; asymmetric codes are centred, v_c = q_c - 2^(bits-1), and m'_g = m_g + 2^(bits-1) · s_g, so
 //   the int8 error multiplies small |v_c|). Then
@@ -46,8 +48,10 @@ struct QuantI8Plan {
   std::vector<int32_t> start, len, group, byte;  // per block (2 · pairs): first column, length, group, code byte
   bool consecutive = false;                      // one block per group (group[k] == k)
   std::vector<uint8_t> slot_col;                 // [32]: column offset in its block of A/B slot i (layout order)
+  bool split = false;                            // two int8 parts per activation (QuantActivations::kInt8x2)
+  int64_t pair_floats = 32;                      // record floats per pair: 32, or 48 when split
   int64_t x_floats = 0;                          // group sums X_g at the head of a record (0 without mins; padded to 8)
-  int64_t record_floats = 0;                     // floats per token: x_floats + 32 per pair (see simd::QuantI8DotArgs)
+  int64_t record_floats = 0;                     // floats per token: x_floats + pair_floats · pairs
 };
 // Thread-local cached plan for this weight (recomputed when the shape or format changes).
 const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols);
@@ -67,8 +71,9 @@ void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float
 // X_g = Σ_{c in g} x_c in f32, column order; zeros up to x_floats.
 void i8_group_sums(const QuantI8Plan& plan, const float* x, float* record);
 // The blocks of a token (start/len per block, `blocks` = 2 · pairs) into the pair entries at
-// `pairs`: xq in slot order, dx, C = -offset · Σ xq. Scalar; the portable SIMD target uses it too.
-void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, const float* x, const int32_t* start,
+// `pairs`: xq in slot order, dx, C = -offset · Σ xq (split: hi, lo, dx / 256, -offset · Σ (256 hi + lo)).
+// Scalar; the portable SIMD target uses it too.
+void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split, const float* x, const int32_t* start,
                             const int32_t* len, int64_t blocks, float* pairs);
 
 // Y[t, r] for the int8 path; act: the records of every token of the call (record_floats apart).

@@ -211,7 +211,7 @@ HWY_INLINE float min_terms(const float* mins, const float* xsum, int64_t groups)
 
 // R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
 // The small loops are unrolled so the accumulators live in registers.
-template <K kKind, int R, int T>
+template <K kKind, bool kSplit, int R, int T>
 HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
   __m256 acc[R][T];
   const float* rec[T];
@@ -238,9 +238,13 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
           _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(sc[r] + 2 * p))), spread);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
-        const float* e = rec[t] + p * 32;
+        const float* e = rec[t] + p * (kSplit ? 48 : 32);
         V d = dot_pair<kKind>(ca, cb, _mm256_loadu_si256(reinterpret_cast<const V*>(e)),
                               _mm256_loadu_si256(reinterpret_cast<const V*>(e + 8)));
+        if constexpr (kSplit)  // 256 · hi + lo: exact in int32
+          d = _mm256_add_epi32(_mm256_slli_epi32(d, 8),
+                               dot_pair<kKind>(ca, cb, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 32)),
+                                               _mm256_loadu_si256(reinterpret_cast<const V*>(e + 40))));
         if constexpr (kKind != K::kSigned8)
           d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 24)));
         acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16)), acc[r][t]);
@@ -259,19 +263,26 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
 }
 
 // Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
-template <K kKind>
-void i8_all(const QuantI8DotArgs& a) {
+template <K kKind, bool kSplit>
+void i8_shapes(const QuantI8DotArgs& a) {
   if (a.n == 1) {
     int64_t r = 0;
-    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, 4, 1>(a, r, 0);
-    for (; r < a.rows; ++r) i8_block<kKind, 1, 1>(a, r, 0);
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kSplit, 4, 1>(a, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kSplit, 1, 1>(a, r, 0);
     return;
   }
   for (int64_t r = 0; r < a.rows; ++r) {
     int64_t t = 0;
-    for (; t + 4 <= a.n; t += 4) i8_block<kKind, 1, 4>(a, r, t);
-    for (; t < a.n; ++t) i8_block<kKind, 1, 1>(a, r, t);
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kSplit, 1, 4>(a, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kSplit, 1, 1>(a, r, t);
   }
+}
+template <K kKind>
+void i8_all(const QuantI8DotArgs& a) {
+  if (a.split)
+    i8_shapes<kKind, true>(a);
+  else
+    i8_shapes<kKind, false>(a);
 }
 
 // 32 int8 values in column order -> the slot order of kKind (QuantI8Plan::slot_col).
@@ -291,13 +302,29 @@ HWY_INLINE V to_slots(V n) {
 }
 
 template <K kKind>
-void quantize_blocks(int32_t offset, const float* x, const int32_t* start, const int32_t* len, int64_t blocks,
-                     float* pairs) {
+void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* start, const int32_t* len,
+                     int64_t blocks, float* pairs) {
+  const int64_t pair_floats = split ? 48 : 32;
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const V hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+  const __m256 k256 = _mm256_set1_ps(256.0f);
   alignas(32) float tmp[32];
+  // 32 int32 in column order -> 32 int8 in slot order; sum of the 32 values.
+  auto pack = [](const V* q, int32_t& sum) {
+    const V s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    sum = _mm_cvtsi128_si32(s4);
+    const V bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    return to_slots<kKind>(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  };
+  auto store = [](uint8_t* base, int h, V slots) {  // slots 0..15 to XA, 16..31 to XB
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 16 * h), _mm256_castsi256_si128(slots));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 32 + 16 * h), _mm256_extracti128_si256(slots, 1));
+  };
   for (int64_t k = 0; k < blocks; ++k) {
-    float* e = pairs + (k / 2) * 32;
+    float* e = pairs + (k / 2) * pair_floats;
     const int h = static_cast<int>(k % 2);
     const float* src = x + start[k];
     if (len[k] < 32) {  // short and phantom blocks: zero padded
@@ -317,30 +344,31 @@ void quantize_blocks(int32_t offset, const float* x, const int32_t* start, const
     float dx, inv;
     i8_block_scale(_mm256_cvtss_f32(m), dx, inv);
     const __m256 vinv = _mm256_set1_ps(inv);
-    V q[4];
-    for (int i = 0; i < 4; ++i)  // round half even (MXCSR default); NaN -> INT_MIN -> -127
-      q[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[i], vinv)), hi), lo);
-    V sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    const V bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    const V slots = to_slots<kKind>(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    V qh[4], ql[4];
+    for (int i = 0; i < 4; ++i) {  // round half even (MXCSR default); NaN -> INT_MIN -> -127
+      const __m256 p = _mm256_mul_ps(v[i], vinv);
+      qh[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(p), hi), lo);
+      if (split)  // p - hi is exact; the low part in units of 1/256
+        ql[i] = _mm256_max_epi32(
+            _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(p, _mm256_cvtepi32_ps(qh[i])), k256)), hi),
+            lo);
+    }
     auto* base = reinterpret_cast<uint8_t*>(e);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 16 * h), _mm256_castsi256_si128(slots));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 32 + 16 * h), _mm256_extracti128_si256(slots, 1));
-    _mm_storeu_ps(e + 16 + 4 * h, _mm_set1_ps(dx));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 24 + 4 * h),
-                     _mm_setr_epi32(-offset * _mm_cvtsi128_si32(s4), 0, 0, 0));
+    int32_t sum_hi = 0, sum_lo = 0;
+    store(base, h, pack(qh, sum_hi));
+    if (split) store(base + 128, h, pack(ql, sum_lo));
+    _mm_storeu_ps(e + 16 + 4 * h, _mm_set1_ps(split ? dx * (1.0f / 256.0f) : dx));
+    const int32_t sum = split ? 256 * sum_hi + sum_lo : sum_hi;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 24 + 4 * h), _mm_setr_epi32(-offset * sum, 0, 0, 0));
   }
 }
 
-void QuantizeI8Blocks(QuantI8Kind kind, int32_t offset, const float* x, const int32_t* start, const int32_t* len,
-                      const uint8_t*, int64_t blocks, float* pairs) {
+void QuantizeI8Blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
+                      const int32_t* len, const uint8_t*, int64_t blocks, float* pairs) {
   switch (kind) {
-    case K::kNibbles: return quantize_blocks<K::kNibbles>(offset, x, start, len, blocks, pairs);
-    case K::kCrumbs: return quantize_blocks<K::kCrumbs>(offset, x, start, len, blocks, pairs);
-    default: return quantize_blocks<K::kBytes>(offset, x, start, len, blocks, pairs);  // natural order
+    case K::kNibbles: return quantize_blocks<K::kNibbles>(offset, split, x, start, len, blocks, pairs);
+    case K::kCrumbs: return quantize_blocks<K::kCrumbs>(offset, split, x, start, len, blocks, pairs);
+    default: return quantize_blocks<K::kBytes>(offset, split, x, start, len, blocks, pairs);  // natural order
   }
 }
 
@@ -375,14 +403,15 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
       const float* rec = a.act + t * a.act_stride;
       float acc = 0.0f;
       for (int64_t k = 0; k < 2 * a.pairs; ++k) {
-        const float* e = rec + a.x_floats + (k / 2) * 32;
+        const float* e = rec + a.x_floats + (k / 2) * a.pair_floats;
         const int h = static_cast<int>(k % 2);
-        const auto* xa = reinterpret_cast<const int8_t*>(e) + 16 * h;
-        const auto* xb = reinterpret_cast<const int8_t*>(e) + 32 + 16 * h;
+        const auto* bytes = reinterpret_cast<const int8_t*>(e);
         int32_t u = 0;
         for (int i = 0; i < 32; ++i) {
           if (a.slot_col[i] >= a.block_len[k]) continue;
-          u += slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]) * (i < 16 ? xa[i] : xb[i - 16]);
+          const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
+          const int32_t xq = a.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
+          u += slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]) * xq;
         }
         int32_t c;
         std::memcpy(&c, e + 24 + 4 * h, 4);
@@ -399,9 +428,9 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
   }
 }
 
-void QuantizeI8Blocks(QuantI8Kind, int32_t offset, const float* x, const int32_t* start, const int32_t* len,
+void QuantizeI8Blocks(QuantI8Kind, int32_t offset, bool split, const float* x, const int32_t* start, const int32_t* len,
                       const uint8_t* slot_col, int64_t blocks, float* pairs) {
-  i8_quantize_blocks_ref(slot_col, offset, x, start, len, blocks, pairs);
+  i8_quantize_blocks_ref(slot_col, offset, split, x, start, len, blocks, pairs);
 }
 
 #endif
@@ -420,9 +449,9 @@ HWY_EXPORT(QuantI8Dot);
 HWY_EXPORT(QuantizeI8Blocks);
 
 void quant_i8_dot(const QuantI8DotArgs& a) { HWY_DYNAMIC_DISPATCH(QuantI8Dot)(a); }
-void quantize_i8_blocks(QuantI8Kind kind, int32_t offset, const float* x, const int32_t* start, const int32_t* len,
-                        const uint8_t* slot_col, int64_t blocks, float* pairs) {
-  HWY_DYNAMIC_DISPATCH(QuantizeI8Blocks)(kind, offset, x, start, len, slot_col, blocks, pairs);
+void quantize_i8_blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
+                        const int32_t* len, const uint8_t* slot_col, int64_t blocks, float* pairs) {
+  HWY_DYNAMIC_DISPATCH(QuantizeI8Blocks)(kind, offset, split, x, start, len, slot_col, blocks, pairs);
 }
 
 }  // namespace llmc::kernels::simd

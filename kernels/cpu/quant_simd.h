@@ -63,13 +63,16 @@ enum class QuantI8Kind : uint8_t {
 // codes start at codes + r * code_stride; block b's at + block_byte[b] (the kernel reads up to 64
 // bytes past the last block's start: pad the last row of a tensor). s: [rows, 2 * pairs] f32 scale
 // of each block (its group's), rows `scales_stride` apart. Token t's record
-// starts at act + t * act_stride floats: X [x_floats] (group sums, read only with mins), then 32
-// floats per pair: int8 XA[32] (128-bit lane h = slots 0..15 of block 2p+h), XB[32] (slots
-// 16..31), f32 dx[8] (block 2p in lanes 0..3, 2p+1 in 4..7), int32 C[8] (block 2p in lane 0, 2p+1
-// in lane 4). Per (row, token) the pairs are summed in order into one f32 vector accumulator
-// (lanes reduced in a fixed order), then the min terms: the result does not depend on rows, n or blocking.
+// starts at act + t * act_stride floats: X [x_floats] (group sums, read only with mins), then
+// pair_floats floats per pair: int8 XA[32] (128-bit lane h = slots 0..15 of block 2p+h), XB[32]
+// (slots 16..31), f32 dx[8] (block 2p in lanes 0..3, 2p+1 in 4..7), int32 C[8] (block 2p in lane 0,
+// 2p+1 in lane 4), and when split the low parts XA_lo[32], XB_lo[32]. Per (row, token) the pairs are summed in order
+// into one f32 vector accumulator (lanes reduced in a fixed order), then the min terms: the result does not depend on
+// rows, n or blocking.
 struct QuantI8DotArgs {
   QuantI8Kind kind;  // kSigned8 skips C (its offset is 0)
+  bool split;        // two int8 parts per activation: U = 256 · U(hi) + U(lo)
+  int64_t pair_floats;
   const uint8_t* codes;
   int64_t code_stride;
   int64_t rows;
@@ -96,8 +99,8 @@ void quant_i8_dot(const QuantI8DotArgs& a);
 // Quantizes the activation blocks of one token into the pair entries of its record (the layout
 // above; blocks = 2 * pairs, block k = x[start[k], start[k] + len[k]), len <= 32) for the slot
 // order of `kind` (slot_col). Bit for bit what i8_quantize_blocks_ref (quant_i8.h) writes.
-void quantize_i8_blocks(QuantI8Kind kind, int32_t offset, const float* x, const int32_t* start, const int32_t* len,
-                        const uint8_t* slot_col, int64_t blocks, float* pairs);
+void quantize_i8_blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
+                        const int32_t* len, const uint8_t* slot_col, int64_t blocks, float* pairs);
 
 // 4-bit codes, LSB-first (code 2i in the low nibble of byte i): dst[c] = code[c] - offset (mod 256)
 // for c in [0, 2 * nbytes).

@@ -158,7 +158,8 @@ double magnitude(const QuantCase& qc, int64_t r, const float* x) {
 
 // Bounds of the int8-activation path, derived here from the definition in kernels/cpu/quant_i8.h
 // (blocks: each group cut into runs of 32 columns; dx_b = max|x| / 127, |x_c - dx_b·xq_c| ≤
-// dx_b · (1/2 + 381u); asymmetric values centred: v_c = q_c - 2^(bits-1), m'_g = m_g + 2^(bits-1)·s_g).
+// dx_b · (1/2 + 381u), or dx_b · (1/256 + 381u) with two parts xq = hi + lo/256; asymmetric values
+// centred: v_c = q_c - 2^(bits-1), m'_g = m_g + 2^(bits-1)·s_g).
 struct I8Bounds {
   double rounding = 0;    // kernel vs matmul_quant_i8_ref (both from the same int8 activations)
   double activation = 0;  // matmul_quant_i8_ref vs matmul_quant_ref (f32 activations)
@@ -172,6 +173,8 @@ I8Bounds i8_bounds(const QuantCase& qc, int64_t r, const float* x) {
   // The kernel multiplies unsigned codes u (≤ 2^bits - 1, binary 2) and subtracts an offset
   // ≤ 2^(bits-1) times Σxq: |terms| ≤ (3·2^(bits-1) + 1) · dx·|xq| per column.
   const double u_off = 3.0 * std::ldexp(1.0, q.bits - 1) + 1.0;
+  // Largest |x/dx - xq|: 1/2 for one int8 part; with two (hi + lo/256), 1/256 (lo is clamped at ±127).
+  const double half_step = kernels::quant_activations() == kernels::QuantActivations::kInt8x2 ? 1.0 / 256 : 0.5;
   double main = 0, mins = 0, act = 0;
   for (int64_t g = 0; g < gpr; ++g) {
     const double s = qc.scales[r * gpr + g];
@@ -187,7 +190,7 @@ I8Bounds i8_bounds(const QuantCase& qc, int64_t r, const float* x) {
         const double v = quant_value(q.scheme, q.bits, code_of(q, row, c), 1.0f, 0.0f) - centre;
         main += std::fabs(s) * u_off * (std::fabs(x[c]) + dx);
         mins += mc * std::fabs(x[c]);
-        act += std::fabs(v * s) * dx * (0.5 + 381 * kU);
+        act += std::fabs(v * s) * dx * (half_step + 381 * kU);
       }
     }
   }
@@ -245,11 +248,13 @@ void check_case(const QuantCase& qc, const std::vector<float>& x, int64_t n) {
   }
 }
 
-// Sets the int8-activation bit limit for a scope (restored even when a REQUIRE throws).
-struct Int8MaxBits {
-  explicit Int8MaxBits(int bits) { kernels::set_int8_activation_max_bits(bits); }
-  ~Int8MaxBits() { kernels::set_int8_activation_max_bits(-1); }
+// Sets the activation mode of the Quant kernels for a scope (the default is restored even when a
+// REQUIRE throws).
+struct ActivationMode {
+  explicit ActivationMode(kernels::QuantActivations mode) { kernels::set_quant_activations(mode); }
+  ~ActivationMode() { kernels::set_quant_activations(kernels::QuantActivations::kInt8x2); }
 };
+using QA = kernels::QuantActivations;
 
 }  // namespace
 
@@ -262,10 +267,9 @@ TEST_CASE("Quant kernels match the references for every scheme, width, packing, 
   // Whole row, multiples of 32, multiples of 8 (int8 blocks cut at group ends), 5 (f32 path).
   const int64_t kGroups[] = {0, 32, 64, 128, 24, 40, 5};
   const DType kScaleDtypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kU8};
-  // Default limit (7-8 bits on f32 activations), and every width on int8 activations.
-  const int max_bits = GENERATE(kernels::kDefaultInt8ActivationMaxBits, 8);
-  Int8MaxBits limit(max_bits);
-  INFO("int8 activations up to " << max_bits << " bits");
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8, QA::kF32);
+  ActivationMode scope(mode);
+  INFO("activation mode " << static_cast<int>(mode));
   uint32_t seed = 100;
   for_each_target([&] {
     for (const Format& f : all_formats())
@@ -281,6 +285,8 @@ TEST_CASE("Quant kernels match the references for every scheme, width, packing, 
 
 TEST_CASE("Quant kernels: large activations, long rows, every row/token blocking path", "[kernels][quant]") {
   uint32_t seed = 7;
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
+  ActivationMode scope(mode);
   for_each_target([&] {
     for (const Format& f : {Format{QuantScheme::kSymmetric, 4, QuantPacking::kBits, false},
                             Format{QuantScheme::kAsymmetric, 4, QuantPacking::kBits, true},
@@ -295,6 +301,8 @@ TEST_CASE("Quant kernels: large activations, long rows, every row/token blocking
 }
 
 TEST_CASE("Quant kernels give identical results on 1 and 2 threads", "[kernels][quant]") {
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8, QA::kF32);
+  ActivationMode scope(mode);
   for (const Format& f : all_formats()) {
     INFO(describe(f, 64, DType::kBF16));
     const QuantCase qc = random_quant(f, 300, 515, 64, DType::kBF16, 3);
@@ -318,11 +326,11 @@ TEST_CASE("Quant kernels: which weights run on int8 activations", "[kernels][qua
                         DType::kF16, 1)
         .w;
   };
-  CHECK(kernels::int8_activation_max_bits() == kernels::kDefaultInt8ActivationMaxBits);
+  CHECK(kernels::quant_activations() == QA::kInt8x2);
   for (int bits = 2; bits <= 8; ++bits) {
     INFO("bits " << bits);
-    CHECK(kernels::quant_int8_activations(make(bits, QuantScheme::kAsymmetric, 32, 172)) == (bits <= 6));
-    CHECK(kernels::quant_int8_activations(make(bits, QuantScheme::kSymmetric, 0, 172)) == (bits <= 6));
+    CHECK(kernels::quant_int8_activations(make(bits, QuantScheme::kAsymmetric, 32, 172)));
+    CHECK(kernels::quant_int8_activations(make(bits, QuantScheme::kSymmetric, 0, 172)));
   }
   CHECK(kernels::quant_int8_activations(make(1, QuantScheme::kBinary, 32, 172)));
   CHECK(kernels::quant_int8_activations(make(2, QuantScheme::kTernary, 48, 172)));
@@ -330,18 +338,15 @@ TEST_CASE("Quant kernels: which weights run on int8 activations", "[kernels][qua
   CHECK(kernels::quant_int8_activations(make(4, QuantScheme::kSymmetric, 500, 172)));      // whole row
   CHECK_FALSE(kernels::quant_int8_activations(make_dense_f32("d", Shape{{2, 2}}, {1, 2, 3, 4})));
   {
-    Int8MaxBits all(8);
-    CHECK(kernels::quant_int8_activations(make(8, QuantScheme::kAsymmetric, 32, 172)));
-  }
-  {
-    Int8MaxBits none(0);
+    ActivationMode f32(QA::kF32);
     CHECK_FALSE(kernels::quant_int8_activations(make(1, QuantScheme::kBinary, 32, 172)));
   }
-  CHECK(kernels::int8_activation_max_bits() == kernels::kDefaultInt8ActivationMaxBits);
+  CHECK(kernels::quant_activations() == QA::kInt8x2);
 }
 
 TEST_CASE("Quant kernels, int8 path: zero, tiny, subnormal and huge activation blocks", "[kernels][quant]") {
-  Int8MaxBits all(8);
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
+  ActivationMode scope(mode);
   const int64_t cols = 172;
   std::vector<float> x = random_x(static_cast<size_t>(5 * cols), 11);
   for (int64_t c = 0; c < 32; ++c) x[c] = 0.0f;                                        // token 0, block 0: zero
@@ -369,8 +374,9 @@ TEST_CASE("Quant kernels, int8 path: activations on the int8 grid are exact up t
   for (size_t i = 0; i < x.size(); i += 32) x[i] = (i % 64 ? -127.0f : 127.0f) / 128.0f;
   x[cols] = 127.0f / 128.0f;  // token 1's blocks start at column 0 of its row
   for (size_t i = cols; i < x.size(); i += 32) x[i] = 127.0f / 128.0f;
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
+  ActivationMode scope(mode);
   for (const Format& f : all_formats()) {
-    if (f.bits > kernels::kDefaultInt8ActivationMaxBits) continue;
     INFO(describe(f, 32, DType::kF16));
     const QuantCase qc = random_quant(f, 11, cols, 32, DType::kF16, 9);
     REQUIRE(kernels::quant_int8_activations(qc.w));
@@ -400,7 +406,8 @@ TEST_CASE("Quant kernels, int8 path: the SIMD activation quantizer writes the re
   x[800] = std::numeric_limits<float>::quiet_NaN();
   x[900] = -std::numeric_limits<float>::infinity();
   x[901] = std::numeric_limits<float>::quiet_NaN();
-  Int8MaxBits all(8);
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
+  ActivationMode scope(mode);
   for_each_target([&] {
     for (const Format& f : all_formats())
       for (int64_t cols : {int64_t{300}, int64_t{172}, int64_t{18}})
