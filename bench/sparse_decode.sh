@@ -39,10 +39,10 @@ printf "| model | values | weight MB/token | decode tok/s | x dense | prefill-64
 for values in f16 q4; do
   base=$([ "$values" = f16 ] && echo "$dense" || echo "$work/dense-q4.llmc")
   read -r d0 p0 b0 < <(bench "$base")
-  printf "| dense | %s | %.0f | %.2f | 1.00 | %.1f | 1.00 |\n" "$values" "$(echo "$b0 / 1e6" | bc -l)" "$d0" "$p0"
+  printf "| dense | %s | %.0f | %.2f | 1.00 | %.1f | 1.00 |\n" "$values" "$(echo "$b0 / 1000000" | bc -l)" "$d0" "$p0"
   for name in s50 s70 nm24; do
     read -r d p b < <(bench "$work/$name-$values.llmc")
-    printf "| %s | %s | %.0f | %.2f | %.2f | %.1f | %.2f |\n" "$name" "$values" "$(echo "$b / 1e6" | bc -l)" "$d" \
+    printf "| %s | %s | %.0f | %.2f | %.2f | %.1f | %.2f |\n" "$name" "$values" "$(echo "$b / 1000000" | bc -l)" "$d" \
       "$(echo "$d / $d0" | bc -l)" "$p" "$(echo "$p / $p0" | bc -l)"
   done
 done

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/quant_i8.h"
 #include "kernels/cpu/quant_simd.h"
 
 namespace llmc::kernels {
@@ -196,15 +197,42 @@ bool has_mins(const QuantEncoding& q) { return !q.mins.empty(); }
 
 }  // namespace
 
-const char* quant_format_name(const Tensor& w) { return row_format(std::get<QuantEncoding>(w.encoding->node)).name; }
+void quant_decode_params(const QuantEncoding& q, bool mins, int64_t begin, int64_t n, float* out) {
+  if (mins)
+    decode_params(q, q.mins, q.min_meta, begin, n, out);
+  else
+    decode_params(q, q.scales, q.scale_meta, begin, n, out);
+}
+
+void quant_unpack_trits5_codes(const uint8_t* row, int64_t cols, uint8_t* dst) {
+  unpack_lut<S::kAsymmetric, 2, P::kTrits5>(QuantEncoding{}, row, cols, dst);  // asymmetric values = codes
+}
+
+const char* quant_format_name(const Tensor& w) {
+  const auto& q = std::get<QuantEncoding>(w.encoding->node);
+  if (const QuantI8Format* f = i8_format(q, w.cols())) return f->name;
+  return row_format(q).name;
+}
 
 int64_t quant_aux_floats(const Tensor& w, int64_t n) {
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
+  if (i8_format(q, w.cols()) != nullptr) return n * i8_plan(q, w.cols()).record_floats;
   return has_mins(q) ? n * quant_groups_per_row(q, w.cols()) : 0;
 }
 
+// Tokens per OpenMP chunk of the activation quantizer (it runs before the kernel's parallel loop).
+constexpr int64_t kQuantizeTokensPerTask = 16;
+
 void quant_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
+  if (i8_format(q, w.cols()) != nullptr) {
+    const QuantI8Plan& plan = i8_plan(q, w.cols());  // this thread's cache; the loop never rebuilds it
+    const int64_t cols = w.cols();
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (n >= 2 * kQuantizeTokensPerTask)
+    for (int64_t t = 0; t < n; ++t)
+      i8_quantize_token(plan, has_mins(q), x + t * cols, aux + t * plan.record_floats, false);
+    return;
+  }
   if (!has_mins(q)) return;
   const int64_t cols = w.cols(), gpr = quant_groups_per_row(q, cols), glen = group_len(q, cols);
   for (int64_t t = 0; t < n; ++t)
@@ -222,6 +250,7 @@ constexpr int64_t kRowsPerCall = 4;
 void quant_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                 int64_t r_end, float* y) {
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
+  if (i8_format(q, w.cols()) != nullptr) return quant_rows_i8(w, aux, t_begin, t_end, r_begin, r_end, y);
   const QuantRowFormat& f = row_format(q);
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t gpr = quant_groups_per_row(q, cols);

@@ -16,6 +16,11 @@ void quant_prepare(const Tensor& w, const float* x, int64_t n, float* aux);
 // quant_prepare over all tokens of the call.
 void quant_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                 int64_t r_end, float* y);
+// Scale (mins false) or min entries [begin, begin + n) of the flattened [rows, groups] arrays as f32.
+void quant_decode_params(const QuantEncoding& q, bool mins, int64_t begin, int64_t n, float* out);
+// Ternary kTrits5 codes (0..2) of a row, one byte each; dst holds cols + 8 bytes.
+void quant_unpack_trits5_codes(const uint8_t* row, int64_t cols, uint8_t* dst);
+
 // Name of the row format quant_rows uses for this weight (e.g. "q4 nibbles"), for reports.
 const char* quant_format_name(const Tensor& w);
 

@@ -41,6 +41,67 @@ struct QuantDotArgs {
 };
 void quant_dot(const QuantDotArgs& a);
 
+// ---- int8-activation kernels (quant_i8.h has the math) ----
+
+// Code extractor of the int8-activation kernel: what the unsigned value u of a code is and which
+// A/B slot order (QuantI8Plan::slot_col) the activations of a block are stored in.
+enum class QuantI8Kind : uint8_t {
+  kSigned8 = 0,  // 8-bit codes in place; v = code - 128 (signed: AVX2 uses |v| and sign(x, v))
+  kBytes = 1,    // one byte per code (codes unpacked into a row buffer); natural slot order
+  kNibbles = 2,  // 4-bit: slots 0..15 = even columns (low nibbles), 16..31 = odd columns
+  kCrumbs = 3,   // 2-bit: slots = columns 4j, 4j+1 (A), 4j+2, 4j+3 (B), j = 0..7
+  kBits1 = 4,    // 1-bit: u = 2 · bit; natural order
+  kBits3 = 5,    // 3, 5, 6, 7-bit LSB-first codes, 8 codes per `bits` bytes; natural order
+  kBits5 = 6,
+  kBits6 = 7,
+  kBits7 = 8,
+};
+
+// `rows` rows of a Quant weight against `n` tokens on int8 activations:
+//   y[t * y_stride + r] = Σ_p Σ_{h<2} s[r, 2p+h] · dx[t, 2p+h] · (U + C)  +  Σ_g mins[r, g] · X[t, g]
+// with U = Σ_i u_i · xq_i over the 32 slots of block 2p+h, C = -offset · Σ xq of the block. Row r's
+// codes start at codes + r * code_stride; block b's at + block_byte[b] (the kernel reads up to 64
+// bytes past the last block's start: pad the last row of a tensor). s: [rows, 2 * pairs] f32 scale
+// of each block (its group's), rows `scales_stride` apart. Token t's record
+// starts at act + t * act_stride floats: X [x_floats] (group sums, read only with mins), then
+// pair_floats floats per pair: int8 XA[32] (128-bit lane h = slots 0..15 of block 2p+h), XB[32]
+// (slots 16..31), f32 dx[8] (block 2p in lanes 0..3, 2p+1 in 4..7), int32 C[8] (block 2p in lane 0,
+// 2p+1 in lane 4), and when split the low parts XA_lo[32], XB_lo[32]. Per (row, token) the pairs are summed in order
+// into one f32 vector accumulator (lanes reduced in a fixed order), then the min terms: the result does not depend on
+// rows, n or blocking.
+struct QuantI8DotArgs {
+  QuantI8Kind kind;  // kSigned8 skips C (its offset is 0)
+  bool split;        // two int8 parts per activation: U = 256 · U(hi) + U(lo)
+  int64_t pair_floats;
+  const uint8_t* codes;
+  int64_t code_stride;
+  int64_t rows;
+  const int32_t* block_byte;   // [2 * pairs]
+  const int32_t* block_group;  // [2 * pairs] (portable kernel)
+  const int32_t* block_start;  // [2 * pairs] first column (the portable kernel reads codes by column)
+  const int32_t* block_len;    // [2 * pairs]
+  const uint8_t* slot_col;     // [32]
+  int64_t pairs;
+  const float* scales;  // [rows, scales_stride] per block
+  int64_t scales_stride;
+  const float* mins;  // [rows, mins_stride] per group: centred mins m', or null
+  int64_t mins_stride;
+  int64_t groups;
+  const float* act;
+  int64_t act_stride;
+  int64_t x_floats;
+  int64_t n;
+  float* y;
+  int64_t y_stride;
+};
+void quant_i8_dot(const QuantI8DotArgs& a);
+
+// Quantizes the activation blocks of one token into the pair entries of its record (the layout
+// above; blocks = 2 * pairs, block k = x[start[k], start[k] + len[k]), len <= 32) for the slot
+// order of `kind` (slot_col). Bit for bit what i8_quantize_blocks_ref (quant_i8.h) writes.
+void quantize_i8_blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
+                        const int32_t* len, const uint8_t* slot_col, int64_t blocks, float* pairs);
+
 // 4-bit codes, LSB-first (code 2i in the low nibble of byte i): dst[c] = code[c] - offset (mod 256)
 // for c in [0, 2 * nbytes).
 void unpack_nibbles(const uint8_t* src, int64_t nbytes, uint8_t offset, uint8_t* dst);

@@ -74,7 +74,11 @@ Tensor abs_tensor(const Tensor& w) {
 // |kernel − ref| <= 1.01 (terms + terms / 16 + 20) u Σ|products|, where `terms` is the summation
 // lengths along the chain (the slack covers Quant kernels' per-group folding, at most one term per
 // 32 columns plus 8, and the reference's rounding of W to f32); matvec equals matmul rows.
+// Quant parts run on exact f32 activations here: the bound is the chain's f32 rounding, and the
+// int8-activation paths of the Quant kernels are checked against their own reference
+// (matmul_quant_i8_ref) in test_quant_kernels.cpp.
 void check_against_ref(const Tensor& w, int64_t terms, int64_t n, uint32_t seed) {
+  const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32);
   const int64_t rows = w.rows(), cols = w.cols();
   const auto x = normal_values(static_cast<size_t>(n * cols), seed);
   std::vector<float> y(static_cast<size_t>(n * rows)), ref(y.size()), scale(y.size());

@@ -8,6 +8,7 @@
 
 #include "formats/llama2c_reader.h"
 #include "formats/model_io.h"
+#include "kernels/cpu/kernels.h"
 #include "model/arch.h"
 #include "model/synth.h"
 #include "test_util.h"
@@ -114,6 +115,32 @@ TEST_CASE("synth is deterministic by seed and independent of threads", "[synth]"
   CHECK_FALSE(same_bytes(*one, *other));
   // Different tensors get different streams.
   CHECK(one->get("blk.0.attn_q.weight").to_f32() != one->get("blk.1.attn_q.weight").to_f32());
+}
+
+TEST_CASE("synth gives the same bits on every SIMD target", "[synth]") {
+  struct Restore {
+    ~Restore() { kernels::force_simd_target(0); }
+  } restore;
+  std::vector<Model> models;
+  for (int64_t target : kernels::simd_targets()) {
+    kernels::force_simd_target(target);
+    for (DType dtype : {DType::kF32, DType::kF16}) {
+      auto m = synth_model("stories260k", {dtype, 9});
+      REQUIRE(m.ok());
+      models.push_back(std::move(*m));
+    }
+  }
+  for (size_t i = 2; i < models.size(); ++i) {
+    INFO("target " << i / 2 << " dtype " << i % 2);
+    CHECK(same_bytes(models[i], models[i % 2]));
+  }
+  // One element computed alone is the element of the filled tensor.
+  const Model& f32 = models[0];
+  const Tensor& t = f32.get("blk.2.ffn_down.weight");
+  const uint64_t key = synth_tensor_key(9, t.name);
+  const std::vector<float> v = t.to_f32();
+  for (uint64_t i : {uint64_t{0}, uint64_t{15}, uint64_t{16}, uint64_t{1001}, uint64_t{v.size() - 1}})
+    CHECK(v[i] == 0.02f * synth_standard_normal(key, i));
 }
 
 TEST_CASE("synth f16/bf16 are the rounded f32 values", "[synth]") {

@@ -9,6 +9,7 @@
 #include "formats/model_io.h"
 #include "kernels/cpu/kernels.h"
 #include "model/tokenizer.h"
+#include "passes/quant/quant_math.h"
 #include "pipeline/calibration.h"
 #include "runtime/runtime.h"
 #include "runtime/sampling.h"
@@ -355,6 +356,41 @@ TEST_CASE("calibration: stats are identical on 1 and 2 threads and sequential eq
   auto head = (*seq)->collect_head(req);
   REQUIRE(head.ok());
   require_identical(*head->at("token_embd.weight"), *one->at("token_embd.weight"));
+}
+
+TEST_CASE("calibration: Quant weights are captured with exact activations in every kernel activation mode", "[calib]") {
+  auto m = load_stories();
+  if (!m.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(m.ok());
+  QuantSpec spec;
+  spec.bits = 4;
+  for (const std::string& name : linear_names(*m)) {
+    const Tensor& t = m->get(name);
+    const std::vector<float> w = t.to_f32();
+    m->replace(Tensor{name, t.shape,
+                      std::make_shared<const Encoding>(
+                          Encoding{quantize_rtn(spec, w, t.rows(), t.cols(), {}, ScaleSearch{}, nullptr)})});
+  }
+  auto set = stories_calib(*m, 1, 64);
+  StatsRequest req;
+  req.xtx = true;
+  const auto collect = [&](kernels::QuantActivations mode) {
+    const kernels::ScopedQuantActivations scope(mode);
+    auto stats = set->collect_all(*m, req, 1);
+    REQUIRE(stats.ok());
+    CHECK(kernels::quant_activations() == mode);  // the runner restores the caller's mode
+    return std::move(stats).value();
+  };
+  const auto exact = collect(kernels::QuantActivations::kF32);
+  for (const auto mode : {kernels::QuantActivations::kInt8x2, kernels::QuantActivations::kInt8}) {
+    INFO("mode " << static_cast<int>(mode));
+    const auto stats = collect(mode);
+    REQUIRE(stats.size() == exact.size());
+    for (const auto& [name, s] : exact) {
+      INFO(name);
+      require_identical(*s, *stats.at(name));
+    }
+  }
 }
 
 TEST_CASE("calibration: tensors replaced between collect and advance are used by advance", "[calib]") {

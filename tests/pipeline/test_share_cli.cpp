@@ -1,11 +1,14 @@
 // `llmc share` end to end on stories260K: the output holds Palette tensors with the asked bits,
 // granularity and outliers and the resolved recipe; inspect shows them; GGUF export dequantizes;
-// bad options fail with clear errors and leave no file; 1 and 2 threads give identical files.
+// bad options fail with clear errors and leave no file; 1 and 2 threads give identical files; the
+// Deep Compression path (prune -> share -> entropy) shrinks at every stage and codes losslessly.
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/palette.h"
+#include "core/sparse.h"
 #include "formats/llmc.h"
 #include "formats/model_io.h"
 #include "pipeline/cli_test_util.h"
@@ -125,4 +128,45 @@ TEST_CASE("share: same input, options and seed give byte-identical files on 1 an
     REQUIRE(r2.exit_code == 0);
     CHECK(llmc::test::read_file_bytes(a) == llmc::test::read_file_bytes(b));
   }
+}
+
+TEST_CASE("share: Deep Compression path (prune 50 % sparsegpt -> share 4-bit -> entropy) shrinks at every stage",
+          "[cli][share][palette][sparse][entropy]") {
+  const Stories s = stories();
+  const std::string calib = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!s.ok() || calib.empty()) return;
+  llmc::test::TempDir dir;
+  const std::string f32 = dir.path("f32.llmc"), pruned = dir.path("pruned.llmc"), shared = dir.path("shared.llmc"),
+                    coded = dir.path("coded.llmc");
+  for (const std::string& args : {"convert " + s.in() + " -o " + f32 + " --dtype f32 --entropy none",
+                                  "prune " + f32 + " -o " + pruned + " --sparsity 0.5 --method sparsegpt --calib " +
+                                      calib + " --calib-samples 8 --calib-ctx 128 --entropy none",
+                                  "share " + pruned + " -o " + shared + " --bits 4 --entropy none",
+                                  "convert " + shared + " -o " + coded + " --entropy auto"}) {
+    INFO(args);
+    auto r = run_cli(args);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+  }
+  const auto size = [](const std::string& p) { return std::filesystem::file_size(p); };
+  CHECK(size(pruned) < size(f32));
+  CHECK(size(shared) < size(pruned));
+  CHECK(size(coded) <= size(shared));  // auto keeps a section raw when coding does not pay
+
+  // The shared model is pruned-then-shared: Sparse tensors with Palette values; the entropy stage
+  // is lossless (every tensor decodes to the same floats).
+  auto a = open_llmc(shared);
+  auto b = open_llmc(coded);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  int sparse_palette = 0;
+  for (const Tensor& t : a->model.tensors()) {
+    INFO(t.name);
+    if (const auto* sp = std::get_if<SparseEncoding>(&t.encoding->node))
+      sparse_palette += std::holds_alternative<PaletteEncoding>(sp->values->node);
+    const std::vector<float> x = t.to_f32(), y = b->model.get(t.name).to_f32();
+    REQUIRE(x.size() == y.size());
+    CHECK(std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0);
+  }
+  CHECK(sparse_palette > 0);
 }

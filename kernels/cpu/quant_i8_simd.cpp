@@ -1,0 +1,458 @@
+// SIMD int8-activation Quant kernels (quant_i8.h): packed codes × int8 activations in exact integer
+// dot products, compiled per Highway target — AVX2 (maddubs/madd), AVX-512 (the same 256-bit code
+// with AVX-512VL) and AVX-512 VNNI (dpbusd) use intrinsics, every other target a portable loop.
+#include <cstring>
+
+#include "kernels/cpu/quant_i8.h"
+#include "kernels/cpu/quant_simd.h"
+
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_SSE4)
+#endif
+#define HWY_COMPILE_ALL_ATTAINABLE
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL  // the VNNI variant; Highway compiles it only on request
+#endif
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/quant_i8_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#include <immintrin.h>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+// The VNNI variant also needs avx512vnni (Highway's AVX3_DL target string has only AVX-VNNI).
+#if HWY_TARGET == HWY_AVX3_DL
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512vnni"))), apply_to = function)
+#else
+#pragma GCC target("avx512vnni")
+#endif
+#endif
+namespace llmc::kernels::simd {
+namespace HWY_NAMESPACE {
+
+using K = QuantI8Kind;
+
+// Bits per code of the extractors that read packed rows (0: one byte per code).
+constexpr int kind_bits(K k) {
+  switch (k) {
+    case K::kSigned8: return 8;
+    case K::kBytes: return 0;
+    case K::kNibbles: return 4;
+    case K::kCrumbs: return 2;
+    case K::kBits1: return 1;
+    case K::kBits3: return 3;
+    case K::kBits5: return 5;
+    case K::kBits6: return 6;
+    case K::kBits7: return 7;
+  }
+  return 0;
+}
+
+// The portable kernel's view of slot values: u of column c of a row (see QuantI8Kind).
+int32_t slot_value(K kind, const uint8_t* row, int64_t c) {
+  const int bits = kind_bits(kind);
+  if (kind == K::kBytes) return row[c];
+  if (kind == K::kSigned8) return static_cast<int32_t>(row[c]) - 128;
+  const int64_t bit = c * bits;
+  uint32_t word = row[bit >> 3];
+  if ((bit & 7) + bits > 8) word |= static_cast<uint32_t>(row[(bit >> 3) + 1]) << 8;
+  const auto code = static_cast<int32_t>((word >> (bit & 7)) & ((1u << bits) - 1));
+  return kind == K::kBits1 ? 2 * code : code;
+}
+
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+
+using V = __m256i;
+
+HWY_INLINE V load2x128(const uint8_t* lo, const uint8_t* hi) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+}
+
+// Tables of the 3/5/6/7-bit extractor: 8 codes of an octet (`bits` bytes, LSB-first) become u16
+// windows of two bytes (shuffle) shifted right by 1..8 bits (mulhi by 2^(16 - shift)); the window
+// starts one byte early when a code is byte aligned, so no shift is 0 (2^16 does not fit a u16).
+template <int kBits>
+struct BitsTables {
+  alignas(32) uint8_t first[32];   // shuffle for the first octet of each 128-bit lane
+  alignas(32) uint8_t second[32];  // for the second octet
+  alignas(32) uint16_t mul[16];
+  constexpr BitsTables() : first(), second(), mul() {
+    for (int lane = 0; lane < 2; ++lane)
+      for (int i = 0; i < 8; ++i) {
+        const int o = kBits * i;
+        const int w = o % 8 == 0 ? o / 8 - 1 : o / 8;
+        const int shift = o - 8 * w;
+        const int k = lane * 16 + 2 * i;
+        first[k] = w < 0 ? 0x80 : static_cast<uint8_t>(w);
+        first[k + 1] = static_cast<uint8_t>(w + 1);
+        second[k] = w < 0 ? 0x80 : static_cast<uint8_t>(w + 8);
+        second[k + 1] = static_cast<uint8_t>(w + 9);
+        mul[lane * 8 + i] = static_cast<uint16_t>(1u << (16 - shift));
+      }
+  }
+};
+
+// One block (32 codes) of a 3/5/6/7-bit row in natural order: lane 0 = columns 0..15, lane 1 = 16..31.
+// Reads 3 · kBits + 8 bytes from p.
+template <int kBits>
+HWY_INLINE V bits_block(const uint8_t* p) {
+  static constexpr BitsTables<kBits> kT{};
+  uint64_t o[4];
+  for (int i = 0; i < 4; ++i) std::memcpy(&o[i], p + kBits * i, 8);
+  const V v = _mm256_setr_epi64x(static_cast<int64_t>(o[0]), static_cast<int64_t>(o[1]), static_cast<int64_t>(o[2]),
+                                 static_cast<int64_t>(o[3]));
+  const V mask = _mm256_set1_epi16(static_cast<int16_t>((1 << kBits) - 1));
+  const V mul = _mm256_load_si256(reinterpret_cast<const V*>(kT.mul));
+  const V s1 = _mm256_shuffle_epi8(v, _mm256_load_si256(reinterpret_cast<const V*>(kT.first)));
+  const V s2 = _mm256_shuffle_epi8(v, _mm256_load_si256(reinterpret_cast<const V*>(kT.second)));
+  return _mm256_packus_epi16(_mm256_and_si256(_mm256_mulhi_epu16(s1, mul), mask),
+                             _mm256_and_si256(_mm256_mulhi_epu16(s2, mul), mask));
+}
+
+// A/B slot vectors of the pair of blocks at p0, p1: 128-bit lane h of A holds slots 0..15 of block
+// h, of B slots 16..31 (the order QuantI8Plan::slot_col describes).
+template <K kKind>
+HWY_INLINE void extract_pair(const uint8_t* p0, const uint8_t* p1, V& a, V& b) {
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBytes) {
+    a = load2x128(p0, p1);
+    b = load2x128(p0 + 16, p1 + 16);
+  } else if constexpr (kKind == K::kNibbles) {
+    const V v = load2x128(p0, p1);
+    const V m = _mm256_set1_epi8(0x0F);
+    a = _mm256_and_si256(v, m);
+    b = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+  } else if constexpr (kKind == K::kCrumbs) {
+    const __m128i q = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p0)),
+                                         _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p1)));
+    const V w = _mm256_permute4x64_epi64(_mm256_castsi128_si256(q), 0x50);  // q0 q0 | q1 q1
+    const V m = _mm256_set1_epi8(3);
+    a = _mm256_and_si256(_mm256_srlv_epi64(w, _mm256_setr_epi64x(0, 2, 0, 2)), m);
+    b = _mm256_and_si256(_mm256_srlv_epi64(w, _mm256_setr_epi64x(4, 6, 4, 6)), m);
+  } else if constexpr (kKind == K::kBits1) {
+    uint32_t w0, w1;
+    std::memcpy(&w0, p0, 4);
+    std::memcpy(&w1, p1, 4);
+    const V v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32(static_cast<int>(w0))),
+                                        _mm_set1_epi32(static_cast<int>(w1)), 1);
+    const V bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    const V two = _mm256_set1_epi8(2);
+    const V sa = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0, 0x0101010101010101LL);
+    const V sb =
+        _mm256_setr_epi64x(0x0202020202020202LL, 0x0303030303030303LL, 0x0202020202020202LL, 0x0303030303030303LL);
+    a = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, sa), bit), bit), two);
+    b = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, sb), bit), bit), two);
+  } else {
+    constexpr int kBits = kind_bits(kKind);
+    const V c0 = bits_block<kBits>(p0), c1 = bits_block<kBits>(p1);
+    a = _mm256_permute2x128_si256(c0, c1, 0x20);
+    b = _mm256_permute2x128_si256(c0, c1, 0x31);
+  }
+}
+
+#if HWY_TARGET == HWY_AVX3_DL
+// vpdpbusd in its EVEX (AVX512-VNNI) form: Highway's AVX3_DL target also enables the VEX AVX-VNNI
+// encoding, which Ice Lake lacks, so the 512-bit instruction is used on the low 256 bits.
+HWY_INLINE V dpbusd(V acc, V u, V x) {
+  return _mm512_castsi512_si256(
+      _mm512_dpbusd_epi32(_mm512_castsi256_si512(acc), _mm512_castsi256_si512(u), _mm512_castsi256_si512(x)));
+}
+#endif
+
+// int32 lanes: lanes 0..3 sum slot products of block 2p, lanes 4..7 of block 2p+1 (exact).
+template <K kKind>
+HWY_INLINE V dot_pair(V a, V b, V xa, V xb) {
+  if constexpr (kKind == K::kSigned8) {  // v · x = |v| · sign(x, v); |v| <= 128 fits u8
+    const V flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    const V va = _mm256_xor_si256(a, flip), vb = _mm256_xor_si256(b, flip);
+    xa = _mm256_sign_epi8(xa, va);
+    xb = _mm256_sign_epi8(xb, vb);
+    a = _mm256_abs_epi8(va);
+    b = _mm256_abs_epi8(vb);
+  }
+#if HWY_TARGET == HWY_AVX3_DL
+  return dpbusd(dpbusd(_mm256_setzero_si256(), a, xa), b, xb);
+#else
+  const V ones = _mm256_set1_epi16(1);
+  // maddubs pairs stay below 2^15 when u <= 128 (|x| <= 127); the sum of A and B pairs only when u <= 64.
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBits7)
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a, xa), ones),
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(b, xb), ones));
+  else
+    return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a, xa), _mm256_maddubs_epi16(b, xb)), ones);
+#endif
+}
+
+HWY_INLINE float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+HWY_INLINE float fmadd(float a, float b, float c) {
+  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+// Σ_g mins[g] · xsum[g]: 8 groups per vector in order, fixed lane reduction, scalar tail.
+HWY_INLINE float min_terms(const float* mins, const float* xsum, int64_t groups) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= groups; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(mins + g), _mm256_loadu_ps(xsum + g), acc);
+  float s = hsum(acc);
+  for (; g < groups; ++g) s = fmadd(mins[g], xsum[g], s);
+  return s;
+}
+
+// R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
+// The small loops are unrolled so the accumulators live in registers.
+template <K kKind, bool kSplit, int R, int T>
+HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
+  __m256 acc[R][T];
+  const float* rec[T];
+  const uint8_t* row[R];
+  const float* sc[R];
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t) rec[t] = a.act + (t0 + t) * a.act_stride + a.x_floats;
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    row[r] = a.codes + (r0 + r) * a.code_stride;
+    sc[r] = a.scales + (r0 + r) * a.scales_stride;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  for (int64_t p = 0; p < a.pairs; ++p) {
+    const int32_t b0 = a.block_byte[2 * p], b1 = a.block_byte[2 * p + 1];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      V ca, cb;
+      extract_pair<kKind>(row[r] + b0, row[r] + b1, ca, cb);
+      // scales of blocks 2p, 2p+1 spread over the two halves
+      const __m256 s = _mm256_permutevar8x32_ps(
+          _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(sc[r] + 2 * p))), spread);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const float* e = rec[t] + p * (kSplit ? 48 : 32);
+        V d = dot_pair<kKind>(ca, cb, _mm256_loadu_si256(reinterpret_cast<const V*>(e)),
+                              _mm256_loadu_si256(reinterpret_cast<const V*>(e + 8)));
+        if constexpr (kSplit)  // 256 · hi + lo: exact in int32
+          d = _mm256_add_epi32(_mm256_slli_epi32(d, 8),
+                               dot_pair<kKind>(ca, cb, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 32)),
+                                               _mm256_loadu_si256(reinterpret_cast<const V*>(e + 40))));
+        if constexpr (kKind != K::kSigned8)
+          d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 24)));
+        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16)), acc[r][t]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      float v = hsum(acc[r][t]);
+      if (a.mins != nullptr)
+        v += min_terms(a.mins + (r0 + r) * a.mins_stride, a.act + (t0 + t) * a.act_stride, a.groups);
+      a.y[(t0 + t) * a.y_stride + r0 + r] = v;
+    }
+}
+
+// Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
+template <K kKind, bool kSplit>
+void i8_shapes(const QuantI8DotArgs& a) {
+  if (a.n == 1) {
+    int64_t r = 0;
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kSplit, 4, 1>(a, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kSplit, 1, 1>(a, r, 0);
+    return;
+  }
+  for (int64_t r = 0; r < a.rows; ++r) {
+    int64_t t = 0;
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kSplit, 1, 4>(a, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kSplit, 1, 1>(a, r, t);
+  }
+}
+template <K kKind>
+void i8_all(const QuantI8DotArgs& a) {
+  if (a.split)
+    i8_shapes<kKind, true>(a);
+  else
+    i8_shapes<kKind, false>(a);
+}
+
+// 32 int8 values in column order -> the slot order of kKind (QuantI8Plan::slot_col).
+template <K kKind>
+HWY_INLINE V to_slots(V n) {
+  if constexpr (kKind == K::kNibbles) {  // evens of both lanes, then odds
+    const V sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3,
+                                  5, 7, 9, 11, 13, 15);
+    return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(n, sh), 0xD8);
+  } else if constexpr (kKind == K::kCrumbs) {  // columns 4j, then 4j+1, 4j+2, 4j+3
+    const V sh = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6,
+                                  10, 14, 3, 7, 11, 15);
+    return _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(n, sh), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  } else {
+    return n;
+  }
+}
+
+template <K kKind>
+void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* start, const int32_t* len,
+                     int64_t blocks, float* pairs) {
+  const int64_t pair_floats = split ? 48 : 32;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const V hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+  const __m256 k256 = _mm256_set1_ps(256.0f);
+  alignas(32) float tmp[32];
+  // 32 int32 in column order -> 32 int8 in slot order; sum of the 32 values.
+  auto pack = [](const V* q, int32_t& sum) {
+    const V s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    sum = _mm_cvtsi128_si32(s4);
+    const V bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    return to_slots<kKind>(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  };
+  auto store = [](uint8_t* base, int h, V slots) {  // slots 0..15 to XA, 16..31 to XB
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 16 * h), _mm256_castsi256_si128(slots));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 32 + 16 * h), _mm256_extracti128_si256(slots, 1));
+  };
+  for (int64_t k = 0; k < blocks; ++k) {
+    float* e = pairs + (k / 2) * pair_floats;
+    const int h = static_cast<int>(k % 2);
+    const float* src = x + start[k];
+    if (len[k] < 32) {  // short and phantom blocks: zero padded
+      std::memset(tmp, 0, sizeof(tmp));
+      std::memcpy(tmp, src, static_cast<size_t>(len[k]) * sizeof(float));
+      src = tmp;
+    }
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(src + 8 * i);
+      m = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), m);  // a NaN |x| keeps m, as std::max does
+    }
+    m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4E));
+    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xB1));
+    float dx, inv;
+    i8_block_scale(_mm256_cvtss_f32(m), dx, inv);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    V qh[4], ql[4];
+    for (int i = 0; i < 4; ++i) {  // round half even (MXCSR default); NaN -> INT_MIN -> -127
+      const __m256 p = _mm256_mul_ps(v[i], vinv);
+      qh[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(p), hi), lo);
+      if (split)  // p - hi is exact; the low part in units of 1/256
+        ql[i] = _mm256_max_epi32(
+            _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(p, _mm256_cvtepi32_ps(qh[i])), k256)), hi),
+            lo);
+    }
+    auto* base = reinterpret_cast<uint8_t*>(e);
+    int32_t sum_hi = 0, sum_lo = 0;
+    store(base, h, pack(qh, sum_hi));
+    if (split) store(base + 128, h, pack(ql, sum_lo));
+    _mm_storeu_ps(e + 16 + 4 * h, _mm_set1_ps(split ? dx * (1.0f / 256.0f) : dx));
+    const int32_t sum = split ? 256 * sum_hi + sum_lo : sum_hi;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 24 + 4 * h), _mm_setr_epi32(-offset * sum, 0, 0, 0));
+  }
+}
+
+void QuantizeI8Blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
+                      const int32_t* len, const uint8_t*, int64_t blocks, float* pairs) {
+  switch (kind) {
+    case K::kNibbles: return quantize_blocks<K::kNibbles>(offset, split, x, start, len, blocks, pairs);
+    case K::kCrumbs: return quantize_blocks<K::kCrumbs>(offset, split, x, start, len, blocks, pairs);
+    default: return quantize_blocks<K::kBytes>(offset, split, x, start, len, blocks, pairs);  // natural order
+  }
+}
+
+void QuantI8Dot(const QuantI8DotArgs& a) {
+  switch (a.kind) {
+    case K::kSigned8: return i8_all<K::kSigned8>(a);
+    case K::kBytes: return i8_all<K::kBytes>(a);
+    case K::kNibbles: return i8_all<K::kNibbles>(a);
+    case K::kCrumbs: return i8_all<K::kCrumbs>(a);
+    case K::kBits1: return i8_all<K::kBits1>(a);
+    case K::kBits3: return i8_all<K::kBits3>(a);
+    case K::kBits5: return i8_all<K::kBits5>(a);
+    case K::kBits6: return i8_all<K::kBits6>(a);
+    case K::kBits7: return i8_all<K::kBits7>(a);
+  }
+}
+
+#else  // portable targets: one block at a time, codes read by column through the slot order
+
+namespace hn = hwy::HWY_NAMESPACE;
+
+HWY_INLINE float fmadd(float a, float b, float c) {
+  const hn::CappedTag<float, 1> d1;
+  return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
+}
+
+void QuantI8Dot(const QuantI8DotArgs& a) {
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const uint8_t* row = a.codes + r * a.code_stride;
+    const float* sc = a.scales + r * a.scales_stride;
+    for (int64_t t = 0; t < a.n; ++t) {
+      const float* rec = a.act + t * a.act_stride;
+      float acc = 0.0f;
+      for (int64_t k = 0; k < 2 * a.pairs; ++k) {
+        const float* e = rec + a.x_floats + (k / 2) * a.pair_floats;
+        const int h = static_cast<int>(k % 2);
+        const auto* bytes = reinterpret_cast<const int8_t*>(e);
+        int32_t u = 0;
+        for (int i = 0; i < 32; ++i) {
+          if (a.slot_col[i] >= a.block_len[k]) continue;
+          const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
+          const int32_t xq = a.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
+          u += slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]) * xq;
+        }
+        int32_t c;
+        std::memcpy(&c, e + 24 + 4 * h, 4);
+        if (a.kind != K::kSigned8) u += c;
+        acc = fmadd(static_cast<float>(u), sc[k] * e[16 + 4 * h], acc);
+      }
+      if (a.mins != nullptr) {
+        float m = 0.0f;
+        for (int64_t g = 0; g < a.groups; ++g) m = fmadd(a.mins[r * a.mins_stride + g], rec[g], m);
+        acc += m;
+      }
+      a.y[t * a.y_stride + r] = acc;
+    }
+  }
+}
+
+void QuantizeI8Blocks(QuantI8Kind, int32_t offset, bool split, const float* x, const int32_t* start, const int32_t* len,
+                      const uint8_t* slot_col, int64_t blocks, float* pairs) {
+  i8_quantize_blocks_ref(slot_col, offset, split, x, start, len, blocks, pairs);
+}
+
+#endif
+
+}  // namespace HWY_NAMESPACE
+}  // namespace llmc::kernels::simd
+#if HWY_TARGET == HWY_AVX3_DL && defined(__clang__)
+#pragma clang attribute pop
+#endif
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace llmc::kernels::simd {
+
+HWY_EXPORT(QuantI8Dot);
+HWY_EXPORT(QuantizeI8Blocks);
+
+void quant_i8_dot(const QuantI8DotArgs& a) { HWY_DYNAMIC_DISPATCH(QuantI8Dot)(a); }
+void quantize_i8_blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
+                        const int32_t* len, const uint8_t* slot_col, int64_t blocks, float* pairs) {
+  HWY_DYNAMIC_DISPATCH(QuantizeI8Blocks)(kind, offset, split, x, start, len, slot_col, blocks, pairs);
+}
+
+}  // namespace llmc::kernels::simd
+#endif  // HWY_ONCE
