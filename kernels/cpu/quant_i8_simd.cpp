@@ -16,6 +16,7 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/quant_i8_simd.cpp"
+#include <hwy/cache_control.h>
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
@@ -231,6 +232,10 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
     const int32_t b0 = a.block_byte[2 * p], b1 = a.block_byte[2 * p + 1];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
+      // The same bytes 2R rows on (the next-but-one call's rows): decode streams several short rows
+      // at once, which the hardware prefetcher alone follows poorly (+60 % q4 decode on tinyllama
+      // at 2 threads). A prefetch never faults.
+      hwy::Prefetch(row[r] + 2 * R * a.code_stride + b0);
       V ca, cb;
       extract_pair<kKind>(row[r] + b0, row[r] + b1, ca, cb);
       // scales of blocks 2p, 2p+1 spread over the two halves

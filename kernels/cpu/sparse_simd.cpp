@@ -59,6 +59,7 @@ inline constexpr ShuffleTable kShuffle{};
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/sparse_simd.cpp"
+#include <hwy/cache_control.h>
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
@@ -185,6 +186,16 @@ HWY_INLINE void nm_tail(const SparseRowsArgs& a, const uint8_t* row, const typen
   }
 }
 
+// Decode streams several short rows at once, which the hardware prefetcher follows poorly: the
+// index and value bytes kPrefetchRows rows on (the next-but-one block of rows) at the same place.
+// A prefetch never faults, so the addresses may run past the tensor.
+constexpr int64_t kPrefetchRows = 2 * kDecodeRows;
+template <class T>
+HWY_INLINE void prefetch_ahead(const uint8_t* index, int64_t index_stride, const T* values, int64_t value_stride) {
+  hwy::Prefetch(index + kPrefetchRows * index_stride);
+  hwy::Prefetch(values + kPrefetchRows * value_stride);
+}
+
 // ---- window kernel (bitmask rows) ----
 
 // R rows × T tokens: each window of a row is expanded once and used for every token. R and T only
@@ -210,6 +221,7 @@ HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
       for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
     for (int64_t j = 0; j < windows; ++j) {
       for (int i = 0; i < R; ++i) {
+        if (j % 4 == 0) prefetch_ahead(row[i] + j, a.index_stride, vp[i], a.value_stride);
         const uint32_t b = row[i][j];
         const V8 w = V::expand(d, vp[i], b);
         vp[i] += std::popcount(b);
@@ -344,6 +356,7 @@ HWY_INLINE void nm_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
       for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
     for (int64_t b = 0; b < blocks; ++b, k += 8) {
       for (int i = 0; i < R; ++i) {
+        if (b % 4 == 0) prefetch_ahead(row[i] + b * a.nm_bits, a.index_stride, vals[i] + k, a.value_stride);
         uint32_t word;
         std::memcpy(&word, row[i] + b * a.nm_bits, 4);  // 8 fields of nm_bits bits; up to 3 bytes of slack read
         const auto ctrl = g.control(word);
