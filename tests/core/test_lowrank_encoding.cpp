@@ -59,7 +59,7 @@ struct TuckerCase {
 
 }  // namespace
 
-TEST_CASE("LowRank decodes to U·V for any row range; parts, bytes, description", "[lowrank-enc]") {
+TEST_CASE("LowRank decodes to U·V for any row range — parts, bytes, description", "[lowrank-enc]") {
   const int64_t rows = 13, rank = 4, cols = 9;
   const auto u = normal_values(rows * rank, 1), v = normal_values(rank * cols, 2);
   Encoding enc{make_lowrank_dense(u, v, rows, rank, cols, DType::kF32)};

@@ -205,7 +205,7 @@ TEST_CASE("gguf keeps f16/bf16 tensors as stored and norms as f32", "[gguf]") {
   CHECK(std::memcmp(a.data(), b.data(), a.size()) == 0);
 }
 
-TEST_CASE("gguf Q8_0/Q4_0 export stays within the quantization step; ragged rows fall back to F16", "[gguf]") {
+TEST_CASE("gguf Q8_0/Q4_0 export stays within the quantization step — ragged rows fall back to F16", "[gguf]") {
   test::TempDir dir;
   // hidden 80: ffn_down has 80 columns, not a multiple of 32.
   Model m = test::make_gguf_test_model(ModelFamily::kLlama, 80, false);

@@ -148,7 +148,7 @@ const std::vector<std::string> kFfn = {R"(blk\.\d+\.ffn_(gate|up|down)\.weight)"
 
 }  // namespace
 
-TEST_CASE("SVD: singular values equal Eigen's Jacobi SVD; truncation error is the discarded energy",
+TEST_CASE("SVD: singular values equal Eigen's Jacobi SVD — truncation error is the discarded energy",
           "[lowrank][lowrank-math]") {
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{40, 24}, {24, 40}}) {
     INFO(rows << "x" << cols);
@@ -227,7 +227,7 @@ TEST_CASE("rank choice: ratio, energy, useful ranks, global budget", "[lowrank][
   CHECK(too_small.error().code == ErrorCode::kInvalidArgument);
 }
 
-TEST_CASE("Tucker: an exactly low-rank tensor is recovered; HOOI never worsens HOSVD", "[lowrank][lowrank-math]") {
+TEST_CASE("Tucker: an exactly low-rank tensor is recovered — HOOI never worsens HOSVD", "[lowrank][lowrank-math]") {
   // T = G ×1 A ×2 B ×3 C with multilinear ranks (3, 4, 5).
   const std::vector<int64_t> dims = {8, 9, 10}, ranks = {3, 4, 5};
   const auto g = normal_values(3 * 4 * 5, 1), a = normal_values(8 * 3, 2), b = normal_values(9 * 4, 3),
@@ -268,7 +268,7 @@ TEST_CASE("Tucker: an exactly low-rank tensor is recovered; HOOI never worsens H
   CHECK(tucker_params(dims, by_ratio) <= 0.2 * 720);
 }
 
-TEST_CASE("lowrank.svd: FFN at 80 % of the parameters; ranks, sizes, other tensors untouched", "[lowrank]") {
+TEST_CASE("lowrank.svd: FFN at 80 % of the parameters — ranks, sizes, other tensors untouched", "[lowrank]") {
   Stories s = load_stories();
   if (!s.tokenizer) return;
   Model m = s.model;

@@ -371,7 +371,7 @@ TEST_CASE("OWL allocation: per-block sparsity follows the outlier ratio, the tot
   }
 }
 
-TEST_CASE("SparseGPT joint with 4-bit: Sparse{Quant} values, file smaller than 4-bit dense; quality reported",
+TEST_CASE("SparseGPT joint with 4-bit: Sparse{Quant} values, file smaller than 4-bit dense — quality reported",
           "[prune][heavy]") {
   auto base = load_stories();
   if (!base.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;

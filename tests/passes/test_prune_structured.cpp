@@ -255,7 +255,7 @@ TEST_CASE("prune.channels (global): silenced FFN channels removed, per-layer wid
   CHECK_FALSE(std::filesystem::exists(dir.path("hf")));
 }
 
-TEST_CASE("prune.layers: an identity block is the one removed; blocks renumbered, logits unchanged",
+TEST_CASE("prune.layers: an identity block is the one removed — blocks renumbered, logits unchanged",
           "[prune][structured]") {
   if (!have_stories()) return;
   auto base = load_stories();
@@ -341,7 +341,7 @@ TEST_CASE("structured pruning refuses impossible requests without changing the m
   }
 }
 
-TEST_CASE("llmc prune --pattern heads|channels|layers writes smaller dense models; bad requests leave no output",
+TEST_CASE("llmc prune --pattern heads|channels|layers writes smaller dense models — bad requests leave no output",
           "[prune][structured][cli]") {
   const std::string bin = test::fixture("models/stories260K/stories260K.bin");
   const std::string tok = test::fixture("models/stories260K/tok512.bin");

@@ -142,7 +142,7 @@ TEST_CASE("GPTQ core: decode equals the pass's values for every scheme, width an
     }
 }
 
-TEST_CASE("GPTQ core: same result on 1 and 2 threads; dead inputs zero their weights", "[gptq]") {
+TEST_CASE("GPTQ core: same result on 1 and 2 threads — dead inputs zero their weights", "[gptq]") {
   RandomProblem p = random_problem(50, 64, 128, 3);
   for (int64_t c = 0; c < p.cols; ++c) p.xtx[7 * p.cols + c] = p.xtx[c * p.cols + 7] = 0;  // input 7 never fires
   const QuantSpec spec = spec_of(3, QuantScheme::kSymmetric, 32);
@@ -249,7 +249,7 @@ Model quantize_copy(const Model& base, CalibrationSet& calib, Method method, con
 
 }  // namespace
 
-TEST_CASE("stories260K: GPTQ has lower KLD than RTN at 3 and 4 bits; AWQ is not worse", "[gptq][awq]") {
+TEST_CASE("stories260K: GPTQ has lower KLD than RTN at 3 and 4 bits — AWQ is not worse", "[gptq][awq]") {
   Stories s = load_stories();
   if (!s.tokenizer) return;
   auto calib = shakespeare_calib(s.model, 32, 256);

@@ -200,7 +200,7 @@ TEST_CASE("quant.mixed: bad options and an unreachable target", "[mixed]") {
   llmc::test::require_same_tensors(before, model);  // nothing changed
 }
 
-TEST_CASE("quant.mixed: effective bpw stays at or below the target; allocation in the report", "[mixed]") {
+TEST_CASE("quant.mixed: effective bpw stays at or below the target — allocation in the report", "[mixed]") {
   Model model = load_stories();
   if (model.tensors().empty()) return;
   for (double target : {3.0, 3.5, 4.6}) {

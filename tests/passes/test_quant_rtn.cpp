@@ -72,7 +72,7 @@ TEST_CASE("quant passes are in the registry and reject bad options", "[quant-rtn
   CHECK(!r.ok());
 }
 
-TEST_CASE("quant.rtn quantizes the default targets; bpw matches quant_encoded_bytes", "[quant-rtn]") {
+TEST_CASE("quant.rtn quantizes the default targets — bpw matches quant_encoded_bytes", "[quant-rtn]") {
   Model m = load_stories();
   if (m.tensors().empty()) return;
   for (const auto& [pass, opts, spec] :

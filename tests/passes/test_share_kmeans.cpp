@@ -177,7 +177,7 @@ TEST_CASE("fit_palette: codebooks of 2^bits, nearest-centroid indices, outliers,
       }
 }
 
-TEST_CASE("fit_palette: weighting lowers the weighted error; padding is never clustered", "[share][palette]") {
+TEST_CASE("fit_palette: weighting lowers the weighted error — padding is never clustered", "[share][palette]") {
   // Every 8th input column is very sensitive and holds 10x larger weights: plain k-means spends
   // most entries on the many small weights, weighted k-means on the sensitive ones.
   const int64_t rows = 16, cols = 64;
@@ -464,8 +464,12 @@ Model shared(const RealModel& base, std::map<std::string, std::string> options) 
 
 // Calibration: 32 x 256 tokens sampled from the model itself (in-domain, never the evaluation text).
 // KLD on the first 40 chunks of 256 tokens of TinyStories; one thread (the machine is shared).
-TEST_CASE("stories260K 4-bit: weighted k-means beats plain; with GPTQ assignment and 1% outliers it beats RTN g128",
-          "[share][palette][heavy]") {
+// Plain vs weighted k-means is reported, not asserted: with column weights E[x²] the order depends
+// on the calibration sample (weighted 0.564 vs plain 0.573 with the self-sampled sequences of the
+// palette branch's runtime, 0.593 vs 0.573 with those of the merged runtime; docs/weight_sharing.md).
+TEST_CASE(
+    "stories260K 4-bit: k-means with GPTQ assignment and 1% outliers beats RTN g128 (plain and weighted reported)",
+    "[share][palette][heavy]") {
   Model m = load_stories();
   if (m.tensors().empty()) return;
   RealModel base;
@@ -489,7 +493,6 @@ TEST_CASE("stories260K 4-bit: weighted k-means beats plain; with GPTQ assignment
   INFO("plain k-means " << weight_bpw(plain) << " bpw, KLD " << plain_kld << "; weighted " << weight_bpw(weighted)
                         << " bpw, KLD " << weighted_kld);
   CHECK(weight_bpw(weighted) == weight_bpw(plain));
-  CHECK(weighted_kld < plain_kld);
 
   const Model rtn = rtn_or_gptq(base, false, 4, 128);
   const Model best = shared(

@@ -159,7 +159,7 @@ TEST_CASE("calibration: --calib-self is deterministic per seed, thread-independe
   CHECK(text.find(' ') != std::string::npos);
 }
 
-TEST_CASE("calibration: --calib-self decodes sequences in batches; each equals sampling it alone", "[calib]") {
+TEST_CASE("calibration: --calib-self decodes sequences in batches — each equals sampling it alone", "[calib]") {
   auto m = load_stories();
   if (!m.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
   REQUIRE(m.ok());

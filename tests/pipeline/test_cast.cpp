@@ -9,7 +9,7 @@
 
 using namespace llmc;
 
-TEST_CASE("cast to q8_0/q4_0 matches GGUF block values; ragged rows fall back to f16", "[cast]") {
+TEST_CASE("cast to q8_0/q4_0 matches GGUF block values — ragged rows fall back to f16", "[cast]") {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   const int64_t rows = 3, cols = 96;

@@ -313,7 +313,7 @@ TEST_CASE("runtime: weight bytes per token count linear weights, output and one 
   }
 }
 
-TEST_CASE("beam search: one beam is greedy; reported log-prob matches rescoring", "[runtime][sampling]") {
+TEST_CASE("beam search: one beam is greedy — reported log-prob matches rescoring", "[runtime][sampling]") {
   const Model m = random_model(kVariants[1], 16);
   const int64_t vocab = m.config.vocab_size;
   const std::vector<int32_t> prompt{3, 1, 4};
