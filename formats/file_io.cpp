@@ -41,7 +41,8 @@ void release_file_pages(const void* data, size_t size) {
     auto it = mappings().upper_bound(begin);
     if (it == mappings().begin()) return;
     --it;
-    if (begin < it->first || size > it->second - (begin - it->first)) return;
+    const uintptr_t offset = begin - it->first;  // begin >= it->first: upper_bound's predecessor
+    if (offset >= it->second || size > it->second - offset) return;  // not wholly inside that mapping
   }
   const uintptr_t first = (begin + kPage - 1) / kPage * kPage, last = (begin + size) / kPage * kPage;
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
