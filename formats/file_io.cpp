@@ -41,7 +41,7 @@ void release_file_pages(const void* data, size_t size) {
     auto it = mappings().upper_bound(begin);
     if (it == mappings().begin()) return;
     --it;
-    const uintptr_t offset = begin - it->first;  // begin >= it->first: upper_bound's predecessor
+    const uintptr_t offset = begin - it->first;                      // begin >= it->first: upper_bound's predecessor
     if (offset >= it->second || size > it->second - offset) return;  // not wholly inside that mapping
   }
   const uintptr_t first = (begin + kPage - 1) / kPage * kPage, last = (begin + size) / kPage * kPage;
