@@ -41,7 +41,7 @@ const QuantI8Format kQuantI8Formats[] = {
 std::atomic<QuantActivations> g_mode{QuantActivations::kInt8x2};
 
 constexpr int64_t kBlock = 32;       // activation block (columns)
-constexpr int64_t kRowPad = 64;      // bytes the kernel may read past a row's last block start
+constexpr int64_t kRowPad = 64;      // bytes the kernel may read past a row's end (at most 32)
 constexpr int64_t kRowsPerCall = 4;  // rows per simd::quant_i8_dot call (scales stay in L1)
 
 // Slot i of a block (0..15 in A, 16..31 in B) holds column slot_col[i] of the block.
@@ -224,10 +224,15 @@ void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t
   a.x_floats = plan.x_floats;
   a.n = t_end - t_begin;
   a.y_stride = rows;
+  // Rows whose reads (up to kRowPad bytes past the row's end) could pass the tensor's last
+  // byte run alone from a padded copy: with narrow rows that is more than the last row.
+  const int64_t first_tail =
+      unpacked
+          ? rows
+          : std::max<int64_t>(0, rows - (kRowPad + std::max<int64_t>(stride, 1) - 1) / std::max<int64_t>(stride, 1));
   for (int64_t r = r_begin; r < r_end; r += kRowsPerCall) {
-    // The tensor's last row runs alone from a padded copy (the kernel reads past a block's bytes).
-    int64_t nr = std::min(kRowsPerCall, r_end - r);
-    if (r + nr == rows && nr > 1 && !unpacked) --nr;
+    const bool tail = r >= first_tail;
+    const int64_t nr = tail ? 1 : std::min({kRowsPerCall, r_end - r, first_tail - r});
     quant_decode_params(q, false, r * gpr, nr * gpr, group_scales.data());
     if (!direct)
       for (int64_t i = 0; i < nr; ++i) {
@@ -249,7 +254,7 @@ void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t
       for (int64_t i = 0; i < nr; ++i) quant_unpack_trits5_codes(codes + i * stride, cols, buffer.data() + i * bstride);
       a.codes = buffer.data();
       a.code_stride = bstride;
-    } else if (r + nr == rows) {
+    } else if (tail) {
       std::memcpy(buffer.data(), codes, static_cast<size_t>(stride));
       a.codes = buffer.data();
     }
