@@ -36,6 +36,11 @@ struct LlmcReadOptions {
   // false: read the header only (config, tokenizer, the section table and which tensor uses which
   // section, all checked); no section byte is read and the model has no tensors (llmc inspect).
   bool load_tensors = true;
+  // true: a raw section's mapped pages are given back (release_file_pages) once its checksum is
+  // verified, so a model that is transformed once (llmc quantize, prune, convert...) does not keep
+  // the whole input resident: its pages fault in again from the page cache as each tensor is read.
+  // Coded sections always give their pages back once decoded (their bytes live on the heap).
+  bool release_verified = false;
 };
 
 // Who made the file: the Provenance table of the header.

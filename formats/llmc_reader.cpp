@@ -431,10 +431,15 @@ class Parser {
     }
     if (s.coder == SectionCoder::kNone) {
       s.bytes = Bytes::view(owner_, p, static_cast<size_t>(stored));
+      if (options_.release_verified) release_file_pages(p, static_cast<size_t>(stored));
       return {};
     }
-    if (!s.referenced) return {};  // unreferenced coded section: checked, not decoded
+    if (!s.referenced) {  // unreferenced coded section: checked, not decoded
+      release_file_pages(p, static_cast<size_t>(stored));
+      return {};
+    }
     auto decoded = decode_section({p, static_cast<size_t>(stored)}, s.coder, s.layout, raw);
+    release_file_pages(p, static_cast<size_t>(stored));
     if (!decoded.ok()) return fail(decoded.error().code, where, ": ", decoded.error().message);
     s.bytes = Bytes::owned(std::move(decoded).value());
     return {};

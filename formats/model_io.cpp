@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "formats/file_io.h"
+#include "formats/llmc.h"
 #include "model/arch.h"
 
 namespace llmc {
@@ -107,7 +108,7 @@ Result<Model> load_model(const std::string& path, const LoadOptions& options) {
   LLMC_ASSIGN_OR_RETURN(FileFormat format, detect_format(path));
   Result<Model> loaded = [&]() -> Result<Model> {
     switch (format) {
-      case FileFormat::kLlmc: return read_llmc(path);
+      case FileFormat::kLlmc: return read_llmc(path, LlmcReadOptions{.release_verified = options.read_once});
       case FileFormat::kGguf: return read_gguf(path, options.require_tensors && options.tensors, options.tensors);
       case FileFormat::kSafetensors: return read_hf(path);
       case FileFormat::kLlama2c: return read_llama2c(path);

@@ -21,6 +21,9 @@ struct LoadOptions {
   // false: config and vocabulary only, for tokenizing (GGUF: tensor data is neither read nor
   // repacked and the result has no tensors; other formats load as usual). Implies !require_tensors.
   bool tensors = true;
+  // true: the caller reads each tensor about once (a transformation, not a runtime), so readers may
+  // give mapped file pages back after checking them (.llmc: LlmcReadOptions::release_verified).
+  bool read_once = false;
 };
 
 // Any supported format, detected from content. The result passes validate_model() unless

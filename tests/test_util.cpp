@@ -85,4 +85,11 @@ void write_file_bytes(const std::string& path, const std::vector<unsigned char>&
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
+int64_t resident_pages() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident;
+}
+
 }  // namespace llmc::test

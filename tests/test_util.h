@@ -1,6 +1,7 @@
 // Shared test helpers: fixture paths (fail loudly in CI when missing), temp dirs, running the CLI.
 #pragma once
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -41,6 +42,9 @@ CliResult run_cli(const std::string& args);
 
 // REQUIREs the same tensor names in the same order, the same shapes and bit-identical decoded values.
 void require_same_tensors(const Model& a, const Model& b);
+
+// Resident pages of this process (/proc/self/statm): mapped file pages count while mapped in.
+int64_t resident_pages();
 
 std::vector<unsigned char> read_file_bytes(const std::string& path);
 void write_file_bytes(const std::string& path, const std::vector<unsigned char>& bytes);

@@ -13,14 +13,6 @@
 namespace llmc {
 namespace {
 
-// Resident pages of this process (/proc/self/statm): mapped file pages count while mapped in.
-int64_t resident_pages() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  statm >> size >> resident;
-  return resident;
-}
-
 TEST_CASE("release_file_pages drops mapped pages, which then read the same, and leaves heap memory alone",
           "[file_io]") {
   test::TempDir dir;
@@ -36,13 +28,13 @@ TEST_CASE("release_file_pages drops mapped pages, which then read the same, and 
   const uint8_t* p = (*file)->data();
   const size_t n = (*file)->size();
   const int64_t pages = static_cast<int64_t>(n) / ::sysconf(_SC_PAGESIZE);
-  const int64_t before = resident_pages();
+  const int64_t before = test::resident_pages();
   uint64_t sum = 0;
   for (size_t i = 0; i < n; ++i) sum += p[i];  // fault every page in
-  const int64_t touched = resident_pages();
+  const int64_t touched = test::resident_pages();
   CHECK(touched - before > pages * 9 / 10);
   release_file_pages(p, n);
-  CHECK(touched - resident_pages() > pages * 9 / 10);
+  CHECK(touched - test::resident_pages() > pages * 9 / 10);
   CHECK(std::equal(bytes.begin(), bytes.end(), p));  // faulted in again from the file
   // A range that is not inside a live mapping is left alone (MADV_DONTNEED would zero heap pages).
   std::vector<uint8_t> heap(bytes);

@@ -1,4 +1,5 @@
 // .llmc reader/writer: round trips, zero-copy, determinism, the golden file and hostile input.
+#include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -382,6 +383,52 @@ TEST_CASE("llmc raw sections load zero-copy and 64-byte aligned", "[llmc]") {
   const uintptr_t p = reinterpret_cast<uintptr_t>(d.data.data());
   const uintptr_t zb = reinterpret_cast<uintptr_t>(zf->data);
   CHECK((p + d.data.size() <= zb || p >= zb + zf->size));
+}
+
+// Transformations read each input tensor about once: verifying every section's checksum must not
+// leave the whole input resident (peak RSS of llmc quantize below the input's size).
+TEST_CASE("llmc release_verified gives raw sections' pages back after checking them; tensors read the same", "[llmc]") {
+  test::TempDir tmp;
+  const int64_t rows = 2048, cols = 2048;  // 16 MiB of f32
+  std::vector<float> values(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1013) * 0.25f - 7.0f;
+  Model m;
+  REQUIRE(m.add(make_dense_f32("w", Shape{{rows, cols}}, values)).ok());
+  REQUIRE(write_llmc(m, tmp.path("big.llmc"), {}).ok());
+  const int64_t pages = rows * cols * 4 / ::sysconf(_SC_PAGESIZE);
+
+  auto measure = [&](bool release) {
+    const int64_t before = test::resident_pages();
+    auto f = open_llmc(tmp.path("big.llmc"), LlmcReadOptions{.release_verified = release});
+    REQUIRE(f.ok());
+    const int64_t grown = test::resident_pages() - before;
+    const auto& d = std::get<DenseEncoding>(f->model.get("w").encoding->node);
+    REQUIRE(d.data.size() == values.size() * 4);
+    CHECK(std::memcmp(d.data.data(), values.data(), d.data.size()) == 0);  // faulted in again
+    return grown;
+  };
+  const int64_t kept = measure(false), released = measure(true);
+  INFO("pages of the section " << pages << ", resident after load: kept " << kept << ", released " << released);
+  CHECK(kept > pages * 9 / 10);
+  CHECK(released < pages / 10);
+  // The option travels through load_model (transformation commands) for a real model.
+  const std::string stories = test::fixture("models/stories260K/stories260K.bin");
+  if (stories.empty()) return;
+  auto real = load_model(stories);
+  REQUIRE(real.ok());
+  REQUIRE(write_llmc(*real, tmp.path("stories.llmc"), {}).ok());
+  const int64_t file_pages =
+      static_cast<int64_t>(std::filesystem::file_size(tmp.path("stories.llmc"))) / ::sysconf(_SC_PAGESIZE);
+  for (bool read_once : {false, true}) {
+    const int64_t before = test::resident_pages();
+    LoadOptions lo;
+    lo.read_once = read_once;
+    auto loaded = load_model(tmp.path("stories.llmc"), lo);
+    REQUIRE(loaded.ok());
+    const int64_t grown = test::resident_pages() - before;
+    INFO("read_once " << read_once << ": " << grown << " of " << file_pages << " file pages resident");
+    CHECK((read_once ? grown < file_pages / 4 : grown > file_pages * 3 / 4));
+  }
 }
 
 TEST_CASE("llmc writes are deterministic", "[llmc]") {

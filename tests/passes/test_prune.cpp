@@ -11,6 +11,7 @@
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
+#include "passes/prune/prune_common.h"
 #include "passes/quant/quant_math.h"
 #include "pipeline/calibration.h"
 #include "runtime/runtime.h"
@@ -153,6 +154,33 @@ TEST_CASE("prune.magnitude N:M keeps exactly N of every M, the largest", "[prune
           REQUIRE(max_pruned <= min_kept);
         }
     }
+  }
+}
+
+// Per row: exactly round(sparsity * cols) zeros, every pruned score <= every kept one, and among
+// equal scores the lower column is pruned first (checked against a brute-force rank).
+TEST_CASE("select_keep per row: exact count, lowest scores pruned, ties to the lower column", "[prune]") {
+  const int64_t rows = 7, cols = 37;
+  std::vector<float> scores(static_cast<size_t>(rows * cols));
+  uint32_t state = 12345;
+  for (float& v : scores) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>((state >> 24) % 9);  // few distinct values: many ties
+  }
+  for (double sparsity : {0.0, 0.3, 0.5, 0.7, 1.0}) {
+    PruneSpec spec;
+    spec.sparsity = sparsity;
+    auto keep = select_keep(scores, rows, cols, spec, NAN);
+    REQUIRE(keep.ok());
+    const auto zeros = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(cols)));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float* s = scores.data() + r * cols;
+        int64_t rank = 0;  // columns that come before c: lower score, or equal score and lower column
+        for (int64_t o = 0; o < cols; ++o) rank += s[o] < s[c] || (s[o] == s[c] && o < c);
+        INFO("sparsity " << sparsity << " row " << r << " col " << c);
+        CHECK((*keep)[static_cast<size_t>(r * cols + c)] == (rank < zeros ? 0 : 1));
+      }
   }
 }
 

@@ -90,10 +90,12 @@ double peak_rss_mib() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
-Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path, bool require_tensors) {
+Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path, bool require_tensors,
+                                 ModelUse use) {
   LoadOptions options;
   options.tokenizer_path = tokenizer_path;
   options.require_tensors = require_tensors;
+  options.read_once = use == ModelUse::kTransform;
   return load_model(path, options);
 }
 

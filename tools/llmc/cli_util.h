@@ -46,8 +46,14 @@ Result<FileFormat> output_format(const std::string& output, const std::string& t
 // Peak resident set size of this process so far, MiB.
 double peak_rss_mib();
 
+// How a command uses the model it loads.
+enum class ModelUse {
+  kRun,        // runs it (eval, bench, generate): the mapped input stays resident
+  kTransform,  // reads each tensor about once to write another file: input pages are given back
+};
+
 // Loads a model, with --tokenizer when given.
 Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path,
-                                 bool require_tensors = true);
+                                 bool require_tensors = true, ModelUse use = ModelUse::kRun);
 
 }  // namespace llmc::cli

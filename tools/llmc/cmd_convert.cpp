@@ -42,7 +42,7 @@ int run_convert(const ConvertArgs& a) {
         make_error(ErrorCode::kInvalidArgument, "safetensors has no ", a.dtype, " type; use f32, f16 or bf16"));
   if (auto ok = a.writer.check(*format); !ok.ok()) return report_error(ok.error());
 
-  auto loaded = load_model_for_cli(a.input, a.tokenizer);
+  auto loaded = load_model_for_cli(a.input, a.tokenizer, /*require_tensors=*/true, ModelUse::kTransform);
   if (!loaded.ok()) return report_error(loaded.error());
   Model& model = *loaded;
   const auto t_loaded = std::chrono::steady_clock::now();

@@ -122,7 +122,7 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
       return report_error(make_error(ErrorCode::kIo, "calibration text ", recipe.calibration->file, " not found"));
   }
 
-  auto loaded = load_model_for_cli(job.input, job.tokenizer);
+  auto loaded = load_model_for_cli(job.input, job.tokenizer, /*require_tensors=*/true, ModelUse::kTransform);
   if (!loaded.ok()) return report_error(loaded.error());
   Model& model = *loaded;
   const double load_s = since(t0);

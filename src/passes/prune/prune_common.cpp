@@ -189,8 +189,11 @@ Result<std::vector<uint8_t>> select_keep(const std::vector<float>& scores, int64
     for (int64_t r = 0; r < rows; ++r) {
       const float* s = scores.data() + r * cols;
       std::iota(order.begin(), order.end(), 0);
-      // Least important first; among equal scores the lower column goes first.
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s[a] < s[b]; });
+      // The `zeros` least important columns; among equal scores the lower column goes first (a
+      // strict total order, so the selected set is unique: O(cols) selection, not a sort).
+      if (zeros > 0 && zeros < cols)
+        std::nth_element(order.begin(), order.begin() + zeros - 1, order.end(),
+                         [&](int64_t a, int64_t b) { return s[a] < s[b] || (s[a] == s[b] && a < b); });
       for (int64_t j = 0; j < zeros; ++j) keep[r * cols + order[j]] = 0;
     }
     return keep;
