@@ -387,7 +387,8 @@ TEST_CASE("llmc raw sections load zero-copy and 64-byte aligned", "[llmc]") {
 
 // Transformations read each input tensor about once: verifying every section's checksum must not
 // leave the whole input resident (peak RSS of llmc quantize below the input's size).
-TEST_CASE("llmc release_verified gives raw sections' pages back after checking them — tensors read the same", "[llmc]") {
+TEST_CASE("llmc release_verified gives raw sections' pages back after checking them — tensors read the same",
+          "[llmc]") {
   test::TempDir tmp;
   const int64_t rows = 2048, cols = 2048;  // 16 MiB of f32
   std::vector<float> values(static_cast<size_t>(rows * cols));
