@@ -4,7 +4,7 @@
 // Prints a Markdown table; asserts nothing. Weights are random (speed does not depend on values).
 // usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
-//                    [--activations int8x2|int8|f32]  (kernels::QuantActivations; default int8x2)
+//                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2)
 #include <time.h>
 
 #include <algorithm>
@@ -124,6 +124,7 @@ const char* activations_name() {
     case kernels::QuantActivations::kF32: return "f32";
     case kernels::QuantActivations::kInt8: return "int8";
     case kernels::QuantActivations::kInt8x2: return "int8x2";
+    case kernels::QuantActivations::kF32Decoded: return "f32-decoded";
   }
   return "?";
 }
@@ -210,9 +211,10 @@ int main(int argc, char** argv) {
       membw_mib = std::stoll(next());
     else if (a == "--activations") {
       const std::string m = next();
-      kernels::set_quant_activations(m == "f32"    ? kernels::QuantActivations::kF32
-                                     : m == "int8" ? kernels::QuantActivations::kInt8
-                                                   : kernels::QuantActivations::kInt8x2);
+      kernels::set_quant_activations(m == "f32"           ? kernels::QuantActivations::kF32
+                                     : m == "f32-decoded" ? kernels::QuantActivations::kF32Decoded
+                                     : m == "int8"        ? kernels::QuantActivations::kInt8
+                                                          : kernels::QuantActivations::kInt8x2);
     } else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;

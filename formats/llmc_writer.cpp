@@ -85,11 +85,11 @@ NodeRefs add_sections(const Encoding& enc, const Shape& shape, SectionTable& tab
     SectionTable& table;
     const Shape& shape;
     const Encoding& enc;
-    NodeRefs operator()(const DenseEncoding& d) const { return {table.add(d.data, numbers(d.dtype)), 0, -1}; }
+    NodeRefs operator()(const DenseEncoding& d) const { return {.data = table.add(d.data, numbers(d.dtype))}; }
     NodeRefs operator()(const QuantEncoding& q) const {
       const SectionHint codes = q.packing == QuantPacking::kBits ? code_rows(q.bits, shape.cols()) : SectionHint{};
       const SectionHint scales = q.scale_dtype == DType::kU8 ? SectionHint{} : numbers(q.scale_dtype);
-      NodeRefs r{table.add(q.codes, codes), table.add(q.scales, scales), -1};
+      NodeRefs r{.data = table.add(q.codes, codes), .scales = table.add(q.scales, scales)};
       auto optional = [&](const Bytes& b, const SectionHint& h) {
         return b.empty() ? -1 : static_cast<int32_t>(table.add(b, h));
       };
@@ -107,7 +107,7 @@ NodeRefs add_sections(const Encoding& enc, const Shape& shape, SectionTable& tab
         case SparsePattern::kCsr: index = numbers(static_cast<int>(sparse_csr_index_bytes(cols))); break;
         case SparsePattern::kNM: index = code_rows(sparse_nm_index_bits(sp.m), sp.kept_stride); break;
       }
-      NodeRefs r{table.add(sp.index, index), 0, -1};
+      NodeRefs r{.data = table.add(sp.index, index)};
       if (sp.pattern == SparsePattern::kCsr) r.row_ptr = static_cast<int32_t>(table.add(sp.row_ptr, numbers(4)));
       r.values =
           std::make_shared<const NodeRefs>(add_sections(*sp.values, sparse_values_shape(sp, shape.rows()), table));
@@ -123,8 +123,8 @@ NodeRefs add_sections(const Encoding& enc, const Shape& shape, SectionTable& tab
       return r;
     }
     NodeRefs operator()(const PaletteEncoding& p) const {
-      NodeRefs r{table.add(p.indices, code_rows(p.bits, shape.cols())), table.add(p.codebooks, numbers(DType::kF16)),
-                 -1};
+      NodeRefs r{.data = table.add(p.indices, code_rows(p.bits, shape.cols())),
+                 .scales = table.add(p.codebooks, numbers(DType::kF16))};
       if (p.outliers)
         r.values = std::make_shared<const NodeRefs>(add_sections(*p.outliers, palette_outlier_shape(shape), table));
       return r;

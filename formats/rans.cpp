@@ -163,7 +163,7 @@ void rans_encode_block(std::span<const uint8_t> symbols, int symbol_bits, std::v
 }
 
 Result<void> rans_decode_block(std::span<const uint8_t> block, int symbol_bits, std::span<uint8_t> out) {
-  const size_t alphabet = size_t{1} << symbol_bits, n = out.size();
+  const size_t alphabet = size_t{1} << symbol_bits;
   const uint8_t* p = block.data();
   const uint8_t* const end = p + block.size();
   if (p == end) return corrupt("empty");

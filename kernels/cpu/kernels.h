@@ -45,17 +45,21 @@ void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
 void matmul_palette_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // How Quant kernels take their activations (docs/runtime.md, "Quant kernels: int8 activations").
 enum class QuantActivations : uint8_t {
-  kF32 = 0,     // f32 activations times codes unpacked to f32 (every weight)
-  kInt8x2 = 1,  // default: two int8 parts per activation, x ≈ dx · (hi + lo / 256) per block of 32,
-                // exact integer dot products; the activation error is ~1/256 of plain int8's
-  kInt8 = 2,    // one int8 per activation: faster, adds int8 rounding error (~0.0013 mean KLD on
-                // stories260K, more after AWQ scaling)
+  kF32 = 0,         // f32 activations times codes unpacked to f32 (every weight)
+  kInt8x2 = 1,      // default: two int8 parts per activation, x ≈ dx · (hi + lo / 256) per block of 32,
+                    // exact integer dot products; the activation error is ~1/256 of plain int8's
+  kInt8 = 2,        // one int8 per activation: faster, adds int8 rounding error (~0.0013 mean KLD on
+                    // stories260K, more after AWQ scaling)
+  kF32Decoded = 3,  // f32 activations; blocks of 16 rows decoded to f32 weights (exactly
+                    // decode_rows_to_f32's values) and run by the dense f32 kernel: every element
+                    // equals the dense kernel on the decoded tensor. The fast mode for many tokens
+                    // (calibration); a one-token call decodes its rows like any other.
 };
 // Sets the mode for every later call; not thread-safe against kernels running concurrently.
 void set_quant_activations(QuantActivations mode);
 QuantActivations quant_activations();
 // True when this weight runs on int8 activations now: a Quant weight whose group size is the whole
-// row or a multiple of 8 (kernels/cpu/quant_i8.h), with a mode other than kF32.
+// row or a multiple of 8 (kernels/cpu/quant_i8.h), in mode kInt8x2 or kInt8.
 bool quant_int8_activations(const Tensor& w);
 // Scalar model of that int8 path (for the current mode): the same activation quantizer and exact
 // integer block dot products, scaled and summed in double. Requires quant_int8_activations(w).

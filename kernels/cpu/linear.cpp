@@ -78,7 +78,8 @@ struct LinearKernelRow {
   RowsKernel rows;
   AuxFloatsFn aux_floats = nullptr;  // null: no preparation
   PrepareFn prepare = nullptr;
-  WholeFn whole = nullptr;  // set: used instead of the row loop (rows is null)
+  WholeFn whole = nullptr;                                        // set: used instead of the row loop (rows is null)
+  int64_t (*token_block)(int64_t n, int64_t standard) = nullptr;  // tokens per kernel call (null: standard)
 };
 
 // The one dispatch point of linear layers: first matching row wins; the last row matches all.
@@ -86,7 +87,8 @@ const LinearKernelRow kLinearKernels[] = {
     {kDenseKind, DType::kF32, "dense f32", dense_rows<simd::matmul_rows_f32>},
     {kDenseKind, DType::kF16, "dense f16", dense_rows<simd::matmul_rows_f16>},
     {kDenseKind, DType::kBF16, "dense bf16", dense_rows<simd::matmul_rows_bf16>},
-    {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare},
+    {kQuantKind, std::nullopt, "quant packed codes", quant_rows, quant_aux_floats, quant_prepare, nullptr,
+     quant_token_block},
     {kSparseKind, std::nullopt, "sparse (fused pattern + dot)", sparse_rows, sparse_aux_floats, sparse_prepare},
     {kLowRankKind, std::nullopt, "low-rank (V x, then U ·)", nullptr, nullptr, nullptr, lowrank_linear},
     {kTuckerKind, std::nullopt, "tucker (mode products, core)", nullptr, nullptr, nullptr, tucker_linear},
@@ -130,9 +132,10 @@ void run_linear(const Tensor& w, const float* x, int64_t n, float* y) {
   const int64_t row_blocks = (rows + kRowBlock - 1) / kRowBlock;
   const bool parallel = rows * cols * n >= kMinParallelWork;
   const int threads = num_threads();
+  const int64_t token_block = row.token_block != nullptr ? row.token_block(n, kTokenBlock) : kTokenBlock;
 #pragma omp parallel num_threads(threads) if (parallel)
-  for (int64_t tb = 0; tb < n; tb += kTokenBlock) {
-    const int64_t te = std::min(n, tb + kTokenBlock);
+  for (int64_t tb = 0; tb < n; tb += token_block) {
+    const int64_t te = std::min(n, tb + token_block);
 #pragma omp for schedule(static)
     for (int64_t rb = 0; rb < row_blocks; ++rb)
       kernel(w, x, aux_data, tb, te, rb * kRowBlock, std::min(rows, (rb + 1) * kRowBlock), y);

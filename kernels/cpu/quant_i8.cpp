@@ -106,7 +106,8 @@ const QuantI8Format* i8_format(const QuantEncoding& q, int64_t cols) {
   const bool whole_row = q.group_size == 0 || q.group_size >= cols;
   if (!whole_row && q.group_size % 8 != 0) return nullptr;  // blocks must start on byte boundaries
   if (cols > (int64_t{1} << 30)) return nullptr;            // block tables hold int32 columns
-  if (g_mode.load(std::memory_order_relaxed) == QuantActivations::kF32) return nullptr;
+  const QuantActivations mode = g_mode.load(std::memory_order_relaxed);
+  if (mode == QuantActivations::kF32 || mode == QuantActivations::kF32Decoded) return nullptr;
   for (const QuantI8Format& f : kQuantI8Formats)
     if (f.scheme == q.scheme && f.bits == q.bits && f.packing == q.packing) return &f;
   return nullptr;

@@ -11,6 +11,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/quant_i8.h"
 #include "kernels/cpu/quant_simd.h"
+#include "kernels/cpu/simd.h"
 
 namespace llmc::kernels {
 namespace {
@@ -195,6 +196,85 @@ void decode_params(const QuantEncoding& q, const Bytes& values, const Bytes& met
 
 bool has_mins(const QuantEncoding& q) { return !q.mins.empty(); }
 
+bool decoded_mode() { return quant_activations() == QuantActivations::kF32Decoded; }
+
+// Row i of a decoded block: o[c] = v[c] · scale + min per group (rounded as quant_value rounds it: a
+// product, then a sum; no min term without mins), v read from the value bytes as K stores them.
+template <simd::QuantValues K, bool kMins>
+void decode_row(const uint8_t* v, int64_t cols, int64_t glen, const float* scales, const float* mins, float* o) {
+  for (int64_t c0 = 0, g = 0; c0 < cols; c0 += glen, ++g) {
+    const int64_t c1 = std::min(cols, c0 + glen);
+    const float sc = scales[g];
+    const float m = kMins ? mins[g] : 0.0f;
+    for (int64_t c = c0; c < c1; ++c) {
+      float value;
+      if constexpr (K == simd::QuantValues::kI8)
+        value = static_cast<float>(static_cast<int8_t>(v[c]));
+      else if constexpr (K == simd::QuantValues::kU8)
+        value = static_cast<float>(v[c]);
+      else
+        value = static_cast<float>(static_cast<int32_t>(v[c]) - 128);
+      if constexpr (kMins)
+        o[c] = value * sc + m;
+      else
+        o[c] = value * sc;
+    }
+  }
+}
+
+using DecodeRow = void (*)(const uint8_t*, int64_t, int64_t, const float*, const float*, float*);
+DecodeRow decode_row_fn(simd::QuantValues kind, bool mins) {
+  using V = simd::QuantValues;
+  switch (kind) {
+    case V::kI8: return mins ? decode_row<V::kI8, true> : decode_row<V::kI8, false>;
+    case V::kU8: return mins ? decode_row<V::kU8, true> : decode_row<V::kU8, false>;
+    case V::kU8Minus128: return mins ? decode_row<V::kU8Minus128, true> : decode_row<V::kU8Minus128, false>;
+  }
+  return nullptr;
+}
+
+// Mode kF32Decoded: kDecodedRows rows at a time are decoded to f32 into a per-thread buffer, then
+// the dense f32 kernel runs them against all tokens of the call (kDecodedTokens at a time, so the
+// activations it walks stay in cache).
+constexpr int64_t kDecodedRows = 16;
+constexpr int64_t kDecodedTokens = 64;
+void quant_rows_decoded(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
+                        float* y) {
+  const auto& q = std::get<QuantEncoding>(w.encoding->node);
+  const QuantRowFormat& f = row_format(q);
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t gpr = quant_groups_per_row(q, cols), glen = group_len(q, cols);
+  const int64_t stride = quant_row_stride(q, cols);
+  const bool mins = has_mins(q);
+  const DecodeRow decode = decode_row_fn(f.values, mins);
+  thread_local std::vector<uint8_t> values;
+  thread_local std::vector<float> scales, min_values, block, out;
+  values.resize(static_cast<size_t>(cols + 8));
+  scales.resize(static_cast<size_t>(kDecodedRows * gpr));
+  min_values.resize(static_cast<size_t>(kDecodedRows * gpr));
+  block.resize(static_cast<size_t>(kDecodedRows * cols));
+  out.resize(static_cast<size_t>(kDecodedRows * kDecodedTokens));
+  for (int64_t r = r_begin; r < r_end; r += kDecodedRows) {
+    const int64_t nr = std::min(kDecodedRows, r_end - r);
+    decode_params(q, q.scales, q.scale_meta, r * gpr, nr * gpr, scales.data());
+    if (mins) decode_params(q, q.mins, q.min_meta, r * gpr, nr * gpr, min_values.data());
+    for (int64_t i = 0; i < nr; ++i) {
+      const uint8_t* v = q.codes.data() + (r + i) * stride;
+      if (f.unpack != nullptr) {
+        f.unpack(q, v, cols, values.data());
+        v = values.data();
+      }
+      decode(v, cols, glen, scales.data() + i * gpr, min_values.data() + i * gpr, block.data() + i * cols);
+    }
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += kDecodedTokens) {
+      const int64_t nt = std::min(kDecodedTokens, t_end - t0);
+      simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(block.data()), nr, cols, x + t0 * cols, 0, nt, 0, nr,
+                            out.data());
+      for (int64_t t = 0; t < nt; ++t) std::copy_n(out.data() + t * nr, nr, y + (t0 + t) * rows + r);
+    }
+  }
+}
+
 }  // namespace
 
 void quant_decode_params(const QuantEncoding& q, bool mins, int64_t begin, int64_t n, float* out) {
@@ -214,7 +294,10 @@ const char* quant_format_name(const Tensor& w) {
   return row_format(q).name;
 }
 
+int64_t quant_token_block(int64_t n, int64_t standard) { return decoded_mode() ? n : standard; }
+
 int64_t quant_aux_floats(const Tensor& w, int64_t n) {
+  if (decoded_mode()) return 0;
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
   if (i8_format(q, w.cols()) != nullptr) return n * i8_plan(q, w.cols()).record_floats;
   return has_mins(q) ? n * quant_groups_per_row(q, w.cols()) : 0;
@@ -224,6 +307,7 @@ int64_t quant_aux_floats(const Tensor& w, int64_t n) {
 constexpr int64_t kQuantizeTokensPerTask = 16;
 
 void quant_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
+  if (decoded_mode()) return;
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
   if (i8_format(q, w.cols()) != nullptr) {
     const QuantI8Plan& plan = i8_plan(q, w.cols());  // this thread's cache; the loop never rebuilds it
@@ -249,6 +333,7 @@ constexpr int64_t kRowsPerCall = 4;
 
 void quant_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                 int64_t r_end, float* y) {
+  if (decoded_mode()) return quant_rows_decoded(w, x, t_begin, t_end, r_begin, r_end, y);
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
   if (i8_format(q, w.cols()) != nullptr) return quant_rows_i8(w, aux, t_begin, t_end, r_begin, r_end, y);
   const QuantRowFormat& f = row_format(q);

@@ -8,6 +8,9 @@
 
 namespace llmc::kernels {
 
+// Tokens per quant_rows call for a call of n tokens, given the standard block: all n in mode
+// kF32Decoded (its rows are decoded once per call), else `standard`.
+int64_t quant_token_block(int64_t n, int64_t standard);
 // Floats of per-call scratch quant_prepare fills for `n` tokens (0 when the weight has no mins).
 int64_t quant_aux_floats(const Tensor& w, int64_t n);
 // aux: [n, groups_per_row] group sums of x (x: [n, cols]), summed in f32 in column order.

@@ -460,7 +460,7 @@ class BlockRunnerImpl final : public BlockRunner {
     if (n < 0 || n > max_tokens_)
       return make_error(ErrorCode::kInvalidArgument, "runtime: ", n, " tokens exceed the block runner's ", max_tokens_);
     kernels::set_num_threads(threads_);
-    const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32);
+    const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32Decoded);
     const LayerWeights w = resolve_layer(model_, layer);
     for (int64_t start = 0; start < n; start += kMaxBatch)
       block_.layer(w, x + start * model_.config.dim, std::min(kMaxBatch, n - start), start, k_.data(), v_.data(),
@@ -474,7 +474,7 @@ class BlockRunnerImpl final : public BlockRunner {
 
   void head(const float* normed, int64_t n, float* logits) override {
     kernels::set_num_threads(threads_);
-    const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32);
+    const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32Decoded);
     block_.linear(head_weight(), normed, n, logits);
   }
 

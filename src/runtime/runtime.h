@@ -67,9 +67,10 @@ using LinearObserver = std::function<void(const LinearInput&)>;
 // block code as Runtime::forward (production kernels, chunks of the same size), without a
 // persistent KV cache. Every call re-reads the block's tensors from the model, so tensors replaced
 // in it (Model::replace) since the last call are used. Results do not depend on the thread count.
-// Quant weights run on exact f32 activations here (kernels::QuantActivations::kF32), whatever the
-// runtime's activation mode: calibration statistics describe the weights, not the activation
-// rounding of one kernel path (docs/calibration.md).
+// Quant weights run on exact f32 activations here (kernels::QuantActivations::kF32Decoded: rows
+// decoded to f32, then the dense kernel), whatever the runtime's activation mode: calibration
+// statistics describe the weights, not the activation rounding of one kernel path
+// (docs/calibration.md).
 class BlockRunner {
  public:
   virtual ~BlockRunner() = default;

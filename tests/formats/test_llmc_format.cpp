@@ -140,9 +140,12 @@ Model make_test_model(std::vector<Expected>* expected) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c)
         values[r * cols + c] = (static_cast<float>(q[r * cols + c]) - 8.0f) * scale_values[r * gpr + c / 4];
-    QuantEncoding enc{
-        4,      QuantScheme::kSymmetric, 4, DType::kF16, Bytes::owned(pack_codes(q, rows, cols, 4)), bytes_of(scales),
-        Bytes()};
+    QuantEncoding enc{.bits = 4,
+                      .scheme = QuantScheme::kSymmetric,
+                      .group_size = 4,
+                      .scale_dtype = DType::kF16,
+                      .codes = Bytes::owned(pack_codes(q, rows, cols, 4)),
+                      .scales = bytes_of(scales)};
     REQUIRE(m.add(make_tensor("quant.sym4", {rows, cols}, Encoding{enc})).ok());
     expect("quant.sym4", values);
   }
@@ -162,13 +165,13 @@ Model make_test_model(std::vector<Expected>* expected) {
         const size_t g = static_cast<size_t>(r * gpr + c / 5);
         values[r * cols + c] = static_cast<float>(q[r * cols + c]) * scales[g] + mins[g];
       }
-    QuantEncoding enc{3,
-                      QuantScheme::kAsymmetric,
-                      5,
-                      DType::kF32,
-                      Bytes::owned(pack_codes(q, rows, cols, 3)),
-                      bytes_of(scales),
-                      bytes_of(mins)};
+    QuantEncoding enc{.bits = 3,
+                      .scheme = QuantScheme::kAsymmetric,
+                      .group_size = 5,
+                      .scale_dtype = DType::kF32,
+                      .codes = Bytes::owned(pack_codes(q, rows, cols, 3)),
+                      .scales = bytes_of(scales),
+                      .mins = bytes_of(mins)};
     REQUIRE(m.add(make_tensor("quant.asym3", {rows, cols}, Encoding{enc})).ok());
     expect("quant.asym3", values);
   }
@@ -180,8 +183,12 @@ Model make_test_model(std::vector<Expected>* expected) {
     const float scale_values[] = {0.125f, 4.0f};
     std::vector<float> values(12);
     for (size_t i = 0; i < 12; ++i) values[i] = (static_cast<float>(q[i]) - 128.0f) * scale_values[i / 6];
-    QuantEncoding enc{
-        8, QuantScheme::kSymmetric, 0, DType::kBF16, Bytes::owned(pack_codes(q, 2, 6, 8)), bytes_of(scales), Bytes()};
+    QuantEncoding enc{.bits = 8,
+                      .scheme = QuantScheme::kSymmetric,
+                      .group_size = 0,
+                      .scale_dtype = DType::kBF16,
+                      .codes = Bytes::owned(pack_codes(q, 2, 6, 8)),
+                      .scales = bytes_of(scales)};
     REQUIRE(m.add(make_tensor("quant.row8", {2, 6}, Encoding{enc})).ok());
     expect("quant.row8", values);
   }
@@ -531,9 +538,12 @@ TEST_CASE("llmc write golden v1", "[.llmc-golden-write]") {
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < cols; ++c) q[r * cols + c] = static_cast<uint32_t>((r + c) % 16);
       const std::vector<uint16_t> scales(rows * ((cols + 7) / 8), 0x3400);
-      QuantEncoding enc{
-          4,      QuantScheme::kSymmetric, 8, DType::kF16, Bytes::owned(pack_codes(q, rows, cols, 4)), bytes_of(scales),
-          Bytes()};
+      QuantEncoding enc{.bits = 4,
+                        .scheme = QuantScheme::kSymmetric,
+                        .group_size = 8,
+                        .scale_dtype = DType::kF16,
+                        .codes = Bytes::owned(pack_codes(q, rows, cols, 4)),
+                        .scales = bytes_of(scales)};
       REQUIRE(m.add(Tensor{spec.name, spec.shape, std::make_shared<Encoding>(Encoding{enc})}).ok());
     } else {
       std::vector<float> v(static_cast<size_t>(spec.shape.numel()));

@@ -296,8 +296,34 @@ TEST_CASE("Quant kernels: large activations, long rows, every row/token blocking
   });
 }
 
+TEST_CASE("Quant kernels, decoded mode: each element is the dense f32 kernel on the decoded weights",
+          "[kernels][quant]") {
+  // kF32Decoded (calibration) decodes row blocks to f32 itself; the tensor decoder
+  // (decode_rows_to_f32, independent code in core) and the Dense f32 kernel must give the same bits.
+  ActivationMode scope(QA::kF32Decoded);
+  const DType kScaleDtypes[] = {DType::kF32, DType::kF16, DType::kU8};
+  uint32_t seed = 500;
+  for_each_target([&] {
+    for (const Format& f : all_formats())
+      for (DType sd : kScaleDtypes)
+        for (int64_t group : {int64_t{0}, int64_t{32}, int64_t{24}, int64_t{5}}) {
+          INFO(describe(f, group, sd));
+          const QuantCase qc = random_quant(f, 37, 172, group, sd, seed++);
+          const Tensor dense = make_dense_f32("d", qc.w.shape, qc.w.to_f32());
+          for (int64_t n : {int64_t{1}, int64_t{70}}) {
+            const auto x = random_x(static_cast<size_t>(n * 172), seed++);
+            std::vector<float> y(static_cast<size_t>(n * 37)), yd(y.size());
+            kernels::matmul(qc.w, x.data(), n, y.data());
+            kernels::matmul(dense, x.data(), n, yd.data());
+            REQUIRE(std::memcmp(y.data(), yd.data(), y.size() * sizeof(float)) == 0);
+          }
+          CHECK_FALSE(kernels::quant_int8_activations(qc.w));
+        }
+  });
+}
+
 TEST_CASE("Quant kernels give identical results on 1 and 2 threads", "[kernels][quant]") {
-  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8, QA::kF32);
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8, QA::kF32, QA::kF32Decoded);
   ActivationMode scope(mode);
   for (const Format& f : all_formats()) {
     INFO(describe(f, 64, DType::kBF16));

@@ -64,7 +64,9 @@ int run_convert(const ConvertArgs& a) {
     }
     case FileFormat::kGguf: written = write_gguf(model, a.output, GgufWriteOptions{dtype}); break;
     case FileFormat::kSafetensors: written = write_safetensors(model, a.output, SafetensorsWriteOptions{dtype}); break;
-    case FileFormat::kUnknown: break;
+    case FileFormat::kLlama2c:
+    case FileFormat::kUnknown:
+      return report_error(make_error(ErrorCode::kInternal, "convert: no writer for ", file_format_name(*format)));
   }
   if (!written.ok()) return report_error(written.error());
   const auto t_done = std::chrono::steady_clock::now();
