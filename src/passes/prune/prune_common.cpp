@@ -189,11 +189,8 @@ Result<std::vector<uint8_t>> select_keep(const std::vector<float>& scores, int64
     for (int64_t r = 0; r < rows; ++r) {
       const float* s = scores.data() + r * cols;
       std::iota(order.begin(), order.end(), 0);
-      // The `zeros` least important columns; among equal scores the lower column goes first (a
-      // strict total order, so the selected set is unique: O(cols) selection, not a sort).
-      if (zeros > 0 && zeros < cols)
-        std::nth_element(order.begin(), order.begin() + zeros - 1, order.end(),
-                         [&](int64_t a, int64_t b) { return s[a] < s[b] || (s[a] == s[b] && a < b); });
+      // The `zeros` least important columns (ties: the lower column).
+      select_lowest(order, static_cast<size_t>(zeros), [&](int64_t c) { return s[c]; });
       for (int64_t j = 0; j < zeros; ++j) keep[r * cols + order[j]] = 0;
     }
     return keep;

@@ -1,6 +1,7 @@
 // Shared parts of the pruning passes: options, keep-mask selection from importance scores, Sparse tensor building.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -59,6 +60,18 @@ std::vector<std::string> prune_targets(const Model& model, const TargetSelector&
 // kInvalidArgument when the pattern does not fit the shape.
 Result<std::vector<uint8_t>> select_keep(const std::vector<float>& scores, int64_t rows, int64_t cols,
                                          const PruneSpec& spec, double threshold);
+// Moves the k lowest-scored indices of `order` to its front (in no particular order): score(i) is
+// index i's score, and among equal scores the lower index is the lower (a strict total order, so
+// the set is unique: the first k of a stable sort by score, found in O(n) instead of a sort).
+template <class Score>
+void select_lowest(std::vector<int64_t>& order, size_t k, Score score) {
+  if (k == 0 || k >= order.size()) return;
+  std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k - 1), order.end(),
+                   [&](int64_t a, int64_t b) {
+                     const auto sa = score(a), sb = score(b);
+                     return sa < sb || (sa == sb && a < b);
+                   });
+}
 // The score below which a `sparsity` fraction of `scores` lies (deterministic).
 double sparsity_threshold(std::vector<float> scores, double sparsity);
 

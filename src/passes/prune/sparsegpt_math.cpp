@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/sparse.h"
+#include "passes/prune/prune_common.h"
 #include "passes/quant/quant_math.h"
 
 namespace llmc {
@@ -103,14 +104,14 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
         for (int64_t r = 0; r < rows; ++r) {
           std::iota(order.begin(), order.end(), 0);
           const double* s = score.data() + r * count;
-          std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s[a] < s[b]; });
+          select_lowest(order, static_cast<size_t>(quota), [&](int64_t e) { return s[e]; });
           for (int64_t j = 0; j < quota; ++j) prune(r, i1 + order[j]) = 1;
         }
       } else {
         const auto quota = static_cast<size_t>(std::llround(spec.sparsity * static_cast<double>(rows * count)));
         order.resize(static_cast<size_t>(rows * count));
         std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[a] < score[b]; });
+        select_lowest(order, quota, [&](int64_t e) { return score[e]; });
         for (size_t e = 0; e < quota; ++e) prune(order[e] / count, i1 + order[e] % count) = 1;
       }
     }
