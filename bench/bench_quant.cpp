@@ -1,6 +1,7 @@
 // Quant kernel speed on a synthetic model: decode and prefill tok/s and the fraction of measured
 // memory bandwidth for every linear weight (and the classifier) stored as random Quant codes (or
-// random Palette indices with one f16 codebook per tensor: formats p8..p2).
+// random Palette indices with one f16 codebook per tensor: formats p8..p2; p4g..p2g with the codebook on
+// the integer grid, which runs on int8 activations).
 // Prints a Markdown table; asserts nothing. Weights are random (speed does not depend on values).
 // usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
@@ -9,11 +10,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/palette.h"
 #include "kernels/cpu/kernels.h"
 #include "model/arch.h"
@@ -32,6 +35,7 @@ struct BenchFormat {
   QuantPacking packing;
   bool mins;
   bool palette = false;  // Palette with `bits`-bit indices instead of Quant codes
+  bool grid = false;     // palette codebook on the integer grid (core/palette.h)
 };
 
 // The formats the table can show; --formats picks by name.
@@ -49,6 +53,9 @@ const BenchFormat kBenchFormats[] = {
     {"p4", QuantScheme::kSymmetric, 4, QuantPacking::kBits, false, true},
     {"p3", QuantScheme::kSymmetric, 3, QuantPacking::kBits, false, true},
     {"p2", QuantScheme::kSymmetric, 2, QuantPacking::kBits, false, true},
+    {"p4g", QuantScheme::kSymmetric, 4, QuantPacking::kBits, false, true, true},
+    {"p3g", QuantScheme::kSymmetric, 3, QuantPacking::kBits, false, true, true},
+    {"p2g", QuantScheme::kSymmetric, 2, QuantPacking::kBits, false, true, true},
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -65,22 +72,24 @@ uint8_t next_byte() {
   return static_cast<uint8_t>(g_state >> 56);
 }
 
-// Random indices and one codebook of f16 entries around ±0.01 for the whole tensor.
-Tensor random_palette(const std::string& name, const Shape& shape, int bits) {
+// Random indices and one codebook of f16 entries around ±0.01 for the whole tensor (grid: (u - 64) · 2^-13).
+Tensor random_palette(const std::string& name, const Shape& shape, int bits, bool grid) {
   PaletteEncoding p;
   p.bits = bits;
   std::vector<uint8_t> indices(static_cast<size_t>(shape.rows() * palette_row_stride(bits, shape.cols())));
   for (auto& c : indices) c = next_byte();
   p.indices = Bytes::owned(std::move(indices));
   std::vector<uint16_t> codebook(static_cast<size_t>(palette_entries(bits)));
-  for (auto& e : codebook) e = static_cast<uint16_t>(0x2000 | (next_byte() & 0x83));
+  for (auto& e : codebook)
+    e = grid ? f32_to_f16(std::ldexp(static_cast<float>(next_byte() % 128) - 64.0f, -13))
+             : static_cast<uint16_t>(0x2000 | (next_byte() & 0x83));
   p.codebooks = Bytes::from_vector(codebook);
   return Tensor{name, shape, std::make_shared<Encoding>(Encoding{p})};
 }
 
 // Random codes (valid for the format) with f16 scales (and mins) around 0.01.
 Tensor random_quant(const std::string& name, const Shape& shape, const BenchFormat& f, int64_t group) {
-  if (f.palette) return random_palette(name, shape, f.bits);
+  if (f.palette) return random_palette(name, shape, f.bits, f.grid);
   QuantEncoding q;
   q.bits = f.bits;
   q.scheme = f.scheme;

@@ -43,6 +43,14 @@ void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // Scalar reference of Palette weights straight from the indices: codebook entry per element plus
 // the outliers, double accumulation (independent of the encoding's row decoder).
 void matmul_palette_ref(const Tensor& w, const float* x, int64_t n, float* y);
+// True when a Palette weight runs on int8 activations now (kernels/cpu/palette_i8.h): bits <= 4, mode
+// kInt8x2 or kInt8, and codebook 0 on the integer grid (core/palette.h). Then every row whose codebook
+// is on the grid takes the integer path; other rows keep f32 activations.
+bool palette_int8_activations(const Tensor& w);
+// Scalar model of that path for the current mode (the Quant int8 activation quantizer, exact integer
+// block dot products, scaled and summed in double; rows off the grid as matmul_palette_ref). Requires
+// palette_int8_activations(w).
+void matmul_palette_i8_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // How Quant kernels take their activations (docs/runtime.md, "Quant kernels: int8 activations").
 enum class QuantActivations : uint8_t {
   kF32 = 0,         // f32 activations times codes unpacked to f32 (every weight)

@@ -92,7 +92,7 @@ const LinearKernelRow kLinearKernels[] = {
     {kSparseKind, std::nullopt, "sparse (fused pattern + dot)", sparse_rows, sparse_aux_floats, sparse_prepare},
     {kLowRankKind, std::nullopt, "low-rank (V x, then U ·)", nullptr, nullptr, nullptr, lowrank_linear},
     {kTuckerKind, std::nullopt, "tucker (mode products, core)", nullptr, nullptr, nullptr, tucker_linear},
-    {kPaletteKind, std::nullopt, "palette lookup", palette_rows},
+    {kPaletteKind, std::nullopt, "palette lookup", palette_rows, palette_aux_floats, palette_prepare},
     {static_cast<size_t>(-1), std::nullopt, "decoded rows", decoded_rows},
 };
 

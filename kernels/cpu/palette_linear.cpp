@@ -9,6 +9,7 @@
 #include "core/palette.h"
 #include "core/sparse.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/palette_i8.h"
 #include "kernels/cpu/palette_simd.h"
 
 namespace llmc::kernels {
@@ -53,14 +54,20 @@ void add_outliers(const PaletteEncoding& p, int64_t rows, int64_t cols, const fl
 
 const char* palette_format_name(const Tensor& w) {
   const int bits = std::get<PaletteEncoding>(w.encoding->node).bits;
+  if (palette_int8_activations(w))
+    return bits == 4 ? "palette nibbles in place, grid lookup, int8 activations"
+                     : "palette unpacked indices, grid lookup, int8 activations";
   if (bits == 4) return "palette nibbles in place, byte-plane lookup";
   if (bits < 4) return "palette unpacked indices, byte-plane lookup";
   if (bits == 8) return "palette u8 indices in place, gather";
   return "palette unpacked indices, gather";
 }
 
-void palette_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
-                  int64_t r_end, float* y) {
+namespace {
+
+// The f32 lookup kernel on rows [r_begin, r_end), without outliers.
+void palette_rows_f32(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
+                      float* y) {
   const auto& p = std::get<PaletteEncoding>(w.encoding->node);
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t entries = palette_entries(p.bits), stride = palette_row_stride(p.bits, cols);
@@ -118,7 +125,53 @@ void palette_rows(const Tensor& w, const float* x, const float*, int64_t t_begin
     a.y = y + t_begin * rows + r;
     simd::palette_dot(a);
   }
-  add_outliers(p, rows, cols, x, t_begin, t_end, r_begin, r_end, y);
+}
+
+// Rows on the integer grid take the int8 path in blocks of kRowsPerCall (the decode microkernel's
+// rows); a block with a row off the grid runs row by row, each on its own path.
+void palette_rows_mixed(const Tensor& w, const float* x, const float* act, int64_t t_begin, int64_t t_end,
+                        int64_t r_begin, int64_t r_end, float* y) {
+  const auto& p = std::get<PaletteEncoding>(w.encoding->node);
+  int64_t cached_group = -1;
+  int cached_exp = kPaletteOffGrid;
+  for (int64_t r = r_begin; r < r_end; r += kRowsPerCall) {
+    const int64_t nr = std::min(kRowsPerCall, r_end - r);
+    int exps[kRowsPerCall];
+    bool all = true;
+    for (int64_t i = 0; i < nr; ++i) {
+      const int64_t g = palette_codebook_of_row(p, r + i);
+      if (g != cached_group) {
+        cached_group = g;
+        cached_exp = palette_codebook_grid_exponent(p, g);
+      }
+      exps[i] = cached_exp;
+      all = all && cached_exp != kPaletteOffGrid;
+    }
+    if (all) {
+      palette_rows_i8(w, act, exps, t_begin, t_end, r, r + nr, y);
+      continue;
+    }
+    for (int64_t i = 0; i < nr; ++i)
+      if (exps[i] != kPaletteOffGrid)
+        palette_rows_i8(w, act, exps + i, t_begin, t_end, r + i, r + i + 1, y);
+      else
+        palette_rows_f32(w, x, t_begin, t_end, r + i, r + i + 1, y);
+  }
+}
+
+}  // namespace
+
+int64_t palette_aux_floats(const Tensor& w, int64_t n) { return palette_i8_aux_floats(w, n); }
+void palette_prepare(const Tensor& w, const float* x, int64_t n, float* aux) { palette_i8_prepare(w, x, n, aux); }
+
+void palette_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                  int64_t r_end, float* y) {
+  const auto& p = std::get<PaletteEncoding>(w.encoding->node);
+  if (palette_int8_activations(w))
+    palette_rows_mixed(w, x, aux, t_begin, t_end, r_begin, r_end, y);
+  else
+    palette_rows_f32(w, x, t_begin, t_end, r_begin, r_end, y);
+  add_outliers(p, w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
 }
 
 void matmul_palette_ref(const Tensor& w, const float* x, int64_t n, float* y) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/palette.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/quant_linear.h"
 
@@ -38,6 +39,13 @@ const QuantI8Format kQuantI8Formats[] = {
     {S::kBinary, 1, P::kBits, Kd::kBits1, 1, 0, "binary, int8 activations"},
 };
 
+// Palette indices on the integer grid (u = lut[index], v = u - 64); scheme/bits/packing unused.
+const QuantI8Format kPaletteI8Formats[] = {
+    {S::kSymmetric, 4, P::kBits, Kd::kPaletteNibbles, kPaletteGridOffset, 0, "palette 4-bit grid, int8 activations"},
+    {S::kSymmetric, 8, P::kBits, Kd::kPaletteBytes, kPaletteGridOffset, 0,
+     "palette 1..3-bit grid (unpacked), int8 activations"},
+};
+
 std::atomic<QuantActivations> g_mode{QuantActivations::kInt8x2};
 
 constexpr int64_t kBlock = 32;       // activation block (columns)
@@ -48,25 +56,28 @@ constexpr int64_t kRowsPerCall = 4;  // rows per simd::quant_i8_dot call (scales
 void fill_slots(Kd kind, uint8_t* slot_col) {
   for (int i = 0; i < 32; ++i) {
     switch (kind) {
-      case Kd::kNibbles: slot_col[i] = static_cast<uint8_t>(i < 16 ? 2 * i : 2 * (i - 16) + 1); break;
+      case Kd::kNibbles:
+      case Kd::kPaletteNibbles: slot_col[i] = static_cast<uint8_t>(i < 16 ? 2 * i : 2 * (i - 16) + 1); break;
       case Kd::kCrumbs: slot_col[i] = static_cast<uint8_t>(4 * (i % 8) + i / 8); break;
       default: slot_col[i] = static_cast<uint8_t>(i); break;
     }
   }
 }
 
-void build_plan(const QuantEncoding& q, int64_t cols, const QuantI8Format* f, bool split, QuantI8Plan& p) {
+// code_bits: bits per stored code (the byte of a block's first code is start · code_bits / 8).
+void build_plan(int64_t cols, int64_t groups, int64_t glen, int code_bits, bool mins, const QuantI8Format* f,
+                bool split, QuantI8Plan& p) {
   p.cols = cols;
   p.split = split;
   p.pair_floats = split ? 48 : 32;
-  p.groups = quant_groups_per_row(q, cols);
-  p.glen = p.groups == 1 ? cols : q.group_size;
+  p.groups = groups;
+  p.glen = glen;
   p.format = f;
   p.start.clear();
   p.len.clear();
   p.group.clear();
   p.byte.clear();
-  const int bits = f->kind == Kd::kBytes ? 8 : q.bits;
+  const int bits = code_bits;
   for (int64_t g = 0; g < p.groups; ++g) {
     const int64_t end = std::min(cols, (g + 1) * p.glen);
     for (int64_t s = g * p.glen; s < end; s += kBlock) {
@@ -87,7 +98,7 @@ void build_plan(const QuantEncoding& q, int64_t cols, const QuantI8Format* f, bo
   p.pairs = static_cast<int64_t>(p.start.size()) / 2;
   p.slot_col.resize(32);
   fill_slots(f->kind, p.slot_col.data());
-  p.x_floats = q.mins.empty() ? 0 : (p.groups + 7) / 8 * 8;
+  p.x_floats = mins ? (p.groups + 7) / 8 * 8 : 0;
   p.record_floats = p.x_floats + p.pair_floats * p.pairs;
 }
 
@@ -120,7 +131,24 @@ const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols) {
   const bool split = g_mode.load(std::memory_order_relaxed) == QuantActivations::kInt8x2;
   if (plan.format != f || plan.cols != cols || plan.glen != glen || plan.split != split ||
       (plan.x_floats > 0) != !q.mins.empty())
-    build_plan(q, cols, f, split, plan);
+    build_plan(cols, quant_groups_per_row(q, cols), glen, f->kind == Kd::kBytes ? 8 : q.bits, !q.mins.empty(), f, split,
+               plan);
+  return plan;
+}
+
+const QuantI8Format* i8_palette_format(int bits, int64_t cols) {
+  if (bits > 4 || cols > (int64_t{1} << 30)) return nullptr;
+  const QuantActivations mode = g_mode.load(std::memory_order_relaxed);
+  if (mode == QuantActivations::kF32 || mode == QuantActivations::kF32Decoded) return nullptr;
+  return bits == 4 ? &kPaletteI8Formats[0] : &kPaletteI8Formats[1];
+}
+
+const QuantI8Plan& i8_palette_plan(int bits, int64_t cols) {
+  thread_local QuantI8Plan plan;
+  const QuantI8Format* f = i8_palette_format(bits, cols);
+  const bool split = g_mode.load(std::memory_order_relaxed) == QuantActivations::kInt8x2;
+  if (plan.format != f || plan.cols != cols || plan.split != split)
+    build_plan(cols, 1, cols, bits == 4 ? 4 : 8, false, f, split, plan);
   return plan;
 }
 

@@ -50,13 +50,20 @@ constexpr int kind_bits(K k) {
     case K::kBits5: return 5;
     case K::kBits6: return 6;
     case K::kBits7: return 7;
+    case K::kPaletteNibbles: return 4;
+    case K::kPaletteBytes: return 0;
   }
   return 0;
 }
 
-// The portable kernel's view of slot values: u of column c of a row (see QuantI8Kind).
-int32_t slot_value(K kind, const uint8_t* row, int64_t c) {
+constexpr bool is_palette(K k) { return k == K::kPaletteNibbles || k == K::kPaletteBytes; }
+
+// The portable kernel's view of slot values: u of column c of a row (see QuantI8Kind); lut: the
+// row's table (palette kinds).
+int32_t slot_value(K kind, const uint8_t* row, const uint8_t* lut, int64_t c) {
   const int bits = kind_bits(kind);
+  if (kind == K::kPaletteBytes) return lut[row[c] & 15];
+  if (kind == K::kPaletteNibbles) return lut[(row[c >> 1] >> (4 * (c & 1))) & 15];
   if (kind == K::kBytes) return row[c];
   if (kind == K::kSigned8) return static_cast<int32_t>(row[c]) - 128;
   const int64_t bit = c * bits;
@@ -120,10 +127,10 @@ HWY_INLINE V bits_block(const uint8_t* p) {
 // h, of B slots 16..31 (the order QuantI8Plan::slot_col describes).
 template <K kKind>
 HWY_INLINE void extract_pair(const uint8_t* p0, const uint8_t* p1, V& a, V& b) {
-  if constexpr (kKind == K::kSigned8 || kKind == K::kBytes) {
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBytes || kKind == K::kPaletteBytes) {
     a = load2x128(p0, p1);
     b = load2x128(p0 + 16, p1 + 16);
-  } else if constexpr (kKind == K::kNibbles) {
+  } else if constexpr (kKind == K::kNibbles || kKind == K::kPaletteNibbles) {
     const V v = load2x128(p0, p1);
     const V m = _mm256_set1_epi8(0x0F);
     a = _mm256_and_si256(v, m);
@@ -181,7 +188,7 @@ HWY_INLINE V dot_pair(V a, V b, V xa, V xb) {
 #else
   const V ones = _mm256_set1_epi16(1);
   // maddubs pairs stay below 2^15 when u <= 128 (|x| <= 127); the sum of A and B pairs only when u <= 64.
-  if constexpr (kKind == K::kSigned8 || kKind == K::kBits7)
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBits7 || is_palette(kKind))
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a, xa), ones),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(b, xb), ones));
   else
@@ -218,12 +225,15 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
   const float* rec[T];
   const uint8_t* row[R];
   const float* sc[R];
+  V lut[R];  // palette kinds: the row's table in both 128-bit lanes
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) rec[t] = a.act + (t0 + t) * a.act_stride + a.x_floats;
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     row[r] = a.codes + (r0 + r) * a.code_stride;
     sc[r] = a.scales + (r0 + r) * a.scales_stride;
+    if constexpr (is_palette(kKind))
+      lut[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.lut + (r0 + r) * 16)));
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
@@ -238,6 +248,10 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
       hwy::Prefetch(row[r] + 2 * R * a.code_stride + b0);
       V ca, cb;
       extract_pair<kKind>(row[r] + b0, row[r] + b1, ca, cb);
+      if constexpr (is_palette(kKind)) {  // indices (< 16) -> u
+        ca = _mm256_shuffle_epi8(lut[r], ca);
+        cb = _mm256_shuffle_epi8(lut[r], cb);
+      }
       // scales of blocks 2p, 2p+1 spread over the two halves
       const __m256 s = _mm256_permutevar8x32_ps(
           _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(sc[r] + 2 * p))), spread);
@@ -293,7 +307,7 @@ void i8_all(const QuantI8DotArgs& a) {
 // 32 int8 values in column order -> the slot order of kKind (QuantI8Plan::slot_col).
 template <K kKind>
 HWY_INLINE V to_slots(V n) {
-  if constexpr (kKind == K::kNibbles) {  // evens of both lanes, then odds
+  if constexpr (kKind == K::kNibbles || kKind == K::kPaletteNibbles) {  // evens of both lanes, then odds
     const V sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3,
                                   5, 7, 9, 11, 13, 15);
     return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(n, sh), 0xD8);
@@ -371,7 +385,8 @@ void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* 
 void QuantizeI8Blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
                       const int32_t* len, const uint8_t*, int64_t blocks, float* pairs) {
   switch (kind) {
-    case K::kNibbles: return quantize_blocks<K::kNibbles>(offset, split, x, start, len, blocks, pairs);
+    case K::kNibbles:
+    case K::kPaletteNibbles: return quantize_blocks<K::kNibbles>(offset, split, x, start, len, blocks, pairs);
     case K::kCrumbs: return quantize_blocks<K::kCrumbs>(offset, split, x, start, len, blocks, pairs);
     default: return quantize_blocks<K::kBytes>(offset, split, x, start, len, blocks, pairs);  // natural order
   }
@@ -388,6 +403,8 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
     case K::kBits5: return i8_all<K::kBits5>(a);
     case K::kBits6: return i8_all<K::kBits6>(a);
     case K::kBits7: return i8_all<K::kBits7>(a);
+    case K::kPaletteNibbles: return i8_all<K::kPaletteNibbles>(a);
+    case K::kPaletteBytes: return i8_all<K::kPaletteBytes>(a);
   }
 }
 
@@ -403,6 +420,7 @@ HWY_INLINE float fmadd(float a, float b, float c) {
 void QuantI8Dot(const QuantI8DotArgs& a) {
   for (int64_t r = 0; r < a.rows; ++r) {
     const uint8_t* row = a.codes + r * a.code_stride;
+    const uint8_t* lut = a.lut != nullptr ? a.lut + 16 * r : nullptr;
     const float* sc = a.scales + r * a.scales_stride;
     for (int64_t t = 0; t < a.n; ++t) {
       const float* rec = a.act + t * a.act_stride;
@@ -416,7 +434,7 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
           if (a.slot_col[i] >= a.block_len[k]) continue;
           const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
           const int32_t xq = a.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
-          u += slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]) * xq;
+          u += slot_value(a.kind, row, lut, a.block_start[k] + a.slot_col[i]) * xq;
         }
         int32_t c;
         std::memcpy(&c, e + 24 + 4 * h, 4);

@@ -2,6 +2,7 @@
 #include "core/palette.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/sparse.h"
@@ -38,6 +39,48 @@ void palette_codebook_f32(const PaletteEncoding& p, int64_t g, float* out) {
     std::memcpy(&h, src + i * 2, 2);
     out[i] = f16_to_f32(h);
   }
+}
+
+namespace {
+// The smallest k in [kPaletteGridMinExp, kPaletteGridMaxExp + 1] with lo >= -64 · 2^k and hi <= 63 · 2^k
+// (kPaletteGridMaxExp + 1: none).
+int grid_range_exponent(double lo, double hi) {
+  int k = kPaletteGridMinExp;
+  while (k <= kPaletteGridMaxExp &&
+         !(lo >= -kPaletteGridOffset * std::ldexp(1.0, k) && hi <= (kPaletteGridOffset - 1) * std::ldexp(1.0, k)))
+    ++k;
+  return k;
+}
+}  // namespace
+
+int palette_grid_exponent(const float* entries, int64_t n) {
+  if (n <= 0) return kPaletteOffGrid;
+  double lo = entries[0], hi = entries[0];
+  for (int64_t i = 1; i < n; ++i) {
+    lo = std::min<double>(lo, entries[i]);
+    hi = std::max<double>(hi, entries[i]);
+  }
+  if (!std::isfinite(lo) || !std::isfinite(hi)) return kPaletteOffGrid;
+  const int k = grid_range_exponent(lo, hi);
+  if (k > kPaletteGridMaxExp) return kPaletteOffGrid;
+  for (int64_t i = 0; i < n; ++i) {
+    const double u = std::ldexp(static_cast<double>(entries[i]), -k);  // exact: a power-of-two scaling
+    if (u != std::nearbyint(u)) return kPaletteOffGrid;
+  }
+  return k;
+}
+
+bool palette_snap_to_grid(std::vector<double>& v) {
+  if (v.empty()) return true;
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  const int k = grid_range_exponent(*lo, *hi);
+  if (k > kPaletteGridMaxExp) return false;
+  for (double& e : v) {
+    const double u =
+        std::clamp(std::round(std::ldexp(e, -k)), -double{kPaletteGridOffset}, double{kPaletteGridOffset - 1});
+    e = std::ldexp(u, k);
+  }
+  return true;
 }
 
 PaletteEncoding make_palette(int bits, int64_t group_rows, const std::vector<float>& codebooks,

@@ -31,6 +31,22 @@ inline uint32_t palette_index_at(const uint8_t* row, int bits, int64_t c) {
 // Codebook g as f32 (f16 widened exactly): out[2^bits].
 void palette_codebook_f32(const PaletteEncoding& p, int64_t g, float* out);
 
+// ---- The integer grid: codebooks the int8-activation kernel runs exactly ----
+// A codebook is on the grid when every entry is (u - 64) · 2^k for integers u in [0, 127] and one k in
+// [kPaletteGridMinExp, kPaletteGridMaxExp] (every such value is an exact f16). The kernel then looks up
+// u (7 bits) and runs the Quant int8 dot products with scale 2^k (docs/weight_sharing.md, "Kernels").
+constexpr int32_t kPaletteGridOffset = 64;
+constexpr int kPaletteGridMinExp = -24;  // 2^-24: the f16 subnormal step, so any f16 is a multiple
+constexpr int kPaletteGridMaxExp = 9;    // 64 · 2^9 = 32768 <= f16 max
+// The exponent k of entries[n] when they are on the grid (the smallest k whose range holds them), or
+// kPaletteOffGrid.
+constexpr int kPaletteOffGrid = 1000;
+int palette_grid_exponent(const float* entries, int64_t n);
+// Rounds values to the grid of the smallest k whose range [-64 · 2^k, 63 · 2^k] holds them
+// (the finest grid; order kept, values may become equal). Returns false, leaving v unchanged, when
+// no k <= kPaletteGridMaxExp holds them.
+bool palette_snap_to_grid(std::vector<double>& v);
+
 // Builds a Palette of a [rows, cols] tensor: codebooks [count, 2^bits] f32 (rounded to f16 here:
 // pass values that are f16-exact so that decode equals them), one index per weight in
 // index[rows * cols] (each < 2^bits). No outliers.

@@ -2,21 +2,38 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <random>
 
 #include "core/palette.h"
 
 namespace llmc::test {
 
-// f16 codebook entries ~ N(0, 0.05), uniform random indices and (when `outliers`) about 3 % of
-// the positions with a random f16 outlier ~ N(0, 0.2).
+// Codebook values of random_palette_encoding.
+enum class TestCodebooks {
+  kNormal,     // f16 entries ~ N(0, 0.05) (off the integer grid, but for a freak draw)
+  kGrid,       // every codebook on the integer grid: (u - 64) · 2^e, u uniform in 0..127, e in -10..-6
+  kGridMixed,  // codebook 0 and two of every three others on the grid; the rest one entry off it
+};
+
+// Codebooks per `codebooks`, uniform random indices and (when `outliers`) about 3 % of the positions
+// with a random f16 outlier ~ N(0, 0.2).
 inline PaletteEncoding random_palette_encoding(int bits, int64_t group_rows, int64_t rows, int64_t cols, bool outliers,
-                                               uint32_t seed) {
+                                               uint32_t seed, TestCodebooks codebook_kind = TestCodebooks::kNormal) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.05f);
   const int64_t k = palette_entries(bits);
   std::vector<float> codebooks(static_cast<size_t>(palette_codebook_count(group_rows, rows) * k));
-  for (float& c : codebooks) c = normal(rng);
+  if (codebook_kind == TestCodebooks::kNormal)
+    for (float& c : codebooks) c = normal(rng);
+  else
+    for (size_t g = 0; g < codebooks.size() / static_cast<size_t>(k); ++g) {
+      const int e = -10 + static_cast<int>(rng() % 5);
+      for (int64_t i = 0; i < k; ++i)
+        codebooks[g * k + i] = std::ldexp(static_cast<float>(static_cast<int>(rng() % 128) - 64), e);
+      if (codebook_kind == TestCodebooks::kGridMixed && g % 3 == 2)
+        codebooks[g * k] += std::ldexp(1.0f, e - 3);  // f16-exact, not a multiple of 2^e
+    }
   std::vector<uint8_t> index(static_cast<size_t>(rows * cols));
   for (uint8_t& i : index) i = static_cast<uint8_t>(rng() % static_cast<uint32_t>(k));
   PaletteEncoding p = make_palette(bits, group_rows, codebooks, index, rows, cols);

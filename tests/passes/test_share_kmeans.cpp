@@ -10,6 +10,7 @@
 #include "core/sparse.h"
 #include "formats/file_io.h"
 #include "formats/model_io.h"
+#include "kernels/cpu/kernels.h"
 #include "model/arch.h"
 #include "model/tokenizer.h"
 #include "passes/quant/quant_methods.h"
@@ -174,6 +175,68 @@ TEST_CASE("fit_palette: codebooks of 2^bits, nearest-centroid indices, outliers,
         REQUIRE(two.ok());
         CHECK(two->dequant == fit->dequant);
         CHECK(std::memcmp(two->encoding.indices.data(), p.indices.data(), p.indices.size()) == 0);
+      }
+}
+
+TEST_CASE("fit_palette int_grid: every codebook on the integer grid, nearest indices, exact decode",
+          "[share][palette]") {
+  const int64_t rows = 24, cols = 37;
+  const std::vector<float> w = normal_values(static_cast<size_t>(rows * cols), 7);
+  for (int bits : {1, 2, 4, 8})
+    for (int64_t group_rows : {int64_t{0}, int64_t{5}})
+      for (double outliers : {0.0, 0.02}) {
+        INFO("bits " << bits << " group_rows " << group_rows << " outliers " << outliers);
+        PaletteSpec spec;
+        spec.bits = bits;
+        spec.group_rows = group_rows;
+        spec.outliers = outliers;
+        spec.int_grid = true;
+        auto fit = fit_palette(w, rows, cols, {}, {}, spec, 3, 1);
+        REQUIRE(fit.ok());
+        const PaletteEncoding& p = fit->encoding;
+        const Shape shape{{rows, cols}};
+        std::vector<float> decoded(w.size());
+        decode_rows_to_f32(Encoding{p}, shape, 0, rows, decoded.data());
+        REQUIRE(decoded == fit->dequant);
+        const int64_t k = int64_t{1} << bits;
+        std::vector<float> codebook(static_cast<size_t>(k));
+        for (int64_t g = 0; g < palette_codebook_count(group_rows, rows); ++g) {
+          palette_codebook_f32(p, g, codebook.data());
+          const int e = palette_grid_exponent(codebook.data(), k);
+          REQUIRE(e != kPaletteOffGrid);
+          for (float v : codebook) REQUIRE(std::ldexp(v, -e) == std::nearbyint(std::ldexp(v, -e)));
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          palette_codebook_f32(p, palette_codebook_of_row(p, r), codebook.data());
+          for (int64_t c = 0; c < cols; ++c) {
+            const float x = w[r * cols + c];
+            const uint32_t idx = palette_index_at(p.indices.data() + r * palette_row_stride(bits, cols), bits, c);
+            for (int64_t j = 0; j < k; ++j) REQUIRE(std::fabs(x - codebook[idx]) <= std::fabs(x - codebook[j]));
+          }
+        }
+        // Cost of the grid: the grid fit runs the same seedings and keeps the one with the lowest error after
+        // snapping, with nearest indices, so per codebook group of n weights ||w - grid|| <= ||w - free|| + √n · d,
+        // d the largest distance between the free fit's f16 centroids and its seeding's snapped unrounded ones:
+        // <= half a step of the finest grid holding them (its exponent is <= k + 1, k the finest for the free codebook)
+        // plus the f16 rounding (<= 2^-11 · 128 · 2^k): d <= 1.0625 · 2^k, k that of the free codebook.
+        if (outliers > 0) continue;
+        spec.int_grid = false;
+        auto free = fit_palette(w, rows, cols, {}, {}, spec, 3, 1);
+        REQUIRE(free.ok());
+        const int64_t gr = group_rows == 0 ? rows : group_rows;
+        for (int64_t g = 0; g < palette_codebook_count(group_rows, rows); ++g) {
+          palette_codebook_f32(free->encoding, g, codebook.data());
+          const auto [lo, hi] = std::minmax_element(codebook.begin(), codebook.end());
+          int ke = kPaletteGridMinExp;  // the smallest grid holding the free codebook
+          while (*lo < -64 * std::ldexp(1.0, ke) || *hi > 63 * std::ldexp(1.0, ke)) ++ke;
+          const double step = std::ldexp(1.0, ke);
+          double eg = 0, ef = 0, n = 0;
+          for (int64_t e = g * gr * cols; e < std::min(rows, (g + 1) * gr) * cols; ++e, ++n) {
+            eg += (double(w[e]) - fit->dequant[e]) * (double(w[e]) - fit->dequant[e]);
+            ef += (double(w[e]) - free->dequant[e]) * (double(w[e]) - free->dequant[e]);
+          }
+          CHECK(std::sqrt(eg) <= std::sqrt(ef) + std::sqrt(n) * 1.0625 * step);
+        }
       }
 }
 
@@ -364,6 +427,26 @@ TEST_CASE("share.kmeans gptq (compensated indices, refit codebooks): same tensor
     CHECK(p->codebooks.size() == static_cast<size_t>((t.rows() + 31) / 32 * 8 * 2));
     CHECK(r1->details[t.name]["rel_err"].get<double>() < 0.6);
   }
+  // With int_grid the refitted codebooks stay on the integer grid, so every shared linear runs on
+  // int8 activations.
+  std::map<std::string, std::string> grid_options = options;
+  grid_options["int_grid"] = "true";
+  Model grid = base;
+  REQUIRE(run_pass("share.kmeans", grid, grid_options, calib->get(), 2).ok());
+  int64_t shared = 0;
+  for (const Tensor& t : grid.tensors()) {
+    const auto* p = std::get_if<PaletteEncoding>(&t.encoding->node);
+    if (!p) continue;
+    INFO(t.name);
+    ++shared;
+    std::vector<float> codebook(8);
+    for (int64_t g = 0; g < palette_codebook_count(p->group_rows, t.rows()); ++g) {
+      palette_codebook_f32(*p, g, codebook.data());
+      REQUIRE(palette_grid_exponent(codebook.data(), 8) != kPaletteOffGrid);
+    }
+    CHECK(kernels::palette_int8_activations(t));
+  }
+  CHECK(shared > 0);
 }
 
 TEST_CASE("share.kmeans after pruning keeps the pattern and shares the kept values", "[share][palette][sparse]") {

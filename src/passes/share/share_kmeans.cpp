@@ -52,6 +52,10 @@ class ShareKmeansPass final : public Pass {
              "assign indices column by column with GPTQ error compensation, then refit the codebooks to the "
              "Hessian-weighted error, layer by layer (needs calibration; embeddings and Sparse tensors get their "
              "nearest entries)");
+    v.option("int_grid", int_grid_,
+             "round every codebook to the integer grid (u - 64) * 2^k, u in 0..127, instead of any f16 value: "
+             "4-bit and narrower palettes then run on int8 activations (the Quant integer kernel); costs a little "
+             "accuracy (docs/weight_sharing.md)");
     v.option("iterations", iterations_, "Lloyd iterations at most per codebook");
     v.option("inits", inits_, "k-means++ seedings per codebook; the one with the lowest weighted error is kept");
   }
@@ -100,6 +104,7 @@ class ShareKmeansPass final : public Pass {
     s.outliers = outliers_;
     s.iterations = iterations_;
     s.inits = inits_;
+    s.int_grid = int_grid_;
     if (auto v = validate_palette_spec(s); !v.ok()) return with_context(v.error(), "share.kmeans");
     return s;
   }
@@ -224,6 +229,7 @@ class ShareKmeansPass final : public Pass {
   double outliers_ = 0;
   int64_t iterations_ = 100;
   int64_t inits_ = 4;
+  bool int_grid_ = false;
 };
 
 }  // namespace

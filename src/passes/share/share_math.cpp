@@ -245,7 +245,7 @@ void gptq_assign(std::span<const float> w, int64_t rows, int64_t cols, const Gpt
 // their value. Outlier residuals are recomputed so that outliers keep their values.
 void refit_codebooks(std::span<const float> w, int64_t rows, int64_t cols, const GptqHessian& h,
                      std::vector<float>& codebooks, int64_t k, int64_t group_rows, const std::vector<uint8_t>& outlier,
-                     std::vector<uint8_t>& index, std::vector<float>& residual, int threads) {
+                     std::vector<uint8_t>& index, std::vector<float>& residual, bool int_grid, int threads) {
   Eigen::Map<const RowMatrix> u(h.hinv_u.data(), cols, cols);
   const RowMatrix uinv = u.triangularView<Eigen::Upper>().solve(RowMatrix::Identity(cols, cols));
   const RowMatrix hm = uinv * uinv.transpose();
@@ -287,10 +287,13 @@ void refit_codebooks(std::span<const float> w, int64_t rows, int64_t cols, const
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t bb) { return c[a] < c[bb]; });
     std::vector<uint8_t> remap(static_cast<size_t>(k));
+    std::vector<double> sorted(static_cast<size_t>(k));
     for (int64_t i = 0; i < k; ++i) {
-      cb[i] = round_f16(c[order[i]]);
+      sorted[i] = c[order[i]];
       remap[order[i]] = static_cast<uint8_t>(i);
     }
+    if (int_grid) palette_snap_to_grid(sorted);  // order kept; falls back to f16 when no grid holds them
+    for (int64_t i = 0; i < k; ++i) cb[i] = round_f16(sorted[i]);
     for (int64_t r = g * group_rows; r < std::min(rows, (g + 1) * group_rows); ++r)
       for (int64_t col = 0; col < cols; ++col) {
         const int64_t e = r * cols + col;
@@ -317,8 +320,10 @@ KmeansResult weighted_kmeans_1d(std::span<const float> x, std::span<const float>
   for (int64_t i = 0; i < inits; ++i) {
     std::vector<double> c = seed_plus_plus(atoms, options.k, rng);
     const int64_t iterations = lloyd(atoms, c, options.iterations);
-    // The stored codebook is f16: keep the seeding whose rounded centroids fit best.
-    for (double& v : c) v = round_f16(v);
+    // The stored codebook is f16 (on the integer grid when asked; f16 when no grid holds the values):
+    // keep the seeding whose rounded centroids fit best.
+    if (!options.int_grid || !palette_snap_to_grid(c))
+      for (double& v : c) v = round_f16(v);
     const double error = atoms.error(c);
     if (!have || error < best.error) {
       have = true;
@@ -364,6 +369,7 @@ std::string describe_palette_spec(const PaletteSpec& spec) {
   p.group_rows = spec.group_rows;
   std::string out = str_cat("p", spec.bits, " ", palette_granularity_name(p));
   if (spec.outliers > 0) out += str_cat(" +", spec.outliers * 100, "% outliers");
+  if (spec.int_grid) out += " int grid";
   return out;
 }
 
@@ -459,6 +465,7 @@ Result<PaletteFit> fit_palette(std::span<const float> w_in, int64_t rows, int64_
     o.k = k;
     o.iterations = spec.iterations;
     o.inits = spec.inits;
+    o.int_grid = spec.int_grid;
     o.seed = mix_seed(seed, static_cast<uint64_t>(g));
     const KmeansResult km = weighted_kmeans_1d(xs, ws, o);
     std::copy(km.centroids.begin(), km.centroids.end(), codebooks.begin() + g * k);
@@ -483,7 +490,8 @@ Result<PaletteFit> fit_palette(std::span<const float> w_in, int64_t rows, int64_
   if (hessian) {
     std::vector<float> residual(static_cast<size_t>(numel));
     gptq_assign(w, rows, cols, *hessian, codebooks, k, group_rows, outlier_flag, threads, index, residual);
-    refit_codebooks(w, rows, cols, *hessian, codebooks, k, group_rows, outlier_flag, index, residual, threads);
+    refit_codebooks(w, rows, cols, *hessian, codebooks, k, group_rows, outlier_flag, index, residual, spec.int_grid,
+                    threads);
     for (int64_t e = 0; e < numel; ++e)
       if (outlier_flag[e]) {
         if (!std::isfinite(residual[e]))

@@ -19,10 +19,11 @@ struct KmeansOptions {
   int64_t iterations = 100;  // Lloyd iterations at most; stops earlier when no assignment changes
   int64_t inits = 4;         // k-means++ seedings; the one with the lowest weighted error is kept
   uint64_t seed = 0;
+  bool int_grid = false;  // centroids on the integer grid (core/palette.h) instead of any f16
 };
 
 struct KmeansResult {
-  std::vector<float> centroids;  // [k] ascending, each exactly representable in f16
+  std::vector<float> centroids;  // [k] ascending, each exactly representable in f16 (on the grid with int_grid)
   double error = 0;              // Σ w (x - nearest centroid)² with these centroids
   int64_t iterations = 0;        // Lloyd iterations of the kept seeding
 };
@@ -41,6 +42,7 @@ struct PaletteSpec {
   double outliers = 0;       // fraction of each codebook group's weights kept in the sparse part, [0, 1)
   int64_t iterations = 100;  // Lloyd iterations at most
   int64_t inits = 4;         // k-means++ seedings per codebook
+  bool int_grid = false;     // codebooks on the integer grid (core/palette.h): the int8-activation kernel
 };
 // kInvalidArgument for impossible values (bits 0 or 9, negative group_rows, outliers outside [0, 1), ...).
 Result<void> validate_palette_spec(const PaletteSpec& spec);
