@@ -72,7 +72,7 @@ uint8_t next_byte() {
   return static_cast<uint8_t>(g_state >> 56);
 }
 
-// Random indices and one codebook of f16 entries around ±0.01 for the whole tensor (grid: (u - 64) · 2^-13).
+// Random indices and one codebook of f16 entries around ±0.01 for the whole tensor (grid: v · 2^-13, v int8).
 Tensor random_palette(const std::string& name, const Shape& shape, int bits, bool grid) {
   PaletteEncoding p;
   p.bits = bits;
@@ -81,7 +81,7 @@ Tensor random_palette(const std::string& name, const Shape& shape, int bits, boo
   p.indices = Bytes::owned(std::move(indices));
   std::vector<uint16_t> codebook(static_cast<size_t>(palette_entries(bits)));
   for (auto& e : codebook)
-    e = grid ? f32_to_f16(std::ldexp(static_cast<float>(next_byte() % 128) - 64.0f, -13))
+    e = grid ? f32_to_f16(std::ldexp(static_cast<float>(static_cast<int8_t>(next_byte())), -13))
              : static_cast<uint16_t>(0x2000 | (next_byte() & 0x83));
   p.codebooks = Bytes::from_vector(codebook);
   return Tensor{name, shape, std::make_shared<Encoding>(Encoding{p})};

@@ -6,9 +6,9 @@
 //        [--settings LIST] [--out DIR]
 // LIST is comma-separated; each setting is fields separated by '/':
 //   rtn/B/gG, gptq/B/gG        asymmetric B-bit, group G (0 = row), f16 scales
-//   pal/B/GRAN[/w][/g][/oP]    share.kmeans B bits, GRAN = tensor | row | rowsN, w = weighted,
+//   pal/B/GRAN[/w][/g][/oP][/int]  share.kmeans B bits, GRAN = tensor | row | rowsN, w = weighted,
 //                              g = GPTQ compensation, oP = outlier fraction P (e.g. o0.005),
-//                              iN = N k-means++ seedings
+//                              iN = N k-means++ seedings, int = codebooks on the integer grid
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -92,6 +92,8 @@ void compress(Model& m, const std::string& setting, CalibrationSet& calib, int t
       options["weighted"] = true;
     else if (f[i] == "g")
       options["gptq"] = true;
+    else if (f[i] == "int")
+      options["int_grid"] = true;
     else if (f[i][0] == 'o')
       options["outliers"] = std::stod(f[i].substr(1));
     else if (f[i][0] == 'i')

@@ -17,19 +17,89 @@ namespace {
 
 constexpr int64_t kRowPad = 64;                 // bytes the int8 kernel may read past a row's last block
 constexpr int64_t kQuantizeTokensPerTask = 16;  // tokens below which quantizing stays on one thread
-constexpr int64_t kMaxRowsPerCall = 4;          // rows of one palette_rows_i8 call (the decode microkernel's)
+constexpr int64_t kRowsPerCall = 4;             // rows per simd::quant_i8_dot call (the decode microkernel's)
 
 const PaletteEncoding& palette_of(const Tensor& w) { return std::get<PaletteEncoding>(w.encoding->node); }
 
-// Row r's table: u = entry / 2^k + 64 for each index (entries past 2^bits repeat entry 0; never read).
-void fill_lut(const PaletteEncoding& p, int64_t g, int k, uint8_t* lut) {
+// Codebook g's grid exponent and, when on the grid, its table: v = entry / 2^k (int8) at the value the
+// extractor yields for each index (the index; 2 · index for 1-bit codes); other entries 0, never read.
+int codebook_table(const PaletteEncoding& p, int64_t g, uint8_t* lut) {
   float entries[16];
   const int64_t n = palette_entries(p.bits);
   palette_codebook_f32(p, g, entries);
-  for (int64_t i = 0; i < 16; ++i) {
-    const double v = std::ldexp(static_cast<double>(entries[i < n ? i : 0]), -k);
-    lut[i] = static_cast<uint8_t>(static_cast<int32_t>(v) + kPaletteGridOffset);
+  const int k = palette_grid_exponent(entries, n);
+  if (k == kPaletteOffGrid) return k;
+  const auto inverse = static_cast<float>(std::ldexp(1.0, -k));
+  const int64_t at = p.bits == 1 ? 2 : 1;
+  std::memset(lut, 0, 16);
+  for (int64_t i = 0; i < n; ++i)
+    lut[at * i] = static_cast<uint8_t>(static_cast<int8_t>(static_cast<int32_t>(entries[i] * inverse)));
+  return k;
+}
+
+// Per-thread scratch: each row slot's block scales (2^k for every block, refilled only when its
+// exponent or the row's block count changes) and padded copies of index rows near the tensor's end.
+struct GridScratch {
+  std::vector<float> scales;
+  int slot_exp[kRowsPerCall] = {};
+  int64_t stride = -1;
+  std::vector<uint8_t> buffer;
+};
+
+// Rows [r0, r0 + nr) (all on the grid: exps, luts [nr][16]) through the Quant int8 kernel.
+void grid_rows(const Tensor& w, const QuantI8Plan& plan, const float* act, const int* exps, const uint8_t* luts,
+               int64_t t_begin, int64_t t_end, int64_t r0, int64_t nr, float* y) {
+  const PaletteEncoding& p = palette_of(w);
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t stride = palette_row_stride(p.bits, cols);
+  const int64_t bstride = stride + kRowPad;
+  const int64_t sstride = 2 * plan.pairs;
+  thread_local GridScratch s;
+  if (s.stride != sstride) {
+    s.stride = sstride;
+    s.scales.assign(static_cast<size_t>(kRowsPerCall * sstride), 0.0f);
+    std::fill(std::begin(s.slot_exp), std::end(s.slot_exp), kPaletteOffGrid);
   }
+  for (int64_t i = 0; i < nr; ++i)
+    if (s.slot_exp[i] != exps[i]) {  // the phantom block's scale multiplies zero activations
+      s.slot_exp[i] = exps[i];
+      std::fill_n(s.scales.data() + i * sstride, sstride, static_cast<float>(std::ldexp(1.0, exps[i])));
+    }
+  if (s.buffer.size() < static_cast<size_t>(kRowsPerCall * bstride))
+    s.buffer.assign(static_cast<size_t>(kRowsPerCall * bstride), 0);
+  simd::QuantI8DotArgs a{};
+  a.kind = plan.format->kind;
+  a.split = plan.split;
+  a.pair_floats = plan.pair_floats;
+  a.lut = luts;
+  a.block_byte = plan.byte.data();
+  a.block_group = plan.group.data();
+  a.block_start = plan.start.data();
+  a.block_len = plan.len.data();
+  a.slot_col = plan.slot_col.data();
+  a.pairs = plan.pairs;
+  a.scales = s.scales.data();
+  a.scales_stride = sstride;
+  a.groups = 1;
+  a.act = act + t_begin * plan.record_floats;
+  a.act_stride = plan.record_floats;
+  a.x_floats = plan.x_floats;
+  a.n = t_end - t_begin;
+  a.y_stride = rows;
+  a.rows = nr;
+  a.y = y + t_begin * rows + r0;
+  const uint8_t* idx = p.indices.data() + r0 * stride;
+  if ((r0 + nr) * stride + kRowPad > static_cast<int64_t>(p.indices.size())) {
+    // Reads past the last row's end could pass the tensor's last byte: padded copies.
+    for (int64_t i = 0; i < nr; ++i)
+      std::memcpy(s.buffer.data() + i * bstride, idx + i * stride, static_cast<size_t>(stride));
+    a.codes = s.buffer.data();
+    a.code_stride = bstride;
+  } else {
+    a.codes = idx;
+    a.code_stride = stride;
+  }
+  simd::quant_i8_dot(a);
 }
 
 }  // namespace
@@ -48,80 +118,53 @@ bool palette_int8_activations(const Tensor& w) {
 }
 
 int64_t palette_i8_aux_floats(const Tensor& w, int64_t n) {
-  if (!palette_int8_activations(w)) return 0;
-  return n * i8_palette_plan(palette_of(w).bits, w.cols()).record_floats;
+  if (!palette_int8_activations(w)) return 1;
+  return 1 + n * i8_palette_plan(palette_of(w).bits, w.cols()).record_floats;
 }
 
 void palette_i8_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
+  aux[0] = 0.0f;
   if (!palette_int8_activations(w)) return;
+  aux[0] = 1.0f;
   const QuantI8Plan& plan = i8_palette_plan(palette_of(w).bits, w.cols());
   const int64_t cols = w.cols();
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (n >= 2 * kQuantizeTokensPerTask)
-  for (int64_t t = 0; t < n; ++t) i8_quantize_token(plan, false, x + t * cols, aux + t * plan.record_floats, false);
+  for (int64_t t = 0; t < n; ++t) i8_quantize_token(plan, false, x + t * cols, aux + 1 + t * plan.record_floats, false);
 }
 
-void palette_rows_i8(const Tensor& w, const float* act, const int* exps, int64_t t_begin, int64_t t_end, int64_t r0,
-                     int64_t r1, float* y) {
+void palette_rows_grid(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end,
+                       int64_t r_begin, int64_t r_end, float* y, PaletteF32Rows f32_rows) {
   const PaletteEncoding& p = palette_of(w);
   const QuantI8Plan& plan = i8_palette_plan(p.bits, w.cols());
-  const int64_t rows = w.rows(), cols = w.cols(), nr = r1 - r0;
-  const int64_t stride = palette_row_stride(p.bits, cols);
-  const bool in_place = p.bits == 4;
-  const int64_t bstride = (in_place ? stride : (cols + 63) / 64 * 64) + kRowPad;
-  const int64_t sstride = 2 * plan.pairs;
-  LLMC_CHECK(nr >= 1 && nr <= kMaxRowsPerCall);
-  thread_local std::vector<float> scales;
-  thread_local std::vector<uint8_t> buffer;  // unpacked index rows, or padded copies of rows near the tensor's end
-  alignas(16) uint8_t lut[kMaxRowsPerCall * 16];
-  scales.resize(static_cast<size_t>(nr * sstride));
-  if (buffer.size() < static_cast<size_t>(kMaxRowsPerCall * bstride))
-    buffer.assign(static_cast<size_t>(kMaxRowsPerCall * bstride), 0);
-  for (int64_t i = 0; i < nr; ++i) {
-    fill_lut(p, palette_codebook_of_row(p, r0 + i), exps[i], lut + 16 * i);
-    const auto s = static_cast<float>(std::ldexp(1.0, exps[i]));
-    std::fill_n(scales.data() + i * sstride, plan.blocks, s);
-    std::fill(scales.data() + i * sstride + plan.blocks, scales.data() + (i + 1) * sstride, 0.0f);  // phantom
-  }
-  simd::QuantI8DotArgs a{};
-  a.kind = plan.format->kind;
-  a.split = plan.split;
-  a.pair_floats = plan.pair_floats;
-  a.lut = lut;
-  a.block_byte = plan.byte.data();
-  a.block_group = plan.group.data();
-  a.block_start = plan.start.data();
-  a.block_len = plan.len.data();
-  a.slot_col = plan.slot_col.data();
-  a.pairs = plan.pairs;
-  a.scales = scales.data();
-  a.scales_stride = sstride;
-  a.groups = 1;
-  a.act = act + t_begin * plan.record_floats;
-  a.act_stride = plan.record_floats;
-  a.x_floats = plan.x_floats;
-  a.n = t_end - t_begin;
-  a.y_stride = rows;
-  a.rows = nr;
-  a.y = y + t_begin * rows + r0;
-  const uint8_t* idx = p.indices.data() + r0 * stride;
-  if (!in_place) {
+  const float* act = aux + 1;
+  int64_t group = -1;  // the last codebook looked at, its exponent and table
+  int exp = kPaletteOffGrid;
+  alignas(16) uint8_t lut[16] = {};
+  for (int64_t r = r_begin; r < r_end; r += kRowsPerCall) {
+    const int64_t nr = std::min(kRowsPerCall, r_end - r);
+    int exps[kRowsPerCall];
+    alignas(16) uint8_t luts[kRowsPerCall * 16];
+    bool all = true;
     for (int64_t i = 0; i < nr; ++i) {
-      const uint8_t* row = idx + i * stride;
-      uint8_t* dst = buffer.data() + i * bstride;
-      for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<uint8_t>(palette_index_at(row, p.bits, c));
+      const int64_t g = palette_codebook_of_row(p, r + i);
+      if (g != group) {
+        group = g;
+        exp = codebook_table(p, g, lut);
+      }
+      exps[i] = exp;
+      std::memcpy(luts + 16 * i, lut, 16);
+      all = all && exp != kPaletteOffGrid;
     }
-    a.codes = buffer.data();
-    a.code_stride = bstride;
-  } else if ((r1 - 1) * stride + stride + kRowPad > static_cast<int64_t>(p.indices.size())) {
-    // Reads past the last row's end could pass the tensor's last byte: padded copies.
-    for (int64_t i = 0; i < nr; ++i) std::memcpy(buffer.data() + i * bstride, idx + i * stride, stride);
-    a.codes = buffer.data();
-    a.code_stride = bstride;
-  } else {
-    a.codes = idx;
-    a.code_stride = stride;
+    if (all) {
+      grid_rows(w, plan, act, exps, luts, t_begin, t_end, r, nr, y);
+      continue;
+    }
+    for (int64_t i = 0; i < nr; ++i)  // a block with rows off the grid: row by row, each on its own path
+      if (exps[i] != kPaletteOffGrid)
+        grid_rows(w, plan, act, exps + i, luts + 16 * i, t_begin, t_end, r + i, 1, y);
+      else
+        f32_rows(w, x, t_begin, t_end, r + i, r + i + 1, y);
   }
-  simd::quant_i8_dot(a);
 }
 
 void matmul_palette_i8_ref(const Tensor& w, const float* x, int64_t n, float* y) {

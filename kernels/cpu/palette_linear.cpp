@@ -127,38 +127,6 @@ void palette_rows_f32(const Tensor& w, const float* x, int64_t t_begin, int64_t 
   }
 }
 
-// Rows on the integer grid take the int8 path in blocks of kRowsPerCall (the decode microkernel's
-// rows); a block with a row off the grid runs row by row, each on its own path.
-void palette_rows_mixed(const Tensor& w, const float* x, const float* act, int64_t t_begin, int64_t t_end,
-                        int64_t r_begin, int64_t r_end, float* y) {
-  const auto& p = std::get<PaletteEncoding>(w.encoding->node);
-  int64_t cached_group = -1;
-  int cached_exp = kPaletteOffGrid;
-  for (int64_t r = r_begin; r < r_end; r += kRowsPerCall) {
-    const int64_t nr = std::min(kRowsPerCall, r_end - r);
-    int exps[kRowsPerCall];
-    bool all = true;
-    for (int64_t i = 0; i < nr; ++i) {
-      const int64_t g = palette_codebook_of_row(p, r + i);
-      if (g != cached_group) {
-        cached_group = g;
-        cached_exp = palette_codebook_grid_exponent(p, g);
-      }
-      exps[i] = cached_exp;
-      all = all && cached_exp != kPaletteOffGrid;
-    }
-    if (all) {
-      palette_rows_i8(w, act, exps, t_begin, t_end, r, r + nr, y);
-      continue;
-    }
-    for (int64_t i = 0; i < nr; ++i)
-      if (exps[i] != kPaletteOffGrid)
-        palette_rows_i8(w, act, exps + i, t_begin, t_end, r + i, r + i + 1, y);
-      else
-        palette_rows_f32(w, x, t_begin, t_end, r + i, r + i + 1, y);
-  }
-}
-
 }  // namespace
 
 int64_t palette_aux_floats(const Tensor& w, int64_t n) { return palette_i8_aux_floats(w, n); }
@@ -167,8 +135,8 @@ void palette_prepare(const Tensor& w, const float* x, int64_t n, float* aux) { p
 void palette_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                   int64_t r_end, float* y) {
   const auto& p = std::get<PaletteEncoding>(w.encoding->node);
-  if (palette_int8_activations(w))
-    palette_rows_mixed(w, x, aux, t_begin, t_end, r_begin, r_end, y);
+  if (palette_i8_records(aux))
+    palette_rows_grid(w, x, aux, t_begin, t_end, r_begin, r_end, y, palette_rows_f32);
   else
     palette_rows_f32(w, x, t_begin, t_end, r_begin, r_end, y);
   add_outliers(p, w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);

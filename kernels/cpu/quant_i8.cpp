@@ -39,11 +39,13 @@ const QuantI8Format kQuantI8Formats[] = {
     {S::kBinary, 1, P::kBits, Kd::kBits1, 1, 0, "binary, int8 activations"},
 };
 
-// Palette indices on the integer grid (u = lut[index], v = u - 64); scheme/bits/packing unused.
+// Palette indices on the integer grid (the extractor's u indexes the row's table of v; offset 0), by
+// bits - 1; scheme and packing unused.
 const QuantI8Format kPaletteI8Formats[] = {
-    {S::kSymmetric, 4, P::kBits, Kd::kPaletteNibbles, kPaletteGridOffset, 0, "palette 4-bit grid, int8 activations"},
-    {S::kSymmetric, 8, P::kBits, Kd::kPaletteBytes, kPaletteGridOffset, 0,
-     "palette 1..3-bit grid (unpacked), int8 activations"},
+    {S::kSymmetric, 1, P::kBits, Kd::kBits1, 0, 0, "palette 1-bit grid, int8 activations"},
+    {S::kSymmetric, 2, P::kBits, Kd::kCrumbs, 0, 0, "palette 2-bit grid, int8 activations"},
+    {S::kSymmetric, 3, P::kBits, Kd::kBits3, 0, 0, "palette 3-bit grid, int8 activations"},
+    {S::kSymmetric, 4, P::kBits, Kd::kNibbles, 0, 0, "palette 4-bit grid, int8 activations"},
 };
 
 std::atomic<QuantActivations> g_mode{QuantActivations::kInt8x2};
@@ -56,8 +58,7 @@ constexpr int64_t kRowsPerCall = 4;  // rows per simd::quant_i8_dot call (scales
 void fill_slots(Kd kind, uint8_t* slot_col) {
   for (int i = 0; i < 32; ++i) {
     switch (kind) {
-      case Kd::kNibbles:
-      case Kd::kPaletteNibbles: slot_col[i] = static_cast<uint8_t>(i < 16 ? 2 * i : 2 * (i - 16) + 1); break;
+      case Kd::kNibbles: slot_col[i] = static_cast<uint8_t>(i < 16 ? 2 * i : 2 * (i - 16) + 1); break;
       case Kd::kCrumbs: slot_col[i] = static_cast<uint8_t>(4 * (i % 8) + i / 8); break;
       default: slot_col[i] = static_cast<uint8_t>(i); break;
     }
@@ -140,7 +141,7 @@ const QuantI8Format* i8_palette_format(int bits, int64_t cols) {
   if (bits > 4 || cols > (int64_t{1} << 30)) return nullptr;
   const QuantActivations mode = g_mode.load(std::memory_order_relaxed);
   if (mode == QuantActivations::kF32 || mode == QuantActivations::kF32Decoded) return nullptr;
-  return bits == 4 ? &kPaletteI8Formats[0] : &kPaletteI8Formats[1];
+  return bits >= 1 ? &kPaletteI8Formats[bits - 1] : nullptr;
 }
 
 const QuantI8Plan& i8_palette_plan(int bits, int64_t cols) {
@@ -148,7 +149,7 @@ const QuantI8Plan& i8_palette_plan(int bits, int64_t cols) {
   const QuantI8Format* f = i8_palette_format(bits, cols);
   const bool split = g_mode.load(std::memory_order_relaxed) == QuantActivations::kInt8x2;
   if (plan.format != f || plan.cols != cols || plan.split != split)
-    build_plan(cols, 1, cols, bits == 4 ? 4 : 8, false, f, split, plan);
+    build_plan(cols, 1, cols, bits, false, f, split, plan);
   return plan;
 }
 

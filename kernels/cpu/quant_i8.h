@@ -56,7 +56,7 @@ struct QuantI8Plan {
 // Thread-local cached plan for this weight (recomputed when the shape or format changes).
 const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols);
 // The same for Palette weights with `bits` <= 4 whose codebooks are on the integer grid (core/palette.h):
-// one group per row, no mins, offset 64; 4-bit indices read in place, 1..3-bit ones unpacked to bytes.
+// one group per row, no mins, offset 0, indices read in place by the Quant extractor of their width.
 // Null / not usable (mode kF32 or kF32Decoded, bits > 4) as i8_format.
 const QuantI8Format* i8_palette_format(int bits, int64_t cols);
 const QuantI8Plan& i8_palette_plan(int bits, int64_t cols);

@@ -50,20 +50,13 @@ constexpr int kind_bits(K k) {
     case K::kBits5: return 5;
     case K::kBits6: return 6;
     case K::kBits7: return 7;
-    case K::kPaletteNibbles: return 4;
-    case K::kPaletteBytes: return 0;
   }
   return 0;
 }
 
-constexpr bool is_palette(K k) { return k == K::kPaletteNibbles || k == K::kPaletteBytes; }
-
-// The portable kernel's view of slot values: u of column c of a row (see QuantI8Kind); lut: the
-// row's table (palette kinds).
-int32_t slot_value(K kind, const uint8_t* row, const uint8_t* lut, int64_t c) {
+// The portable kernel's view of slot values: u of column c of a row (see QuantI8Kind).
+int32_t slot_value(K kind, const uint8_t* row, int64_t c) {
   const int bits = kind_bits(kind);
-  if (kind == K::kPaletteBytes) return lut[row[c] & 15];
-  if (kind == K::kPaletteNibbles) return lut[(row[c >> 1] >> (4 * (c & 1))) & 15];
   if (kind == K::kBytes) return row[c];
   if (kind == K::kSigned8) return static_cast<int32_t>(row[c]) - 128;
   const int64_t bit = c * bits;
@@ -127,10 +120,10 @@ HWY_INLINE V bits_block(const uint8_t* p) {
 // h, of B slots 16..31 (the order QuantI8Plan::slot_col describes).
 template <K kKind>
 HWY_INLINE void extract_pair(const uint8_t* p0, const uint8_t* p1, V& a, V& b) {
-  if constexpr (kKind == K::kSigned8 || kKind == K::kBytes || kKind == K::kPaletteBytes) {
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBytes) {
     a = load2x128(p0, p1);
     b = load2x128(p0 + 16, p1 + 16);
-  } else if constexpr (kKind == K::kNibbles || kKind == K::kPaletteNibbles) {
+  } else if constexpr (kKind == K::kNibbles) {
     const V v = load2x128(p0, p1);
     const V m = _mm256_set1_epi8(0x0F);
     a = _mm256_and_si256(v, m);
@@ -173,9 +166,10 @@ HWY_INLINE V dpbusd(V acc, V u, V x) {
 #endif
 
 // int32 lanes: lanes 0..3 sum slot products of block 2p, lanes 4..7 of block 2p+1 (exact).
-template <K kKind>
+// kLut: a, b are palette magnitudes |v| <= 128 (the activations already carry the signs).
+template <K kKind, bool kLut>
 HWY_INLINE V dot_pair(V a, V b, V xa, V xb) {
-  if constexpr (kKind == K::kSigned8) {  // v · x = |v| · sign(x, v); |v| <= 128 fits u8
+  if constexpr (kKind == K::kSigned8 && !kLut) {  // v · x = |v| · sign(x, v); |v| <= 128 fits u8
     const V flip = _mm256_set1_epi8(static_cast<char>(0x80));
     const V va = _mm256_xor_si256(a, flip), vb = _mm256_xor_si256(b, flip);
     xa = _mm256_sign_epi8(xa, va);
@@ -187,8 +181,9 @@ HWY_INLINE V dot_pair(V a, V b, V xa, V xb) {
   return dpbusd(dpbusd(_mm256_setzero_si256(), a, xa), b, xb);
 #else
   const V ones = _mm256_set1_epi16(1);
-  // maddubs pairs stay below 2^15 when u <= 128 (|x| <= 127); the sum of A and B pairs only when u <= 64.
-  if constexpr (kKind == K::kSigned8 || kKind == K::kBits7 || is_palette(kKind))
+  // maddubs pairs stay below 2^15 when u <= 128 (|x| <= 127); the sum of A and B pairs only when u <= 64
+  // (palette kinds: u = |v| <= 128).
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBits7 || kLut)
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a, xa), ones),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(b, xb), ones));
   else
@@ -219,7 +214,7 @@ HWY_INLINE float min_terms(const float* mins, const float* xsum, int64_t groups)
 
 // R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
 // The small loops are unrolled so the accumulators live in registers.
-template <K kKind, bool kSplit, int R, int T>
+template <K kKind, bool kLut, bool kSplit, int R, int T>
 HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
   __m256 acc[R][T];
   const float* rec[T];
@@ -232,7 +227,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
   for (int r = 0; r < R; ++r) {
     row[r] = a.codes + (r0 + r) * a.code_stride;
     sc[r] = a.scales + (r0 + r) * a.scales_stride;
-    if constexpr (is_palette(kKind))
+    if constexpr (kLut)
       lut[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.lut + (r0 + r) * 16)));
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -248,9 +243,12 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
       hwy::Prefetch(row[r] + 2 * R * a.code_stride + b0);
       V ca, cb;
       extract_pair<kKind>(row[r] + b0, row[r] + b1, ca, cb);
-      if constexpr (is_palette(kKind)) {  // indices (< 16) -> u
-        ca = _mm256_shuffle_epi8(lut[r], ca);
-        cb = _mm256_shuffle_epi8(lut[r], cb);
+      V sa = ca, sb = cb;  // palette kinds: the signed values v; ca, cb then hold |v|
+      if constexpr (kLut) {
+        sa = _mm256_shuffle_epi8(lut[r], ca);
+        sb = _mm256_shuffle_epi8(lut[r], cb);
+        ca = _mm256_abs_epi8(sa);
+        cb = _mm256_abs_epi8(sb);
       }
       // scales of blocks 2p, 2p+1 spread over the two halves
       const __m256 s = _mm256_permutevar8x32_ps(
@@ -258,13 +256,20 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const float* e = rec[t] + p * (kSplit ? 48 : 32);
-        V d = dot_pair<kKind>(ca, cb, _mm256_loadu_si256(reinterpret_cast<const V*>(e)),
-                              _mm256_loadu_si256(reinterpret_cast<const V*>(e + 8)));
+        // palette kinds: v · x = |v| · sign(x, v)
+        const auto act = [&](int at, V s) {
+          const V x = _mm256_loadu_si256(reinterpret_cast<const V*>(e + at));
+          if constexpr (kLut) {
+            return _mm256_sign_epi8(x, s);
+          } else {
+            (void)s;
+            return x;
+          }
+        };
+        V d = dot_pair<kKind, kLut>(ca, cb, act(0, sa), act(8, sb));
         if constexpr (kSplit)  // 256 · hi + lo: exact in int32
-          d = _mm256_add_epi32(_mm256_slli_epi32(d, 8),
-                               dot_pair<kKind>(ca, cb, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 32)),
-                                               _mm256_loadu_si256(reinterpret_cast<const V*>(e + 40))));
-        if constexpr (kKind != K::kSigned8)
+          d = _mm256_add_epi32(_mm256_slli_epi32(d, 8), dot_pair<kKind, kLut>(ca, cb, act(32, sa), act(40, sb)));
+        if constexpr (kKind != K::kSigned8 && !kLut)  // palette: offset 0
           d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 24)));
         acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16)), acc[r][t]);
       }
@@ -282,32 +287,42 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
 }
 
 // Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
-template <K kKind, bool kSplit>
+template <K kKind, bool kLut, bool kSplit>
 void i8_shapes(const QuantI8DotArgs& a) {
   if (a.n == 1) {
     int64_t r = 0;
-    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kSplit, 4, 1>(a, r, 0);
-    for (; r < a.rows; ++r) i8_block<kKind, kSplit, 1, 1>(a, r, 0);
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, 4, 1>(a, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, 1, 1>(a, r, 0);
     return;
   }
   for (int64_t r = 0; r < a.rows; ++r) {
     int64_t t = 0;
-    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kSplit, 1, 4>(a, r, t);
-    for (; t < a.n; ++t) i8_block<kKind, kSplit, 1, 1>(a, r, t);
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, 1, 4>(a, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, 1, 1>(a, r, t);
   }
 }
-template <K kKind>
+template <K kKind, bool kLut = false>
 void i8_all(const QuantI8DotArgs& a) {
   if (a.split)
-    i8_shapes<kKind, true>(a);
+    i8_shapes<kKind, kLut, true>(a);
   else
-    i8_shapes<kKind, false>(a);
+    i8_shapes<kKind, kLut, false>(a);
+}
+// Palette weights: the extractors of 4-, 3-, 2- and 1-bit codes read the indices in place.
+void i8_palette(const QuantI8DotArgs& a) {
+  switch (a.kind) {
+    case K::kNibbles: return i8_all<K::kNibbles, true>(a);
+    case K::kBits3: return i8_all<K::kBits3, true>(a);
+    case K::kCrumbs: return i8_all<K::kCrumbs, true>(a);
+    case K::kBits1: return i8_all<K::kBits1, true>(a);
+    default: HWY_ASSERT(false);
+  }
 }
 
 // 32 int8 values in column order -> the slot order of kKind (QuantI8Plan::slot_col).
 template <K kKind>
 HWY_INLINE V to_slots(V n) {
-  if constexpr (kKind == K::kNibbles || kKind == K::kPaletteNibbles) {  // evens of both lanes, then odds
+  if constexpr (kKind == K::kNibbles) {  // evens of both lanes, then odds
     const V sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3,
                                   5, 7, 9, 11, 13, 15);
     return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(n, sh), 0xD8);
@@ -385,14 +400,14 @@ void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* 
 void QuantizeI8Blocks(QuantI8Kind kind, int32_t offset, bool split, const float* x, const int32_t* start,
                       const int32_t* len, const uint8_t*, int64_t blocks, float* pairs) {
   switch (kind) {
-    case K::kNibbles:
-    case K::kPaletteNibbles: return quantize_blocks<K::kNibbles>(offset, split, x, start, len, blocks, pairs);
+    case K::kNibbles: return quantize_blocks<K::kNibbles>(offset, split, x, start, len, blocks, pairs);
     case K::kCrumbs: return quantize_blocks<K::kCrumbs>(offset, split, x, start, len, blocks, pairs);
     default: return quantize_blocks<K::kBytes>(offset, split, x, start, len, blocks, pairs);  // natural order
   }
 }
 
 void QuantI8Dot(const QuantI8DotArgs& a) {
+  if (a.lut != nullptr) return i8_palette(a);
   switch (a.kind) {
     case K::kSigned8: return i8_all<K::kSigned8>(a);
     case K::kBytes: return i8_all<K::kBytes>(a);
@@ -403,8 +418,6 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
     case K::kBits5: return i8_all<K::kBits5>(a);
     case K::kBits6: return i8_all<K::kBits6>(a);
     case K::kBits7: return i8_all<K::kBits7>(a);
-    case K::kPaletteNibbles: return i8_all<K::kPaletteNibbles>(a);
-    case K::kPaletteBytes: return i8_all<K::kPaletteBytes>(a);
   }
 }
 
@@ -434,7 +447,8 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
           if (a.slot_col[i] >= a.block_len[k]) continue;
           const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
           const int32_t xq = a.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
-          u += slot_value(a.kind, row, lut, a.block_start[k] + a.slot_col[i]) * xq;
+          const int32_t u_c = slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]);
+          u += (lut != nullptr ? static_cast<int8_t>(lut[u_c]) : u_c) * xq;
         }
         int32_t c;
         std::memcpy(&c, e + 24 + 4 * h, 4);

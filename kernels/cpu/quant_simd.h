@@ -55,9 +55,6 @@ enum class QuantI8Kind : uint8_t {
   kBits5 = 6,
   kBits6 = 7,
   kBits7 = 8,
-  // Palette indices on the integer grid (core/palette.h): u = lut[row][index] in [0, 127], offset 64.
-  kPaletteNibbles = 9,  // 4-bit indices in place; the slot order of kNibbles
-  kPaletteBytes = 10,   // one index (< 16) per byte, unpacked into a row buffer; natural order
 };
 
 // `rows` rows of a Quant weight against `n` tokens on int8 activations:
@@ -78,7 +75,11 @@ struct QuantI8DotArgs {
   int64_t pair_floats;
   const uint8_t* codes;
   int64_t code_stride;
-  const uint8_t* lut;  // palette kinds: [rows][16] u of each index (lut + 16 r: row r's table); else null
+  // Palette weights on the integer grid (core/palette.h): [rows][16] tables (lut + 16 r: row r's) of
+  // signed int8 values v, indexed by the u the extractor yields (kNibbles, kCrumbs, kBits3, kBits1);
+  // the block sums are Σ v · xq (AVX2: |v| and sign(x, v), as kSigned8) and offset must be 0.
+  // Null for Quant weights.
+  const uint8_t* lut;
   int64_t rows;
   const int32_t* block_byte;   // [2 * pairs]
   const int32_t* block_group;  // [2 * pairs] (portable kernel)

@@ -42,13 +42,23 @@ void palette_codebook_f32(const PaletteEncoding& p, int64_t g, float* out) {
 }
 
 namespace {
-// The smallest k in [kPaletteGridMinExp, kPaletteGridMaxExp + 1] with lo >= -64 · 2^k and hi <= 63 · 2^k
+// The smallest k in [kPaletteGridMinExp, kPaletteGridMaxExp + 1] with lo >= -128 · 2^k and hi <= 127 · 2^k
 // (kPaletteGridMaxExp + 1: none).
 int grid_range_exponent(double lo, double hi) {
+  const auto fits = [&](int k) {
+    const double step = std::ldexp(1.0, k);
+    return lo >= kPaletteGridMin * step && hi <= kPaletteGridMax * step;
+  };
+  // Start near the answer (2^(e-1) <= m < 2^e), then step to the exact smallest k.
+  const double m = std::max(hi / kPaletteGridMax, lo / kPaletteGridMin);
   int k = kPaletteGridMinExp;
-  while (k <= kPaletteGridMaxExp &&
-         !(lo >= -kPaletteGridOffset * std::ldexp(1.0, k) && hi <= (kPaletteGridOffset - 1) * std::ldexp(1.0, k)))
-    ++k;
+  if (m > 0) {
+    int e = 0;
+    std::frexp(m, &e);
+    k = std::clamp(e - 1, kPaletteGridMinExp, kPaletteGridMaxExp + 1);
+  }
+  while (k > kPaletteGridMinExp && fits(k - 1)) --k;
+  while (k <= kPaletteGridMaxExp && !fits(k)) ++k;
   return k;
 }
 }  // namespace
@@ -63,8 +73,9 @@ int palette_grid_exponent(const float* entries, int64_t n) {
   if (!std::isfinite(lo) || !std::isfinite(hi)) return kPaletteOffGrid;
   const int k = grid_range_exponent(lo, hi);
   if (k > kPaletteGridMaxExp) return kPaletteOffGrid;
+  const double inverse = std::ldexp(1.0, -k);
   for (int64_t i = 0; i < n; ++i) {
-    const double u = std::ldexp(static_cast<double>(entries[i]), -k);  // exact: a power-of-two scaling
+    const double u = static_cast<double>(entries[i]) * inverse;  // exact: a power-of-two scaling
     if (u != std::nearbyint(u)) return kPaletteOffGrid;
   }
   return k;
@@ -76,8 +87,7 @@ bool palette_snap_to_grid(std::vector<double>& v) {
   const int k = grid_range_exponent(*lo, *hi);
   if (k > kPaletteGridMaxExp) return false;
   for (double& e : v) {
-    const double u =
-        std::clamp(std::round(std::ldexp(e, -k)), -double{kPaletteGridOffset}, double{kPaletteGridOffset - 1});
+    const double u = std::clamp(std::round(std::ldexp(e, -k)), double{kPaletteGridMin}, double{kPaletteGridMax});
     e = std::ldexp(u, k);
   }
   return true;

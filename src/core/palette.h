@@ -32,17 +32,18 @@ inline uint32_t palette_index_at(const uint8_t* row, int bits, int64_t c) {
 void palette_codebook_f32(const PaletteEncoding& p, int64_t g, float* out);
 
 // ---- The integer grid: codebooks the int8-activation kernel runs exactly ----
-// A codebook is on the grid when every entry is (u - 64) · 2^k for integers u in [0, 127] and one k in
+// A codebook is on the grid when every entry is v · 2^k for integers v in [-128, 127] and one k in
 // [kPaletteGridMinExp, kPaletteGridMaxExp] (every such value is an exact f16). The kernel then looks up
-// u (7 bits) and runs the Quant int8 dot products with scale 2^k (docs/weight_sharing.md, "Kernels").
-constexpr int32_t kPaletteGridOffset = 64;
+// v (int8) and runs the Quant int8 dot products with scale 2^k (docs/weight_sharing.md, "Kernels").
+constexpr int32_t kPaletteGridMin = -128;
+constexpr int32_t kPaletteGridMax = 127;
 constexpr int kPaletteGridMinExp = -24;  // 2^-24: the f16 subnormal step, so any f16 is a multiple
-constexpr int kPaletteGridMaxExp = 9;    // 64 · 2^9 = 32768 <= f16 max
+constexpr int kPaletteGridMaxExp = 8;    // 128 · 2^8 = 32768 <= f16 max
 // The exponent k of entries[n] when they are on the grid (the smallest k whose range holds them), or
 // kPaletteOffGrid.
 constexpr int kPaletteOffGrid = 1000;
 int palette_grid_exponent(const float* entries, int64_t n);
-// Rounds values to the grid of the smallest k whose range [-64 · 2^k, 63 · 2^k] holds them
+// Rounds values to the grid of the smallest k whose range [-128 · 2^k, 127 · 2^k] holds them
 // (the finest grid; order kept, values may become equal). Returns false, leaving v unchanged, when
 // no k <= kPaletteGridMaxExp holds them.
 bool palette_snap_to_grid(std::vector<double>& v);

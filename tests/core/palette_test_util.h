@@ -12,7 +12,7 @@ namespace llmc::test {
 // Codebook values of random_palette_encoding.
 enum class TestCodebooks {
   kNormal,     // f16 entries ~ N(0, 0.05) (off the integer grid, but for a freak draw)
-  kGrid,       // every codebook on the integer grid: (u - 64) · 2^e, u uniform in 0..127, e in -10..-6
+  kGrid,       // every codebook on the integer grid: v · 2^e, v uniform in -128..127, e in -10..-6
   kGridMixed,  // codebook 0 and two of every three others on the grid; the rest one entry off it
 };
 
@@ -30,7 +30,7 @@ inline PaletteEncoding random_palette_encoding(int bits, int64_t group_rows, int
     for (size_t g = 0; g < codebooks.size() / static_cast<size_t>(k); ++g) {
       const int e = -10 + static_cast<int>(rng() % 5);
       for (int64_t i = 0; i < k; ++i)
-        codebooks[g * k + i] = std::ldexp(static_cast<float>(static_cast<int>(rng() % 128) - 64), e);
+        codebooks[g * k + i] = std::ldexp(static_cast<float>(static_cast<int>(rng() % 256) - 128), e);
       if (codebook_kind == TestCodebooks::kGridMixed && g % 3 == 2)
         codebooks[g * k] += std::ldexp(1.0f, e - 3);  // f16-exact, not a multiple of 2^e
     }

@@ -200,30 +200,31 @@ TEST_CASE("Palette validation rejects impossible trees", "[palette]") {
 }
 
 TEST_CASE("Palette integer grid: exponent of on-grid codebooks, off-grid ones refused, snapping", "[palette]") {
-  // (u - 64) · 2^k with u in 0..127: the smallest k whose range [-64, 63] · 2^k holds the entries.
-  const float a[] = {-64 * 0x1p-7f, 63 * 0x1p-7f, 0.0f, 5 * 0x1p-7f};
-  CHECK(palette_grid_exponent(a, 4) == -7);
-  const float half[] = {0.5f};  // 63 · 2^-7 < 0.5 <= 63 · 2^-6, and 0.5 = 32 · 2^-6
-  CHECK(palette_grid_exponent(half, 1) == -6);
-  const float ends[] = {-64.0f, 63.0f};
+  // v · 2^k with v in -128..127: the smallest k whose range [-128, 127] · 2^k holds the entries.
+  const float a[] = {-64 * 0x1p-7f, 63 * 0x1p-7f, 0.0f, 5 * 0x1p-7f};  // -0.5 = -128 · 2^-8
+  CHECK(palette_grid_exponent(a, 4) == -8);
+  const float half[] = {0.5f};  // 127 · 2^-8 < 0.5 <= 127 · 2^-7, and 0.5 = 64 · 2^-7
+  CHECK(palette_grid_exponent(half, 1) == -7);
+  const float ends[] = {-128.0f, 127.0f};
   CHECK(palette_grid_exponent(ends, 2) == 0);
-  const float sixty_four[] = {64.0f};  // > 63 · 2^0: k = 1, u - 64 = 32
-  CHECK(palette_grid_exponent(sixty_four, 1) == 1);
+  const float big[] = {128.0f};  // > 127 · 2^0: k = 1, v = 64
+  CHECK(palette_grid_exponent(big, 1) == 1);
   const float zeros[] = {0.0f, 0.0f};
   CHECK(palette_grid_exponent(zeros, 2) == kPaletteGridMinExp);
-  const float fraction[] = {1.0f, 1.0f + 0x1p-10f};  // k = -5: 32.03 is not an integer
+  const float fraction[] = {1.0f, 1.0f + 0x1p-10f};  // k = -6: 64.06 is not an integer
   CHECK(palette_grid_exponent(fraction, 2) == kPaletteOffGrid);
-  const float huge[] = {65504.0f};  // would need 2^11 > 2^kPaletteGridMaxExp
+  const float huge[] = {65504.0f};  // would need 2^10 > 2^kPaletteGridMaxExp
   CHECK(palette_grid_exponent(huge, 1) == kPaletteOffGrid);
   const float nan[] = {0.0f, NAN};
   CHECK(palette_grid_exponent(nan, 2) == kPaletteOffGrid);
 
-  // Snapping: k from the range (-0.7 >= -64 · 2^-6), then each value to the nearest multiple of 2^-6.
+  // Snapping: k from the range (-0.7 >= -128 · 2^-7, not 2^-8), then each value to the nearest
+  // multiple of 2^-7: -89.6, 1.28, 38.4.
   std::vector<double> v = {-0.7, 0.01, 0.3};
   REQUIRE(palette_snap_to_grid(v));
-  CHECK(v == std::vector<double>{-45 * 0x1p-6, 1 * 0x1p-6, 19 * 0x1p-6});
+  CHECK(v == std::vector<double>{-90 * 0x1p-7, 1 * 0x1p-7, 38 * 0x1p-7});
   const std::vector<float> vf(v.begin(), v.end());
-  CHECK(palette_grid_exponent(vf.data(), 3) == -6);
+  CHECK(palette_grid_exponent(vf.data(), 3) == -7);
   for (float f : vf) CHECK(f16_to_f32(f32_to_f16(f)) == f);  // grid values are exact f16
   std::vector<double> too_large = {1e5, 2.0};
   CHECK_FALSE(palette_snap_to_grid(too_large));

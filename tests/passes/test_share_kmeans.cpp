@@ -218,7 +218,7 @@ TEST_CASE("fit_palette int_grid: every codebook on the integer grid, nearest ind
         // snapping, with nearest indices, so per codebook group of n weights ||w - grid|| <= ||w - free|| + √n · d,
         // d the largest distance between the free fit's f16 centroids and its seeding's snapped unrounded ones:
         // <= half a step of the finest grid holding them (its exponent is <= k + 1, k the finest for the free codebook)
-        // plus the f16 rounding (<= 2^-11 · 128 · 2^k): d <= 1.0625 · 2^k, k that of the free codebook.
+        // plus the f16 rounding (<= 2^-11 · 256 · 2^k): d <= 1.125 · 2^k, k that of the free codebook.
         if (outliers > 0) continue;
         spec.int_grid = false;
         auto free = fit_palette(w, rows, cols, {}, {}, spec, 3, 1);
@@ -228,14 +228,14 @@ TEST_CASE("fit_palette int_grid: every codebook on the integer grid, nearest ind
           palette_codebook_f32(free->encoding, g, codebook.data());
           const auto [lo, hi] = std::minmax_element(codebook.begin(), codebook.end());
           int ke = kPaletteGridMinExp;  // the smallest grid holding the free codebook
-          while (*lo < -64 * std::ldexp(1.0, ke) || *hi > 63 * std::ldexp(1.0, ke)) ++ke;
+          while (*lo < -128 * std::ldexp(1.0, ke) || *hi > 127 * std::ldexp(1.0, ke)) ++ke;
           const double step = std::ldexp(1.0, ke);
           double eg = 0, ef = 0, n = 0;
           for (int64_t e = g * gr * cols; e < std::min(rows, (g + 1) * gr) * cols; ++e, ++n) {
             eg += (double(w[e]) - fit->dequant[e]) * (double(w[e]) - fit->dequant[e]);
             ef += (double(w[e]) - free->dequant[e]) * (double(w[e]) - free->dequant[e]);
           }
-          CHECK(std::sqrt(eg) <= std::sqrt(ef) + std::sqrt(n) * 1.0625 * step);
+          CHECK(std::sqrt(eg) <= std::sqrt(ef) + std::sqrt(n) * 1.125 * step);
         }
       }
 }

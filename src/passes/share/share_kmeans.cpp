@@ -53,7 +53,7 @@ class ShareKmeansPass final : public Pass {
              "Hessian-weighted error, layer by layer (needs calibration; embeddings and Sparse tensors get their "
              "nearest entries)");
     v.option("int_grid", int_grid_,
-             "round every codebook to the integer grid (u - 64) * 2^k, u in 0..127, instead of any f16 value: "
+             "round every codebook to the integer grid v * 2^k, v in -128..127, instead of any f16 value: "
              "4-bit and narrower palettes then run on int8 activations (the Quant integer kernel); costs a little "
              "accuracy (docs/weight_sharing.md)");
     v.option("iterations", iterations_, "Lloyd iterations at most per codebook");
