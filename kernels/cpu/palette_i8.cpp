@@ -67,25 +67,11 @@ void grid_rows(const Tensor& w, const QuantI8Plan& plan, const float* act, const
     }
   if (s.buffer.size() < static_cast<size_t>(kRowsPerCall * bstride))
     s.buffer.assign(static_cast<size_t>(kRowsPerCall * bstride), 0);
-  simd::QuantI8DotArgs a{};
-  a.kind = plan.format->kind;
-  a.split = plan.split;
-  a.pair_floats = plan.pair_floats;
+  simd::QuantI8DotArgs a = i8_dot_args(plan, act, t_begin, t_end, rows);
   a.lut = luts;
-  a.block_byte = plan.byte.data();
-  a.block_group = plan.group.data();
-  a.block_start = plan.start.data();
-  a.block_len = plan.len.data();
-  a.slot_col = plan.slot_col.data();
-  a.pairs = plan.pairs;
   a.scales = s.scales.data();
   a.scales_stride = sstride;
   a.groups = 1;
-  a.act = act + t_begin * plan.record_floats;
-  a.act_stride = plan.record_floats;
-  a.x_floats = plan.x_floats;
-  a.n = t_end - t_begin;
-  a.y_stride = rows;
   a.rows = nr;
   a.y = y + t_begin * rows + r0;
   const uint8_t* idx = p.indices.data() + r0 * stride;

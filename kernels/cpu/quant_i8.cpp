@@ -214,6 +214,26 @@ void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float
                              plan.slot_col.data(), 2 * plan.pairs, pairs);
 }
 
+simd::QuantI8DotArgs i8_dot_args(const QuantI8Plan& plan, const float* act, int64_t t_begin, int64_t t_end,
+                                 int64_t rows) {
+  simd::QuantI8DotArgs a{};
+  a.kind = plan.format->kind;
+  a.split = plan.split;
+  a.pair_floats = plan.pair_floats;
+  a.block_byte = plan.byte.data();
+  a.block_group = plan.group.data();
+  a.block_start = plan.start.data();
+  a.block_len = plan.len.data();
+  a.slot_col = plan.slot_col.data();
+  a.pairs = plan.pairs;
+  a.act = act + t_begin * plan.record_floats;
+  a.act_stride = plan.record_floats;
+  a.x_floats = plan.x_floats;
+  a.n = t_end - t_begin;
+  a.y_stride = rows;
+  return a;
+}
+
 void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
                    float* y) {
   const auto& q = std::get<QuantEncoding>(w.encoding->node);
@@ -235,25 +255,11 @@ void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t
   // Bytes past a row are read but multiply zero activations: they only have to be readable.
   if (buffer.size() < static_cast<size_t>(kRowsPerCall * bstride))
     buffer.assign(static_cast<size_t>(kRowsPerCall * bstride), 0);
-  simd::QuantI8DotArgs a{};
-  a.kind = plan.format->kind;
-  a.split = plan.split;
-  a.pair_floats = plan.pair_floats;
-  a.block_byte = plan.byte.data();
-  a.block_group = plan.group.data();
-  a.block_start = plan.start.data();
-  a.block_len = plan.len.data();
-  a.slot_col = plan.slot_col.data();
-  a.pairs = plan.pairs;
+  simd::QuantI8DotArgs a = i8_dot_args(plan, act, t_begin, t_end, rows);
   a.scales = direct ? group_scales.data() : scales.data();
   a.scales_stride = sstride;
   a.mins_stride = gpr;
   a.groups = gpr;
-  a.act = act + t_begin * plan.record_floats;
-  a.act_stride = plan.record_floats;
-  a.x_floats = plan.x_floats;
-  a.n = t_end - t_begin;
-  a.y_stride = rows;
   // Rows whose reads (up to kRowPad bytes past the row's end) could pass the tensor's last
   // byte run alone from a padded copy: with narrow rows that is more than the last row.
   const int64_t first_tail =

@@ -81,6 +81,10 @@ void i8_group_sums(const QuantI8Plan& plan, const float* x, float* record);
 void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split, const float* x, const int32_t* start,
                             const int32_t* len, int64_t blocks, float* pairs);
 
+// The kernel arguments a plan fixes (block tables, record layout) for tokens [t_begin, t_end) of a call
+// whose records start at act, into Y with `rows` columns; the caller sets codes, scales, mins, rows, y.
+simd::QuantI8DotArgs i8_dot_args(const QuantI8Plan& plan, const float* act, int64_t t_begin, int64_t t_end,
+                                 int64_t rows);
 // Y[t, r] for the int8 path; act: the records of every token of the call (record_floats apart).
 void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
                    float* y);
