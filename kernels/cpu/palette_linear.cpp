@@ -54,9 +54,7 @@ void add_outliers(const PaletteEncoding& p, int64_t rows, int64_t cols, const fl
 
 const char* palette_format_name(const Tensor& w) {
   const int bits = std::get<PaletteEncoding>(w.encoding->node).bits;
-  if (palette_int8_activations(w))
-    return bits == 4 ? "palette nibbles in place, grid lookup, int8 activations"
-                     : "palette unpacked indices, grid lookup, int8 activations";
+  if (palette_int8_activations(w)) return "palette indices in place, grid lookup, int8 activations";
   if (bits == 4) return "palette nibbles in place, byte-plane lookup";
   if (bits < 4) return "palette unpacked indices, byte-plane lookup";
   if (bits == 8) return "palette u8 indices in place, gather";

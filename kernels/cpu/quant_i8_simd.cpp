@@ -182,7 +182,7 @@ HWY_INLINE V dot_pair(V a, V b, V xa, V xb) {
 #else
   const V ones = _mm256_set1_epi16(1);
   // maddubs pairs stay below 2^15 when u <= 128 (|x| <= 127); the sum of A and B pairs only when u <= 64
-  // (palette kinds: u = |v| <= 128).
+  // (kLut: u = |v| <= 128).
   if constexpr (kKind == K::kSigned8 || kKind == K::kBits7 || kLut)
     return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a, xa), ones),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(b, xb), ones));
@@ -220,7 +220,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
   const float* rec[T];
   const uint8_t* row[R];
   const float* sc[R];
-  V lut[R];  // palette kinds: the row's table in both 128-bit lanes
+  V lut[R];  // kLut: the row's table in both 128-bit lanes
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) rec[t] = a.act + (t0 + t) * a.act_stride + a.x_floats;
 #pragma GCC unroll 4
@@ -243,7 +243,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
       hwy::Prefetch(row[r] + 2 * R * a.code_stride + b0);
       V ca, cb;
       extract_pair<kKind>(row[r] + b0, row[r] + b1, ca, cb);
-      V sa = ca, sb = cb;  // palette kinds: the signed values v; ca, cb then hold |v|
+      V sa = ca, sb = cb;  // kLut: the signed values v; ca, cb then hold |v|
       if constexpr (kLut) {
         sa = _mm256_shuffle_epi8(lut[r], ca);
         sb = _mm256_shuffle_epi8(lut[r], cb);
@@ -256,7 +256,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const float* e = rec[t] + p * (kSplit ? 48 : 32);
-        // palette kinds: v · x = |v| · sign(x, v)
+        // kLut: v · x = |v| · sign(x, v)
         const auto act = [&](int at, V s) {
           const V x = _mm256_loadu_si256(reinterpret_cast<const V*>(e + at));
           if constexpr (kLut) {
