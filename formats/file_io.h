@@ -90,10 +90,13 @@ class AtomicOutput {
 
  private:
   AtomicOutput() = default;
+  static constexpr uint64_t kWritebackChunk = uint64_t{64} << 20;
+  void start_writeback();  // asks the kernel to start writing [writeback_from_, pos_) to disk
   std::string path_;
   std::string tmp_path_;
   std::FILE* file_ = nullptr;
   uint64_t pos_ = 0;
+  uint64_t writeback_from_ = 0;
   bool committed_ = false;
 };
 

@@ -172,9 +172,13 @@ void WidenHalf(const uint16_t* src, int64_t n, bool bf16, float* dst) {
     for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
     return;
   }
+#if HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
+  // (Highway's emulated conversion reads exponent 31 as a finite exponent, inf as 65536: the
+  // portable targets take core's exact decoder below.)
   const hn::Rebind<hwy::float16_t, DF> dh;
   for (; i + lanes <= n; i += lanes)
     hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(src + i))), d, dst + i);
+#endif
   for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
 }
 

@@ -11,6 +11,7 @@
 #include "core/palette_test_util.h"
 #include "core/sparse.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/simd_targets.h"
 
 using namespace llmc;
 
@@ -31,19 +32,6 @@ std::vector<float> random_x(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (auto& e : v) e = normal(rng);
   return v;
-}
-
-// Runs `body` once per SIMD target the CPU supports; dispatch is restored even when a REQUIRE throws.
-template <class F>
-void for_each_target(F&& body) {
-  struct Restore {
-    ~Restore() { kernels::force_simd_target(0); }
-  } restore;
-  for (int64_t t : kernels::simd_targets()) {
-    kernels::force_simd_target(t);
-    INFO("SIMD target " << kernels::simd_target_name(t));
-    body();
-  }
 }
 
 // Error bound of the kernel against the double reference. Every weight is an exact f32 (a widened
@@ -121,7 +109,7 @@ TEST_CASE("Palette kernels match the references for every width, granularity, sh
   // Ragged: columns below, at and between the 16/32-column chunks; rows not a multiple of 4.
   const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}, {7, 16}, {6, 33}, {2, 5}, {9, 64}};
   uint32_t seed = 10;
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (int bits = 1; bits <= 8; ++bits)
       for (int64_t group_rows : {int64_t{0}, int64_t{1}, int64_t{3}})
         for (bool outliers : {false, true})
@@ -137,7 +125,7 @@ TEST_CASE("Palette kernels match the references for every width, granularity, sh
 
 TEST_CASE("Palette kernels: large activations, long rows, every row/token blocking path", "[kernels][palette]") {
   uint32_t seed = 70;
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (int bits : {2, 4, 8})
       for (bool outliers : {false, true}) {
         INFO("bits " << bits << " outliers " << outliers);
@@ -290,7 +278,7 @@ TEST_CASE("Palette kernels, integer-grid codebooks: int8 activations within the 
   const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}, {7, 16}, {6, 33}, {2, 5}, {9, 64}, {5, 1031}};
   uint32_t seed = 200;
   int64_t off_rows = 0;
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (int bits = 1; bits <= 4; ++bits)
       for (int64_t group_rows : {int64_t{0}, int64_t{1}, int64_t{3}})
         for (auto kind : {test::TestCodebooks::kGrid, test::TestCodebooks::kGridMixed})

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/quant_i8.h"
+#include "kernels/simd_targets.h"
 
 using namespace llmc;
 
@@ -119,19 +120,6 @@ std::vector<float> random_x(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (auto& e : v) e = normal(rng);
   return v;
-}
-
-// Runs `body` once per SIMD target the CPU supports; dispatch is restored even when a REQUIRE throws.
-template <class F>
-void for_each_target(F&& body) {
-  struct Restore {
-    ~Restore() { kernels::force_simd_target(0); }
-  } restore;
-  for (int64_t t : kernels::simd_targets()) {
-    kernels::force_simd_target(t);
-    INFO("SIMD target " << kernels::simd_target_name(t));
-    body();
-  }
 }
 
 // Error bound of the f32-activation kernel against the double references. Weight c of group g is
@@ -267,7 +255,7 @@ TEST_CASE("Quant kernels match the references for every scheme, width, packing, 
   ActivationMode scope(mode);
   INFO("activation mode " << static_cast<int>(mode));
   uint32_t seed = 100;
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (const Format& f : all_formats())
       for (DType sd : kScaleDtypes)
         for (int64_t group : kGroups)
@@ -283,7 +271,7 @@ TEST_CASE("Quant kernels: large activations, long rows, every row/token blocking
   uint32_t seed = 7;
   const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
   ActivationMode scope(mode);
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (const Format& f : {Format{QuantScheme::kSymmetric, 4, QuantPacking::kBits, false},
                             Format{QuantScheme::kAsymmetric, 4, QuantPacking::kBits, true},
                             Format{QuantScheme::kAsymmetric, 3, QuantPacking::kBits, true},
@@ -303,7 +291,7 @@ TEST_CASE("Quant kernels, decoded mode: each element is the dense f32 kernel on 
   ActivationMode scope(QA::kF32Decoded);
   const DType kScaleDtypes[] = {DType::kF32, DType::kF16, DType::kU8};
   uint32_t seed = 500;
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (const Format& f : all_formats())
       for (DType sd : kScaleDtypes)
         for (int64_t group : {int64_t{0}, int64_t{32}, int64_t{24}, int64_t{5}}) {
@@ -377,7 +365,7 @@ TEST_CASE("Quant kernels, int8 path: zero, tiny, subnormal and huge activation b
   for (int64_t c = cols; c < 2 * cols; ++c) x[c] *= (c % 7 == 0) ? 3e4f : 1;           // token 1: outliers
   for (int64_t c = 2 * cols; c < 3 * cols; ++c) x[c] = (c % 2 ? 1.0f : -1.0f) * 0.5f;  // exact halves
   uint32_t seed = 40;
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (const Format& f : all_formats())
       for (int64_t group : {int64_t{0}, int64_t{32}, int64_t{40}}) {
         INFO(describe(f, group, DType::kF32));
@@ -430,7 +418,7 @@ TEST_CASE("Quant kernels, int8 path: the SIMD activation quantizer writes the re
   x[901] = std::numeric_limits<float>::quiet_NaN();
   const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
   ActivationMode scope(mode);
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (const Format& f : all_formats())
       for (int64_t cols : {int64_t{300}, int64_t{172}, int64_t{18}})
         for (int64_t group : {int64_t{0}, int64_t{32}, int64_t{40}, int64_t{128}}) {

@@ -8,6 +8,8 @@
 #include <limits>
 #include <numeric>
 
+#include "kernels/cpu/quant_fit.h"
+
 namespace llmc {
 
 namespace {
@@ -40,49 +42,46 @@ int64_t spec_row_stride(const QuantSpec& s, int64_t cols) {
 
 constexpr float kF16Max = 65504.0f;
 
-// Nearest code of v under fixed params: x = (v - min) * mul + add is v in code units, the code is
-// ceil(x - 0.5) (ties to the lower code) clamped to [0, max_code]. A zero scale maps every value to
-// the code of x = add (sym: the zero code; asym/binary: 0; ternary: the zero code).
-struct CodeMapper {
-  float min = 0, mul = 0, add = 0, max_code = 0;
-  CodeMapper(const QuantSpec& spec, const GroupParams& p) {
-    const float inv = p.scale != 0 ? 1.0f / p.scale : 0.0f;
-    min = p.min;
-    switch (spec.scheme) {
-      case QuantScheme::kSymmetric:
-        mul = inv;
-        add = static_cast<float>(1 << (spec.bits - 1));
-        max_code = static_cast<float>((1 << spec.bits) - 1);
-        break;
-      case QuantScheme::kAsymmetric:
-        mul = inv;
-        max_code = static_cast<float>((1 << spec.bits) - 1);
-        break;
-      case QuantScheme::kBinary:
-        mul = 0.5f * inv;
-        add = 0.5f;
-        max_code = 1;
-        break;
-      case QuantScheme::kTernary:
-        mul = inv;
-        add = 1;
-        max_code = 2;
-        break;
-    }
-    if (!std::isfinite(mul)) mul = 0;
+// The code map of fixed params (kernels' rtn_code): x = (v - min) * mul + add is v in code units. A
+// zero scale maps every value to the code of x = add (sym: the zero code; asym/binary: 0; ternary:
+// the zero code).
+kernels::RtnCodeMap code_map(const QuantSpec& spec, const GroupParams& p) {
+  kernels::RtnCodeMap m;
+  const float inv = p.scale != 0 ? 1.0f / p.scale : 0.0f;
+  m.min = p.min;
+  switch (spec.scheme) {
+    case QuantScheme::kSymmetric:
+      m.mul = inv;
+      m.add = static_cast<float>(1 << (spec.bits - 1));
+      m.max_code = static_cast<float>((1 << spec.bits) - 1);
+      break;
+    case QuantScheme::kAsymmetric:
+      m.mul = inv;
+      m.max_code = static_cast<float>((1 << spec.bits) - 1);
+      break;
+    case QuantScheme::kBinary:
+      m.mul = 0.5f * inv;
+      m.add = 0.5f;
+      m.max_code = 1;
+      break;
+    case QuantScheme::kTernary:
+      m.mul = inv;
+      m.add = 1;
+      m.max_code = 2;
+      break;
   }
-  // Branch-free (vectorizes without a libm call): y = x - 0.5 clamped to [-1, max_code], then
-  // ceil(y) = trunc(y) + (trunc(y) < y), and negative codes (y in [-1, 0)) clamp to 0. Equal to
-  // clamp(ceil(x - 0.5), 0, max_code) for every x, ±inf included; NaN maps like x = add.
-  uint32_t code(float v) const {
-    float x = (v - min) * mul + add;
-    x = x == x ? x : add;
-    const float y = std::min(std::max(x - 0.5f, -1.0f), max_code);
-    const int32_t t = static_cast<int32_t>(y);
-    const int32_t c = t + (static_cast<float>(t) < y ? 1 : 0);
-    return static_cast<uint32_t>(std::max(c, 0));
-  }
-};
+  if (!std::isfinite(m.mul)) m.mul = 0;
+  return m;
+}
+
+// Every scheme's decode as (k · q - z) · scale + min (quant_value), for kernels::rtn_error.
+void dequant_form(const QuantSpec& spec, float& k, float& z) {
+  k = spec.scheme == QuantScheme::kBinary ? 2.0f : 1.0f;
+  z = spec.scheme == QuantScheme::kSymmetric ? static_cast<float>(1 << (spec.bits - 1))
+      : spec.scheme == QuantScheme::kBinary  ? 1.0f
+      : spec.scheme == QuantScheme::kTernary ? 1.0f
+                                             : 0.0f;
+}
 
 // The value the stored scale dtype will give back (u8 is snapped later, by the builder).
 float round_to_dtype(DType dtype, float x) {
@@ -102,10 +101,10 @@ GroupParams round_params(const QuantSpec& spec, GroupParams p) {
 
 // Σ imp (w - dequant(quantize(w)))² under params p.
 double group_error(const QuantSpec& spec, const GroupParams& p, const float* w, const float* imp, int64_t n) {
-  const CodeMapper map(spec, p);
+  const kernels::RtnCodeMap map = code_map(spec, p);
   double err = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(w[i]) - dequantize_code(spec, p, map.code(w[i]));
+    const double d = static_cast<double>(w[i]) - dequantize_code(spec, p, kernels::rtn_code(map, w[i]));
     err += (imp ? imp[i] : 1.0) * d * d;
   }
   return err;
@@ -115,12 +114,12 @@ double group_error(const QuantSpec& spec, const GroupParams& p, const float* w, 
 // Σ imp (w - (u * scale + min))² where u is the code's offset (q - zero point) — for schemes with a
 // min — or Σ imp (w - u * scale)² otherwise. Keeps p when the system is degenerate.
 GroupParams refit(const QuantSpec& spec, const GroupParams& p, const float* w, const float* imp, int64_t n) {
-  const CodeMapper map(spec, p);
+  const kernels::RtnCodeMap map = code_map(spec, p);
   double s_w = 0, s_u = 0, s_uu = 0, s_uw = 0, s_ww = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double wt = imp ? imp[i] : 1.0;
     // u: the code's multiplier of scale, i.e. quant_value with scale 1 and min 0.
-    const double u = quant_value(spec.scheme, spec.bits, map.code(w[i]), 1.0f, 0.0f);
+    const double u = quant_value(spec.scheme, spec.bits, kernels::rtn_code(map, w[i]), 1.0f, 0.0f);
     s_w += wt;
     s_u += wt * u;
     s_uu += wt * u * u;
@@ -149,13 +148,8 @@ struct BestParams {
   int64_t n;
   GroupParams best{};
   double best_err = std::numeric_limits<double>::infinity();
-  bool single = false;  // only one candidate: no error to compare
   void offer(GroupParams p) {
     p = round_params(spec, p);
-    if (single) {
-      best = p;
-      return;
-    }
     const double err = group_error(spec, p, w, imp, n);
     if (err < best_err) {
       best_err = err;
@@ -169,69 +163,57 @@ double clip_ratio(const ScaleSearch& search, int i) {
   return i == 0 ? 1.0 : 1.0 - (1.0 - search.min_ratio) * i / search.steps;
 }
 
+// The signed extreme of a group whose largest |w| is amax: the first w with |w| = amax (0 when
+// amax is 0), as the scan `|w| > amax` of the plain fit finds it.
+float sym_extreme(const float* w, int64_t n, float amax) {
+  if (!(amax > 0)) return 0.0f;
+  for (int64_t i = 0; i < n; ++i)
+    if (std::fabs(w[i]) == amax) return w[i];
+  return 0.0f;
+}
+
+// Plain symmetric RTN params from the group's largest |w|: the Q4_0 candidate only.
+GroupParams sym_params(const QuantSpec& spec, const float* w, int64_t n, float amax) {
+  const float half = static_cast<float>(1 << (spec.bits - 1));
+  return round_params(spec, {-sym_extreme(w, n, amax) / half, 0.0f});
+}
+
+// Asymmetric params spanning [lo, hi] shrunk about its middle by ratio r.
+GroupParams asym_params(const QuantSpec& spec, float lo, float hi, double r) {
+  const double levels = static_cast<double>((1 << spec.bits) - 1);
+  const double mid = 0.5 * (static_cast<double>(lo) + hi), half_range = 0.5 * (static_cast<double>(hi) - lo);
+  const double a = mid - half_range * r, b = mid + half_range * r;
+  return {static_cast<float>((b - a) / levels), static_cast<float>(a)};
+}
+
 GroupParams fit_symmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
+  float amax = 0;
+  kernels::group_abs_max_ref(w, n, n, &amax);
+  if (s.steps == 0) return sym_params(spec, w, n, amax);  // plain RTN
   // Two base scales: max|w| on the positive end (±(2^(b-1) - 1) levels, as Q8_0) and the signed
   // extreme on the -2^(b-1) end (as Q4_0, which uses every level).
-  float amax = 0, extreme = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (std::fabs(w[i]) > amax) {
-      amax = std::fabs(w[i]);
-      extreme = w[i];
-    }
-  const float half = static_cast<float>(1 << (spec.bits - 1));
+  const float half = static_cast<float>(1 << (spec.bits - 1)), extreme = sym_extreme(w, n, amax);
   BestParams best{spec, w, imp, n};
-  best.single = s.steps == 0;
-  if (s.steps == 0) {  // plain RTN: the Q4_0 candidate only
-    best.offer({-extreme / half, 0.0f});
-    return best.best;
-  }
   for (int i = 0; i <= s.steps; ++i) {
     const double r = clip_ratio(s, i);
     for (float base : {amax / (half - 1), -extreme / half}) {
       const GroupParams p{static_cast<float>(base * r), 0.0f};
       best.offer(p);
-      if (s.steps > 0) best.offer(refit(spec, round_params(spec, p), w, imp, n));
+      best.offer(refit(spec, round_params(spec, p), w, imp, n));
     }
   }
   return best.best;
 }
 
-// Min and max of w[0, n) in 8 lanes (vectorizable), combined in lane order.
-void min_max(const float* w, int64_t n, float& lo, float& hi) {
-  lo = hi = w[0];
-  int64_t i = 1;
-  if (n >= 16) {
-    float l[8], h[8];
-    for (int j = 0; j < 8; ++j) l[j] = h[j] = w[j];
-    for (i = 8; i + 8 <= n; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        l[j] = std::min(l[j], w[i + j]);
-        h[j] = std::max(h[j], w[i + j]);
-      }
-    for (int j = 0; j < 8; ++j) {
-      lo = std::min(lo, l[j]);
-      hi = std::max(hi, h[j]);
-    }
-  }
-  for (; i < n; ++i) {
-    lo = std::min(lo, w[i]);
-    hi = std::max(hi, w[i]);
-  }
-}
-
 GroupParams fit_asymmetric(const QuantSpec& spec, const float* w, const float* imp, int64_t n, const ScaleSearch& s) {
   float lo, hi;
-  min_max(w, n, lo, hi);
-  const double levels = static_cast<double>((1 << spec.bits) - 1);
-  const double mid = 0.5 * (static_cast<double>(lo) + hi), half_range = 0.5 * (static_cast<double>(hi) - lo);
+  kernels::min_max_ref(w, n, lo, hi);
+  if (s.steps == 0) return round_params(spec, asym_params(spec, lo, hi, 1.0));  // plain RTN
   BestParams best{spec, w, imp, n};
-  best.single = s.steps == 0;
   for (int i = 0; i <= s.steps; ++i) {
-    const double r = clip_ratio(s, i);
-    const double a = mid - half_range * r, b = mid + half_range * r;
-    const GroupParams p{static_cast<float>((b - a) / levels), static_cast<float>(a)};
+    const GroupParams p = asym_params(spec, lo, hi, clip_ratio(s, i));
     best.offer(p);
-    if (s.steps > 0) best.offer(refit(spec, round_params(spec, p), w, imp, n));
+    best.offer(refit(spec, round_params(spec, p), w, imp, n));
   }
   return best.best;
 }
@@ -357,7 +339,9 @@ GroupParams fit_group(const QuantSpec& spec, const float* w, const float* imp, i
   return {};
 }
 
-uint32_t quantize_value(const QuantSpec& spec, const GroupParams& p, float v) { return CodeMapper(spec, p).code(v); }
+uint32_t quantize_value(const QuantSpec& spec, const GroupParams& p, float v) {
+  return kernels::rtn_code(code_map(spec, p), v);
+}
 
 QuantRowsBuilder::QuantRowsBuilder(const QuantSpec& spec, int64_t rows, int64_t cols)
     : spec_(spec), rows_(rows), cols_(cols) {
@@ -491,9 +475,12 @@ QuantEncoding QuantRowsBuilder::finish() const {
   auto table = [&](bool want_min) -> Bytes {
     if (spec_.scale_dtype == DType::kU8) return Bytes::from_vector(want_min ? min_u8_ : scale_u8_);
     std::vector<uint8_t> raw(params_.size() * static_cast<size_t>(dtype_bytes(spec_.scale_dtype)));
-    for (size_t g = 0; g < params_.size(); ++g) {
-      const float v = want_min ? params_[g].min : params_[g].scale;
-      uint8_t* dst = raw.data() + g * static_cast<size_t>(dtype_bytes(spec_.scale_dtype));
+    const int64_t n = static_cast<int64_t>(params_.size());
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t g = 0; g < n; ++g) {
+      const GroupParams& p = params_[static_cast<size_t>(g)];
+      const float v = want_min ? p.min : p.scale;
+      uint8_t* dst = raw.data() + g * dtype_bytes(spec_.scale_dtype);
       if (spec_.scale_dtype == DType::kF32) {
         std::memcpy(dst, &v, 4);
       } else {
@@ -515,37 +502,6 @@ QuantEncoding QuantRowsBuilder::finish() const {
 
 namespace {
 
-// Squared error of one quantized group, in 8 fixed f32 lanes (vectorizable, the same on any
-// thread count) added to the row's double sums; writes the dequantized values when kStore.
-template <bool kStore>
-void accumulate_group_error(const QuantSpec& spec, const GroupParams& p, const float* w, const uint8_t* q, int64_t n,
-                            float* deq, double& err, double& norm) {
-  const QuantScheme scheme = spec.scheme;
-  const int bits = spec.bits;
-  const float scale = p.scale, min = p.min;
-  float e[8] = {}, s[8] = {};
-  int64_t i0 = 0;
-  for (; i0 + 8 <= n; i0 += 8)
-    for (int j = 0; j < 8; ++j) {
-      const float v = quant_value(scheme, bits, q[i0 + j], scale, min);
-      if constexpr (kStore) deq[i0 + j] = v;
-      const float d = w[i0 + j] - v;
-      e[j] += d * d;
-      s[j] += w[i0 + j] * w[i0 + j];
-    }
-  for (int64_t i = i0; i < n; ++i) {
-    const float v = quant_value(scheme, bits, q[i], scale, min);
-    if constexpr (kStore) deq[i] = v;
-    const float d = w[i] - v;
-    e[i - i0] += d * d;
-    s[i - i0] += w[i] * w[i];
-  }
-  for (int j = 0; j < 8; ++j) {
-    err += e[j];
-    norm += s[j];
-  }
-}
-
 // Runs body(r0, r1, rows) over blocks of about 64K weights on the OpenMP threads; `rows` holds
 // rows [r0, r1) as f32 (loaded into a per-thread buffer).
 template <class Body>
@@ -565,30 +521,46 @@ void for_row_blocks(int64_t rows, int64_t cols, const RowLoader& load, const Bod
   }
 }
 
-// f16 bits -> f32, exactly as f16_to_f32 (normals, subnormals, ±0, inf, NaN payloads) but
-// branch-free so that row loops vectorize: the exponent/mantissa bits shifted into an f32 are the
-// value times 2^-112 (a subnormal f16 lands on an f32 subnormal), so one exact multiply rescales
-// them; exponent 31 (inf/NaN) is set directly.
-inline float f16_bits_to_f32(uint16_t h) {
-  const uint32_t em = h & 0x7fffu;
-  const uint32_t scaled = f32_to_bits(bits_to_f32(em << 13) * 0x1p112f);
-  const uint32_t bits = em >= 0x7c00u ? 0x7f800000u | (em & 0x3ffu) << 13 : scaled;
-  return bits_to_f32(bits | static_cast<uint32_t>(h & 0x8000u) << 16);
-}
-
 }  // namespace
 
 void tensor_rows_to_f32(const Tensor& t, int64_t r0, int64_t r1, float* out) {
   const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
-  if (!d || d->dtype != DType::kF16) return t.rows_to_f32(r0, r1, out);
+  if (!d || (d->dtype != DType::kF16 && d->dtype != DType::kBF16)) return t.rows_to_f32(r0, r1, out);
   const int64_t n = (r1 - r0) * t.cols();
-  const uint8_t* p = d->data.data() + r0 * t.cols() * 2;
-  for (int64_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, p + 2 * i, 2);
-    out[i] = f16_bits_to_f32(h);
+  kernels::widen_half(reinterpret_cast<const uint16_t*>(d->data.data()) + r0 * t.cols(), n, d->dtype == DType::kBF16,
+                      out);
+}
+
+namespace {
+
+// One row's groups fitted (params set in the builder) and their code maps. Plain RTN of sym/asym
+// groups (no importance, no clipping search) takes each group's range from the SIMD loops and
+// gives the params fit_group gives.
+void fit_row(const QuantSpec& spec, QuantRowsBuilder& builder, int64_t r, const float* w, int64_t cols,
+             std::span<const float> col_imp, const ScaleSearch& search, std::vector<float>& lo, std::vector<float>& hi,
+             kernels::RtnCodeMap* maps, kernels::RtnDequantMap* deq) {
+  const int64_t gpr = builder.groups_per_row(), gsize = builder.group_size();
+  const bool plain = col_imp.empty() && search.steps == 0;
+  const bool asym = plain && spec.scheme == QuantScheme::kAsymmetric;
+  const bool sym = plain && spec.scheme == QuantScheme::kSymmetric;
+  lo.resize(static_cast<size_t>(gpr));
+  hi.resize(lo.size());
+  if (asym) kernels::group_min_max(w, cols, gsize, lo.data(), hi.data());
+  if (sym) kernels::group_abs_max(w, cols, gsize, lo.data());
+  for (int64_t g = 0; g < gpr; ++g) {
+    const int64_t c0 = g * gsize, n = std::min(cols, c0 + gsize) - c0;
+    const size_t gi = static_cast<size_t>(g);
+    const GroupParams fitted =
+        asym  ? round_params(spec, asym_params(spec, lo[gi], hi[gi], 1.0))
+        : sym ? sym_params(spec, w + c0, n, lo[gi])
+              : fit_group(spec, w + c0, col_imp.empty() ? nullptr : col_imp.data() + c0, n, search);
+    const GroupParams p = builder.set_params(r, g, fitted);
+    maps[g] = code_map(spec, p);
+    deq[g] = {p.scale, p.min};
   }
 }
+
+}  // namespace
 
 QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t cols, const RowLoader& load,
                                 std::span<const float> col_imp, const ScaleSearch& search, float* dequant,
@@ -604,27 +576,26 @@ QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t col
     builder.set_scale_grid(scales, mins);
   }
   std::vector<double> row_err(error ? static_cast<size_t>(rows) : 0), row_norm(row_err.size());
+  float k, z;
+  dequant_form(spec, k, z);
   // Rows are independent and each is done by one thread: the result does not depend on threads.
   for_row_blocks(rows, cols, load, [&](int64_t r0, int64_t r1, const float* w) {
+    std::vector<float> lo, hi;
+    std::vector<kernels::RtnCodeMap> maps(static_cast<size_t>(gpr));
+    std::vector<kernels::RtnDequantMap> deq(maps.size());
     for (int64_t r = r0; r < r1; ++r) {
       const float* wr = w + (r - r0) * cols;
       uint8_t* qr = builder.row_codes(r);
-      double err = 0, norm = 0;
-      for (int64_t g = 0; g < gpr; ++g) {
-        const int64_t c0 = g * gsize, n = std::min(cols, c0 + gsize) - c0;
-        const GroupParams p = builder.set_params(
-            r, g, fit_group(spec, wr + c0, col_imp.empty() ? nullptr : col_imp.data() + c0, n, search));
-        const CodeMapper map(spec, p);
-        for (int64_t i = 0; i < n; ++i) qr[c0 + i] = static_cast<uint8_t>(map.code(wr[c0 + i]));
-        if (dequant)
-          accumulate_group_error<true>(spec, p, wr + c0, qr + c0, n, dequant + r * cols + c0, err, norm);
-        else if (error)
-          accumulate_group_error<false>(spec, p, wr + c0, qr + c0, n, nullptr, err, norm);
-      }
-      if (error) {
-        row_err[static_cast<size_t>(r)] = err;
-        row_norm[static_cast<size_t>(r)] = norm;
-      }
+      fit_row(spec, builder, r, wr, cols, col_imp, search, lo, hi, maps.data(), deq.data());
+      kernels::rtn_codes(wr, cols, gsize, maps.data(), qr);
+      if (dequant)
+        for (int64_t c = 0; c < cols; ++c) {
+          const kernels::RtnDequantMap& m = deq[static_cast<size_t>(c / gsize)];
+          dequant[r * cols + c] = quant_value(spec.scheme, spec.bits, qr[c], m.scale, m.min);
+        }
+      if (error)
+        kernels::rtn_error(wr, qr, cols, gsize, deq.data(), k, z, row_err[static_cast<size_t>(r)],
+                           row_norm[static_cast<size_t>(r)]);
     }
   });
   if (error) {

@@ -86,8 +86,8 @@ class QuantRowsBuilder {
   std::vector<uint8_t> scale_u8_, min_u8_;    // u8 scales: the stored entries
 };
 
-// t.rows_to_f32(r0, r1, out), bit for bit, with Dense f16 rows converted branch-free so the loop
-// vectorizes (the usual input of RTN on a checkpoint; core's per-element decoder branches).
+// t.rows_to_f32(r0, r1, out), bit for bit except NaN payloads (NaN stays NaN), with Dense f16/bf16
+// rows widened by the SIMD converter (the usual input of RTN on a checkpoint).
 void tensor_rows_to_f32(const Tensor& t, int64_t r0, int64_t r1, float* out);
 
 // Fills out[(r1 - r0) * cols] with rows [r0, r1) of the weight being quantized, as f32; called
