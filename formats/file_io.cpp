@@ -43,6 +43,9 @@ void release_file_pages(const void* data, size_t size) {
     --it;
     const uintptr_t offset = begin - it->first;                      // begin >= it->first: upper_bound's predecessor
     if (offset >= it->second || size > it->second - offset) return;  // not wholly inside that mapping
+    // The page cache may map a large folio with one 2 MiB entry, which stays resident while any
+    // part of it is mapped: a mapping whose pages are being given back maps 4 KiB pages from now on.
+    ::madvise(reinterpret_cast<void*>(it->first), it->second, MADV_NOHUGEPAGE);
   }
   const uintptr_t first = (begin + kPage - 1) / kPage * kPage, last = (begin + size) / kPage * kPage;
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);

@@ -37,8 +37,10 @@ class MappedFile {
 
 // Drops the resident pages wholly inside [data, data + size) when that range lies in a live
 // MappedFile (madvise MADV_DONTNEED: a later read faults them in from the file again, so the bytes
-// stay valid and only memory is traded for I/O); does nothing for any other memory. Passes call it
-// on input tensors they have replaced, so peak RSS does not grow with the processed input.
+// stay valid and only memory is traded for I/O); does nothing for any other memory. The mapping maps
+// 4 KiB pages from then on (MADV_NOHUGEPAGE: a 2 MiB entry of the page cache would keep a released
+// range resident while any other part of it is mapped). Passes call it on input tensors they have
+// replaced, so peak RSS does not grow with the processed input.
 void release_file_pages(const void* data, size_t size);
 
 // Sequential little-endian reader over untrusted bytes; every read is bounds-checked and

@@ -55,8 +55,8 @@ void rtn_codes_ref(const float* x, int64_t n, int64_t group, const RtnCodeMap* m
 struct RtnDequantMap {
   float scale = 0, min = 0;
 };
-void rtn_error(const float* x, const uint8_t* q, int64_t n, int64_t group, const RtnDequantMap* maps, float k,
-               float z, double& err, double& norm);
+void rtn_error(const float* x, const uint8_t* q, int64_t n, int64_t group, const RtnDequantMap* maps, float k, float z,
+               double& err, double& norm);
 void rtn_error_ref(const float* x, const uint8_t* q, int64_t n, int64_t group, const RtnDequantMap* maps, float k,
                    float z, double& err, double& norm);
 

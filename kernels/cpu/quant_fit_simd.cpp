@@ -105,7 +105,7 @@ void RtnCodes(const float* x, int64_t n, int64_t group, const RtnCodeMap* maps, 
       auto v = hn::Add(hn::Mul(hn::Sub(hn::LoadU(d, x + i), vmin), vmul), vadd);
       v = hn::IfThenElse(hn::Eq(v, v), v, vadd);
       const auto y = hn::Min(hn::Max(hn::Sub(v, half), minus1), vmax);  // y is not NaN: any lane order
-      const auto t = hn::ConvertTo(di, y);                                 // truncates toward zero
+      const auto t = hn::ConvertTo(di, y);                              // truncates toward zero
       const auto c = hn::IfThenElse(hn::RebindMask(di, hn::Lt(hn::ConvertTo(d, t), y)), hn::Add(t, one), t);
       hn::StoreU(hn::DemoteTo(d8, hn::Max(c, hn::Zero(di))), d8, q + i);
     }
@@ -228,8 +228,8 @@ void rtn_codes_ref(const float* x, int64_t n, int64_t group, const RtnCodeMap* m
   for (int64_t i = 0; i < n; ++i) q[i] = static_cast<uint8_t>(rtn_code(maps[i / group], x[i]));
 }
 
-void rtn_error(const float* x, const uint8_t* q, int64_t n, int64_t group, const RtnDequantMap* maps, float k,
-               float z, double& err, double& norm) {
+void rtn_error(const float* x, const uint8_t* q, int64_t n, int64_t group, const RtnDequantMap* maps, float k, float z,
+               double& err, double& norm) {
   HWY_DYNAMIC_DISPATCH(RtnError)(x, q, n, group, maps, k, z, &err, &norm);
 }
 void rtn_error_ref(const float* x, const uint8_t* q, int64_t n, int64_t group, const RtnDequantMap* maps, float k,

@@ -1,6 +1,7 @@
 // Target selection and registry lookup shared by every pass.
 #include "passes/pass.h"
 
+#include "formats/file_io.h"
 #include "model/arch.h"
 
 namespace llmc {
@@ -45,6 +46,13 @@ Result<std::unique_ptr<Pass>> make_pass(std::string_view name) {
     known += info.name;
   }
   return make_error(ErrorCode::kInvalidArgument, "unknown pass '", name, "' (known: ", known, ")");
+}
+
+void release_input_pages(const Encoding& old) {
+  auto release = [](const Bytes& b) { release_file_pages(b.data(), b.size()); };
+  if (const auto* d = std::get_if<DenseEncoding>(&old.node)) release(d->data);
+  if (const auto* q = std::get_if<QuantEncoding>(&old.node))
+    for (const Bytes* b : {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta}) release(*b);
 }
 
 }  // namespace llmc

@@ -94,4 +94,9 @@ Result<std::unique_ptr<Pass>> make_pass(std::string_view name);
 // embedding (1-D norms and biases never).
 bool is_default_weight_target(const Model& model, const std::string& name);
 
+// Gives back the resident pages of a replaced input tensor's Dense or Quant bytes when they view a
+// mapped file (release_file_pages): a pass reads its input once, so peak RSS follows the output,
+// not the input. The caller holds the old encoding (a Tensor copy) until this returns.
+void release_input_pages(const Encoding& old);
+
 }  // namespace llmc

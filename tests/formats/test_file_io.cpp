@@ -60,5 +60,34 @@ TEST_CASE("release_file_pages drops mapped pages, which then read the same, and 
   CHECK(sum > 0);
 }
 
+TEST_CASE("release_file_pages frees a mapping piece by piece while the rest stays in use", "[file_io]") {
+  // How passes release: tensor after tensor, each smaller than the page cache's 2 MiB entries, while
+  // the tensors after them are read. (A kernel that maps large folios with one entry kept every
+  // piece resident until the last piece of its 2 MiB was released and nothing touched it again.)
+  test::TempDir dir;
+  const std::string path = dir.path("pieces.bin");
+  std::vector<uint8_t> bytes(size_t{16} << 20);
+  std::iota(bytes.begin(), bytes.end(), uint8_t{3});
+  {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto file = MappedFile::open(path);
+  REQUIRE(file.ok());
+  const uint8_t* p = (*file)->data();
+  const size_t n = (*file)->size(), piece = size_t{300} << 10;  // 75 pages of 4 KiB
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += p[i];
+  const int64_t touched = test::resident_pages();
+  for (size_t at = 0; at + piece <= n / 2; at += piece) {
+    release_file_pages(p + at, piece);
+    for (size_t i = at + piece; i < n; i += 4096) sum += p[i];  // the rest is still read
+  }
+  const int64_t released_pages = static_cast<int64_t>(n / 2 / piece * piece) / ::sysconf(_SC_PAGESIZE);
+  CHECK(touched - test::resident_pages() > released_pages * 9 / 10);
+  CHECK(std::equal(bytes.begin(), bytes.end(), p));
+  CHECK(sum > 0);
+}
+
 }  // namespace
 }  // namespace llmc

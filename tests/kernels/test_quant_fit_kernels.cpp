@@ -32,10 +32,16 @@ std::vector<float> row_of(int64_t n, int kind, uint32_t seed) {
     const size_t k = static_cast<size_t>(i);
     switch (kind) {
       case 1: v[k] = (i % 3 == 0) ? -0.0f : (i % 3 == 1 ? 0.0f : v[k]); break;  // signed zeros among values
-      case 2: v[k] = (i % 2) ? -0.0f : 0.0f; break;                              // only signed zeros
-      case 3: if (i % 5 == 0) v[k] = kNaN; break;                                // NaN, first too
-      case 4: if (i % 7 == 3) v[k] = kNaN; break;                                // NaN, not first
-      case 5: if (i % 9 == 4) v[k] = (i % 2) ? kInf : -kInf; break;
+      case 2: v[k] = (i % 2) ? -0.0f : 0.0f; break;                             // only signed zeros
+      case 3:
+        if (i % 5 == 0) v[k] = kNaN;
+        break;  // NaN, first too
+      case 4:
+        if (i % 7 == 3) v[k] = kNaN;
+        break;  // NaN, not first
+      case 5:
+        if (i % 9 == 4) v[k] = (i % 2) ? kInf : -kInf;
+        break;
       case 6: v[k] = (i % 4 == 1) ? 0.5f : (i % 4 == 3 ? -0.5f : v[k]); break;  // |x| ties
       default: break;
     }
@@ -92,9 +98,9 @@ TEST_CASE("group min/max reference: order rules of the plain fit", "[quant-fit][
 TEST_CASE("rtn codes equal the scalar formula and ceil(x - 0.5) clamped", "[quant-fit][kernels]") {
   // Maps of every scheme's shape: asym 4/8-bit, sym 4-bit (add 8), binary (mul/2, add 0.5), ternary,
   // a zero scale (mul 0), and per group different ones.
-  const std::vector<kernels::RtnCodeMap> kinds = {
-      {-0.05f, 150.0f, 0.0f, 15.0f}, {-0.05f, 2550.0f, 0.0f, 255.0f}, {0.0f, 400.0f, 8.0f, 15.0f},
-      {0.01f, 25.0f, 0.5f, 1.0f},    {0.0f, 60.0f, 1.0f, 2.0f},       {0.0f, 0.0f, 8.0f, 15.0f}};
+  const std::vector<kernels::RtnCodeMap> kinds = {{-0.05f, 150.0f, 0.0f, 15.0f}, {-0.05f, 2550.0f, 0.0f, 255.0f},
+                                                  {0.0f, 400.0f, 8.0f, 15.0f},   {0.01f, 25.0f, 0.5f, 1.0f},
+                                                  {0.0f, 60.0f, 1.0f, 2.0f},     {0.0f, 0.0f, 8.0f, 15.0f}};
   test::for_each_target([&] {
     uint32_t seed = 100;
     for (int kind = 0; kind < kKinds; ++kind)
@@ -114,7 +120,8 @@ TEST_CASE("rtn codes equal the scalar formula and ceil(x - 0.5) clamped", "[quan
             const float v = x[static_cast<size_t>(i)];
             const float xc = (v - m.min) * m.mul + m.add;  // the map's f32 rounding steps
             if (!std::isfinite(v) || !std::isfinite(xc)) continue;
-            const double want = std::clamp(std::ceil(static_cast<double>(xc) - 0.5), 0.0, static_cast<double>(m.max_code));
+            const double want =
+                std::clamp(std::ceil(static_cast<double>(xc) - 0.5), 0.0, static_cast<double>(m.max_code));
             REQUIRE(static_cast<double>(ref[static_cast<size_t>(i)]) == want);
           }
         }

@@ -283,8 +283,9 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
   }
   entry["method"] = method;
   entry["rel_err"] = relative_error(w, dq);
-  Tensor out{tensor.name, tensor.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})};
-  model.replace(std::move(out));
+  const Tensor source = tensor;  // keeps the input's bytes alive until their pages are given back
+  model.replace(Tensor{tensor.name, tensor.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
+  release_input_pages(*source.encoding);
   return entry;
 }
 

@@ -4,26 +4,12 @@
 #include <cmath>
 
 #include "core/lowrank.h"
-#include "formats/file_io.h"
 #include "passes/lowrank/factor_quant.h"
 #include "passes/quant/quant_methods.h"
 #include "passes/quant/quant_passes.h"
 #include "pipeline/calibration.h"
 
 namespace llmc {
-
-namespace {
-
-// A replaced input tensor that views a mapped file gives its resident pages back (the input is
-// read once, so peak RSS follows the output, not the input).
-void release_source_pages(const Encoding& enc) {
-  auto release = [](const Bytes& b) { release_file_pages(b.data(), b.size()); };
-  if (const auto* d = std::get_if<DenseEncoding>(&enc.node)) release(d->data);
-  if (const auto* q = std::get_if<QuantEncoding>(&enc.node))
-    for (const Bytes* b : {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta}) release(*b);
-}
-
-}  // namespace
 
 Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const SpecFor& spec_for,
                                           const ScaleSearch& search, bool importance) {
@@ -74,7 +60,7 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
                      {"rel_err", error.norm > 0 ? std::sqrt(error.err / error.norm) : 0.0},
                      {"importance", !col_imp.empty()}};
     model.replace(Tensor{name, t.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
-    release_source_pages(*t.encoding);
+    release_input_pages(*t.encoding);
   }
   return details;
 }
