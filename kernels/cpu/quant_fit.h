@@ -36,6 +36,21 @@ inline uint32_t rtn_code(const RtnCodeMap& m, float v) {
 // inputs in order. Every step keeps the value it has unless the new one is strictly smaller
 // (larger), so the first of equal values wins and NaN is skipped unless it came first.
 void min_max_ref(const float* x, int64_t n, float& lo, float& hi);
+// Its last steps (shared by the SIMD form): the 8 lanes l/h (null: none) combined in order into
+// x[0], then x[i, n) in order.
+inline void min_max_finish(const float* l, const float* h, const float* x, int64_t i, int64_t n, float& lo, float& hi) {
+  float a = x[0], b = x[0];
+  for (int j = 0; l && j < 8; ++j) {
+    a = std::min(a, l[j]);
+    b = std::max(b, h[j]);
+  }
+  for (; i < n; ++i) {
+    a = std::min(a, x[i]);
+    b = std::max(b, x[i]);
+  }
+  lo = a;
+  hi = b;
+}
 // The same per group: groups [g·group, min(n, (g+1)·group)), lo/hi[g] as min_max_ref of each.
 void group_min_max(const float* x, int64_t n, int64_t group, float* lo, float* hi);
 void group_min_max_ref(const float* x, int64_t n, int64_t group, float* lo, float* hi);

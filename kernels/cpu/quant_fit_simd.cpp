@@ -46,17 +46,7 @@ void MinMax8(const float* x, int64_t n, float* lo, float* hi) {
   hn::Store(l1, d, l + 4);
   hn::Store(h0, d, h);
   hn::Store(h1, d, h + 4);
-  float a = x[0], b = x[0];
-  for (int j = 0; j < 8; ++j) {
-    a = std::min(a, l[j]);
-    b = std::max(b, h[j]);
-  }
-  for (; i < n; ++i) {
-    a = std::min(a, x[i]);
-    b = std::max(b, x[i]);
-  }
-  *lo = a;
-  *hi = b;
+  min_max_finish(l, h, x, i, n, *lo, *hi);
 }
 
 void GroupMinMax(const float* x, int64_t n, int64_t group, float* lo, float* hi) {
@@ -179,25 +169,16 @@ HWY_EXPORT(RtnCodes);
 HWY_EXPORT(RtnError);
 
 void min_max_ref(const float* x, int64_t n, float& lo, float& hi) {
-  lo = hi = x[0];
-  int64_t i = 1;
-  if (n >= 16) {
-    float l[8], h[8];
-    for (int j = 0; j < 8; ++j) l[j] = h[j] = x[j];
-    for (i = 8; i + 8 <= n; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        l[j] = std::min(l[j], x[i + j]);
-        h[j] = std::max(h[j], x[i + j]);
-      }
+  if (n < 16) return min_max_finish(nullptr, nullptr, x, 1, n, lo, hi);
+  float l[8], h[8];
+  for (int j = 0; j < 8; ++j) l[j] = h[j] = x[j];
+  int64_t i = 8;
+  for (; i + 8 <= n; i += 8)
     for (int j = 0; j < 8; ++j) {
-      lo = std::min(lo, l[j]);
-      hi = std::max(hi, h[j]);
+      l[j] = std::min(l[j], x[i + j]);
+      h[j] = std::max(h[j], x[i + j]);
     }
-  }
-  for (; i < n; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-  }
+  min_max_finish(l, h, x, i, n, lo, hi);
 }
 
 void widen_half(const uint16_t* src, int64_t n, bool bf16, float* dst) { simd::widen_half(src, n, bf16, dst); }

@@ -13,17 +13,24 @@
 namespace llmc {
 namespace {
 
-TEST_CASE("release_file_pages drops mapped pages, which then read the same, and leaves heap memory alone",
-          "[file_io]") {
-  test::TempDir dir;
+// A 16 MiB file of bytes counting up from `first` (also returned in `bytes`), mapped.
+Result<std::shared_ptr<MappedFile>> mapped_counting_file(const test::TempDir& dir, uint8_t first,
+                                                         std::vector<uint8_t>& bytes) {
   const std::string path = dir.path("data.bin");
-  std::vector<uint8_t> bytes(size_t{16} << 20);
-  std::iota(bytes.begin(), bytes.end(), uint8_t{7});
+  bytes.assign(size_t{16} << 20, 0);
+  std::iota(bytes.begin(), bytes.end(), first);
   {
     std::ofstream f(path, std::ios::binary);
     f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   }
-  auto file = MappedFile::open(path);
+  return MappedFile::open(path);
+}
+
+TEST_CASE("release_file_pages drops mapped pages, which then read the same, and leaves heap memory alone",
+          "[file_io]") {
+  test::TempDir dir;
+  std::vector<uint8_t> bytes;
+  auto file = mapped_counting_file(dir, 7, bytes);
   REQUIRE(file.ok());
   const uint8_t* p = (*file)->data();
   const size_t n = (*file)->size();
@@ -65,14 +72,8 @@ TEST_CASE("release_file_pages frees a mapping piece by piece while the rest stay
   // the tensors after them are read. (A kernel that maps large folios with one entry kept every
   // piece resident until the last piece of its 2 MiB was released and nothing touched it again.)
   test::TempDir dir;
-  const std::string path = dir.path("pieces.bin");
-  std::vector<uint8_t> bytes(size_t{16} << 20);
-  std::iota(bytes.begin(), bytes.end(), uint8_t{3});
-  {
-    std::ofstream f(path, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  }
-  auto file = MappedFile::open(path);
+  std::vector<uint8_t> bytes;
+  auto file = mapped_counting_file(dir, 3, bytes);
   REQUIRE(file.ok());
   const uint8_t* p = (*file)->data();
   const size_t n = (*file)->size(), piece = size_t{300} << 10;  // 75 pages of 4 KiB
