@@ -239,15 +239,13 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
     return entry;
   }
   const int64_t rows = tensor.rows(), cols = tensor.cols();
-  const std::vector<float> w = tensor.to_f32();
   nlohmann::json entry = {{"spec", describe_quant_spec(target.spec)}};
   if (stats && stats->cols != cols)
     return make_error(ErrorCode::kInternal, "calibration statistics of ", target.name, " have ", stats->cols,
                       " columns, the weight ", cols);
   auto scaled = [&](int64_t c) { return col_scale.empty() ? 1.0 : static_cast<double>(col_scale[c]); };
 
-  QuantEncoding enc;
-  std::vector<float> dq;
+  std::shared_ptr<const GptqHessian> hessian;
   std::string method = "rtn";
   if (gptq && stats && !stats->xtx.empty()) {
     auto& slot = cache[{stats, col_scale.data()}];
@@ -258,20 +256,22 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
       else
         log_warn(target.name, ": ", prepared.error().message, "; falling back to RTN");
     }
-    if (slot) {
-      GptqTensorResult r = gptq_quantize(target.spec, w, rows, cols, *slot, search, options, threads);
-      enc = std::move(r.encoding);
-      dq = std::move(r.dequant);
-      entry["loss"] = r.loss;
-      entry["damp"] = slot->damp_used;
-      method = "gptq";
-    } else {
-      method = "rtn (Cholesky failed)";
-    }
+    hessian = slot;
+    if (!hessian) method = "rtn (Cholesky failed)";
   } else if (gptq) {
     log_warn(target.name, ": no X^T X statistics; quantized by RTN");
   }
-  if (method != "gptq") {
+  QuantEncoding enc;
+  if (hessian) {
+    const std::vector<float> w = tensor.to_f32();
+    GptqTensorResult r = gptq_quantize(target.spec, w, rows, cols, *hessian, search, options, threads);
+    enc = std::move(r.encoding);
+    entry["loss"] = r.loss;
+    entry["damp"] = hessian->damp_used;
+    entry["rel_err"] = relative_error(w, r.dequant);
+    method = "gptq";
+  } else {
+    // RTN streams the rows: no f32 copy of the weight (a token embedding is the largest tensor).
     std::vector<float> col_imp;
     if (options.importance && stats && !stats->sq_sum.empty()) {
       col_imp.resize(cols);
@@ -279,10 +279,12 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
         col_imp[c] =
             static_cast<float>(stats->sq_sum[c] / std::max<int64_t>(stats->tokens, 1) / (scaled(c) * scaled(c)));
     }
-    enc = quantize_rtn(target.spec, w, rows, cols, col_imp, search, &dq);
+    const RowLoader load = [&tensor](int64_t r0, int64_t r1, float* out) { tensor_rows_to_f32(tensor, r0, r1, out); };
+    QuantError error;
+    enc = quantize_rtn_rows(target.spec, rows, cols, load, col_imp, search, nullptr, &error);
+    entry["rel_err"] = error.norm > 0 ? error.err / error.norm : 0.0;
   }
   entry["method"] = method;
-  entry["rel_err"] = relative_error(w, dq);
   const Tensor source = tensor;  // keeps the input's bytes alive until their pages are given back
   model.replace(Tensor{tensor.name, tensor.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
   release_input_pages(*source.encoding);
