@@ -1,7 +1,8 @@
 // Highway SIMD loops of round-to-nearest quantization (quant_fit.h), compiled once per target
 // (EMU128, AVX2, AVX-512) with runtime dispatch, and their scalar references. The lane-ordered
-// reductions (min/max, error) run as two 4-lane vectors on every target, so lane j is the same
-// lane as in the references; the code loop is elementwise and runs at full width.
+// reductions keep the references' 8 lanes: min/max as two 4-lane vectors on every target, the
+// error as one 8-lane vector where the target has one (else two 4-lane ones); the code loop is
+// elementwise and runs at full width.
 #include <cmath>
 
 #include "kernels/cpu/quant_fit.h"
