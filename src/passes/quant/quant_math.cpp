@@ -589,9 +589,10 @@ QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t col
       fit_row(spec, builder, r, wr, cols, col_imp, search, lo, hi, maps.data(), deq.data());
       kernels::rtn_codes(wr, cols, gsize, maps.data(), qr);
       if (dequant)
-        for (int64_t c = 0; c < cols; ++c) {
-          const kernels::RtnDequantMap& m = deq[static_cast<size_t>(c / gsize)];
-          dequant[r * cols + c] = quant_value(spec.scheme, spec.bits, qr[c], m.scale, m.min);
+        for (int64_t g = 0, c0 = 0; c0 < cols; ++g, c0 += gsize) {
+          const kernels::RtnDequantMap& m = deq[static_cast<size_t>(g)];
+          for (int64_t c = c0; c < std::min(cols, c0 + gsize); ++c)
+            dequant[r * cols + c] = quant_value(spec.scheme, spec.bits, qr[c], m.scale, m.min);
         }
       if (error)
         kernels::rtn_error(wr, qr, cols, gsize, deq.data(), k, z, row_err[static_cast<size_t>(r)],
