@@ -534,13 +534,13 @@ void tensor_rows_to_f32(const Tensor& t, int64_t r0, int64_t r1, float* out) {
 namespace {
 
 // One row's groups fitted (params set in the builder) and their code maps. Plain RTN of sym/asym
-// groups (no importance, no clipping search) takes each group's range from the SIMD loops and
-// gives the params fit_group gives.
+// groups (no clipping search; importance only weighs the search) takes each group's range from the
+// SIMD loops and gives the params fit_group gives.
 void fit_row(const QuantSpec& spec, QuantRowsBuilder& builder, int64_t r, const float* w, int64_t cols,
              std::span<const float> col_imp, const ScaleSearch& search, std::vector<float>& lo, std::vector<float>& hi,
              kernels::RtnCodeMap* maps, kernels::RtnDequantMap* deq) {
   const int64_t gpr = builder.groups_per_row(), gsize = builder.group_size();
-  const bool plain = col_imp.empty() && search.steps == 0;
+  const bool plain = search.steps == 0;
   const bool asym = plain && spec.scheme == QuantScheme::kAsymmetric;
   const bool sym = plain && spec.scheme == QuantScheme::kSymmetric;
   lo.resize(static_cast<size_t>(gpr));
