@@ -3,6 +3,7 @@
 //
 // usage: bench_sparse_matvec [ROWS COLS] [--threads 1,2] [--reps N] [--tokens 1,64] [--values f16,bf16,f32,q4]
 //                            [--patterns dense,0.5,0.7,2:4,...] [--working-set MB] [--cpu-time]
+//                            [--simd AVX2|AVX3|...]
 // Each timed call runs the kernel over a rotation of copies of the weight whose bytes exceed
 // --working-set (default 256 MB, far above the last-level cache), so weights stream from DRAM as
 // in decode. The figure is the fastest of --reps calls (the one a shared machine disturbed least); --cpu-time
@@ -168,6 +169,15 @@ int main(int argc, char** argv) {
       reps = std::stoi(argv[++i]);
     } else if (arg == "--cpu-time") {
       g_cpu_time = true;
+    } else if (arg == "--simd" && has_value) {
+      const std::string name = argv[++i];
+      bool found = false;
+      for (int64_t t : kernels::simd_targets())
+        if (kernels::simd_target_name(t) == name) kernels::force_simd_target(t), found = true;
+      if (!found) {
+        std::fprintf(stderr, "unknown or unsupported simd target '%s'\n", name.c_str());
+        return 1;
+      }
     } else if (arg == "--working-set" && has_value) {
       working_set_mb = std::stod(argv[++i]);
     } else {

@@ -108,8 +108,8 @@ struct RowValues {
   SparseValues type;
 };
 
-constexpr int64_t kValueSlack = 8;  // values the kernels may read past a row's last kept entry
-constexpr int64_t kIndexSlack = 4;  // pattern bytes the kernels may read past a row's last one
+constexpr int64_t kValueSlack = 16;  // values the kernels may read past a row's last kept entry
+constexpr int64_t kIndexSlack = 4;   // pattern bytes the kernels may read past a row's last one
 
 SparseValues dense_value_type(DType dtype) {
   switch (dtype) {
@@ -167,8 +167,8 @@ size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
 bool nm_quads(int n, int m) { return m == 2 * n && (n == 1 || n == 2); }
 bool nm_halves(int n, int m) { return 4 % n == 0 && m <= 2 * n; }
 
-void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
-                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
+void pattern_row_range(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
+                       int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
   simd::SparseRowsArgs a{};
   a.cols = cols;
   a.x = x + t_begin * cols;
@@ -228,6 +228,18 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
     a.y = y0 + r;
     simd::sparse_pattern_rows(a);
   }
+}
+
+// Quant values are dequantized this many rows at a time, so that the f32 values the kernel reads
+// are still in the cache (a whole thread's rows at once would write and re-read them from DRAM).
+constexpr int64_t kDequantRows = 16;
+
+void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
+                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
+  const bool dense_values = std::holds_alternative<DenseEncoding>(s.values->node);
+  const int64_t chunk = dense_values ? r1 - r0 : kDequantRows;
+  for (int64_t r = r0; r < r1; r += chunk)
+    pattern_row_range(s, rows, cols, x, aux, t_begin, t_end, r, std::min(r1, r + chunk), y);
 }
 
 // Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the

@@ -1,6 +1,7 @@
 // Highway SIMD kernels of Sparse linear layers: fused mask-expand + FMA over 8-column windows (bitmask, n:m
-// with m | 8), in-register permutes of x for n:m (2:4 and 1:2 in-lane on pre-arranged x, 4:8 and kin across
-// lanes), gather + FMA over CSR entries, and the dequantization of 4/8-bit Quant values.
+// with m | 8; on AVX-512 bitmask rows in 16-column steps with vexpandps), in-register permutes of x for n:m (2:4 and
+// 1:2 in-lane on pre-arranged x, 4:8 and kin across lanes), gather + FMA over CSR entries, and the dequantization of
+// 4/8-bit Quant values.
 #include "kernels/cpu/sparse_simd.h"
 
 #include <bit>
@@ -198,11 +199,93 @@ HWY_INLINE void prefetch_ahead(const uint8_t* index, int64_t index_stride, const
 
 // ---- window kernel (bitmask rows) ----
 
+// Row r's ragged last window (cols % 8 columns, values from p) with scalar FMAs into s[T], then the
+// row's outputs.
+template <class V, int T>
+HWY_INLINE void window_tail(const SparseRowsArgs& a, const uint8_t* row, const typename V::T* p, int64_t windows,
+                            const float* const* x, int64_t t0, int64_t r, float* s) {
+  if (windows * 8 < a.cols)
+    for (uint32_t b = row[windows]; b != 0; b &= b - 1) {
+      const float v = V::get(p++);
+      for (int t = 0; t < T; ++t) s[t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[t]);
+    }
+  for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r] = s[t];
+}
+
+// AVX-512: 16 columns (two windows) per step, the step's kept values expanded to its kept lanes by the
+// 16-bit mask (vexpandps; the mask register loaded straight from the pattern bytes): no shuffle table,
+// half the mask and pointer work per column of the 8-lane windows. On this path a row's values may be
+// read up to 16 entries past its last kept one (kValueSlack in sparse_linear.cpp).
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// 16 f16 or bf16 values from p as f32.
+HWY_INLINE __m512 load16(const hwy::float16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+HWY_INLINE __m512 load16(const uint16_t* p) {  // bf16
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+// The values from p expanded to the kept lanes of mask b: f32 loaded by the expanding load (which
+// reads only the kept ones), f16/bf16 converted (16) and expanded in registers.
+HWY_INLINE __m512 expand16(const float* p, __mmask16 b) { return _mm512_maskz_expandloadu_ps(b, p); }
+template <class T>
+HWY_INLINE __m512 expand16(const T* p, __mmask16 b) {
+  return _mm512_maskz_expand_ps(b, load16(p));
+}
+
+// R rows × T tokens in 16-column steps (an odd last window as a step of 8 columns), then the ragged
+// tail like window_block. Every element's order is the same in any block shape.
+template <class V, int R, int T>
+HWY_INLINE void wide_window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  using VT = typename V::T;
+  const uint8_t* row[R];
+  const VT* vp[R];
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    vp[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
+  }
+  const float* x[T];
+  for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
+  const int64_t windows = a.cols / 8, steps = windows / 2;
+  __m512 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < steps; ++j) {
+    __m512 xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x[t] + 16 * j);
+    for (int i = 0; i < R; ++i) {
+      if (j % 4 == 0) prefetch_ahead(row[i] + 2 * j, a.index_stride, vp[i], a.value_stride);
+      uint16_t b;
+      std::memcpy(&b, row[i] + 2 * j, 2);
+      const __m512 w = expand16(vp[i], static_cast<__mmask16>(b));
+      vp[i] += std::popcount(b);
+      for (int t = 0; t < T; ++t) acc[i][t] = _mm512_fmadd_ps(w, xv[t], acc[i][t]);
+    }
+  }
+  if (windows % 2 != 0)
+    for (int i = 0; i < R; ++i) {
+      const uint8_t b = row[i][2 * steps];
+      const __m512 w = expand16(vp[i], static_cast<__mmask16>(b));
+      vp[i] += std::popcount(b);
+      for (int t = 0; t < T; ++t)
+        acc[i][t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(0x00FF, x[t] + 16 * steps), acc[i][t]);
+    }
+  float s[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) s[i][t] = _mm512_reduce_add_ps(acc[i][t]);
+  for (int i = 0; i < R; ++i) window_tail<V, T>(a, row[i], vp[i], windows, x, t0, r0 + i, s[i]);
+}
+#endif
+
 // R rows × T tokens: each window of a row is expanded once and used for every token. R and T only
 // interleave independent (row, token) accumulators (the FMA latency chain of one is 4 cycles):
 // every element's order is the same in any block shape.
 template <class V, int R, int T>
 HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  wide_window_block<V, R, T>(a, r0, t0);
+#else
   using VT = typename V::T;
   const uint8_t* row[R];
   const VT* vp[R];
@@ -241,14 +324,8 @@ HWY_INLINE void window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
         }
     }
   }
-  for (int i = 0; i < R; ++i) {
-    if (windows * 8 < a.cols)
-      for (uint32_t b = row[i][windows]; b != 0; b &= b - 1) {
-        const float v = V::get(vp[i]++);
-        for (int t = 0; t < T; ++t) s[i][t] = fmadd(v, x[t][windows * 8 + std::countr_zero(b)], s[i][t]);
-      }
-    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
-  }
+  for (int i = 0; i < R; ++i) window_tail<V, T>(a, row[i], vp[i], windows, x, t0, r0 + i, s[i]);
+#endif
 }
 
 // ---- n:m blocks of 8 kept entries (2:4 and 1:2 as quads; 4:8, 4:5 .. 4:7, 2:3 as halves) ----
