@@ -167,8 +167,8 @@ size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
 bool nm_quads(int n, int m) { return m == 2 * n && (n == 1 || n == 2); }
 bool nm_halves(int n, int m) { return 4 % n == 0 && m <= 2 * n; }
 
-void pattern_row_range(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
-                       int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
+void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
+                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
   simd::SparseRowsArgs a{};
   a.cols = cols;
   a.x = x + t_begin * cols;
@@ -228,18 +228,6 @@ void pattern_row_range(const SparseEncoding& s, int64_t rows, int64_t cols, cons
     a.y = y0 + r;
     simd::sparse_pattern_rows(a);
   }
-}
-
-// Quant values are dequantized this many rows at a time, so that the f32 values the kernel reads
-// are still in the cache (a whole thread's rows at once would write and re-read them from DRAM).
-constexpr int64_t kDequantRows = 16;
-
-void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
-                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
-  const bool dense_values = std::holds_alternative<DenseEncoding>(s.values->node);
-  const int64_t chunk = dense_values ? r1 - r0 : kDequantRows;
-  for (int64_t r = r0; r < r1; r += chunk)
-    pattern_row_range(s, rows, cols, x, aux, t_begin, t_end, r, std::min(r1, r + chunk), y);
 }
 
 // Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the
@@ -332,10 +320,19 @@ void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
 void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                  int64_t r_end, float* y) {
   const auto& s = std::get<SparseEncoding>(w.encoding->node);
-  if (s.pattern == SparsePattern::kCsr)
-    csr_rows(s, w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
-  else
-    pattern_rows(s, w.rows(), w.cols(), x, aux, t_begin, t_end, r_begin, r_end, y);
+  // Quant values are dequantized (row_values) kDequantRows rows at a time, so that the f32 values the
+  // kernel reads are still in the cache; a thread's whole range at once would write and re-read them
+  // from DRAM.
+  constexpr int64_t kDequantRows = 16;
+  const int64_t chunk =
+      std::holds_alternative<DenseEncoding>(s.values->node) ? std::max<int64_t>(1, r_end - r_begin) : kDequantRows;
+  for (int64_t r0 = r_begin; r0 < r_end; r0 += chunk) {
+    const int64_t r1 = std::min(r_end, r0 + chunk);
+    if (s.pattern == SparsePattern::kCsr)
+      csr_rows(s, w.rows(), w.cols(), x, t_begin, t_end, r0, r1, y);
+    else
+      pattern_rows(s, w.rows(), w.cols(), x, aux, t_begin, t_end, r0, r1, y);
+  }
 }
 
 }  // namespace llmc::kernels
