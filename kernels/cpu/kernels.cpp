@@ -225,8 +225,16 @@ std::vector<int64_t> simd_targets() {
 
 std::string simd_target_name(int64_t target) { return hwy::TargetName(target); }
 
-void force_simd_target(int64_t target) { hwy::SetSupportedTargetsForTest(target); }
+// `target` and every worse one stay enabled, so that each kernel file dispatches to its best compiled
+// target no better than `target` (a file without `target` would otherwise fall back to scalar code).
+void force_simd_target(int64_t target) {
+  hwy::SetSupportedTargetsForTest(0);
+  if (target != 0) hwy::SetSupportedTargetsForTest(hwy::SupportedTargets() & ~(target - 1));
+}
 
-std::string active_simd_target() { return simd_target_name(simd::current_target()); }
+std::string active_simd_target() {
+  const std::vector<int64_t> t = simd_targets();  // under force_simd_target: the forced one first
+  return t.empty() ? "none" : simd_target_name(t.front());
+}
 
 }  // namespace llmc::kernels

@@ -149,10 +149,11 @@ void gram_upper_accumulate(const float* x, int64_t n, int64_t cols, double* tota
 
 // ---- SIMD target control (tests and reports) ----
 
-// Highway targets compiled in and supported by this CPU, best first.
+// Highway targets compiled in and supported by this CPU, best first (under force_simd_target: the
+// forced one and worse).
 std::vector<int64_t> simd_targets();
 std::string simd_target_name(int64_t target);
-// Restricts dispatch to `target` (0 = back to the best supported). For tests; not thread-safe
+// Restricts dispatch to `target` or worse (0 = back to the best supported). For tests; not thread-safe
 // against kernels running concurrently.
 void force_simd_target(int64_t target);
 // Name of the target the dispatched kernels use now.

@@ -52,9 +52,10 @@ void dense_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, 
   F(d.data.data(), w.rows(), w.cols(), x, t_begin, t_end, r_begin, r_end, y);
 }
 
-// Any encoding: decode 16 rows at a time with the reference decoder into a per-thread buffer,
-// then run the f32 kernel on it. Correct for every node kind; fast kernels replace it per kind.
 constexpr int64_t kDecodeRows = 16;
+
+}  // namespace
+
 void decoded_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
                   int64_t r_end, float* y) {
   thread_local std::vector<float> block;
@@ -70,6 +71,8 @@ void decoded_rows(const Tensor& w, const float* x, const float*, int64_t t_begin
     for (int64_t t = t_begin; t < t_end; ++t) std::copy_n(out.data() + (t - t_begin) * nr, nr, y + t * w.rows() + r);
   }
 }
+
+namespace {
 
 struct LinearKernelRow {
   size_t kind;                 // index in Encoding::node

@@ -344,8 +344,6 @@ void AttentionHead(const float* q, int64_t q_stride, const float* k, const float
   }
 }
 
-int64_t CurrentTarget() { return HWY_TARGET; }
-
 }  // namespace HWY_NAMESPACE
 }  // namespace llmc::kernels::simd
 HWY_AFTER_NAMESPACE();
@@ -360,7 +358,6 @@ HWY_EXPORT(Dot);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(SiluMul);
 HWY_EXPORT(AttentionHead);
-HWY_EXPORT(CurrentTarget);
 
 void matmul_rows_f32(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
                      int64_t r_begin, int64_t r_end, float* y) {
@@ -382,12 +379,16 @@ void attention_head(const float* q, int64_t q_stride, const float* k, const floa
                     float* out) {
   HWY_DYNAMIC_DISPATCH(AttentionHead)(q, q_stride, k, v, kv_stride, head_dim, scale, pos, t_begin, t_end, scratch, out);
 }
-int64_t current_target() { return HWY_DYNAMIC_DISPATCH(CurrentTarget)(); }
-
 std::vector<int64_t> compiled_targets() {
   std::vector<int64_t> out;
-  // SupportedTargets() honours force_simd_target's mask: query with no target forced.
-  for (int64_t bits = hwy::SupportedTargets() & HWY_TARGETS; bits != 0; bits &= bits - 1) {
+  // AVX3_DL: compiled only by the sparse and int8-activation kernels (they request it); every other
+  // kernel file runs its AVX3 code under it. SupportedTargets() honours force_simd_target's mask.
+#if HWY_ARCH_X86
+  constexpr int64_t kTargets = HWY_TARGETS | HWY_AVX3_DL;
+#else
+  constexpr int64_t kTargets = HWY_TARGETS;
+#endif
+  for (int64_t bits = hwy::SupportedTargets() & kTargets; bits != 0; bits &= bits - 1) {
     const int64_t t = bits & ~(bits - 1);
     out.push_back(t);
   }

@@ -44,9 +44,8 @@ void attention_head(const float* q, int64_t q_stride, const float* k, const floa
                     int64_t head_dim, float scale, int64_t pos, int64_t t_begin, int64_t t_end, float* scratch,
                     float* out);
 
-// The HWY_* target bit of the dispatched code.
-int64_t current_target();
-// Targets this file was compiled for that the CPU supports (query with no target forced).
+// Targets some kernel file was compiled for that the CPU supports (under force_simd_target: the
+// forced one and worse).
 std::vector<int64_t> compiled_targets();
 
 }  // namespace llmc::kernels::simd

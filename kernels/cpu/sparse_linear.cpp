@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/sparse.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/sparse_simd.h"
 
 namespace llmc::kernels {
@@ -167,8 +168,11 @@ size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
 bool nm_quads(int n, int m) { return m == 2 * n && (n == 1 || n == 2); }
 bool nm_halves(int n, int m) { return 4 % n == 0 && m <= 2 * n; }
 
-void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
-                  int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
+// Rows [r0, r1) of a pattern (bitmask or n:m) weight times tokens [t_begin, t_end) into y, or, with
+// `expand`, the rows expanded to dense rows of the kernel's value type (returned) at row (r - r0) · cols
+// of `expand` (n:m through their masks).
+SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
+                          int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y, void* expand = nullptr) {
   simd::SparseRowsArgs a{};
   a.cols = cols;
   a.x = x + t_begin * cols;
@@ -185,7 +189,8 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
   a.nm_n = s.n;
   a.nm_m = s.m;
   a.nm_bits = s.pattern == SparsePattern::kNM ? sparse_nm_index_bits(s.m) : 0;
-  switch (sparse_path(s)) {
+  const SparsePath path = sparse_path(s);
+  switch (expand != nullptr && path != SparsePath::kMaskWindows ? SparsePath::kNmMasks : path) {
     case SparsePath::kMaskWindows: index += r0 * a.index_stride; break;
     case SparsePath::kNmMasks:
       nm_row_masks(s, cols, r0, r1, built_masks);
@@ -212,6 +217,7 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
   a.values = v.data;
   a.rows = direct;
   a.y = y + t_begin * rows + r0;
+  a.expand = expand;
   if (direct > 0) simd::sparse_pattern_rows(a);
   thread_local std::vector<uint8_t> index_copy, values_copy;
   const size_t esz = value_bytes(v.type);
@@ -226,8 +232,10 @@ void pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const flo
     a.values = values_copy.data();
     a.rows = 1;
     a.y = y0 + r;
+    if (expand != nullptr) a.expand = static_cast<uint8_t*>(expand) + r * cols * esz;
     simd::sparse_pattern_rows(a);
   }
+  return v.type;
 }
 
 // Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the
@@ -303,6 +311,11 @@ bool sparse_beats_dense(const Tensor& w) {
   return false;
 }
 
+// Where the expansion (SIMD for bitmask rows, table lookups building n:m masks, the reference
+// decoder for CSR) costs less than the sparse kernel's per-token work: measured with
+// bench/bench_sparse_matvec at 2-12 tokens (docs/sparsity.md).
+int64_t sparse_expand_tokens(const SparseEncoding& s) { return s.pattern == SparsePattern::kBitmask ? 4 : 16; }
+
 int64_t sparse_aux_floats(const Tensor& w, int64_t n) {
   const auto& s = std::get<SparseEncoding>(w.encoding->node);
   return sparse_path(s) == SparsePath::kNmQuads ? n * simd::quad_columns(w.cols()) : 0;
@@ -317,9 +330,37 @@ void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
         std::memcpy(aux + t * qcols + b + 4 * j, x + t * cols + b + 4 * simd::kQuadOrder[j], 4 * sizeof(float));
 }
 
+namespace {
+
+// Prefill: kExpandRows rows at a time expanded to dense rows of their value type (f16/bf16 values stay
+// 16-bit, Quant values are f32) by the SIMD expansion, then the dense kernel of that type over all
+// tokens of the call (CSR rows through the reference decoder).
+void expanded_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_end, int64_t r_begin, int64_t r_end,
+                   float* y) {
+  const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  if (s.pattern == SparsePattern::kCsr) return decoded_rows(w, x, nullptr, t_begin, t_end, r_begin, r_end, y);
+  constexpr int64_t kExpandRows = 16;
+  const int64_t rows = w.rows(), cols = w.cols(), n = t_end - t_begin;
+  thread_local std::vector<float> block, out;
+  block.resize(static_cast<size_t>(kExpandRows * cols));
+  out.resize(static_cast<size_t>(kExpandRows * n));
+  for (int64_t r = r_begin; r < r_end; r += kExpandRows) {
+    const int64_t nr = std::min(kExpandRows, r_end - r);
+    const SparseValues type = pattern_rows(s, rows, cols, nullptr, nullptr, 0, 0, r, r + nr, nullptr, block.data());
+    const simd::MatmulRowsFn dense = type == SparseValues::kF16    ? simd::matmul_rows_f16
+                                     : type == SparseValues::kBF16 ? simd::matmul_rows_bf16
+                                                                   : simd::matmul_rows_f32;
+    dense(reinterpret_cast<const uint8_t*>(block.data()), nr, cols, x + t_begin * cols, 0, n, 0, nr, out.data());
+    for (int64_t t = 0; t < n; ++t) std::copy_n(out.data() + t * nr, nr, y + (t_begin + t) * rows + r);
+  }
+}
+
+}  // namespace
+
 void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                  int64_t r_end, float* y) {
   const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  if (t_end - t_begin >= sparse_expand_tokens(s)) return expanded_rows(w, x, t_begin, t_end, r_begin, r_end, y);
   // Quant values are dequantized (row_values) kDequantRows rows at a time, so that the f32 values the
   // kernel reads are still in the cache; a thread's whole range at once would write and re-read them
   // from DRAM.

@@ -10,13 +10,22 @@ namespace llmc::kernels {
 // Y[t_begin:t_end, r_begin:r_end] of Y[n, rows] = X[n, cols] · Wᵀ for a Sparse weight W, read
 // straight from its pattern and values (no decoded row, no gathered buffer; see sparse_simd.h for
 // the per-element order). Quant values are dequantized to f32 a row block at a time. Each
-// (row, token) is computed alone: matmul rows equal matvec bit for bit, on any thread count.
+// (row, token) is computed alone: matmul rows equal matvec bit for bit, on any thread count, for
+// calls of fewer than sparse_expand_tokens tokens. From that many on (prefill) the rows are expanded
+// to dense rows and run by the dense kernel, which reuses each weight vector across tokens.
 // aux: what sparse_prepare wrote for all n tokens of the call (the 2:4 / 1:2 kernel's arranged x).
 void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                  int64_t r_end, float* y);
+// Tokens per call from which sparse_rows expands rows and runs the dense kernel (docs/sparsity.md).
+int64_t sparse_expand_tokens(const SparseEncoding& s);
 // Floats of per-call scratch sparse_prepare fills for n tokens (0: none).
 int64_t sparse_aux_floats(const Tensor& w, int64_t n);
 void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux);
+
+// Any encoding: kDecodeRows rows at a time decoded with the reference decoder into a per-thread
+// buffer, then the dense f32 kernel over them (linear.cpp; the table's last row, and sparse prefill).
+void decoded_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
+                  int64_t r_end, float* y);
 
 // The kernel path of a Sparse encoding.
 enum class SparsePath : uint8_t {

@@ -52,6 +52,9 @@ struct SparseRowsArgs {
   int64_t tokens;
   float* y;
   int64_t y_stride;
+  // Non-null (kMaskWindows only): instead of multiplying, write each row's dense expansion (zeros
+  // where not kept) in the value type to row r · cols of `expand`; x, tokens and y are not read.
+  void* expand;
 };
 void sparse_pattern_rows(const SparseRowsArgs& a);
 

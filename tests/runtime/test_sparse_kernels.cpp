@@ -8,6 +8,7 @@
 #include "core/sparse.h"
 #include "formats/model_io.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/sparse_linear.h"
 #include "model/arch.h"
 #include "passes/quant/quant_math.h"
 #include "runtime/runtime.h"
@@ -98,7 +99,8 @@ Tensor sparse_tensor(int64_t rows, int64_t cols, const std::vector<uint8_t>& kee
 }
 
 // The kernel against the double-accumulating reference, within f32 accumulation error of the
-// kept products (|err| <= 1.01 (cols + 2) u Σ|w x|); matvec equals each matmul row bit for bit.
+// kept products (|err| <= 1.01 (cols + 2) u Σ|w x|); below sparse_expand_tokens tokens (the sparse
+// kernel, not the expanded rows and the dense kernel) matvec equals each matmul row bit for bit.
 void check_against_ref(const Tensor& w, int64_t n, uint32_t seed) {
   const int64_t rows = w.rows(), cols = w.cols();
   const auto x = normal_values(static_cast<size_t>(n * cols), seed);
@@ -117,6 +119,7 @@ void check_against_ref(const Tensor& w, int64_t n, uint32_t seed) {
         REQUIRE(err <= bound);
       }
     }
+  if (n >= kernels::sparse_expand_tokens(std::get<SparseEncoding>(w.encoding->node))) return;
   std::vector<float> yv(static_cast<size_t>(rows));
   for (int64_t t = 0; t < n; ++t) {
     kernels::matvec(w, x.data() + t * cols, yv.data());
@@ -142,8 +145,9 @@ const Pattern kPatterns[] = {
 }  // namespace
 
 TEST_CASE("sparse matvec/matmul match _ref on every target, pattern and value type", "[sparse][kernels]") {
-  // Widths: shorter than a window, one window, ragged windows and ragged n:m groups, several blocks.
-  const int64_t kCols[] = {16, 37, 172, 1031};
+  // Widths: shorter than a window, one window, ragged windows and ragged n:m groups, a 32-column step
+  // then a 16-column step and an odd window (61), several blocks.
+  const int64_t kCols[] = {16, 37, 61, 172, 1031};
   uint32_t seed = 7;
   const auto targets = kernels::simd_targets();
   REQUIRE(!targets.empty());
@@ -160,10 +164,45 @@ TEST_CASE("sparse matvec/matmul match _ref on every target, pattern and value ty
           const Tensor w = sparse_tensor(rows, cols, keep, p.n, p.m, v, seed++);
           CHECK(kernels::has_fast_linear(w));
           check_against_ref(w, 1, seed++);
-          check_against_ref(w, 11, seed++);  // a block of 8 tokens, then 3 alone
+          check_against_ref(w, 3, seed++);   // every path's sparse kernel, token by token
+          check_against_ref(w, 11, seed++);  // a block of 8 tokens, then 3 alone; bitmask rows expanded
+          check_against_ref(w, 17, seed++);  // every pattern's rows expanded, the dense kernel
         }
   }
   kernels::force_simd_target(0);
+}
+
+TEST_CASE("sparse bitmask kernels: AVX3_DL's 32-column steps equal AVX3's 16-column steps bit for bit",
+          "[sparse][kernels]") {
+  const auto targets = kernels::simd_targets();
+  const auto has = [&](const char* name) {
+    return std::any_of(targets.begin(), targets.end(), [&](int64_t t) { return kernels::simd_target_name(t) == name; });
+  };
+  if (!has("AVX3_DL") || !has("AVX3")) {
+    WARN("skipped: this CPU does not run both AVX3 and AVX3_DL");
+    return;
+  }
+  const auto run = [&](const char* name, const Tensor& w, const std::vector<float>& x, int64_t n) {
+    for (int64_t t : targets)
+      if (kernels::simd_target_name(t) == name) kernels::force_simd_target(t);
+    REQUIRE(kernels::active_simd_target() == name);
+    std::vector<float> y(static_cast<size_t>(n * w.rows()));
+    kernels::matmul(w, x.data(), n, y.data());
+    kernels::force_simd_target(0);
+    return y;
+  };
+  uint32_t seed = 101;
+  for (int64_t cols : {61, 1031})
+    for (const Values& v : {kValues[1], kValues[2]}) {
+      INFO("cols " << cols << " values " << v.name);
+      const auto keep = random_keep(23, cols, 0.3, 0, 0, seed++);
+      const Tensor w = sparse_tensor(23, cols, keep, 0, 0, v, seed++);
+      for (int64_t n : {1, 3}) {  // the sparse kernel (sparse_expand_tokens)
+        const auto x = normal_values(static_cast<size_t>(n * cols), seed++);
+        const auto a = run("AVX3", w, x, n), b = run("AVX3_DL", w, x, n);
+        REQUIRE(std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0);
+      }
+    }
 }
 
 TEST_CASE("sparse kernels: rows with no kept entries and fully kept rows", "[sparse][kernels]") {
