@@ -170,7 +170,7 @@ bool nm_halves(int n, int m) { return 4 % n == 0 && m <= 2 * n; }
 
 // Rows [r0, r1) of a pattern (bitmask or n:m) weight times tokens [t_begin, t_end) into y, or, with
 // `expand`, the rows expanded to dense rows of the kernel's value type (returned) at row (r - r0) · cols
-// of `expand` (n:m through their masks).
+// of `expand` (n:m through their masks; x and y are then not read or written).
 SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, const float* aux,
                           int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y, void* expand = nullptr) {
   simd::SparseRowsArgs a{};
@@ -346,7 +346,7 @@ void expanded_rows(const Tensor& w, const float* x, int64_t t_begin, int64_t t_e
   out.resize(static_cast<size_t>(kExpandRows * n));
   for (int64_t r = r_begin; r < r_end; r += kExpandRows) {
     const int64_t nr = std::min(kExpandRows, r_end - r);
-    const SparseValues type = pattern_rows(s, rows, cols, nullptr, nullptr, 0, 0, r, r + nr, nullptr, block.data());
+    const SparseValues type = pattern_rows(s, rows, cols, x, nullptr, t_begin, t_begin, r, r + nr, y, block.data());
     const simd::MatmulRowsFn dense = type == SparseValues::kF16    ? simd::matmul_rows_f16
                                      : type == SparseValues::kBF16 ? simd::matmul_rows_bf16
                                                                    : simd::matmul_rows_f32;
