@@ -1,7 +1,8 @@
 // Highway SIMD kernels of Sparse linear layers: fused mask-expand + FMA over 8-column windows (bitmask, n:m
-// with m | 8; on AVX-512 bitmask rows in 16-column steps with vexpandps), in-register permutes of x for n:m (2:4 and
-// 1:2 in-lane on pre-arranged x, 4:8 and kin across lanes), gather + FMA over CSR entries, and the dequantization of
-// 4/8-bit Quant values.
+// with m | 8; on AVX-512 bitmask rows in 16-column steps with vexpandps, on AVX3_DL 16-bit values in 32-column
+// steps with vpexpandw), in-register permutes of x for n:m (2:4 and 1:2 in-lane on pre-arranged x, on AVX-512
+// 32 columns per vpermt2ps; 4:8 and kin across lanes), gather + FMA over CSR entries, the expansion of bitmask
+// rows to dense rows (prefill), and the dequantization of 4/8-bit Quant values.
 #include "kernels/cpu/sparse_simd.h"
 
 #include <bit>
