@@ -97,6 +97,15 @@ void build_plan(int64_t cols, int64_t groups, int64_t glen, int code_bits, bool 
     p.byte.push_back(p.byte.back());
   }
   p.pairs = static_cast<int64_t>(p.start.size()) / 2;
+  p.uniform = true;
+  for (size_t k = 0; k < p.start.size(); ++k)
+    p.uniform = p.uniform && p.len[k] == kBlock && p.byte[k] == static_cast<int32_t>(k) * 4 * bits;
+  p.block_shift = -1;
+  for (int sh = 0; p.blocks == 2 * p.pairs && p.block_shift < 0 && (p.groups << sh) <= p.blocks; ++sh) {
+    bool fits = (p.groups << sh) == p.blocks;
+    for (int64_t k = 0; fits && k < p.blocks; ++k) fits = p.group[k] == (k >> sh);
+    if (fits) p.block_shift = sh;
+  }
   p.slot_col.resize(32);
   fill_slots(f->kind, p.slot_col.data());
   p.x_floats = mins ? (p.groups + 7) / 8 * 8 : 0;
@@ -221,6 +230,7 @@ simd::QuantI8DotArgs i8_dot_args(const QuantI8Plan& plan, const float* act, int6
   a.split = plan.split;
   a.pair_floats = plan.pair_floats;
   a.block_byte = plan.byte.data();
+  a.uniform = plan.uniform;
   a.block_group = plan.group.data();
   a.block_start = plan.start.data();
   a.block_len = plan.len.data();
@@ -266,22 +276,34 @@ void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t
       unpacked
           ? rows
           : std::max<int64_t>(0, rows - (kRowPad + std::max<int64_t>(stride, 1) - 1) / std::max<int64_t>(stride, 1));
+  // f16 scales and mins of a weight whose blocks map to groups by a shift are read in place by the
+  // kernel: nothing is decoded per row, so one call takes every packed row up to the tail.
+  const bool half = plan.block_shift >= 0 && q.scale_dtype == DType::kF16;
+  if (half) a.scales_stride = gpr;
+  a.block_shift = plan.block_shift;
+  a.centre = static_cast<float>(plan.format->centre);
   for (int64_t r = r_begin; r < r_end; r += kRowsPerCall) {
     const bool tail = r >= first_tail;
-    const int64_t nr = tail ? 1 : std::min({kRowsPerCall, r_end - r, first_tail - r});
-    quant_decode_params(q, false, r * gpr, nr * gpr, group_scales.data());
-    if (!direct)
-      for (int64_t i = 0; i < nr; ++i) {
-        float* sb = scales.data() + i * sstride;
-        for (int64_t k = 0; k < plan.blocks; ++k) sb[k] = group_scales[i * gpr + plan.group[k]];
-        if (plan.blocks < sstride) sb[plan.blocks] = 0.0f;
-      }
+    const int64_t nr = tail                ? 1
+                       : half && !unpacked ? std::min(r_end, first_tail) - r
+                                           : std::min({kRowsPerCall, r_end - r, first_tail - r});
+    a.half_scales = half ? q.scales.data() + 2 * r * gpr : nullptr;
+    a.half_mins = half && mins ? q.mins.data() + 2 * r * gpr : nullptr;
     a.mins = nullptr;
-    if (mins) {
-      quant_decode_params(q, true, r * gpr, nr * gpr, min_values.data());
-      for (int64_t i = 0; i < nr * gpr; ++i)
-        min_values[i] = i8_centred_min(min_values[i], plan.format->centre, group_scales[i]);
-      a.mins = min_values.data();
+    if (!half) {
+      quant_decode_params(q, false, r * gpr, nr * gpr, group_scales.data());
+      if (!direct)
+        for (int64_t i = 0; i < nr; ++i) {
+          float* sb = scales.data() + i * sstride;
+          for (int64_t k = 0; k < plan.blocks; ++k) sb[k] = group_scales[i * gpr + plan.group[k]];
+          if (plan.blocks < sstride) sb[plan.blocks] = 0.0f;
+        }
+      if (mins) {
+        quant_decode_params(q, true, r * gpr, nr * gpr, min_values.data());
+        for (int64_t i = 0; i < nr * gpr; ++i)
+          min_values[i] = i8_centred_min(min_values[i], plan.format->centre, group_scales[i]);
+        a.mins = min_values.data();
+      }
     }
     const uint8_t* codes = q.codes.data() + r * stride;
     a.codes = codes;

@@ -47,6 +47,8 @@ struct QuantI8Plan {
   const QuantI8Format* format = nullptr;
   std::vector<int32_t> start, len, group, byte;  // per block (2 · pairs): first column, length, group, code byte
   bool consecutive = false;                      // one block per group (group[k] == k)
+  bool uniform = false;                          // QuantI8DotArgs::uniform
+  int block_shift = -1;  // block k is in group k >> block_shift for every k (no phantom), else -1
   std::vector<uint8_t> slot_col;                 // [32]: column offset in its block of A/B slot i (layout order)
   bool split = false;                            // two int8 parts per activation (QuantActivations::kInt8x2)
   int64_t pair_floats = 32;                      // record floats per pair: 32, or 48 when split

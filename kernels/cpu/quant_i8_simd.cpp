@@ -3,6 +3,7 @@
 // with AVX-512VL) and AVX-512 VNNI (dpbusd) use intrinsics, every other target a portable loop.
 #include <cstring>
 
+#include "core/dtype.h"
 #include "kernels/cpu/quant_i8.h"
 #include "kernels/cpu/quant_simd.h"
 
@@ -212,28 +213,277 @@ HWY_INLINE float min_terms(const float* mins, const float* xsum, int64_t groups)
   return s;
 }
 
+// Where a call's f16 scales are: the first group of pair p is (2p) >> shift, and `count` groups
+// (1 or 2 for a pair, 1, 2 or 4 for two pairs) are widened and spread over the blocks' lanes.
+struct HalfScales {
+  int shift = 0;
+  bool pair_two = true;    // a pair's blocks are in two groups (shift 0)
+  __m256i pair_spread;     // group of each lane of a pair's sums
+#if HWY_TARGET != HWY_AVX2
+  __mmask8 quad_mask = 0;  // the groups of two pairs' blocks to load
+  __m512i quad_spread;
+#endif
+  explicit HalfScales(int block_shift) : shift(block_shift > 0 ? block_shift : 0), pair_two(shift == 0) {
+    pair_spread = pair_two ? _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1) : _mm256_setzero_si256();
+#if HWY_TARGET != HWY_AVX2
+    quad_mask = static_cast<__mmask8>(shift == 0 ? 0xF : shift == 1 ? 0x3 : 0x1);
+    quad_spread = shift == 0   ? _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
+                  : shift == 1 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+                               : _mm512_setzero_si512();
+#endif
+  }
+};
+
+// The scales of blocks 2p, 2p+1 over the two 128-bit halves: f32 per block, or f16 per group
+// (widening is exact).
+template <bool kHalf>
+HWY_INLINE __m256 pair_scales(const uint8_t* sc, int64_t p, const HalfScales& h) {
+  if constexpr (kHalf) {
+    int32_t bits = 0;
+    const uint8_t* at = sc + 2 * ((2 * p) >> h.shift);
+    if (h.pair_two)
+      std::memcpy(&bits, at, 4);
+    else
+      std::memcpy(&bits, at, 2);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(bits))), h.pair_spread);
+  } else {
+    return _mm256_permutevar8x32_ps(_mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(sc + 8 * p))),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  }
+}
+
+// Σ_g m'_g · X_g from f16 mins and scales per group, m' = m + centre · s (8 groups per vector).
+HWY_INLINE float half_min_terms(const uint8_t* mins, const uint8_t* scales, float centre, const float* xsum,
+                                int64_t groups) {
+  const __m256 c = _mm256_set1_ps(centre);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= groups; g += 8) {
+    const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + 2 * g)));
+    const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 2 * g)));
+    acc = _mm256_fmadd_ps(_mm256_fmadd_ps(c, s, m), _mm256_loadu_ps(xsum + g), acc);
+  }
+  float sum = hsum(acc);
+  for (; g < groups; ++g) {
+    uint16_t m, s;
+    std::memcpy(&m, mins + 2 * g, 2);
+    std::memcpy(&s, scales + 2 * g, 2);
+    sum = fmadd(fmadd(centre, _cvtsh_ss(s), _cvtsh_ss(m)), xsum[g], sum);
+  }
+  return sum;
+}
+
+#if HWY_TARGET != HWY_AVX2
+// AVX-512: 256-bit half q of a 512-bit vector holds pair p + q in the 256-bit layout above.
+using W = __m512i;
+
+HWY_INLINE W join(V lo, V hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+HWY_INLINE W join_at(const float* lo, const float* hi) {
+  return join(_mm256_loadu_si256(reinterpret_cast<const V*>(lo)), _mm256_loadu_si256(reinterpret_cast<const V*>(hi)));
+}
+
+// A/B slot vectors of pairs p, p+1 of a row, prefetching the bytes `ahead` rows on (as the pair step).
+// kUniform (4-bit codes, QuantI8DotArgs::uniform): the four blocks are the 64 bytes at 32 p.
+template <K kKind, bool kUniform>
+HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_t p, int64_t ahead, W& wa, W& wb) {
+  if constexpr (kUniform) {
+    static_assert(kKind == K::kNibbles);
+    hwy::Prefetch(row + ahead * a.code_stride + 32 * p);
+    const W v = _mm512_loadu_si512(row + 32 * p);
+    const W m = _mm512_set1_epi8(0x0F);
+    wa = _mm512_and_si512(v, m);
+    wb = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+  } else {
+    const int32_t* b = a.block_byte + 2 * p;
+    hwy::Prefetch(row + ahead * a.code_stride + b[0]);
+    hwy::Prefetch(row + ahead * a.code_stride + b[2]);
+    V a0, b0, a1, b1;
+    extract_pair<kKind>(row + b[0], row + b[1], a0, b0);
+    extract_pair<kKind>(row + b[2], row + b[3], a1, b1);
+    wa = join(a0, a1);
+    wb = join(b0, b1);
+  }
+}
+
+// x where s >= 0, -x where s < 0 (sign(x, s) where |s| multiplies the result: s = 0 gives 0 either way).
+HWY_INLINE W apply_sign(W x, W s) { return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(s), _mm512_setzero_si512(), x); }
+
+// acc + the products of dot_pair, for two pairs (int32 lanes 4j..4j+3: block 2p + j).
+template <K kKind, bool kLut>
+HWY_INLINE W dot_quad(W acc, W a, W b, W xa, W xb) {
+  if constexpr (kKind == K::kSigned8 && !kLut) {  // v · x = |v| · sign(x, v); |v| <= 128 fits u8
+    const W flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    const W va = _mm512_xor_si512(a, flip), vb = _mm512_xor_si512(b, flip);
+    xa = apply_sign(xa, va);
+    xb = apply_sign(xb, vb);
+    a = _mm512_abs_epi8(va);
+    b = _mm512_abs_epi8(vb);
+  }
+#if HWY_TARGET == HWY_AVX3_DL
+  return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc, a, xa), b, xb);
+#else
+  const W ones = _mm512_set1_epi16(1);
+  if constexpr (kKind == K::kSigned8 || kKind == K::kBits7 || kLut)  // as dot_pair
+    return _mm512_add_epi32(acc, _mm512_add_epi32(_mm512_madd_epi16(_mm512_maddubs_epi16(a, xa), ones),
+                                                  _mm512_madd_epi16(_mm512_maddubs_epi16(b, xb), ones)));
+  else
+    return _mm512_add_epi32(
+        acc, _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(a, xa), _mm512_maddubs_epi16(b, xb)), ones));
+#endif
+}
+
+// A token's activation vectors for pairs p, p+1 (entries e and e + pair_floats), built once and
+// used by every row of a decode block.
+struct QuadAct {
+  W xa, xb, xa_lo, xb_lo, c;  // int8 parts (lo: split only), C (Quant weights other than kSigned8)
+  __m512 dx;
+};
+template <K kKind, bool kLut, bool kSplit>
+HWY_INLINE QuadAct quad_act(const float* e, int64_t pair_floats) {
+  QuadAct x;
+  x.xa = join_at(e, e + pair_floats);
+  x.xb = join_at(e + 8, e + pair_floats + 8);
+  x.dx = _mm512_castsi512_ps(join_at(e + 16, e + pair_floats + 16));
+  x.c = kKind != K::kSigned8 && !kLut ? join_at(e + 24, e + pair_floats + 24) : _mm512_setzero_si512();
+  if constexpr (kSplit) {
+    x.xa_lo = join_at(e + 32, e + pair_floats + 32);
+    x.xb_lo = join_at(e + 40, e + pair_floats + 40);
+  }
+  return x;
+}
+
+// pair_sums of pairs p, p+1.
+template <K kKind, bool kLut, bool kSplit>
+HWY_INLINE W quad_sums(W ca, W cb, W sa, W sb, const QuadAct& x) {
+  const auto act = [&](W v, W s) {
+    if constexpr (kLut) {
+      return apply_sign(v, s);
+    } else {
+      (void)s;
+      return v;
+    }
+  };
+  if constexpr (kSplit) {
+    const W hi = dot_quad<kKind, kLut>(_mm512_setzero_si512(), ca, cb, act(x.xa, sa), act(x.xb, sb));
+    return dot_quad<kKind, kLut>(_mm512_add_epi32(_mm512_slli_epi32(hi, 8), x.c), ca, cb, act(x.xa_lo, sa),
+                                 act(x.xb_lo, sb));
+  } else {
+    return dot_quad<kKind, kLut>(x.c, ca, cb, act(x.xa, sa), act(x.xb, sb));
+  }
+}
+
+// The scales of blocks 2p..2p+3 (p even), each over four int32 lanes (as pair_scales). The masked
+// load reads no group past the row's last.
+template <bool kHalf>
+HWY_INLINE __m512 quad_scales(const uint8_t* sc, int64_t p, const HalfScales& h) {
+  if constexpr (kHalf) {
+    const __m128i bits = _mm_maskz_loadu_epi16(h.quad_mask, sc + 2 * ((2 * p) >> h.shift));
+    return _mm512_permutexvar_ps(h.quad_spread, _mm512_castps128_ps512(_mm_cvtph_ps(bits)));
+  } else {
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                 _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(sc + 8 * p))));
+  }
+}
+#endif
+
+// Block sums U + C of pair p for one token at record entry e (int32 lanes as dot_pair; exact).
+// kLut: sa, sb the signed values, ca, cb their magnitudes (v · x = |v| · sign(x, v)).
+template <K kKind, bool kLut, bool kSplit>
+HWY_INLINE V pair_sums(V ca, V cb, V sa, V sb, const float* e) {
+  const auto act = [&](int at, V s) {
+    const V x = _mm256_loadu_si256(reinterpret_cast<const V*>(e + at));
+    if constexpr (kLut) {
+      return _mm256_sign_epi8(x, s);
+    } else {
+      (void)s;
+      return x;
+    }
+  };
+  V d = dot_pair<kKind, kLut>(ca, cb, act(0, sa), act(8, sb));
+  if constexpr (kSplit)  // 256 · hi + lo: exact in int32
+    d = _mm256_add_epi32(_mm256_slli_epi32(d, 8), dot_pair<kKind, kLut>(ca, cb, act(32, sa), act(40, sb)));
+  if constexpr (kKind != K::kSigned8 && !kLut)  // palette: offset 0
+    d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 24)));
+  return d;
+}
+
+#if HWY_TARGET == HWY_AVX2
+using Acc = __m256;
+HWY_INLINE Acc acc_zero() { return _mm256_setzero_ps(); }
+HWY_INLINE Acc acc_pair(Acc acc, __m256 u, __m256 s) { return _mm256_fmadd_ps(u, s, acc); }
+HWY_INLINE float acc_sum(Acc acc) { return hsum(acc); }
+#else
+// AVX-512: pairs p, p+1 at once (quad_sums); a last odd pair goes to the low half.
+using Acc = __m512;
+HWY_INLINE Acc acc_zero() { return _mm512_setzero_ps(); }
+HWY_INLINE Acc acc_pair(Acc acc, __m256 u, __m256 s) {
+  return _mm512_mask3_fmadd_ps(_mm512_castps256_ps512(u), _mm512_castps256_ps512(s), acc, 0xFF);
+}
+HWY_INLINE float acc_sum(Acc acc) {
+  return hsum(_mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1)));
+}
+#endif
+
 // R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
 // The small loops are unrolled so the accumulators live in registers.
-template <K kKind, bool kLut, bool kSplit, int R, int T>
+template <K kKind, bool kLut, bool kSplit, bool kHalf, bool kUniform, int R, int T>
 HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
-  __m256 acc[R][T];
+  Acc acc[R][T];
   const float* rec[T];
   const uint8_t* row[R];
-  const float* sc[R];
-  V lut[R];  // kLut: the row's table in both 128-bit lanes
+  const uint8_t* sc[R];  // the row's scales: f32, or f16 (kHalf)
+  V lut[R];              // kLut: the row's table in both 128-bit lanes
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) rec[t] = a.act + (t0 + t) * a.act_stride + a.x_floats;
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     row[r] = a.codes + (r0 + r) * a.code_stride;
-    sc[r] = a.scales + (r0 + r) * a.scales_stride;
+    sc[r] = kHalf ? a.half_scales + 2 * (r0 + r) * a.scales_stride
+                  : reinterpret_cast<const uint8_t*>(a.scales + (r0 + r) * a.scales_stride);
     if constexpr (kLut)
       lut[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.lut + (r0 + r) * 16)));
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[r][t] = acc_zero();
   }
-  const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  for (int64_t p = 0; p < a.pairs; ++p) {
+  constexpr int64_t kPairFloats = kSplit ? 48 : 32;
+  const HalfScales hs(a.block_shift);
+  int64_t p = 0;
+#if HWY_TARGET != HWY_AVX2
+  for (; p + 2 <= a.pairs; p += 2) {
+    // Decode blocks (R > 1, T == 1) build the token's vectors once for all rows.
+    static_assert(R == 1 || T == 1);
+    QuadAct shared{};
+    if constexpr (R > 1) shared = quad_act<kKind, kLut, kSplit>(rec[0] + p * kPairFloats, kPairFloats);
+    const auto act_of = [&](int t) {
+      if constexpr (R > 1) {
+        (void)t;
+        return shared;
+      } else {
+        return quad_act<kKind, kLut, kSplit>(rec[t] + p * kPairFloats, kPairFloats);
+      }
+    };
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      W ca, cb, sa, sb;
+      extract_quad<kKind, kUniform>(a, row[r], p, 2 * R, ca, cb);
+      if constexpr (kLut) {
+        const W lut4 = _mm512_broadcast_i64x4(lut[r]);
+        sa = _mm512_shuffle_epi8(lut4, ca);
+        sb = _mm512_shuffle_epi8(lut4, cb);
+        ca = _mm512_abs_epi8(sa);
+        cb = _mm512_abs_epi8(sb);
+      }
+      const __m512 s = quad_scales<kHalf>(sc[r], p, hs);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const QuadAct x = act_of(t);
+        const W d = quad_sums<kKind, kLut, kSplit>(ca, cb, sa, sb, x);
+        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s, x.dx), acc[r][t]);
+      }
+    }
+  }
+#endif
+  for (; p < a.pairs; ++p) {
     const int32_t b0 = a.block_byte[2 * p], b1 = a.block_byte[2 * p + 1];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
@@ -250,28 +500,12 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
         ca = _mm256_abs_epi8(sa);
         cb = _mm256_abs_epi8(sb);
       }
-      // scales of blocks 2p, 2p+1 spread over the two halves
-      const __m256 s = _mm256_permutevar8x32_ps(
-          _mm256_castpd_ps(_mm256_broadcast_sd(reinterpret_cast<const double*>(sc[r] + 2 * p))), spread);
+      const __m256 s = pair_scales<kHalf>(sc[r], p, hs);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
-        const float* e = rec[t] + p * (kSplit ? 48 : 32);
-        // kLut: v · x = |v| · sign(x, v)
-        const auto act = [&](int at, V s) {
-          const V x = _mm256_loadu_si256(reinterpret_cast<const V*>(e + at));
-          if constexpr (kLut) {
-            return _mm256_sign_epi8(x, s);
-          } else {
-            (void)s;
-            return x;
-          }
-        };
-        V d = dot_pair<kKind, kLut>(ca, cb, act(0, sa), act(8, sb));
-        if constexpr (kSplit)  // 256 · hi + lo: exact in int32
-          d = _mm256_add_epi32(_mm256_slli_epi32(d, 8), dot_pair<kKind, kLut>(ca, cb, act(32, sa), act(40, sb)));
-        if constexpr (kKind != K::kSigned8 && !kLut)  // palette: offset 0
-          d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 24)));
-        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16)), acc[r][t]);
+        const float* e = rec[t] + p * kPairFloats;
+        const V d = pair_sums<kKind, kLut, kSplit>(ca, cb, sa, sb, e);
+        acc[r][t] = acc_pair(acc[r][t], _mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16)));
       }
     }
   }
@@ -279,34 +513,49 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
-      float v = hsum(acc[r][t]);
-      if (a.mins != nullptr)
-        v += min_terms(a.mins + (r0 + r) * a.mins_stride, a.act + (t0 + t) * a.act_stride, a.groups);
+      float v = acc_sum(acc[r][t]);
+      const float* xsum = a.act + (t0 + t) * a.act_stride;
+      if (kHalf && a.half_mins != nullptr)
+        v += half_min_terms(a.half_mins + 2 * (r0 + r) * a.groups, sc[r], a.centre, xsum, a.groups);
+      else if (a.mins != nullptr)
+        v += min_terms(a.mins + (r0 + r) * a.mins_stride, xsum, a.groups);
       a.y[(t0 + t) * a.y_stride + r0 + r] = v;
     }
 }
 
 // Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
-template <K kKind, bool kLut, bool kSplit>
+template <K kKind, bool kLut, bool kSplit, bool kHalf, bool kUniform>
 void i8_shapes(const QuantI8DotArgs& a) {
   if (a.n == 1) {
     int64_t r = 0;
-    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, 4, 1>(a, r, 0);
-    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, 1, 1>(a, r, 0);
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 4, 1>(a, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 1>(a, r, 0);
     return;
   }
   for (int64_t r = 0; r < a.rows; ++r) {
     int64_t t = 0;
-    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, 1, 4>(a, r, t);
-    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, 1, 1>(a, r, t);
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 4>(a, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 1>(a, r, t);
+  }
+}
+template <K kKind, bool kLut, bool kSplit>
+void i8_scales(const QuantI8DotArgs& a) {
+  if constexpr (kLut) {
+    i8_shapes<kKind, kLut, kSplit, false, false>(a);
+  } else if (a.half_scales == nullptr) {
+    i8_shapes<kKind, kLut, kSplit, false, false>(a);
+  } else if constexpr (kKind == K::kNibbles && HWY_TARGET != HWY_AVX2) {  // the common 4-bit layout
+    a.uniform ? i8_shapes<kKind, kLut, kSplit, true, true>(a) : i8_shapes<kKind, kLut, kSplit, true, false>(a);
+  } else {
+    i8_shapes<kKind, kLut, kSplit, true, false>(a);
   }
 }
 template <K kKind, bool kLut = false>
 void i8_all(const QuantI8DotArgs& a) {
   if (a.split)
-    i8_shapes<kKind, kLut, true>(a);
+    i8_scales<kKind, kLut, true>(a);
   else
-    i8_shapes<kKind, kLut, false>(a);
+    i8_scales<kKind, kLut, false>(a);
 }
 // Palette weights: the extractors of 4-, 3-, 2- and 1-bit codes read the indices in place.
 void i8_palette(const QuantI8DotArgs& a) {
@@ -434,7 +683,19 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
   for (int64_t r = 0; r < a.rows; ++r) {
     const uint8_t* row = a.codes + r * a.code_stride;
     const uint8_t* lut = a.lut != nullptr ? a.lut + 16 * r : nullptr;
-    const float* sc = a.scales + r * a.scales_stride;
+    const auto half = [&](const uint8_t* base, int64_t g) {
+      uint16_t h;
+      std::memcpy(&h, base + 2 * (r * a.groups + g), 2);
+      return f16_to_f32(h);
+    };
+    const auto scale = [&](int64_t k) {
+      return a.half_scales != nullptr ? half(a.half_scales, k >> a.block_shift) : a.scales[r * a.scales_stride + k];
+    };
+    const bool mins = a.mins != nullptr || a.half_mins != nullptr;
+    const auto min_value = [&](int64_t g) {
+      return a.half_mins != nullptr ? fmadd(a.centre, half(a.half_scales, g), half(a.half_mins, g))
+                                    : a.mins[r * a.mins_stride + g];
+    };
     for (int64_t t = 0; t < a.n; ++t) {
       const float* rec = a.act + t * a.act_stride;
       float acc = 0.0f;
@@ -453,11 +714,11 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
         int32_t c;
         std::memcpy(&c, e + 24 + 4 * h, 4);
         if (a.kind != K::kSigned8) u += c;
-        acc = fmadd(static_cast<float>(u), sc[k] * e[16 + 4 * h], acc);
+        acc = fmadd(static_cast<float>(u), scale(k) * e[16 + 4 * h], acc);
       }
-      if (a.mins != nullptr) {
+      if (mins) {
         float m = 0.0f;
-        for (int64_t g = 0; g < a.groups; ++g) m = fmadd(a.mins[r * a.mins_stride + g], rec[g], m);
+        for (int64_t g = 0; g < a.groups; ++g) m = fmadd(min_value(g), rec[g], m);
         acc += m;
       }
       a.y[t * a.y_stride + r] = acc;

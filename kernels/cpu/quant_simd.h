@@ -82,6 +82,7 @@ struct QuantI8DotArgs {
   const uint8_t* lut;
   int64_t rows;
   const int32_t* block_byte;   // [2 * pairs]
+  bool uniform;                // every block is 32 columns long and block k starts at byte k · 4 · bits
   const int32_t* block_group;  // [2 * pairs] (portable kernel)
   const int32_t* block_start;  // [2 * pairs] first column (the portable kernel reads codes by column)
   const int32_t* block_len;    // [2 * pairs]
@@ -92,6 +93,13 @@ struct QuantI8DotArgs {
   const float* mins;  // [rows, mins_stride] per group: centred mins m', or null
   int64_t mins_stride;
   int64_t groups;
+  // Quant weights whose block k belongs to group k >> block_shift may instead give the stored f16
+  // scales and mins per group ([rows, groups], 2 bytes each, no alignment): the kernel widens them
+  // (exact) and centres the mins itself (m + centre · s). scales and mins are then not read.
+  const uint8_t* half_scales;
+  const uint8_t* half_mins;  // or null (no mins)
+  int block_shift;
+  float centre;
   const float* act;
   int64_t act_stride;
   int64_t x_floats;

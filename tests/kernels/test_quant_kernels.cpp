@@ -247,7 +247,8 @@ TEST_CASE("Quant kernels match the references for every scheme, width, packing, 
   struct ShapeCase {
     int64_t rows, cols;
   };
-  const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}};
+  // 640 columns: 2 (group 64) and 4 (group 128) whole blocks per group, an odd number of pairs.
+  const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}, {6, 640}};
   // Whole row, multiples of 32, multiples of 8 (int8 blocks cut at group ends), 5 (f32 path).
   const int64_t kGroups[] = {0, 32, 64, 128, 24, 40, 5};
   const DType kScaleDtypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kU8};
