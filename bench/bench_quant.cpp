@@ -6,6 +6,7 @@
 // usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
 //                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2)
+//                    [--simd AVX2|AVX3|...]  (that SIMD target and worse ones only)
 #include <time.h>
 
 #include <algorithm>
@@ -218,7 +219,16 @@ int main(int argc, char** argv) {
       kernel_only = true;
     else if (a == "--membw-mib")
       membw_mib = std::stoll(next());
-    else if (a == "--activations") {
+    else if (a == "--simd") {
+      const std::string name = next();
+      bool found = false;
+      for (int64_t t : kernels::simd_targets())
+        if (kernels::simd_target_name(t) == name) kernels::force_simd_target(t), found = true;
+      if (!found) {
+        std::fprintf(stderr, "unknown or unsupported simd target '%s'\n", name.c_str());
+        return 2;
+      }
+    } else if (a == "--activations") {
       const std::string m = next();
       kernels::set_quant_activations(m == "f32"           ? kernels::QuantActivations::kF32
                                      : m == "f32-decoded" ? kernels::QuantActivations::kF32Decoded

@@ -283,16 +283,37 @@ HWY_INLINE W join_at(const float* lo, const float* hi) {
 }
 
 // A/B slot vectors of pairs p, p+1 of a row, prefetching the bytes `ahead` rows on (as the pair step).
-// kUniform (4-bit codes, QuantI8DotArgs::uniform): the four blocks are the 64 bytes at 32 p.
+// kUniform (QuantI8DotArgs::uniform; 4-, 2- and 1-bit codes): the four blocks are the 16 · bits
+// bytes at 8 · bits · p, extracted in 512-bit vectors as extract_pair does per pair.
 template <K kKind, bool kUniform>
 HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_t p, int64_t ahead, W& wa, W& wb) {
   if constexpr (kUniform) {
-    static_assert(kKind == K::kNibbles);
-    hwy::Prefetch(row + ahead * a.code_stride + 32 * p);
-    const W v = _mm512_loadu_si512(row + 32 * p);
-    const W m = _mm512_set1_epi8(0x0F);
-    wa = _mm512_and_si512(v, m);
-    wb = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+    constexpr int kBits = kind_bits(kKind);
+    const uint8_t* at = row + 8 * kBits * p;
+    hwy::Prefetch(at + ahead * a.code_stride);
+    if constexpr (kKind == K::kNibbles) {
+      const W v = _mm512_loadu_si512(at);
+      const W m = _mm512_set1_epi8(0x0F);
+      wa = _mm512_and_si512(v, m);
+      wb = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+    } else if constexpr (kKind == K::kCrumbs) {  // 64-bit lanes q0 q0 q1 q1 q2 q2 q3 q3
+      const W w = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 0, 1, 1, 2, 2, 3, 3),
+                                           _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const V*>(at))));
+      const W m = _mm512_set1_epi8(3);
+      wa = _mm512_and_si512(_mm512_srlv_epi64(w, _mm512_setr_epi64(0, 2, 0, 2, 0, 2, 0, 2)), m);
+      wb = _mm512_and_si512(_mm512_srlv_epi64(w, _mm512_setr_epi64(4, 6, 4, 6, 4, 6, 4, 6)), m);
+    } else {
+      static_assert(kKind == K::kBits1);  // 128-bit lane j: the 4 bytes of block 2p + j, repeated
+      const W v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                           _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at))));
+      const W bit = _mm512_set1_epi64(0x8040201008040201LL);
+      const W two = _mm512_set1_epi8(2);
+      const W sa = _mm512_broadcast_i64x4(_mm256_setr_epi64x(0, 0x0101010101010101LL, 0, 0x0101010101010101LL));
+      const W sb = _mm512_broadcast_i64x4(
+          _mm256_setr_epi64x(0x0202020202020202LL, 0x0303030303030303LL, 0x0202020202020202LL, 0x0303030303030303LL));
+      wa = _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(_mm512_shuffle_epi8(v, sa), bit), two);
+      wb = _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(_mm512_shuffle_epi8(v, sb), bit), two);
+    }
   } else {
     const int32_t* b = a.block_byte + 2 * p;
     hwy::Prefetch(row + ahead * a.code_stride + b[0]);
@@ -538,17 +559,23 @@ void i8_shapes(const QuantI8DotArgs& a) {
     for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 1>(a, r, t);
   }
 }
+// 4-, 2- and 1-bit codes in the common layout (QuantI8DotArgs::uniform) take the 512-bit extractors.
+template <K kKind, bool kLut, bool kSplit, bool kHalf>
+void i8_layout(const QuantI8DotArgs& a) {
+  constexpr bool kWide = kKind == K::kNibbles || kKind == K::kCrumbs || kKind == K::kBits1;
+  if constexpr (kWide && HWY_TARGET != HWY_AVX2) {
+    if (a.uniform) return i8_shapes<kKind, kLut, kSplit, kHalf, true>(a);
+  }
+  i8_shapes<kKind, kLut, kSplit, kHalf, false>(a);
+}
 template <K kKind, bool kLut, bool kSplit>
 void i8_scales(const QuantI8DotArgs& a) {
-  if constexpr (kLut) {
-    i8_shapes<kKind, kLut, kSplit, false, false>(a);
-  } else if (a.half_scales == nullptr) {
-    i8_shapes<kKind, kLut, kSplit, false, false>(a);
-  } else if constexpr (kKind == K::kNibbles && HWY_TARGET != HWY_AVX2) {  // the common 4-bit layout
-    a.uniform ? i8_shapes<kKind, kLut, kSplit, true, true>(a) : i8_shapes<kKind, kLut, kSplit, true, false>(a);
-  } else {
-    i8_shapes<kKind, kLut, kSplit, true, false>(a);
-  }
+  if constexpr (kLut)  // palette weights: f32 scales
+    i8_layout<kKind, kLut, kSplit, false>(a);
+  else if (a.half_scales == nullptr)
+    i8_layout<kKind, kLut, kSplit, false>(a);
+  else
+    i8_layout<kKind, kLut, kSplit, true>(a);
 }
 template <K kKind, bool kLut = false>
 void i8_all(const QuantI8DotArgs& a) {

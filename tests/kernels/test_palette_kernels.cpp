@@ -275,7 +275,8 @@ TEST_CASE("Palette kernels, integer-grid codebooks: int8 activations within the 
   struct ShapeCase {
     int64_t rows, cols;
   };
-  const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}, {7, 16}, {6, 33}, {2, 5}, {9, 64}, {5, 1031}};
+  // 192 columns: one step of two pairs and one single pair in the 512-bit kernels.
+  const ShapeCase kShapes[] = {{13, 172}, {3, 67}, {5, 18}, {7, 16}, {6, 33}, {2, 5}, {9, 64}, {6, 192}, {5, 1031}};
   uint32_t seed = 200;
   int64_t off_rows = 0;
   test::for_each_target([&] {
