@@ -282,9 +282,61 @@ HWY_INLINE W join_at(const float* lo, const float* hi) {
   return join(_mm256_loadu_si256(reinterpret_cast<const V*>(lo)), _mm256_loadu_si256(reinterpret_cast<const V*>(hi)));
 }
 
+#if HWY_TARGET == HWY_AVX3_DL
+// VBMI tables of the 3/5/6/7-bit extractor for two pairs in the common layout (block j of the four
+// at byte 4 · kBits · j): byte indices into the 16 · kBits bytes of the windows of bits_block, for
+// 128-bit lane j = block j, A (octets 0, 1: columns 0..15) and B (octets 2, 3). A code aligned on a
+// byte takes the byte before it as the low byte of its window (shifted out); block 0's first code
+// any byte (index 0).
+template <int kBits>
+struct QuadBitsTables {
+  alignas(64) uint8_t a_first[64], a_second[64], b_first[64], b_second[64];
+  alignas(64) uint16_t mul[32];
+  constexpr QuadBitsTables() : a_first(), a_second(), b_first(), b_second(), mul() {
+    for (int j = 0; j < 4; ++j)
+      for (int i = 0; i < 8; ++i) {
+        const int o = kBits * i;
+        const int w = o % 8 == 0 ? o / 8 - 1 : o / 8;
+        const int k = 16 * j + 2 * i;
+        const auto at = [&](int octet, int byte) {
+          const int b = 4 * kBits * j + kBits * octet + byte;
+          return static_cast<uint8_t>(b < 0 ? 0 : b);
+        };
+        a_first[k] = at(0, w), a_first[k + 1] = at(0, w + 1);
+        a_second[k] = at(1, w), a_second[k + 1] = at(1, w + 1);
+        b_first[k] = at(2, w), b_first[k + 1] = at(2, w + 1);
+        b_second[k] = at(3, w), b_second[k + 1] = at(3, w + 1);
+        mul[8 * j + i] = static_cast<uint16_t>(1u << (16 - (o - 8 * w)));
+      }
+  }
+};
+
+// The A and B vectors of the four blocks at `at` (reads their 16 · kBits bytes, no more).
+template <int kBits>
+HWY_INLINE void bits_quad(const uint8_t* at, W& wa, W& wb) {
+  static constexpr QuadBitsTables<kBits> kT{};
+  constexpr int kBytes = 16 * kBits;
+  constexpr __mmask64 kLo = kBytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << kBytes) - 1;
+  constexpr __mmask64 kHi = kBytes <= 64 ? 0 : (__mmask64{1} << (kBytes - 64)) - 1;
+  const W lo = _mm512_maskz_loadu_epi8(kLo, at);
+  const W hi = kHi == 0 ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi8(kHi, at + 64);
+  const W mask = _mm512_set1_epi16(static_cast<int16_t>((1 << kBits) - 1));
+  const W mul = _mm512_load_si512(kT.mul);
+  const auto codes = [&](const uint8_t* first, const uint8_t* second) {
+    const W s1 = _mm512_permutex2var_epi8(lo, _mm512_load_si512(first), hi);
+    const W s2 = _mm512_permutex2var_epi8(lo, _mm512_load_si512(second), hi);
+    return _mm512_packus_epi16(_mm512_and_si512(_mm512_mulhi_epu16(s1, mul), mask),
+                               _mm512_and_si512(_mm512_mulhi_epu16(s2, mul), mask));
+  };
+  wa = codes(kT.a_first, kT.a_second);
+  wb = codes(kT.b_first, kT.b_second);
+}
+#endif
+
 // A/B slot vectors of pairs p, p+1 of a row, prefetching the bytes `ahead` rows on (as the pair step).
-// kUniform (QuantI8DotArgs::uniform; 4-, 2- and 1-bit codes): the four blocks are the 16 · bits
-// bytes at 8 · bits · p, extracted in 512-bit vectors as extract_pair does per pair.
+// kUniform (QuantI8DotArgs::uniform; 4-, 2- and 1-bit codes, on AVX3_DL also 3/5/6/7-bit): the four
+// blocks are the 16 · bits bytes at 8 · bits · p, extracted in 512-bit vectors as extract_pair does
+// per pair.
 template <K kKind, bool kUniform>
 HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_t p, int64_t ahead, W& wa, W& wb) {
   if constexpr (kUniform) {
@@ -302,8 +354,11 @@ HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_
       const W m = _mm512_set1_epi8(3);
       wa = _mm512_and_si512(_mm512_srlv_epi64(w, _mm512_setr_epi64(0, 2, 0, 2, 0, 2, 0, 2)), m);
       wb = _mm512_and_si512(_mm512_srlv_epi64(w, _mm512_setr_epi64(4, 6, 4, 6, 4, 6, 4, 6)), m);
-    } else {
-      static_assert(kKind == K::kBits1);  // 128-bit lane j: the 4 bytes of block 2p + j, repeated
+    } else if constexpr (kKind != K::kBits1) {
+#if HWY_TARGET == HWY_AVX3_DL
+      bits_quad<kBits>(at, wa, wb);
+#endif
+    } else {  // 128-bit lane j: the 4 bytes of block 2p + j, repeated
       const W v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                                            _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at))));
       const W bit = _mm512_set1_epi64(0x8040201008040201LL);
@@ -559,10 +614,12 @@ void i8_shapes(const QuantI8DotArgs& a) {
     for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 1>(a, r, t);
   }
 }
-// 4-, 2- and 1-bit codes in the common layout (QuantI8DotArgs::uniform) take the 512-bit extractors.
+// Codes in the common layout (QuantI8DotArgs::uniform) take the 512-bit extractors where there are.
 template <K kKind, bool kLut, bool kSplit, bool kHalf>
 void i8_layout(const QuantI8DotArgs& a) {
-  constexpr bool kWide = kKind == K::kNibbles || kKind == K::kCrumbs || kKind == K::kBits1;
+  constexpr bool kOdd = kKind == K::kBits3 || kKind == K::kBits5 || kKind == K::kBits6 || kKind == K::kBits7;
+  constexpr bool kWide =
+      kKind == K::kNibbles || kKind == K::kCrumbs || kKind == K::kBits1 || (kOdd && HWY_TARGET == HWY_AVX3_DL);
   if constexpr (kWide && HWY_TARGET != HWY_AVX2) {
     if (a.uniform) return i8_shapes<kKind, kLut, kSplit, kHalf, true>(a);
   }
