@@ -48,12 +48,12 @@ struct QuantI8Plan {
   std::vector<int32_t> start, len, group, byte;  // per block (2 · pairs): first column, length, group, code byte
   bool consecutive = false;                      // one block per group (group[k] == k)
   bool uniform = false;                          // QuantI8DotArgs::uniform
-  int block_shift = -1;  // block k is in group k >> block_shift for every k (no phantom), else -1
-  std::vector<uint8_t> slot_col;                 // [32]: column offset in its block of A/B slot i (layout order)
-  bool split = false;                            // two int8 parts per activation (QuantActivations::kInt8x2)
-  int64_t pair_floats = 32;                      // record floats per pair: 32, or 48 when split
-  int64_t x_floats = 0;                          // group sums X_g at the head of a record (0 without mins; padded to 8)
-  int64_t record_floats = 0;                     // floats per token: x_floats + pair_floats · pairs
+  int block_shift = -1;           // block k is in group k >> block_shift for every k (no phantom), else -1
+  std::vector<uint8_t> slot_col;  // [32]: column offset in its block of A/B slot i (layout order)
+  bool split = false;             // two int8 parts per activation (QuantActivations::kInt8x2)
+  int64_t pair_floats = 32;       // record floats per pair: 32, or 48 when split
+  int64_t x_floats = 0;           // group sums X_g at the head of a record (0 without mins; padded to 8)
+  int64_t record_floats = 0;      // floats per token: x_floats + pair_floats · pairs
 };
 // Thread-local cached plan for this weight (recomputed when the shape or format changes).
 const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols);

@@ -217,8 +217,8 @@ HWY_INLINE float min_terms(const float* mins, const float* xsum, int64_t groups)
 // (1 or 2 for a pair, 1, 2 or 4 for two pairs) are widened and spread over the blocks' lanes.
 struct HalfScales {
   int shift = 0;
-  bool pair_two = true;    // a pair's blocks are in two groups (shift 0)
-  __m256i pair_spread;     // group of each lane of a pair's sums
+  bool pair_two = true;  // a pair's blocks are in two groups (shift 0)
+  __m256i pair_spread;   // group of each lane of a pair's sums
 #if HWY_TARGET != HWY_AVX2
   __mmask8 quad_mask = 0;  // the groups of two pairs' blocks to load
   __m512i quad_spread;
@@ -359,8 +359,9 @@ HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_
       bits_quad<kBits>(at, wa, wb);
 #endif
     } else {  // 128-bit lane j: the 4 bytes of block 2p + j, repeated
-      const W v = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                                           _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at))));
+      const W v =
+          _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                   _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at))));
       const W bit = _mm512_set1_epi64(0x8040201008040201LL);
       const W two = _mm512_set1_epi8(2);
       const W sa = _mm512_broadcast_i64x4(_mm256_setr_epi64x(0, 0x0101010101010101LL, 0, 0x0101010101010101LL));
