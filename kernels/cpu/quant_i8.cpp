@@ -89,7 +89,6 @@ void build_plan(int64_t cols, int64_t groups, int64_t glen, int code_bits, bool 
     }
   }
   p.blocks = static_cast<int64_t>(p.start.size());
-  p.consecutive = p.blocks == p.groups;
   if (p.blocks % 2) {  // phantom block: zero activations, codes of the block before it
     p.start.push_back(p.start.back());
     p.len.push_back(0);
@@ -257,7 +256,7 @@ void quant_rows_i8(const Tensor& w, const float* act, int64_t t_begin, int64_t t
   thread_local std::vector<uint8_t> buffer;  // unpacked rows, or the padded copy of a tensor's last row
   // Per row: the scale of every block (phantom: 0, it multiplies zero activations) and the
   // centred min of every group. One block per group and no phantom: the group scales as decoded.
-  const bool direct = plan.consecutive && plan.blocks == 2 * plan.pairs;
+  const bool direct = plan.block_shift == 0;
   const int64_t sstride = direct ? gpr : 2 * plan.pairs;
   scales.resize(static_cast<size_t>(kRowsPerCall * sstride));
   group_scales.resize(static_cast<size_t>(kRowsPerCall * gpr));

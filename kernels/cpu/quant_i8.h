@@ -46,7 +46,6 @@ struct QuantI8Plan {
   int64_t cols = 0, glen = 0, groups = 0, blocks = 0, pairs = 0;
   const QuantI8Format* format = nullptr;
   std::vector<int32_t> start, len, group, byte;  // per block (2 · pairs): first column, length, group, code byte
-  bool consecutive = false;                      // one block per group (group[k] == k)
   bool uniform = false;                          // QuantI8DotArgs::uniform
   int block_shift = -1;           // block k is in group k >> block_shift for every k (no phantom), else -1
   std::vector<uint8_t> slot_col;  // [32]: column offset in its block of A/B slot i (layout order)
