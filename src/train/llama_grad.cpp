@@ -1,0 +1,355 @@
+// Forward and backward pass of the Llama family on f32 weights (train/llama_grad.h).
+// Eigen's own OpenMP GEMM is off: its blocking depends on the thread count, and training results
+// must not. Callers run sequences on separate threads instead.
+#define EIGEN_DONT_PARALLELIZE
+#include "train/llama_grad.h"
+
+#include <cmath>
+
+#include <Eigen/Dense>
+
+#include "kernels/cpu/kernels.h"
+#include "model/arch.h"
+
+namespace llmc {
+
+using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapM = Eigen::Map<Mat>;
+using CMapM = Eigen::Map<const Mat>;
+using Stride = Eigen::OuterStride<>;
+using SMapM = Eigen::Map<Mat, 0, Stride>;
+using CSMapM = Eigen::Map<const Mat, 0, Stride>;
+
+// ---- LlamaParams ----
+
+Result<LlamaParams> LlamaParams::from_model(const Model& model) {
+  LLMC_TRY(validate_model(model));
+  if (model.config.norm != NormKind::kRmsNorm)
+    return make_error(ErrorCode::kUnsupported, "training: only RMSNorm models are supported");
+  if (model.config.activation != Activation::kSilu)
+    return make_error(ErrorCode::kUnsupported, "training: only SiLU-gated (SwiGLU) FFNs are supported");
+  LlamaParams p;
+  p.config_ = model.config;
+  for (const TensorSpec& spec : expected_tensors(model.config)) {
+    p.index_[spec.name] = p.names_.size();
+    p.names_.push_back(spec.name);
+    p.values_.push_back(model.get(spec.name).to_f32());
+  }
+  return p;
+}
+
+LlamaParams LlamaParams::zeros_like() const {
+  LlamaParams z;
+  z.config_ = config_;
+  z.names_ = names_;
+  z.index_ = index_;
+  z.values_.reserve(values_.size());
+  for (const auto& v : values_) z.values_.emplace_back(v.size(), 0.0f);
+  return z;
+}
+
+int64_t LlamaParams::index(const std::string& name) const {
+  const auto it = index_.find(name);
+  return it == index_.end() ? -1 : static_cast<int64_t>(it->second);
+}
+
+void LlamaParams::add(const LlamaParams& other) {
+  for (size_t i = 0; i < values_.size(); ++i)
+    for (size_t j = 0; j < values_[i].size(); ++j) values_[i][j] += other.values_[i][j];
+}
+
+void LlamaParams::fill_zero() {
+  for (auto& v : values_) std::fill(v.begin(), v.end(), 0.0f);
+}
+
+// ---- tape ----
+
+struct LayerTape {
+  int64_t heads = 0, kv_heads = 0, hidden = 0;
+  std::vector<float> x_in, r1, h1, q, k, v, probs, att, x_mid, r2, h2, a, b, m;
+};
+
+struct LlamaTape {
+  int64_t n = 0;
+  std::vector<int32_t> tokens;
+  std::vector<LayerTape> layers;
+  std::vector<float> x_last, rf, hf;
+  std::vector<float> cos, sin;  // [n, head_dim / 2]
+};
+
+namespace {
+
+// out = x r g per row, r[t] = 1 / sqrt(mean(x²) + eps) (sum of squares in double, as the runtime).
+void rms_forward(const float* x, const float* g, int64_t n, int64_t d, float eps, float* r, float* out) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * d;
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xt[i]) * xt[i];
+    r[t] = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+    for (int64_t i = 0; i < d; ++i) out[t * d + i] = xt[i] * r[t] * g[i];
+  }
+}
+
+// dx += d(out)/dx · dout, dg += d(out)/dg · dout.
+void rms_backward(const float* x, const float* g, const float* r, const float* dout, int64_t n, int64_t d, float* dx,
+                  float* dg) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * d;
+    const float* dt = dout + t * d;
+    double dot = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      dot += static_cast<double>(g[i]) * dt[i] * xt[i];
+      dg[i] += dt[i] * xt[i] * r[t];
+    }
+    const float k = static_cast<float>(dot * r[t] * r[t] * r[t] / static_cast<double>(d));
+    for (int64_t i = 0; i < d; ++i) dx[t * d + i] += g[i] * dt[i] * r[t] - k * xt[i];
+  }
+}
+
+void pair_index(RopeStyle style, int64_t head_dim, int64_t i, int64_t* a, int64_t* b) {
+  if (style == RopeStyle::kInterleaved) {
+    *a = 2 * i;
+    *b = 2 * i + 1;
+  } else {
+    *a = i;
+    *b = i + head_dim / 2;
+  }
+}
+
+// Rotates heads of x [n, heads * hd] in place; inverse = rotate by the negative angle (backward).
+void rope_rows(float* x, int64_t n, int64_t heads, int64_t hd, const std::vector<float>& cos,
+               const std::vector<float>& sin, RopeStyle style, bool inverse) {
+  const int64_t half = hd / 2;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * hd;
+      for (int64_t i = 0; i < half; ++i) {
+        int64_t a, b;
+        pair_index(style, hd, i, &a, &b);
+        const float c = cos[t * half + i], s = inverse ? -sin[t * half + i] : sin[t * half + i];
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+      }
+    }
+}
+
+// Y [n, rows] = X [n, cols] · Wᵀ (+ bias).
+void linear(const float* x, const std::vector<float>& w, int64_t n, int64_t cols, int64_t rows, float* y) {
+  MapM(y, n, rows).noalias() = CMapM(x, n, cols) * CMapM(w.data(), rows, cols).transpose();
+}
+
+// dX [n, cols] += dY · W;  dW [rows, cols] += dYᵀ · X.
+void linear_backward(const float* x, const std::vector<float>& w, const float* dy, int64_t n, int64_t cols,
+                     int64_t rows, float* dx, std::vector<float>& dw) {
+  CMapM dym(dy, n, rows);
+  MapM(dx, n, cols).noalias() += dym * CMapM(w.data(), rows, cols);
+  MapM(dw.data(), rows, cols).noalias() += dym.transpose() * CMapM(x, n, cols);
+}
+
+float silu(float a) { return a / (1.0f + std::exp(-a)); }
+
+}  // namespace
+
+LlamaGrad::LlamaGrad(const ModelConfig& config)
+    : c_(config),
+      inv_freq_(kernels::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)),
+      tape_(new LlamaTape) {}
+
+LlamaGrad::~LlamaGrad() { delete tape_; }
+
+Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> tokens, float* logits, bool keep) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), d = c_.dim, hd = c_.head_dim, V = c_.vocab_size;
+  for (int32_t id : tokens)
+    if (id < 0 || id >= V)
+      return make_error(ErrorCode::kInvalidArgument, "token id ", id, " is outside the vocabulary");
+  LlamaTape& tp = *tape_;
+  tp.n = n;
+  tp.tokens.assign(tokens.begin(), tokens.end());
+  const int64_t half = hd / 2;
+  tp.cos.resize(n * half);
+  tp.sin.resize(n * half);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(t) * inv_freq_[i];
+      tp.cos[t * half + i] = static_cast<float>(std::cos(angle));
+      tp.sin[t * half + i] = static_cast<float>(std::sin(angle));
+    }
+  const std::vector<float>& embd = p.get("token_embd.weight");
+  std::vector<float> x(n * d);
+  for (int64_t t = 0; t < n; ++t) std::copy_n(&embd[tokens[t] * d], d, &x[t * d]);
+  tp.layers.resize(c_.n_layers);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  LayerTape scratch;
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    LayerTape& L = keep ? tp.layers[l] : scratch;
+    auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
+    L.heads = c_.heads(l);
+    L.kv_heads = c_.kv_heads(l);
+    L.hidden = c_.hidden(l);
+    const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd, F = L.hidden;
+    L.x_in = x;
+    L.r1.resize(n);
+    L.h1.resize(n * d);
+    rms_forward(x.data(), w("attn_norm.weight").data(), n, d, c_.norm_eps, L.r1.data(), L.h1.data());
+    L.q.resize(n * qd);
+    L.k.resize(n * kvd);
+    L.v.resize(n * kvd);
+    linear(L.h1.data(), w("attn_q.weight"), n, d, qd, L.q.data());
+    linear(L.h1.data(), w("attn_k.weight"), n, d, kvd, L.k.data());
+    linear(L.h1.data(), w("attn_v.weight"), n, d, kvd, L.v.data());
+    if (c_.attn_qkv_bias) {
+      const auto &bq = w("attn_q.bias"), &bk = w("attn_k.bias"), &bv = w("attn_v.bias");
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < qd; ++i) L.q[t * qd + i] += bq[i];
+        for (int64_t i = 0; i < kvd; ++i) L.k[t * kvd + i] += bk[i];
+        for (int64_t i = 0; i < kvd; ++i) L.v[t * kvd + i] += bv[i];
+      }
+    }
+    rope_rows(L.q.data(), n, H, hd, tp.cos, tp.sin, c_.rope_style, false);
+    rope_rows(L.k.data(), n, Hk, hd, tp.cos, tp.sin, c_.rope_style, false);
+    L.probs.assign(H * n * n, 0.0f);
+    L.att.resize(n * qd);
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / Hk);
+      CSMapM qh(L.q.data() + h * hd, n, hd, Stride(qd));
+      CSMapM kh(L.k.data() + g * hd, n, hd, Stride(kvd));
+      CSMapM vh(L.v.data() + g * hd, n, hd, Stride(kvd));
+      MapM P(L.probs.data() + h * n * n, n, n);
+      P.noalias() = (qh * kh.transpose()) * scale;
+      for (int64_t i = 0; i < n; ++i) {
+        float mx = P(i, 0);
+        for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, P(i, j));
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) {
+          P(i, j) = std::exp(P(i, j) - mx);
+          sum += P(i, j);
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t j = 0; j <= i; ++j) P(i, j) *= inv;
+        for (int64_t j = i + 1; j < n; ++j) P(i, j) = 0.0f;
+      }
+      SMapM(L.att.data() + h * hd, n, hd, Stride(qd)).noalias() = P * vh;
+    }
+    std::vector<float> tmp(n * d);
+    linear(L.att.data(), w("attn_output.weight"), n, qd, d, tmp.data());
+    for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
+    L.x_mid = x;
+    L.r2.resize(n);
+    L.h2.resize(n * d);
+    rms_forward(x.data(), w("ffn_norm.weight").data(), n, d, c_.norm_eps, L.r2.data(), L.h2.data());
+    L.a.resize(n * F);
+    L.b.resize(n * F);
+    L.m.resize(n * F);
+    linear(L.h2.data(), w("ffn_gate.weight"), n, d, F, L.a.data());
+    linear(L.h2.data(), w("ffn_up.weight"), n, d, F, L.b.data());
+    for (int64_t i = 0; i < n * F; ++i) L.m[i] = silu(L.a[i]) * L.b[i];
+    linear(L.m.data(), w("ffn_down.weight"), n, F, d, tmp.data());
+    for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
+  }
+  tp.x_last = x;
+  tp.rf.resize(n);
+  tp.hf.resize(n * d);
+  rms_forward(x.data(), p.get("output_norm.weight").data(), n, d, c_.norm_eps, tp.rf.data(), tp.hf.data());
+  const std::vector<float>& head = p.get(c_.tied_embeddings ? "token_embd.weight" : "output.weight");
+  linear(tp.hf.data(), head, n, d, V, logits);
+  return {};
+}
+
+void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams& grad) {
+  const LlamaTape& tp = *tape_;
+  const int64_t n = tp.n, d = c_.dim, hd = c_.head_dim, V = c_.vocab_size;
+  const char* head_name = c_.tied_embeddings ? "token_embd.weight" : "output.weight";
+  std::vector<float> dhf(n * d, 0.0f), dx(n * d, 0.0f);
+  linear_backward(tp.hf.data(), p.get(head_name), dlogits, n, d, V, dhf.data(), grad.get(head_name));
+  rms_backward(tp.x_last.data(), p.get("output_norm.weight").data(), tp.rf.data(), dhf.data(), n, d, dx.data(),
+               grad.get("output_norm.weight").data());
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  for (int64_t l = c_.n_layers - 1; l >= 0; --l) {
+    const LayerTape& L = tp.layers[l];
+    auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
+    auto gw = [&](const char* s) -> std::vector<float>& { return grad.get(layer_tensor_name(l, s)); };
+    const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd, F = L.hidden;
+    // FFN: x = x_mid + down(silu(a) b).
+    std::vector<float> dm(n * F, 0.0f);
+    linear_backward(L.m.data(), w("ffn_down.weight"), dx.data(), n, F, d, dm.data(), gw("ffn_down.weight"));
+    std::vector<float> da(n * F), db(n * F);
+    for (int64_t i = 0; i < n * F; ++i) {
+      const float a = L.a[i], sg = 1.0f / (1.0f + std::exp(-a));
+      da[i] = dm[i] * L.b[i] * sg * (1.0f + a * (1.0f - sg));
+      db[i] = dm[i] * a * sg;
+    }
+    std::vector<float> dh(n * d, 0.0f);
+    linear_backward(L.h2.data(), w("ffn_gate.weight"), da.data(), n, d, F, dh.data(), gw("ffn_gate.weight"));
+    linear_backward(L.h2.data(), w("ffn_up.weight"), db.data(), n, d, F, dh.data(), gw("ffn_up.weight"));
+    rms_backward(L.x_mid.data(), w("ffn_norm.weight").data(), L.r2.data(), dh.data(), n, d, dx.data(),
+                 gw("ffn_norm.weight").data());
+    // Attention: x_mid = x_in + wo(att).
+    std::vector<float> datt(n * qd, 0.0f);
+    linear_backward(L.att.data(), w("attn_output.weight"), dx.data(), n, qd, d, datt.data(), gw("attn_output.weight"));
+    std::vector<float> dq(n * qd, 0.0f), dk(n * kvd, 0.0f), dv(n * kvd, 0.0f);
+    Mat dP(n, n), dS(n, n);
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / Hk);
+      CMapM P(L.probs.data() + h * n * n, n, n);
+      CSMapM dO(datt.data() + h * hd, n, hd, Stride(qd));
+      CSMapM qh(L.q.data() + h * hd, n, hd, Stride(qd));
+      CSMapM kh(L.k.data() + g * hd, n, hd, Stride(kvd));
+      CSMapM vh(L.v.data() + g * hd, n, hd, Stride(kvd));
+      dP.noalias() = dO * vh.transpose();
+      for (int64_t i = 0; i < n; ++i) {
+        double dot = 0;
+        for (int64_t j = 0; j <= i; ++j) dot += static_cast<double>(dP(i, j)) * P(i, j);
+        for (int64_t j = 0; j <= i; ++j) dS(i, j) = P(i, j) * (dP(i, j) - static_cast<float>(dot)) * scale;
+        for (int64_t j = i + 1; j < n; ++j) dS(i, j) = 0.0f;
+      }
+      SMapM(dq.data() + h * hd, n, hd, Stride(qd)).noalias() += dS * kh;
+      SMapM(dk.data() + g * hd, n, hd, Stride(kvd)).noalias() += dS.transpose() * qh;
+      SMapM(dv.data() + g * hd, n, hd, Stride(kvd)).noalias() += P.transpose() * dO;
+    }
+    rope_rows(dq.data(), n, H, hd, tp.cos, tp.sin, c_.rope_style, true);
+    rope_rows(dk.data(), n, Hk, hd, tp.cos, tp.sin, c_.rope_style, true);
+    if (c_.attn_qkv_bias) {
+      auto &gbq = gw("attn_q.bias"), &gbk = gw("attn_k.bias"), &gbv = gw("attn_v.bias");
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < qd; ++i) gbq[i] += dq[t * qd + i];
+        for (int64_t i = 0; i < kvd; ++i) gbk[i] += dk[t * kvd + i];
+        for (int64_t i = 0; i < kvd; ++i) gbv[i] += dv[t * kvd + i];
+      }
+    }
+    std::fill(dh.begin(), dh.end(), 0.0f);
+    linear_backward(L.h1.data(), w("attn_q.weight"), dq.data(), n, d, qd, dh.data(), gw("attn_q.weight"));
+    linear_backward(L.h1.data(), w("attn_k.weight"), dk.data(), n, d, kvd, dh.data(), gw("attn_k.weight"));
+    linear_backward(L.h1.data(), w("attn_v.weight"), dv.data(), n, d, kvd, dh.data(), gw("attn_v.weight"));
+    rms_backward(L.x_in.data(), w("attn_norm.weight").data(), L.r1.data(), dh.data(), n, d, dx.data(),
+                 gw("attn_norm.weight").data());
+  }
+  std::vector<float>& gembd = grad.get("token_embd.weight");
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < d; ++i) gembd[tp.tokens[t] * d + i] += dx[t * d + i];
+}
+
+double kl_loss(const float* teacher, const float* student, int64_t n, int64_t vocab, float weight, float* dstudent) {
+  double total = 0;
+  std::vector<double> pt(vocab), ps(vocab);
+  auto softmax = [vocab](const float* z, std::vector<double>& p) {
+    float mx = z[0];
+    for (int64_t i = 1; i < vocab; ++i) mx = std::max(mx, z[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum += p[i] = std::exp(static_cast<double>(z[i]) - mx);
+    for (int64_t i = 0; i < vocab; ++i) p[i] /= sum;
+  };
+  for (int64_t t = 0; t < n; ++t) {
+    softmax(teacher + t * vocab, pt);
+    softmax(student + t * vocab, ps);
+    double kl = 0;
+    for (int64_t i = 0; i < vocab; ++i)
+      if (pt[i] > 0) kl += pt[i] * (std::log(pt[i]) - std::log(std::max(ps[i], 1e-300)));
+    total += kl;
+    if (dstudent)
+      for (int64_t i = 0; i < vocab; ++i) dstudent[t * vocab + i] = static_cast<float>((ps[i] - pt[i]) * weight);
+  }
+  return total;
+}
+
+}  // namespace llmc

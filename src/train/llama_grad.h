@@ -1,0 +1,77 @@
+// The backward pass (DESIGN.md §1, src/train/): the forward pass of the Llama family and Qwen2 on
+// f32 weights over one whole sequence, keeping what the backward pass needs, and the gradients of
+// a loss given per-position logit gradients with respect to every weight (linear weights, norm
+// gains, biases, embeddings). The arithmetic is the runtime's (RMSNorm, RoPE frequencies and
+// style, GQA attention scaled by 1/sqrt(head_dim), SwiGLU, tied or untied head), in f32 with
+// Eigen products; it is for training and calibration, not for serving.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/model.h"
+
+namespace llmc {
+
+// f32 values of every tensor of a model, in canonical order (model/arch.h expected_tensors).
+class LlamaParams {
+ public:
+  // Decodes every tensor of `model` (any encoding) to f32. kUnsupported for LayerNorm or GELU models.
+  static Result<LlamaParams> from_model(const Model& model);
+  // Zeros of the same shapes (gradient accumulators).
+  LlamaParams zeros_like() const;
+
+  const ModelConfig& config() const { return config_; }
+  size_t count() const { return names_.size(); }
+  const std::string& name(size_t i) const { return names_[i]; }
+  std::vector<float>& values(size_t i) { return values_[i]; }
+  const std::vector<float>& values(size_t i) const { return values_[i]; }
+  // Index of a tensor by canonical name, or -1.
+  int64_t index(const std::string& name) const;
+  std::vector<float>& get(const std::string& name) { return values_[static_cast<size_t>(index(name))]; }
+  const std::vector<float>& get(const std::string& name) const { return values_[static_cast<size_t>(index(name))]; }
+  // this += other, tensor by tensor (same shapes).
+  void add(const LlamaParams& other);
+  void fill_zero();
+
+ private:
+  ModelConfig config_;
+  std::vector<std::string> names_;
+  std::vector<std::vector<float>> values_;
+  std::map<std::string, size_t> index_;
+};
+
+// Activations of one sequence's forward pass kept for the backward pass.
+struct LlamaTape;
+
+class LlamaGrad {
+ public:
+  explicit LlamaGrad(const ModelConfig& config);
+  ~LlamaGrad();
+  LlamaGrad(const LlamaGrad&) = delete;
+  LlamaGrad& operator=(const LlamaGrad&) = delete;
+
+  // logits [tokens.size(), vocab] of the sequence at positions 0..n-1 under `p`. With `keep`
+  // true the activations are kept for backward(). Single-threaded (callers parallelise over
+  // sequences); errors on token ids outside the vocabulary.
+  Result<void> forward(const LlamaParams& p, std::span<const int32_t> tokens, float* logits, bool keep);
+  // Adds to `grad` the gradient of the loss whose gradient with respect to the logits of the last
+  // forward(keep = true) is dlogits [n, vocab].
+  void backward(const LlamaParams& p, const float* dlogits, LlamaParams& grad);
+
+ private:
+  ModelConfig c_;
+  std::vector<float> inv_freq_;
+  LlamaTape* tape_;
+};
+
+// Knowledge-distillation loss of one sequence: mean over its n positions of KL(p_t || p_s) with
+// p = softmax(logits); teacher and student [n, vocab]. Returns the summed (not averaged) KL in
+// double and, when dstudent is not null, writes d(Σ KL)/d(student logits) · weight into it.
+double kl_loss(const float* teacher, const float* student, int64_t n, int64_t vocab, float weight, float* dstudent);
+
+}  // namespace llmc
