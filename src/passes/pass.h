@@ -57,6 +57,7 @@ struct TargetSelector {
 struct PassContext {
   TargetSelector selector;
   CalibrationSet* calib = nullptr;  // non-null when needs().calibration
+  const Model* teacher = nullptr;   // when needs().teacher: the model as it was before the first stage
   uint64_t seed = 0;
   int threads = 0;  // 0 = all cores; results must not depend on it
 };

@@ -10,6 +10,7 @@ namespace llmc {
 std::unique_ptr<Pass> make_quant_gptq_pass();    // passes/quant/quant_gptq.cpp
 std::unique_ptr<Pass> make_quant_awq_pass();     // passes/quant/quant_awq.cpp
 std::unique_ptr<Pass> make_quant_mixed_pass();   // passes/quant/quant_mixed.cpp
+std::unique_ptr<Pass> make_quant_qat_pass();     // passes/quant/quant_qat.cpp
 std::unique_ptr<Pass> make_share_kmeans_pass();  // passes/share/share_kmeans.cpp
 
 namespace {
@@ -26,6 +27,8 @@ const PassInfo kPasses[] = {
     {"quant.awq", "AWQ: activation-aware channel scaling, then RTN or GPTQ (needs calibration)", make_quant_awq_pass},
     {"quant.mixed", "mixed precision: per-tensor bits chosen by measured sensitivity under a --target-bpw budget",
      make_quant_mixed_pass},
+    {"quant.qat", "quantization-aware distillation of a quantized model against the original (needs calibration)",
+     make_quant_qat_pass},
     {"prune.magnitude", "Zero the smallest |w| per row, tensor, globally or per N:M group", make_prune_magnitude},
     {"prune.wanda", "Zero the smallest |w| x input-norm per output row or N:M group (calibration)", make_prune_wanda},
     {"prune.sparsegpt", "Hessian-based pruning with reconstruction, layer by layer (calibration)",

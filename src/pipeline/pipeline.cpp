@@ -2,6 +2,7 @@
 #include "pipeline/pipeline.h"
 
 #include <chrono>
+#include <optional>
 #include <regex>
 
 #include "core/log.h"
@@ -125,6 +126,15 @@ Result<PipelineResult> run_pipeline(Model& model, const Recipe& recipe, const Pi
     result.calibration_tokens = calib->tokens();
   }
 
+  // Passes that learn from the original model (quant.qat) see it as it was before the first stage:
+  // a copy of the tensor table, sharing the (immutable) encodings.
+  std::optional<Model> teacher;
+  for (const RecipeStage& st : recipe.stages) {
+    bool needs = st.pass->needs().teacher;
+    for (const RecipeOverride& ov : st.overrides) needs = needs || ov.pass->needs().teacher;
+    if (needs && !teacher) teacher.emplace(model);
+  }
+
   for (size_t i = 0; i < recipe.stages.size(); ++i) {
     const RecipeStage& st = recipe.stages[i];
     LLMC_ASSIGN_OR_RETURN(std::vector<Part> parts, plan_stage(model, st));
@@ -135,6 +145,7 @@ Result<PipelineResult> run_pipeline(Model& model, const Recipe& recipe, const Pi
       PassContext ctx;
       ctx.selector = part.selector;
       ctx.calib = part.pass->needs().calibration ? calib.get() : nullptr;
+      ctx.teacher = part.pass->needs().teacher && teacher ? &*teacher : nullptr;
       ctx.seed = recipe.seed;
       ctx.threads = options.threads;
       const auto ts = std::chrono::steady_clock::now();

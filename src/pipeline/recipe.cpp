@@ -299,8 +299,8 @@ Result<void> validate_recipe(const Recipe& recipe, ErrorCode code) {
           st, i, st.line,
           "this pass needs calibration data: add 'calibration: {file: TEXT}' or 'calibration: {self: N}' to the "
           "recipe (llmc quantize: --calib FILE or --calib-self N)");
-    if (st.pass->needs().teacher || st.pass->needs().gradients)
-      return fail(st, i, st.line, "passes that need a teacher or gradients are not supported by the pipeline yet");
+    if (st.pass->needs().gradients)
+      return fail(st, i, st.line, "passes that need gradients from the pipeline are not supported yet");
   }
   return {};
 }
