@@ -69,6 +69,29 @@ TEST_CASE("quantize: RTN 4-bit output has the asked encodings and the resolved r
   CHECK(f->provenance.input_path.find("stories260K.bin") != std::string::npos);
 }
 
+TEST_CASE("quantize --qat-steps: a quant.qat stage after the quantization keeps the encodings", "[cli][quantize]") {
+  const Stories s = stories();
+  if (!s.ok()) return;
+  llmc::test::TempDir dir;
+  const std::string out = dir.path("qat.llmc");
+  auto r = run_cli("quantize " + s.in() + " -o " + out +
+                   " --bits 3 --scheme sym --qat-steps 2 --qat-noise 0.2 --calib-self 2 --calib-ctx 32 --threads 1");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto f = open_llmc(out);
+  REQUIRE(f.ok());
+  for (const Tensor& t : f->model.tensors())
+    if (const auto* q = std::get_if<QuantEncoding>(&t.encoding->node)) {
+      CHECK(q->bits == 3);
+      CHECK(q->scheme == QuantScheme::kSymmetric);
+    }
+  auto recipe = nlohmann::json::parse(f->provenance.recipe);
+  REQUIRE(recipe["stages"].size() == 2);
+  CHECK(recipe["stages"][1]["pass"] == "quant.qat");
+  CHECK(recipe["stages"][1]["options"]["steps"] == 2);
+  CHECK(recipe["stages"][1]["options"]["noise"] == 0.2);
+}
+
 TEST_CASE("compress: a recipe with overrides, GGUF output chosen by extension", "[cli][compress]") {
   const Stories s = stories();
   if (!s.ok()) return;
@@ -131,6 +154,8 @@ TEST_CASE("quantize/compress: bad options give clear errors and no output", "[cl
   require_refused(dir, "quantize " + s.in() + " -o " + out + " --target-bpw 1 --probe none", 2, {"target"});
   require_refused(dir, "quantize " + s.in() + " -o " + out + " --method gptq", 2, {"calibration", "--calib"});
   require_refused(dir, "quantize " + s.in() + " -o " + out + " --damp 0.1", 2, {"damp", "quant.rtn"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --qat-steps 5", 2, {"calibration", "quant.qat"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --qat-noise 0.1", 2, {"--qat-steps"});
   const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
   if (!text.empty())  // stories260K.bin alone has no tokenizer (llama2.c keeps it in tok512.bin)
     require_refused(dir, "quantize " + s.bin + " -o " + out + " --method gptq --calib " + text, 2, {"tokenizer"});

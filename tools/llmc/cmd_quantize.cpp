@@ -20,6 +20,7 @@ const std::map<std::string, const char*> kMethodPass = {
     {"rtn", "quant.rtn"}, {"gptq", "quant.gptq"}, {"awq", "quant.awq"}};
 const std::map<std::string, const char*> kSchemePass = {{"binary", "quant.binary"}, {"ternary", "quant.ternary"}};
 constexpr const char* kMixedPass = "quant.mixed";
+constexpr const char* kQatPass = "quant.qat";  // a second stage with --qat-steps
 
 struct QuantizeArgs {
   RecipeJob job;
@@ -29,6 +30,8 @@ struct QuantizeArgs {
   uint64_t seed = 0;
   double target_bpw = 0;
   std::vector<std::string> keep;
+  int64_t qat_steps = 0;
+  double qat_noise = -1;  // < 0: the pass's default
   PassFlags flags;
   CLI::Option* target_bpw_opt = nullptr;
 };
@@ -87,6 +90,14 @@ Result<Recipe> build_recipe(const QuantizeArgs& a) {
   LLMC_ASSIGN_OR_RETURN(recipe.calibration, a.calib.options(a.seed));
   LLMC_ASSIGN_OR_RETURN(RecipeStage st, make_stage(pass_name, options, {}, a.keep));
   recipe.stages.push_back(std::move(st));
+  if (a.qat_steps > 0) {
+    OJson qat = {{"steps", a.qat_steps}};
+    if (a.qat_noise >= 0) qat["noise"] = a.qat_noise;
+    LLMC_ASSIGN_OR_RETURN(RecipeStage q, make_stage(kQatPass, qat, {}, a.keep));
+    recipe.stages.push_back(std::move(q));
+  } else if (a.qat_noise >= 0) {
+    return bad("--qat-noise needs --qat-steps");
+  }
   LLMC_TRY(validate_recipe(recipe, ErrorCode::kInvalidArgument));
   return recipe;
 }
@@ -116,9 +127,16 @@ RunFn setup_quantize(CLI::App& sub) {
       ->allow_extra_args(false);
   a->calib.add(sub);
   sub.add_option("--seed", a->seed, "Seed of calibration sampling and any randomized choice");
+  sub.add_option("--qat-steps", a->qat_steps,
+                 "Then train the quantized model against the original for N steps (quant.qat: quantization-aware "
+                 "distillation on the calibration data; docs/quant_qat.md)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  sub.add_option("--qat-noise", a->qat_noise, "quant.qat: fraction of calibration tokens replaced by random ids")
+      ->check(CLI::Range(0.0, 0.999));
   std::vector<std::unique_ptr<Pass>> passes;
   for (const PassInfo& info : pass_registry())
-    if (std::string_view(info.name).starts_with("quant.")) passes.push_back(info.make());
+    if (std::string_view(info.name).starts_with("quant.") && info.name != std::string_view(kQatPass))
+      passes.push_back(info.make());
   a->flags.add(sub, passes, {"group_size", "method", "target_bpw"});
   return [a] { return run_quantize(*a); };
 }

@@ -31,7 +31,7 @@ struct QatOptions {
   double lr_scales = 0.002;  // scales and mins: fraction of the group's initial scale
   bool norms = true;         // also train the RMSNorm gains
   double lr_norms = 0.001;   // norm gains: absolute Adam step
-  double noise = 0.0;        // fraction of each training sequence's tokens replaced by random ids
+  double noise = 0.05;       // fraction of each training sequence's tokens replaced by random ids
 };
 
 // Adam moments of a parameter vector; `unit` scales the step of each entry.
@@ -109,6 +109,10 @@ void fake_quant(const QatTensor& t, float* out) {
     for (int64_t c = 0; c < t.cols; ++c) {
       const size_t gi = static_cast<size_t>(r * t.gpr + c / t.gsize), i = static_cast<size_t>(r * t.cols + c);
       const float s = t.s[gi] * k, m = t.has_mins() ? t.m[gi] : 0.0f;
+      if (s == 0.0f) {  // an all-zero group: every code decodes to the min
+        out[i] = m;
+        continue;
+      }
       const float x = (t.w[i] - m) / s + centre;
       const float q = std::clamp(std::nearbyint(x), 0.0f, qmax);
       out[i] = (q - centre) * s + m;
@@ -123,6 +127,11 @@ void fake_quant_backward(const QatTensor& t, const float* g, float* gw, float* g
     for (int64_t c = 0; c < t.cols; ++c) {
       const size_t gi = static_cast<size_t>(r * t.gpr + c / t.gsize), i = static_cast<size_t>(r * t.cols + c);
       const float s = t.s[gi] * k, m = t.has_mins() ? t.m[gi] : 0.0f;
+      if (s == 0.0f) {
+        gw[i] = 0.0f;
+        gm[gi] += g[i];
+        continue;
+      }
       const float x = (t.w[i] - m) / s + centre;
       const float q = std::clamp(std::nearbyint(x), 0.0f, qmax);
       if (x >= 0.0f && x <= qmax) {
@@ -340,7 +349,9 @@ Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
         t.am.step(
             t.m.data(), gm.data(), gm.size(),
             [&](size_t gi) { return static_cast<float>(o_.lr_scales * decay) * unit(gi); }, step);
-      for (size_t gi = 0; gi < t.s.size(); ++gi) t.s[gi] = std::max(t.s[gi], 1e-3f * unit(gi));
+      // Scales keep their sign (symmetric fits may choose a negative one) and stay away from 0.
+      for (size_t gi = 0; gi < t.s.size(); ++gi)
+        if (t.s[gi] * t.s0[gi] < 1e-3f * t.s0[gi] * t.s0[gi]) t.s[gi] = 1e-3f * t.s0[gi];
     }
     for (size_t k = 0; k < norm_params.size(); ++k) {
       std::vector<float>& g = grad.values(norm_params[k]);
@@ -354,7 +365,6 @@ Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
               kl / static_cast<double>(tokens_per_step));
     report_progress("quant.qat", step, o_.steps, "steps");
   }
-
   PassReport report;
   report.pass = "quant.qat";
   nlohmann::json tensors = nlohmann::json::object();
