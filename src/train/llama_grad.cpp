@@ -9,6 +9,7 @@
 #include <Eigen/Dense>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 #include "model/arch.h"
 
 namespace llmc {
@@ -134,17 +135,35 @@ void rope_rows(float* x, int64_t n, int64_t heads, int64_t hd, const std::vector
     }
 }
 
-// Y [n, rows] = X [n, cols] · Wᵀ (+ bias).
+// The dense products run on the runtime's SIMD f32 kernel (kernels/cpu/simd.h: one fixed-order
+// dot product per element, whatever the blocking), Y[t, r] = Σ_k A[r, k] B[t, k].
+void gemm_nt(const float* a, int64_t a_rows, int64_t k, const float* b, int64_t b_rows, float* y) {
+  kernels::simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(a), a_rows, k, b, 0, b_rows, 0, a_rows, y);
+}
+
+void transpose(const float* x, int64_t rows, int64_t cols, std::vector<float>& out) {
+  out.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = x[r * cols + c];
+}
+
+// Y [n, rows] = X [n, cols] · Wᵀ.
 void linear(const float* x, const std::vector<float>& w, int64_t n, int64_t cols, int64_t rows, float* y) {
-  MapM(y, n, rows).noalias() = CMapM(x, n, cols) * CMapM(w.data(), rows, cols).transpose();
+  gemm_nt(w.data(), rows, cols, x, n, y);
 }
 
 // dX [n, cols] += dY · W;  dW [rows, cols] += dYᵀ · X.
 void linear_backward(const float* x, const std::vector<float>& w, const float* dy, int64_t n, int64_t cols,
                      int64_t rows, float* dx, std::vector<float>& dw) {
-  CMapM dym(dy, n, rows);
-  MapM(dx, n, cols).noalias() += dym * CMapM(w.data(), rows, cols);
-  MapM(dw.data(), rows, cols).noalias() += dym.transpose() * CMapM(x, n, cols);
+  thread_local std::vector<float> wt, xt, dyt, tmp;
+  transpose(w.data(), rows, cols, wt);  // [cols, rows]
+  tmp.resize(static_cast<size_t>(std::max(n * cols, rows * cols)));
+  gemm_nt(wt.data(), cols, rows, dy, n, tmp.data());
+  for (int64_t i = 0; i < n * cols; ++i) dx[i] += tmp[i];
+  transpose(x, n, cols, xt);    // [cols, n]
+  transpose(dy, n, rows, dyt);  // [rows, n]
+  gemm_nt(xt.data(), cols, n, dyt.data(), rows, tmp.data());
+  for (int64_t i = 0; i < rows * cols; ++i) dw[i] += tmp[i];
 }
 
 float silu(float a) { return a / (1.0f + std::exp(-a)); }
