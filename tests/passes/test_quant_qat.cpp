@@ -120,6 +120,14 @@ TEST_CASE("quant.qat: every tensor keeps its encoding and size, and 1 and 2 thre
     CHECK(encoded_bytes(*after.encoding) == encoded_bytes(*t.encoding));
   }
   CHECK(r1->details["train_kld_after"].get<double>() < r1->details["train_kld_before"].get<double>());
+
+  // With every step size 0 the re-encoding gives back the input exactly (negative symmetric scales,
+  // u8 grids and f16 params included).
+  Model still = base;
+  REQUIRE(run_pass("quant.qat", {{"steps", "2"}, {"lr", "0"}, {"lr_scales", "0"}, {"lr_norms", "0"}}, still, &s.model,
+                   calib.get(), 1)
+              .ok());
+  test::require_same_tensors(still, base);
 }
 
 TEST_CASE("quant.qat: refuses bad options, a model with nothing quantized, and a missing teacher", "[qat]") {

@@ -403,6 +403,14 @@ void QuantRowsBuilder::set_scale_grid(const std::vector<float>& scales, const st
   if (spec_has_mins(spec_)) min_meta_ = fit_u8_grid(mins, spec_.scale_block);
 }
 
+void QuantRowsBuilder::set_scale_grid_meta(std::vector<float> scale_meta, std::vector<float> min_meta) {
+  const size_t pairs = 2 * ((params_.size() + static_cast<size_t>(spec_.scale_block) - 1) / spec_.scale_block);
+  LLMC_CHECK(spec_.scale_dtype == DType::kU8 && scale_meta.size() == pairs &&
+             min_meta.size() == (spec_has_mins(spec_) ? pairs : 0));
+  scale_meta_ = std::move(scale_meta);
+  min_meta_ = std::move(min_meta);
+}
+
 GroupParams QuantRowsBuilder::set_params(int64_t row, int64_t group, const GroupParams& p) {
   const size_t g = static_cast<size_t>(row * groups_per_row_ + group);
   GroupParams out;

@@ -71,6 +71,9 @@ class QuantRowsBuilder {
   // the grid from all of them.
   void grid_params_of_row(int64_t row, const float* w, float* scales, float* mins) const;
   void set_scale_grid(const std::vector<float>& scales, const std::vector<float>& mins);
+  // Or a given grid: (step, base) f32 pairs per block of scale_block entries, as QuantEncoding's
+  // scale_meta / min_meta hold them (min_meta empty for specs without mins).
+  void set_scale_grid_meta(std::vector<float> scale_meta, std::vector<float> min_meta);
   GroupParams set_params(int64_t row, int64_t group, const GroupParams& p);
   void set_code(int64_t row, int64_t col, uint32_t q);
   uint8_t* row_codes(int64_t row) { return codes_.data() + row * cols_; }  // [cols] codes, one per byte

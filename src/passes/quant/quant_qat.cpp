@@ -9,6 +9,7 @@
 // file has exactly the input's layout and size.
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <random>
 
@@ -60,6 +61,9 @@ struct QatTensor {
   QuantSpec spec;
   int64_t rows = 0, cols = 0, gpr = 0, gsize = 0;
   std::vector<float> w, s, m, s0;  // latent [rows, cols]; scales, mins, initial scales [rows, gpr]
+  // u8 scales: the input's grids, (step, base) per block of spec.scale_block groups. They stay:
+  // trained scales are snapped onto them in every forward pass (straight through) and at the end.
+  std::vector<float> scale_grid, min_grid;
   Adam aw, as, am;
   bool has_mins() const {
     return spec.scheme == QuantScheme::kAsymmetric || (spec.scheme == QuantScheme::kBinary && spec.binary_two_level);
@@ -100,6 +104,21 @@ void code_axis(const QuantSpec& spec, float* centre, float* qmax) {
   }
 }
 
+std::vector<float> meta_floats(const Bytes& b) {
+  std::vector<float> out(b.size() / sizeof(float));
+  if (!out.empty()) std::memcpy(out.data(), b.data(), out.size() * sizeof(float));
+  return out;
+}
+
+// Entry gi of a u8 grid nearest to v (the stored value); v itself without a grid.
+float on_grid(const std::vector<float>& grid, int64_t block, size_t gi, float v) {
+  if (grid.empty()) return v;
+  const size_t b = 2 * (gi / static_cast<size_t>(block));
+  const float step = grid[b], base = grid[b + 1];
+  if (!(step > 0)) return base;
+  return base + step * std::clamp(std::nearbyint((v - base) / step), 0.0f, 255.0f);
+}
+
 // out = fake-quantized weights; with g (dL/d out) instead: dL/dw, dL/ds, dL/dm accumulated.
 void fake_quant(const QatTensor& t, float* out) {
   float centre = 0, qmax = 1;
@@ -108,7 +127,8 @@ void fake_quant(const QatTensor& t, float* out) {
   for (int64_t r = 0; r < t.rows; ++r)
     for (int64_t c = 0; c < t.cols; ++c) {
       const size_t gi = static_cast<size_t>(r * t.gpr + c / t.gsize), i = static_cast<size_t>(r * t.cols + c);
-      const float s = t.s[gi] * k, m = t.has_mins() ? t.m[gi] : 0.0f;
+      const float s = on_grid(t.scale_grid, t.spec.scale_block, gi, t.s[gi]) * k;
+      const float m = t.has_mins() ? on_grid(t.min_grid, t.spec.scale_block, gi, t.m[gi]) : 0.0f;
       if (s == 0.0f) {  // an all-zero group: every code decodes to the min
         out[i] = m;
         continue;
@@ -126,7 +146,8 @@ void fake_quant_backward(const QatTensor& t, const float* g, float* gw, float* g
   for (int64_t r = 0; r < t.rows; ++r)
     for (int64_t c = 0; c < t.cols; ++c) {
       const size_t gi = static_cast<size_t>(r * t.gpr + c / t.gsize), i = static_cast<size_t>(r * t.cols + c);
-      const float s = t.s[gi] * k, m = t.has_mins() ? t.m[gi] : 0.0f;
+      const float s = on_grid(t.scale_grid, t.spec.scale_block, gi, t.s[gi]) * k;
+      const float m = t.has_mins() ? on_grid(t.min_grid, t.spec.scale_block, gi, t.m[gi]) : 0.0f;
       if (s == 0.0f) {
         gw[i] = 0.0f;
         gm[gi] += g[i];
@@ -148,7 +169,7 @@ void fake_quant_backward(const QatTensor& t, const float* g, float* gw, float* g
 // The tensor re-encoded with its own spec from the trained latent weights and params.
 QuantEncoding encode(const QatTensor& t, int64_t* changed, const QuantEncoding& before) {
   QuantRowsBuilder b(t.spec, t.rows, t.cols);
-  if (t.spec.scale_dtype == DType::kU8) b.set_scale_grid(t.s, t.has_mins() ? t.m : std::vector<float>(t.s.size()));
+  if (t.spec.scale_dtype == DType::kU8) b.set_scale_grid_meta(t.scale_grid, t.min_grid);
   const int64_t stride = quant_row_stride(before, t.cols);
   *changed = 0;
   for (int64_t r = 0; r < t.rows; ++r)
@@ -228,6 +249,10 @@ Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
       x.m[g] = quant_group_min(*q, static_cast<int64_t>(g));
     }
     x.s0 = x.s;
+    if (q->scale_dtype == DType::kU8) {
+      x.scale_grid = meta_floats(q->scale_meta);
+      x.min_grid = meta_floats(q->min_meta);
+    }
     x.aw.resize(x.w.size());
     x.as.resize(x.s.size());
     x.am.resize(x.m.size());
