@@ -227,7 +227,7 @@ Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> t
     }
     rope_rows(L.q.data(), n, H, hd, tp.cos, tp.sin, c_.rope_style, false);
     rope_rows(L.k.data(), n, Hk, hd, tp.cos, tp.sin, c_.rope_style, false);
-    L.probs.assign(H * n * n, 0.0f);
+    L.probs.resize(static_cast<size_t>(H * n * n));  // only the lower triangles are written and read
     L.att.resize(n * qd);
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / (H / Hk);
@@ -235,20 +235,14 @@ Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> t
       CSMapM kh(L.k.data() + g * hd, n, hd, Stride(kvd));
       CSMapM vh(L.v.data() + g * hd, n, hd, Stride(kvd));
       MapM P(L.probs.data() + h * n * n, n, n);
-      P.noalias() = (qh * kh.transpose()) * scale;
+      // Causal: only the lower triangle of the scores is computed (the rest stays 0).
+      P.triangularView<Eigen::Lower>() = qh * kh.transpose();
       for (int64_t i = 0; i < n; ++i) {
-        float mx = P(i, 0);
-        for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, P(i, j));
-        double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          P(i, j) = std::exp(P(i, j) - mx);
-          sum += P(i, j);
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t j = 0; j <= i; ++j) P(i, j) *= inv;
-        for (int64_t j = i + 1; j < n; ++j) P(i, j) = 0.0f;
+        float* row = &P(i, 0);
+        for (int64_t j = 0; j <= i; ++j) row[j] *= scale;
+        kernels::simd::softmax(row, i + 1);
       }
-      SMapM(L.att.data() + h * hd, n, hd, Stride(qd)).noalias() = P * vh;
+      SMapM(L.att.data() + h * hd, n, hd, Stride(qd)).noalias() = P.triangularView<Eigen::Lower>() * vh;
     }
     std::vector<float> tmp(n * d);
     linear(L.att.data(), w("attn_output.weight"), n, qd, d, tmp.data());
@@ -315,16 +309,15 @@ void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams
       CSMapM qh(L.q.data() + h * hd, n, hd, Stride(qd));
       CSMapM kh(L.k.data() + g * hd, n, hd, Stride(kvd));
       CSMapM vh(L.v.data() + g * hd, n, hd, Stride(kvd));
-      dP.noalias() = dO * vh.transpose();
+      dP.triangularView<Eigen::Lower>() = dO * vh.transpose();
       for (int64_t i = 0; i < n; ++i) {
         double dot = 0;
         for (int64_t j = 0; j <= i; ++j) dot += static_cast<double>(dP(i, j)) * P(i, j);
         for (int64_t j = 0; j <= i; ++j) dS(i, j) = P(i, j) * (dP(i, j) - static_cast<float>(dot)) * scale;
-        for (int64_t j = i + 1; j < n; ++j) dS(i, j) = 0.0f;
       }
-      SMapM(dq.data() + h * hd, n, hd, Stride(qd)).noalias() += dS * kh;
-      SMapM(dk.data() + g * hd, n, hd, Stride(kvd)).noalias() += dS.transpose() * qh;
-      SMapM(dv.data() + g * hd, n, hd, Stride(kvd)).noalias() += P.transpose() * dO;
+      SMapM(dq.data() + h * hd, n, hd, Stride(qd)).noalias() += dS.triangularView<Eigen::Lower>() * kh;
+      SMapM(dk.data() + g * hd, n, hd, Stride(kvd)).noalias() += dS.transpose().triangularView<Eigen::Upper>() * qh;
+      SMapM(dv.data() + g * hd, n, hd, Stride(kvd)).noalias() += P.transpose().triangularView<Eigen::Upper>() * dO;
     }
     rope_rows(dq.data(), n, H, hd, tp.cos, tp.sin, c_.rope_style, true);
     rope_rows(dk.data(), n, Hk, hd, tp.cos, tp.sin, c_.rope_style, true);
