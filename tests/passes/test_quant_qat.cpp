@@ -1,13 +1,16 @@
 // quant.qat: quantization-aware distillation keeps every tensor's encoding and size, is
-// thread-count independent, refuses what it cannot train, and lowers the KLD of a 4-bit
-// stories260K on the evaluation text (which it never sees: it trains on sampled sequences).
+// thread-count independent, refuses what it cannot train, and brings stories260K at 4.6 bits per
+// weight to issue 4's quality target on the evaluation text (which it never sees: it trains on
+// sequences sampled from the model).
 #include <catch2/catch.hpp>
 
 #include "formats/file_io.h"
 #include "formats/model_io.h"
+#include "model/describe.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
 #include "pipeline/calibration.h"
+#include "pipeline/pass_options.h"
 #include "quant_test_util.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
@@ -75,7 +78,6 @@ KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer)
   REQUIRE(rr.ok());
   EvalOptions opt;
   opt.ctx = 256;
-  opt.max_chunks = 40;
   auto r = evaluate_text(**rq, rr->get(), tokenizer, *text, opt);
   REQUIRE(r.ok());
   REQUIRE(r->kld.has_value());
@@ -149,24 +151,60 @@ TEST_CASE("quant.qat: refuses bad options, a model with nothing quantized, and a
   CHECK(no_teacher.error().code == ErrorCode::kInvalidArgument);
 }
 
-// [heavy]: ~1 min. The calibration is sampled from the model, never the evaluation text.
-TEST_CASE("stories260K: quant.qat lowers the KLD of 4-bit RTN on tinystories-sample", "[qat][heavy]") {
+// [heavy]: ~2 min. Issue 4's headline on its protocol (all of tinystories-sample.txt, ctx 256, KLD
+// vs the f32 model): at most 4.6 bits per weight (scales counted), mean KLD <= 0.058 and top-1
+// agreement >= 86.4 %. Mixed precision (symmetric 3..8-bit candidates with f16 or u8 scales,
+// importance-weighted RTN with clip search) under a 4.6 budget, then quant.qat; the calibration is
+// sampled from the model, never the evaluation text. The recipe is samples/qat-4.6bpw.yaml.
+TEST_CASE("stories260K at 4.6 bpw: mixed precision + quant.qat reach KLD 0.058 and 86.4 % top-1", "[qat][heavy]") {
   Stories s = load_stories();
   if (!s.tokenizer) return;
-  auto calib = self_calib(s.model, 64, 128);
-  Model rtn = s.model;
-  REQUIRE(run_pass("quant.rtn", kRtn4, rtn, nullptr, nullptr, 0).ok());
-  Model qat = rtn;
-  auto r = run_pass("quant.qat", {{"steps", "100"}, {"batch", "4"}, {"noise", "0.05"}}, qat, &s.model, calib.get(), 0);
-  INFO((r.ok() ? "" : r.error().message));
-  REQUIRE(r.ok());
-  const KldResult before = eval_kld(rtn, s.model, *s.tokenizer);
+  CalibOptions c;
+  c.self_samples = 256;
+  c.samples = 256;
+  c.ctx = 256;
+  c.seed = 0;
+  auto calib = CalibrationSet::create(s.model, c);
+  REQUIRE(calib.ok());
+  PassContext ctx;
+  REQUIRE(ctx.selector.compile().ok());
+  ctx.calib = calib->get();
+  ctx.teacher = &s.model;
+  auto run = [&](const char* name, const nlohmann::ordered_json& options, Model& m) {
+    auto pass = make_pass(name);
+    REQUIRE(pass.ok());
+    const auto bad = set_options_from_json(**pass, options);
+    REQUIRE_FALSE(bad.has_value());
+    REQUIRE((*pass)->validate_options().ok());
+    auto r = (*pass)->run(m, ctx);
+    INFO((r.ok() ? "" : r.error().message));
+    REQUIRE(r.ok());
+    return std::move(r).value();
+  };
+  Model mixed = s.model;
+  run("quant.mixed",
+      {{"target_bpw", 4.6},
+       {"method", "rtn"},
+       {"scheme", "sym"},
+       {"clip_search", 10},
+       {"importance", true},
+       {"candidates",
+        {"q3g32-u8", "q4g32-u8", "q4g16-u8", "q4g32", "q4g64-u8", "q5g32-u8", "q5g64-u8", "q6g32-u8", "q8g64-u8",
+         "f16"}}},
+      mixed);
+  Model qat = mixed;
+  const PassReport r = run("quant.qat", {{"steps", 400}, {"batch", 4}, {"noise", 0.05}}, qat);
+  const double bpw = summarize_size(qat).bits_per_weight();
+  CHECK(bpw <= 4.6);
+  CHECK(bpw == summarize_size(mixed).bits_per_weight());
+  const KldResult before = eval_kld(mixed, s.model, *s.tokenizer);
   const KldResult after = eval_kld(qat, s.model, *s.tokenizer);
-  INFO("KLD rtn " << before.kld.mean << " qat " << after.kld.mean << "; top-1 " << before.same_top.mean << " -> "
-                  << after.same_top.mean);
-  CHECK(after.kld.mean < 0.75 * before.kld.mean);
+  INFO("bpw " << bpw << "; KLD mixed " << before.kld.mean << " -> qat " << after.kld.mean << "; top-1 "
+              << before.same_top.mean << " -> " << after.same_top.mean);
+  CHECK(after.kld.mean <= 0.058);
+  CHECK(after.same_top.mean >= 0.864);
+  CHECK(after.kld.mean < 0.6 * before.kld.mean);
   double changed = 0;
-  for (const auto& [name, t] : r->details["tensors"].items()) changed += t["codes_changed"].get<double>();
+  for (const auto& [name, t] : r.details["tensors"].items()) changed += t["codes_changed"].get<double>();
   CHECK(changed > 0);  // the latent weights crossed rounding boundaries, not only scales moved
-  CHECK(after.same_top.mean > before.same_top.mean);
 }
