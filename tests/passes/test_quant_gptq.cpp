@@ -177,23 +177,8 @@ TEST_CASE("GPTQ core: a singular Hessian is damped, an impossible one is an erro
 
 namespace {
 
-struct Stories {
-  Model model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-
-Stories load_stories() {
-  const std::string bin = llmc::test::fixture("models/stories260K/stories260K.bin");
-  const std::string tok = llmc::test::fixture("models/stories260K/tok512.bin");
-  if (bin.empty() || tok.empty()) return {};
-  LoadOptions opt;
-  opt.tokenizer_path = tok;
-  auto model = load_model(bin, opt);
-  REQUIRE(model.ok());
-  auto tokenizer = Tokenizer::create(model->tokenizer);
-  REQUIRE(tokenizer.ok());
-  return {std::move(model).value(), std::move(tokenizer).value()};
-}
+using test::load_stories;
+using test::Stories;
 
 // KLD of `q` against `ref` on tinystories-sample.txt, ctx 256 (issue 4's protocol).
 KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer) {

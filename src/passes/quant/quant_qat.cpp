@@ -119,8 +119,11 @@ float on_grid(const std::vector<float>& grid, int64_t block, size_t gi, float v)
   return base + step * std::clamp(std::nearbyint((v - base) / step), 0.0f, 255.0f);
 }
 
-// out = fake-quantized weights; with g (dL/d out) instead: dL/dw, dL/ds, dL/dm accumulated.
-void fake_quant(const QatTensor& t, float* out) {
+// Visits every weight of t with its group's stored (on-grid) params: f(i, gi, s, m, x, q, k) with
+// x the unrounded code and q the code (both unused when s == 0, an all-zero group), the value
+// being (q - centre) · s + m and k the scale's factor in s (2 for binary).
+template <class F>
+void for_each_weight(const QatTensor& t, const F& f) {
   float centre = 0, qmax = 1;
   code_axis(t.spec, &centre, &qmax);
   const float k = t.spec.scheme == QuantScheme::kBinary ? 2.0f : 1.0f;
@@ -129,41 +132,34 @@ void fake_quant(const QatTensor& t, float* out) {
       const size_t gi = static_cast<size_t>(r * t.gpr + c / t.gsize), i = static_cast<size_t>(r * t.cols + c);
       const float s = on_grid(t.scale_grid, t.spec.scale_block, gi, t.s[gi]) * k;
       const float m = t.has_mins() ? on_grid(t.min_grid, t.spec.scale_block, gi, t.m[gi]) : 0.0f;
-      if (s == 0.0f) {  // an all-zero group: every code decodes to the min
-        out[i] = m;
-        continue;
-      }
-      const float x = (t.w[i] - m) / s + centre;
-      const float q = std::clamp(std::nearbyint(x), 0.0f, qmax);
-      out[i] = (q - centre) * s + m;
+      const float x = s == 0.0f ? 0.0f : (t.w[i] - m) / s + centre;
+      f(i, gi, s, m, x, std::clamp(std::nearbyint(x), 0.0f, qmax), centre, qmax, k);
     }
 }
 
+// out = the fake-quantized weights.
+void fake_quant(const QatTensor& t, float* out) {
+  for_each_weight(t, [&](size_t i, size_t, float s, float m, float, float q, float centre, float, float) {
+    out[i] = s == 0.0f ? m : (q - centre) * s + m;
+  });
+}
+
+// Given g = dL/d(fake-quantized weights): dL/dw into gw, dL/ds and dL/dm added to gs, gm.
+// Straight through for w inside the clipping range; LSQ for s.
 void fake_quant_backward(const QatTensor& t, const float* g, float* gw, float* gs, float* gm) {
-  float centre = 0, qmax = 1;
-  code_axis(t.spec, &centre, &qmax);
-  const float k = t.spec.scheme == QuantScheme::kBinary ? 2.0f : 1.0f;
-  for (int64_t r = 0; r < t.rows; ++r)
-    for (int64_t c = 0; c < t.cols; ++c) {
-      const size_t gi = static_cast<size_t>(r * t.gpr + c / t.gsize), i = static_cast<size_t>(r * t.cols + c);
-      const float s = on_grid(t.scale_grid, t.spec.scale_block, gi, t.s[gi]) * k;
-      const float m = t.has_mins() ? on_grid(t.min_grid, t.spec.scale_block, gi, t.m[gi]) : 0.0f;
-      if (s == 0.0f) {
-        gw[i] = 0.0f;
-        gm[gi] += g[i];
-        continue;
-      }
-      const float x = (t.w[i] - m) / s + centre;
-      const float q = std::clamp(std::nearbyint(x), 0.0f, qmax);
-      if (x >= 0.0f && x <= qmax) {
-        gw[i] = g[i];
-        gs[gi] += g[i] * (q - x) * k;
-      } else {
-        gw[i] = 0.0f;
-        gs[gi] += g[i] * (q - centre) * k;
-        gm[gi] += g[i];
-      }
+  for_each_weight(t, [&](size_t i, size_t gi, float s, float, float x, float q, float centre, float qmax, float k) {
+    if (s == 0.0f) {
+      gw[i] = 0.0f;
+      gm[gi] += g[i];
+    } else if (x >= 0.0f && x <= qmax) {
+      gw[i] = g[i];
+      gs[gi] += g[i] * (q - x) * k;
+    } else {
+      gw[i] = 0.0f;
+      gs[gi] += g[i] * (q - centre) * k;
+      gm[gi] += g[i];
     }
+  });
 }
 
 // The tensor re-encoded with its own spec from the trained latent weights and params.
