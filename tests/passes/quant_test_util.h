@@ -5,10 +5,13 @@
 #include <map>
 #include <string>
 
+#include "formats/file_io.h"
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
+#include "runtime/runtime.h"
 #include "test_util.h"
+#include "verify/perplexity.h"
 
 namespace llmc::test {
 
@@ -61,6 +64,28 @@ inline Stories load_stories() {
   auto tokenizer = Tokenizer::create(model->tokenizer);
   REQUIRE(tokenizer.ok());
   return {std::move(model).value(), std::move(tokenizer).value()};
+}
+
+// KLD of `q` against `ref` on issue 4's protocol (tinystories-sample.txt, ctx 256); max_chunks 0 =
+// all chunks; threads 0 = all cores.
+inline KldResult stories_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer, int64_t max_chunks,
+                             int threads) {
+  auto text = read_text_file(fixture("text/tinystories-sample.txt"));
+  REQUIRE(text.ok());
+  RuntimeOptions ropt;
+  ropt.max_context = 256;
+  ropt.threads = threads;
+  auto rq = Runtime::create(q, ropt);
+  auto rr = Runtime::create(ref, ropt);
+  REQUIRE(rq.ok());
+  REQUIRE(rr.ok());
+  EvalOptions opt;
+  opt.ctx = 256;
+  opt.max_chunks = max_chunks;
+  auto r = evaluate_text(**rq, rr->get(), tokenizer, *text, opt);
+  REQUIRE(r.ok());
+  REQUIRE(r->kld.has_value());
+  return *r->kld;
 }
 
 }  // namespace llmc::test

@@ -180,24 +180,9 @@ namespace {
 using test::load_stories;
 using test::Stories;
 
-// KLD of `q` against `ref` on tinystories-sample.txt, ctx 256 (issue 4's protocol).
+// KLD on the first 20 chunks of issue 4's protocol, one thread.
 KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer) {
-  auto text = read_text_file(llmc::test::fixture("text/tinystories-sample.txt"));
-  REQUIRE(text.ok());
-  RuntimeOptions ropt;
-  ropt.max_context = 256;
-  ropt.threads = 1;
-  auto rq = Runtime::create(q, ropt);
-  auto rr = Runtime::create(ref, ropt);
-  REQUIRE(rq.ok());
-  REQUIRE(rr.ok());
-  EvalOptions opt;
-  opt.ctx = 256;
-  opt.max_chunks = 20;
-  auto r = evaluate_text(**rq, rr->get(), tokenizer, *text, opt);
-  REQUIRE(r.ok());
-  REQUIRE(r->kld.has_value());
-  return *r->kld;
+  return test::stories_kld(q, ref, tokenizer, 20, 1);
 }
 
 // Calibration from Tiny Shakespeare (never the evaluation text).

@@ -52,21 +52,9 @@ Result<PassReport> run_pass(const std::string& name, std::map<std::string, std::
   return (*pass)->run(model, ctx);
 }
 
+// All of issue 4's protocol.
 KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer) {
-  auto text = read_text_file(llmc::test::fixture("text/tinystories-sample.txt"));
-  REQUIRE(text.ok());
-  RuntimeOptions ropt;
-  ropt.max_context = 256;
-  auto rq = Runtime::create(q, ropt);
-  auto rr = Runtime::create(ref, ropt);
-  REQUIRE(rq.ok());
-  REQUIRE(rr.ok());
-  EvalOptions opt;
-  opt.ctx = 256;
-  auto r = evaluate_text(**rq, rr->get(), tokenizer, *text, opt);
-  REQUIRE(r.ok());
-  REQUIRE(r->kld.has_value());
-  return *r->kld;
+  return test::stories_kld(q, ref, tokenizer, 0, 0);
 }
 
 const std::map<std::string, std::string> kRtn4{{"bits", "4"}, {"scheme", "asym"}, {"group_size", "32"}};
