@@ -94,22 +94,8 @@ Result<PassReport> run_configured(const char* pass_name, std::map<std::string, s
   return pass->run(model, ctx);
 }
 
-struct Stories {
-  Model model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-Stories load_stories() {
-  const std::string bin = test::fixture("models/stories260K/stories260K.bin");
-  const std::string tok = test::fixture("models/stories260K/tok512.bin");
-  if (bin.empty() || tok.empty()) return {};
-  LoadOptions opt;
-  opt.tokenizer_path = tok;
-  auto model = load_model(bin, opt);
-  REQUIRE(model.ok());
-  auto tokenizer = Tokenizer::create(model->tokenizer);
-  REQUIRE(tokenizer.ok());
-  return {std::move(model).value(), std::move(tokenizer).value()};
-}
+using test::load_stories;
+using test::Stories;
 
 // Calibration from Tiny Shakespeare (never the evaluation text).
 std::unique_ptr<CalibrationSet> shakespeare_calib(const Model& model, int64_t samples, int64_t ctx) {
