@@ -75,7 +75,6 @@ struct LlamaTape {
   std::vector<int32_t> tokens;
   std::vector<LayerTape> layers;
   std::vector<float> x_last, rf, hf;
-  std::vector<float> cos, sin;  // [n, head_dim / 2]
 };
 
 namespace {
@@ -107,32 +106,10 @@ void rms_backward(const float* x, const float* g, const float* r, const float* d
   }
 }
 
-void pair_index(RopeStyle style, int64_t head_dim, int64_t i, int64_t* a, int64_t* b) {
-  if (style == RopeStyle::kInterleaved) {
-    *a = 2 * i;
-    *b = 2 * i + 1;
-  } else {
-    *a = i;
-    *b = i + head_dim / 2;
-  }
-}
-
-// Rotates heads of x [n, heads * hd] in place; inverse = rotate by the negative angle (backward).
-void rope_rows(float* x, int64_t n, int64_t heads, int64_t hd, const std::vector<float>& cos,
-               const std::vector<float>& sin, RopeStyle style, bool inverse) {
-  const int64_t half = hd / 2;
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * hd;
-      for (int64_t i = 0; i < half; ++i) {
-        int64_t a, b;
-        pair_index(style, hd, i, &a, &b);
-        const float c = cos[t * half + i], s = inverse ? -sin[t * half + i] : sin[t * half + i];
-        const float x0 = v[a], x1 = v[b];
-        v[a] = x0 * c - x1 * s;
-        v[b] = x0 * s + x1 * c;
-      }
-    }
+// RoPE of every token of x [n, heads * hd] with the runtime's kernel: token t at position t, or at
+// -t (the inverse rotation: the backward pass of a rotation is its transpose).
+void rope_rows(float* x, int64_t n, int64_t heads, int64_t hd, const float* inv_freq, RopeStyle style, bool inverse) {
+  for (int64_t t = 0; t < n; ++t) kernels::rope(x + t * heads * hd, heads, hd, inverse ? -t : t, inv_freq, style);
 }
 
 // The dense products run on the runtime's SIMD f32 kernel (kernels/cpu/simd.h: one fixed-order
@@ -185,15 +162,6 @@ Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> t
   LlamaTape& tp = *tape_;
   tp.n = n;
   tp.tokens.assign(tokens.begin(), tokens.end());
-  const int64_t half = hd / 2;
-  tp.cos.resize(n * half);
-  tp.sin.resize(n * half);
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(t) * inv_freq_[i];
-      tp.cos[t * half + i] = static_cast<float>(std::cos(angle));
-      tp.sin[t * half + i] = static_cast<float>(std::sin(angle));
-    }
   const std::vector<float>& embd = p.get("token_embd.weight");
   std::vector<float> x(n * d);
   for (int64_t t = 0; t < n; ++t) std::copy_n(&embd[tokens[t] * d], d, &x[t * d]);
@@ -225,8 +193,8 @@ Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> t
         for (int64_t i = 0; i < kvd; ++i) L.v[t * kvd + i] += bv[i];
       }
     }
-    rope_rows(L.q.data(), n, H, hd, tp.cos, tp.sin, c_.rope_style, false);
-    rope_rows(L.k.data(), n, Hk, hd, tp.cos, tp.sin, c_.rope_style, false);
+    rope_rows(L.q.data(), n, H, hd, inv_freq_.data(), c_.rope_style, false);
+    rope_rows(L.k.data(), n, Hk, hd, inv_freq_.data(), c_.rope_style, false);
     L.probs.resize(static_cast<size_t>(H * n * n));  // only the lower triangles are written and read
     L.att.resize(n * qd);
     for (int64_t h = 0; h < H; ++h) {
@@ -319,8 +287,8 @@ void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams
       SMapM(dk.data() + g * hd, n, hd, Stride(kvd)).noalias() += dS.transpose().triangularView<Eigen::Upper>() * qh;
       SMapM(dv.data() + g * hd, n, hd, Stride(kvd)).noalias() += P.transpose().triangularView<Eigen::Upper>() * dO;
     }
-    rope_rows(dq.data(), n, H, hd, tp.cos, tp.sin, c_.rope_style, true);
-    rope_rows(dk.data(), n, Hk, hd, tp.cos, tp.sin, c_.rope_style, true);
+    rope_rows(dq.data(), n, H, hd, inv_freq_.data(), c_.rope_style, true);
+    rope_rows(dk.data(), n, Hk, hd, inv_freq_.data(), c_.rope_style, true);
     if (c_.attn_qkv_bias) {
       auto &gbq = gw("attn_q.bias"), &gbk = gw("attn_k.bias"), &gbv = gw("attn_v.bias");
       for (int64_t t = 0; t < n; ++t) {

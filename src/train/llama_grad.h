@@ -69,9 +69,9 @@ class LlamaGrad {
   LlamaTape* tape_;
 };
 
-// Knowledge-distillation loss of one sequence: mean over its n positions of KL(p_t || p_s) with
-// p = softmax(logits); teacher and student [n, vocab]. Returns the summed (not averaged) KL in
-// double and, when dstudent is not null, writes d(Σ KL)/d(student logits) · weight into it.
+// Knowledge-distillation loss of one sequence: Σ over its n positions of KL(p_t || p_s) with
+// p = softmax(logits), teacher and student [n, vocab], summed in double. When dstudent is not
+// null it receives weight · d(Σ KL)/d(student logits) = weight · (p_s − p_t).
 double kl_loss(const float* teacher, const float* student, int64_t n, int64_t vocab, float weight, float* dstudent);
 
 }  // namespace llmc

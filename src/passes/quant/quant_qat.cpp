@@ -214,10 +214,11 @@ class QuantQatPass : public Pass {
 
 Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
   const auto start = std::chrono::steady_clock::now();
-  if (!ctx.teacher || !ctx.calib)
+  if (!ctx.calib)
     return make_error(ErrorCode::kInvalidArgument, "quant.qat needs calibration data (--calib or --calib-self)");
+  if (!ctx.teacher)
+    return make_error(ErrorCode::kInvalidArgument, "quant.qat needs the original model (the pipeline's teacher)");
   LLMC_ASSIGN_OR_RETURN(LlamaParams student, LlamaParams::from_model(model));
-  LLMC_ASSIGN_OR_RETURN(const LlamaParams teacher, LlamaParams::from_model(*ctx.teacher));
   const ModelConfig& cfg = model.config;
 
   std::vector<QatTensor> qt;
@@ -277,9 +278,10 @@ Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
   const int64_t B = std::min<int64_t>(o_.batch, n_seq);
   const int threads = ctx.threads > 0 ? ctx.threads : std::max(1, omp_get_max_threads());
 
-  // Teacher logits of every sequence, computed once.
+  // Teacher logits of every sequence, computed once (the teacher's f32 weights live only here).
   std::vector<std::vector<float>> teacher_logits(seqs.size());
   {
+    LLMC_ASSIGN_OR_RETURN(const LlamaParams teacher, LlamaParams::from_model(*ctx.teacher));
     std::vector<std::unique_ptr<LlamaGrad>> g(static_cast<size_t>(threads));
     std::vector<std::optional<Error>> errors(seqs.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
