@@ -72,8 +72,10 @@ class PruneSparseGpt final : public Pass {
       here.sparsity = sparsity.at(name);
       const QuantSpec quant = joint_spec();
       QuantEncoding values;
-      if (auto r = sparsegpt_prune(w, t.rows(), t.cols(), it->second->xtx, here, sgpt_, keep, bits_ ? &quant : nullptr,
-                                   &values);
+      SparseGptOptions options = sgpt_;
+      options.threads = ctx.threads;
+      if (auto r = sparsegpt_prune(w, t.rows(), t.cols(), it->second->xtx, here, options, keep,
+                                   bits_ ? &quant : nullptr, &values);
           !r.ok())
         return with_context(r.error(), str_cat("prune.sparsegpt: tensor '", name, "'"));
       LLMC_ASSIGN_OR_RETURN(const double achieved, store_sparse(model, name, w, keep, here, bits_ ? &values : nullptr));

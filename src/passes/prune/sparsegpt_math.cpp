@@ -8,6 +8,8 @@
 #include <optional>
 
 #include "core/sparse.h"
+#include "kernels/cpu/linalg.h"
+#include "passes/hessian.h"
 #include "passes/prune/prune_common.h"
 #include "passes/quant/quant_math.h"
 
@@ -18,19 +20,15 @@ using MatrixD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
 
 // Upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ U) after damping; retries with 10x damping when H is
 // not numerically positive definite.
-Result<MatrixD> inverse_cholesky_upper(MatrixD h, double damp) {
+Result<MatrixD> inverse_factor(const MatrixD& h, double damp, int threads) {
   const int64_t n = h.rows();
   const double mean_diag = h.diagonal().mean();
-  for (int attempt = 0; attempt < 4; ++attempt, damp *= 10.0) {
-    MatrixD hd = h;
-    hd.diagonal().array() += damp * (mean_diag > 0 ? mean_diag : 1.0);
-    Eigen::LLT<MatrixD> llt(hd);
-    if (llt.info() != Eigen::Success) continue;
-    MatrixD inv = llt.solve(MatrixD::Identity(n, n));
-    Eigen::LLT<MatrixD> llt_inv(inv);
-    if (llt_inv.info() != Eigen::Success) continue;
-    return MatrixD(llt_inv.matrixU());
-  }
+  // H is symmetric: its column-major storage is its row-major one.
+  const std::span<const double> hs(h.data(), static_cast<size_t>(n * n));
+  for (int attempt = 0; attempt < 4; ++attempt, damp *= 10.0)
+    if (auto u = inverse_cholesky_upper(hs, n, damp * (mean_diag > 0 ? mean_diag : 1.0), threads))
+      return MatrixD(
+          Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(u->data(), n, n));
   return make_error(ErrorCode::kInternal, "sparsegpt: the Hessian is not positive definite even with damping");
 }
 
@@ -55,7 +53,7 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
       H(c, c) = 1.0;
       W.col(c).setZero();
     }
-  LLMC_ASSIGN_OR_RETURN(const MatrixD U, inverse_cholesky_upper(std::move(H), options.damp));
+  LLMC_ASSIGN_OR_RETURN(const MatrixD U, inverse_factor(H, options.damp, options.threads));
 
   // Kept entries per row in columns [0, c): the same in every row (exact per-row quotas).
   auto kept_before = [&](int64_t c) -> int64_t {
@@ -175,7 +173,11 @@ Result<void> sparsegpt_prune(std::vector<float>& w, int64_t rows, int64_t cols, 
       Err1.col(j) = err;
     }
     W.middleCols(i1, count) = W1;
-    if (i2 < cols) W.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, count, cols - i2);
+    // W[:, i2:] -= Err1 · U[i1:i2, i2:], as its transpose on the column-major storage: row c of Wᵀ
+    // (column c of W) is contiguous, and so are Uᵀ's and Err1ᵀ's rows.
+    if (i2 < cols)
+      kernels::sub_matmul_f64(W.data() + i2 * rows, rows, U.data() + i1 + i2 * cols, cols, Err1.data(), rows, cols - i2,
+                              rows, count, options.threads);
   }
   keep.assign(static_cast<size_t>(rows * cols), 1);
   for (int64_t r = 0; r < rows; ++r)

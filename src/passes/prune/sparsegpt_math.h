@@ -13,6 +13,7 @@ namespace llmc {
 struct SparseGptOptions {
   double damp = 0.01;        // fraction of mean(diag H) added to the diagonal
   int64_t block_size = 128;  // columns per lazy-batch update (rounded down to a multiple of M for n:m)
+  int threads = 1;           // of the lazy-batch updates (the result does not depend on it)
 };
 
 // Prunes w [rows, cols] (row-major, updated in place: pruned entries become 0, kept ones absorb

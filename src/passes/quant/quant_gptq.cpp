@@ -15,7 +15,9 @@
 
 #include "core/log.h"
 #include "core/lowrank.h"
+#include "kernels/cpu/linalg.h"
 #include "model/arch.h"
+#include "passes/hessian.h"
 #include "passes/lowrank/factor_quant.h"
 
 namespace llmc {
@@ -35,7 +37,7 @@ int resolve_threads(int threads) { return threads > 0 ? threads : std::max(1, om
 
 Result<std::shared_ptr<const GptqHessian>> prepare_gptq_hessian(std::span<const double> xtx, int64_t cols,
                                                                 int64_t tokens, std::span<const float> col_scale,
-                                                                const GptqOptions& options) {
+                                                                const GptqOptions& options, int threads) {
   if (cols <= 0 || xtx.size() != static_cast<size_t>(cols * cols))
     return make_error(ErrorCode::kInternal, "GPTQ: X^T X has ", xtx.size(), " entries, expected ", cols, "^2");
   if (!col_scale.empty() && col_scale.size() != static_cast<size_t>(cols))
@@ -72,18 +74,10 @@ Result<std::shared_ptr<const GptqHessian>> prepare_gptq_hessian(std::span<const 
   const double base_damp = options.damp > 0 ? options.damp : 1e-4;
   for (size_t attempt = 0; attempt < std::size(kDampRetry); ++attempt) {
     const double damp = attempt == 0 ? options.damp : base_damp * kDampRetry[attempt];
-    // With J the order reversal: J H J = L Lᵀ gives H = R Rᵀ, R = J L J upper triangular, so
-    // H⁻¹ = R⁻ᵀ R⁻¹ and U = R⁻¹ is the upper Cholesky factor of H⁻¹ (one factorization and one
-    // triangular inverse instead of inverting H and factorizing again).
-    RowMatrix a = hp.reverse();
-    a.diagonal().array() += damp * mean_diag;
-    Eigen::LLT<RowMatrix> llt(a);
-    if (llt.info() != Eigen::Success) continue;
-    const RowMatrix r = RowMatrix(llt.matrixL()).reverse();
-    RowMatrix u = RowMatrix::Identity(cols, cols);
-    r.triangularView<Eigen::Upper>().solveInPlace(u);
-    if (!u.allFinite() || !(u.diagonal().array() > 0).all()) continue;
-    h->hinv_u.assign(u.data(), u.data() + cols * cols);
+    std::optional<std::vector<double>> u = inverse_cholesky_upper(
+        std::span<const double>(hp.data(), static_cast<size_t>(cols * cols)), cols, damp * mean_diag, threads);
+    if (!u) continue;
+    h->hinv_u = std::move(*u);
     h->damp_used = damp;
     if (attempt > 0) log_warn("GPTQ: Hessian needed damping ", damp, " (asked ", options.damp, ")");
     return std::shared_ptr<const GptqHessian>(std::move(h));
@@ -162,7 +156,9 @@ GptqTensorResult gptq_quantize(const QuantSpec& spec, std::span<const float> w, 
           for (int64_t k = j + 1; k < i2; ++k) wt(r, k) -= e * u(j, k);
         }
       }
-      if (i2 < cols) wt.rightCols(cols - i2).noalias() -= err.leftCols(i2 - i1) * u.block(i1, i2, i2 - i1, cols - i2);
+      if (i2 < cols)
+        kernels::sub_matmul_f64(wt.data() + i2, cols, err.data(), block, h.hinv_u.data() + i1 * cols + i2, cols, tr,
+                                cols - i2, i2 - i1);
     }
     tile_loss[t] = loss;
   }
@@ -221,7 +217,7 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
     const PartQuantizer part = [&](std::span<const float> w, int64_t rows, int64_t cols, const PartInput& in,
                                    std::vector<float>& dequant) -> Result<QuantEncoding> {
       if (gptq && !in.xtx.empty()) {
-        auto h = prepare_gptq_hessian(in.xtx, cols, in.tokens, {}, options);
+        auto h = prepare_gptq_hessian(in.xtx, cols, in.tokens, {}, options, threads);
         if (h.ok()) {
           GptqTensorResult r = gptq_quantize(target.spec, w, rows, cols, **h, search, options, threads);
           dequant = std::move(r.dequant);
@@ -250,7 +246,7 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
   if (gptq && stats && !stats->xtx.empty()) {
     auto& slot = cache[{stats, col_scale.data()}];
     if (!slot) {
-      auto prepared = prepare_gptq_hessian(stats->xtx, cols, stats->tokens, col_scale, options);
+      auto prepared = prepare_gptq_hessian(stats->xtx, cols, stats->tokens, col_scale, options, threads);
       if (prepared.ok())
         slot = *prepared;
       else

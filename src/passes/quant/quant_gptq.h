@@ -29,10 +29,11 @@ struct GptqHessian {
 
 // Prepares H from Σ x xᵀ ([cols, cols] row-major, `tokens` inputs; `col_scale` (may be empty)
 // divides column/row c by col_scale[c]: the Hessian of inputs x / s after AWQ scaling).
-// kInvalidArgument when Cholesky fails even after raising the damping 1000×.
+// kInvalidArgument when Cholesky fails even after raising the damping 1000×. The result does not
+// depend on `threads` (0 = all).
 Result<std::shared_ptr<const GptqHessian>> prepare_gptq_hessian(std::span<const double> xtx, int64_t cols,
                                                                 int64_t tokens, std::span<const float> col_scale,
-                                                                const GptqOptions& options);
+                                                                const GptqOptions& options, int threads = 1);
 
 struct GptqTensorResult {
   QuantEncoding encoding;
