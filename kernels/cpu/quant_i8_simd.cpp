@@ -236,9 +236,8 @@ struct HalfScales {
 
 // The scales of blocks 2p, 2p+1 over the two 128-bit halves: f32 per block, or f16 per group
 // (widening is exact).
-template <bool kHalf>
-HWY_INLINE __m256 pair_scales(const uint8_t* sc, int64_t p, const HalfScales& h) {
-  if constexpr (kHalf) {
+HWY_INLINE __m256 pair_scales(bool half, const uint8_t* sc, int64_t p, const HalfScales& h) {
+  if (half) {
     int32_t bits = 0;
     const uint8_t* at = sc + 2 * ((2 * p) >> h.shift);
     if (h.pair_two)
@@ -451,9 +450,8 @@ HWY_INLINE W quad_sums(W ca, W cb, W sa, W sb, const QuadAct& x) {
 
 // The scales of blocks 2p..2p+3 (p even), each over four int32 lanes (as pair_scales). The masked
 // load reads no group past the row's last.
-template <bool kHalf>
-HWY_INLINE __m512 quad_scales(const uint8_t* sc, int64_t p, const HalfScales& h) {
-  if constexpr (kHalf) {
+HWY_INLINE __m512 quad_scales(bool half, const uint8_t* sc, int64_t p, const HalfScales& h) {
+  if (half) {
     const __m128i bits = _mm_maskz_loadu_epi16(h.quad_mask, sc + 2 * ((2 * p) >> h.shift));
     return _mm512_permutexvar_ps(h.quad_spread, _mm512_castps128_ps512(_mm_cvtph_ps(bits)));
   } else {
@@ -503,20 +501,20 @@ HWY_INLINE float acc_sum(Acc acc) {
 
 // R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
 // The small loops are unrolled so the accumulators live in registers.
-template <K kKind, bool kLut, bool kSplit, bool kHalf, bool kUniform, int R, int T>
-HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
+template <K kKind, bool kLut, bool kSplit, bool kUniform, int R, int T>
+HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half, int64_t r0, int64_t t0) {
   Acc acc[R][T];
   const float* rec[T];
   const uint8_t* row[R];
-  const uint8_t* sc[R];  // the row's scales: f32, or f16 (kHalf)
+  const uint8_t* sc[R];  // the row's scales: f32, or f16 (half)
   V lut[R];              // kLut: the row's table in both 128-bit lanes
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) rec[t] = a.act + (t0 + t) * a.act_stride + a.x_floats;
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     row[r] = a.codes + (r0 + r) * a.code_stride;
-    sc[r] = kHalf ? a.half_scales + 2 * (r0 + r) * a.scales_stride
-                  : reinterpret_cast<const uint8_t*>(a.scales + (r0 + r) * a.scales_stride);
+    sc[r] = half ? a.half_scales + 2 * (r0 + r) * a.scales_stride
+                 : reinterpret_cast<const uint8_t*>(a.scales + (r0 + r) * a.scales_stride);
     if constexpr (kLut)
       lut[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.lut + (r0 + r) * 16)));
 #pragma GCC unroll 4
@@ -550,7 +548,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
         ca = _mm512_abs_epi8(sa);
         cb = _mm512_abs_epi8(sb);
       }
-      const __m512 s = quad_scales<kHalf>(sc[r], p, hs);
+      const __m512 s = quad_scales(half, sc[r], p, hs);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const QuadAct x = act_of(t);
@@ -577,7 +575,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
         ca = _mm256_abs_epi8(sa);
         cb = _mm256_abs_epi8(sb);
       }
-      const __m256 s = pair_scales<kHalf>(sc[r], p, hs);
+      const __m256 s = pair_scales(half, sc[r], p, hs);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const float* e = rec[t] + p * kPairFloats;
@@ -592,7 +590,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
     for (int t = 0; t < T; ++t) {
       float v = acc_sum(acc[r][t]);
       const float* xsum = a.act + (t0 + t) * a.act_stride;
-      if (kHalf && a.half_mins != nullptr)
+      if (half && a.half_mins != nullptr)
         v += half_min_terms(a.half_mins + 2 * (r0 + r) * a.groups, sc[r], a.centre, xsum, a.groups);
       else if (a.mins != nullptr)
         v += min_terms(a.mins + (r0 + r) * a.mins_stride, xsum, a.groups);
@@ -601,46 +599,40 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
 }
 
 // Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
-template <K kKind, bool kLut, bool kSplit, bool kHalf, bool kUniform>
+// Scales: f32 (palette weights always), or f16 per group (a branch the predictor always takes the
+// same way within a call; one instantiation instead of two halves this file's compile time).
+template <K kKind, bool kLut, bool kSplit, bool kUniform>
 void i8_shapes(const QuantI8DotArgs& a) {
+  const bool half = !kLut && a.half_scales != nullptr;
   if (a.n == 1) {
     int64_t r = 0;
-    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 4, 1>(a, r, 0);
-    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 1>(a, r, 0);
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kUniform, 4, 1>(a, half, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kUniform, 1, 1>(a, half, r, 0);
     return;
   }
   for (int64_t r = 0; r < a.rows; ++r) {
     int64_t t = 0;
-    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 4>(a, r, t);
-    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kHalf, kUniform, 1, 1>(a, r, t);
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kUniform, 1, 4>(a, half, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, 1, 1>(a, half, r, t);
   }
 }
 // Codes in the common layout (QuantI8DotArgs::uniform) take the 512-bit extractors where there are.
-template <K kKind, bool kLut, bool kSplit, bool kHalf>
+template <K kKind, bool kLut, bool kSplit>
 void i8_layout(const QuantI8DotArgs& a) {
   constexpr bool kOdd = kKind == K::kBits3 || kKind == K::kBits5 || kKind == K::kBits6 || kKind == K::kBits7;
   constexpr bool kWide =
       kKind == K::kNibbles || kKind == K::kCrumbs || kKind == K::kBits1 || (kOdd && HWY_TARGET == HWY_AVX3_DL);
   if constexpr (kWide && HWY_TARGET != HWY_AVX2) {
-    if (a.uniform) return i8_shapes<kKind, kLut, kSplit, kHalf, true>(a);
+    if (a.uniform) return i8_shapes<kKind, kLut, kSplit, true>(a);
   }
-  i8_shapes<kKind, kLut, kSplit, kHalf, false>(a);
-}
-template <K kKind, bool kLut, bool kSplit>
-void i8_scales(const QuantI8DotArgs& a) {
-  if constexpr (kLut)  // palette weights: f32 scales
-    i8_layout<kKind, kLut, kSplit, false>(a);
-  else if (a.half_scales == nullptr)
-    i8_layout<kKind, kLut, kSplit, false>(a);
-  else
-    i8_layout<kKind, kLut, kSplit, true>(a);
+  i8_shapes<kKind, kLut, kSplit, false>(a);
 }
 template <K kKind, bool kLut = false>
 void i8_all(const QuantI8DotArgs& a) {
   if (a.split)
-    i8_scales<kKind, kLut, true>(a);
+    i8_layout<kKind, kLut, true>(a);
   else
-    i8_scales<kKind, kLut, false>(a);
+    i8_layout<kKind, kLut, false>(a);
 }
 // Palette weights: the extractors of 4-, 3-, 2- and 1-bit codes read the indices in place.
 void i8_palette(const QuantI8DotArgs& a) {
