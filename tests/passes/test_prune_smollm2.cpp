@@ -13,6 +13,7 @@
 #include "passes/pass.h"
 #include "pipeline/calibration.h"
 #include "quant_test_util.h"
+#include "replay_runtime.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
 #include "verify/perplexity.h"
@@ -20,42 +21,6 @@
 using namespace llmc;
 
 namespace {
-
-// The reference model's logits, computed once: the first evaluation records the logits of every
-// forward call, later evaluations of the same chunks replay them in the same order.
-class ReplayRuntime final : public Runtime {
- public:
-  explicit ReplayRuntime(std::unique_ptr<Runtime> rt) : rt_(std::move(rt)) {}
-  void replay() {
-    recording_ = false;
-    next_ = 0;
-  }
-  Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) override {
-    const size_t n = logits ? (all_logits ? tokens.size() : 1) * static_cast<size_t>(vocab_size()) : 0;
-    if (recording_) {
-      LLMC_TRY(rt_->forward(tokens, pos, logits, all_logits));
-      if (logits) calls_.emplace_back(logits, logits + n);
-      return {};
-    }
-    if (!logits) return {};
-    REQUIRE(next_ < calls_.size());
-    REQUIRE(calls_[next_].size() == n);
-    std::memcpy(logits, calls_[next_++].data(), n * sizeof(float));
-    return {};
-  }
-  Result<void> copy_cache_from(const Runtime&, int64_t) override {
-    return make_error(ErrorCode::kUnsupported, "replay runtime");
-  }
-  int64_t vocab_size() const override { return rt_->vocab_size(); }
-  int64_t max_context() const override { return rt_->max_context(); }
-  uint64_t weight_bytes_per_token() const override { return rt_->weight_bytes_per_token(); }
-
- private:
-  std::unique_ptr<Runtime> rt_;
-  bool recording_ = true;
-  size_t next_ = 0;
-  std::vector<std::vector<float>> calls_;
-};
 
 Model pruned_copy(const Model& base, const char* pass, std::map<std::string, std::string> options,
                   CalibrationSet* calib) {
@@ -102,15 +67,12 @@ TEST_CASE("SmolLM2 at 50% and 2:4: Wanda and SparseGPT beat magnitude (KLD and P
   eo.max_chunks = 2;
   auto ref_rt = Runtime::create(*base, ro);
   REQUIRE(ref_rt.ok());
-  ReplayRuntime ref(std::move(ref_rt).value());
-  bool recorded = false;
+  test::ReplayRuntime ref(std::move(ref_rt).value());
   auto eval = [&](const Model& m) {
     auto rt = Runtime::create(m, ro);
     REQUIRE(rt.ok());
-    if (recorded) ref.replay();
-    auto r = evaluate_text(**rt, &ref, **tokenizer, *text, eo);
+    auto r = evaluate_text(**rt, ref.pass(), **tokenizer, *text, eo);
     REQUIRE(r.ok());
-    recorded = true;
     return std::pair{r->kld->kld.mean, r->kld->ppl_ratio};
   };
   for (const char* pattern : {"0.5", "2:4"}) {

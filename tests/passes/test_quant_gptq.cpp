@@ -10,6 +10,7 @@
 #include "passes/quant/quant_gptq.h"
 #include "pipeline/calibration.h"
 #include "quant_test_util.h"
+#include "replay_runtime.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
 #include "verify/perplexity.h"
@@ -286,17 +287,18 @@ TEST_CASE("SmolLM2: GPTQ has lower KLD than RTN at 4 bits g128 on wikitext2", "[
   auto calib = shakespeare_calib(*base, 8, 256);
   auto text = read_text_file(llmc::test::fixture("text/wikitext2-test.txt"));
   REQUIRE(text.ok());
+  RuntimeOptions ropt;
+  ropt.max_context = 512;
+  auto rr = Runtime::create(*base, ropt);
+  REQUIRE(rr.ok());
+  llmc::test::ReplayRuntime ref(std::move(rr).value());  // the reference's logits computed once
   auto kld = [&](const Model& q) {
-    RuntimeOptions ropt;
-    ropt.max_context = 512;
     auto rq = Runtime::create(q, ropt);
-    auto rr = Runtime::create(*base, ropt);
     REQUIRE(rq.ok());
-    REQUIRE(rr.ok());
     EvalOptions opt;
     opt.ctx = 512;
     opt.max_chunks = 4;
-    auto r = evaluate_text(**rq, rr->get(), **tokenizer, *text, opt);
+    auto r = evaluate_text(**rq, ref.pass(), **tokenizer, *text, opt);
     REQUIRE(r.ok());
     return r->kld->kld.mean;
   };
