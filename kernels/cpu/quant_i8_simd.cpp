@@ -501,8 +501,10 @@ HWY_INLINE float acc_sum(Acc acc) {
 
 // R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
 // The small loops are unrolled so the accumulators live in registers.
-template <K kKind, bool kLut, bool kSplit, bool kUniform, int R, int T>
-HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half, int64_t r0, int64_t t0) {
+// kScales: 0 f32 scales, 1 f16, 2 either (`half_arg`, a branch per scale load).
+template <K kKind, bool kLut, bool kSplit, bool kUniform, int kScales, int R, int T>
+HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int64_t t0) {
+  const bool half = kScales == 2 ? half_arg : kScales == 1;
   Acc acc[R][T];
   const float* rec[T];
   const uint8_t* row[R];
@@ -599,22 +601,32 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half, int64_t r0, int64_t
 }
 
 // Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
-// Scales: f32 (palette weights always), or f16 per group (a branch the predictor always takes the
-// same way within a call; one instantiation instead of two halves this file's compile time).
-template <K kKind, bool kLut, bool kSplit, bool kUniform>
-void i8_shapes(const QuantI8DotArgs& a) {
-  const bool half = !kLut && a.half_scales != nullptr;
+// Scales: f32 (palette weights always), or f16 per group. AVX2 compiles the two forms apart (the
+// branch per scale load cost ~10 % of its q4 decode); the AVX-512 targets take the branch (no
+// measurable cost there), one instantiation instead of two for this file's largest targets.
+template <K kKind, bool kLut, bool kSplit, bool kUniform, int kScales>
+void i8_rows_tokens(const QuantI8DotArgs& a, bool half) {
   if (a.n == 1) {
     int64_t r = 0;
-    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kUniform, 4, 1>(a, half, r, 0);
-    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kUniform, 1, 1>(a, half, r, 0);
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kUniform, kScales, 4, 1>(a, half, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 1>(a, half, r, 0);
     return;
   }
   for (int64_t r = 0; r < a.rows; ++r) {
     int64_t t = 0;
-    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kUniform, 1, 4>(a, half, r, t);
-    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, 1, 1>(a, half, r, t);
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 4>(a, half, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 1>(a, half, r, t);
   }
+}
+template <K kKind, bool kLut, bool kSplit, bool kUniform>
+void i8_shapes(const QuantI8DotArgs& a) {
+  const bool half = !kLut && a.half_scales != nullptr;
+#if HWY_TARGET == HWY_AVX2
+  if (half) return i8_rows_tokens<kKind, kLut, kSplit, kUniform, 1>(a, half);
+  i8_rows_tokens<kKind, kLut, kSplit, kUniform, 0>(a, half);
+#else
+  i8_rows_tokens<kKind, kLut, kSplit, kUniform, 2>(a, half);
+#endif
 }
 // Codes in the common layout (QuantI8DotArgs::uniform) take the 512-bit extractors where there are.
 template <K kKind, bool kLut, bool kSplit>
