@@ -10,6 +10,7 @@
 #include "model/tokenizer.h"
 #include "passes/pass.h"
 #include "runtime/runtime.h"
+#include "stories.h"
 #include "test_util.h"
 #include "verify/perplexity.h"
 
@@ -47,24 +48,6 @@ class SetOptions : public OptionVisitor {
   }
   std::map<std::string, std::string> values_;
 };
-
-// stories260K with its tokenizer (tok512.bin); empty (no tokenizer) when the fixtures are missing.
-struct Stories {
-  Model model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-inline Stories load_stories() {
-  const std::string bin = fixture("models/stories260K/stories260K.bin");
-  const std::string tok = fixture("models/stories260K/tok512.bin");
-  if (bin.empty() || tok.empty()) return {};
-  LoadOptions opt;
-  opt.tokenizer_path = tok;
-  auto model = load_model(bin, opt);
-  REQUIRE(model.ok());
-  auto tokenizer = Tokenizer::create(model->tokenizer);
-  REQUIRE(tokenizer.ok());
-  return {std::move(model).value(), std::move(tokenizer).value()};
-}
 
 // KLD of `q` against `ref` on issue 4's protocol (tinystories-sample.txt, ctx 256); max_chunks 0 =
 // all chunks; threads 0 = all cores.

@@ -7,36 +7,18 @@
 #include "formats/model_io.h"
 #include "model/tokenizer.h"
 #include "runtime/runtime.h"
+#include "stories.h"
 #include "test_util.h"
 #include "verify/perplexity.h"
 #include "verify/report.h"
 
 using namespace llmc;
 
-namespace {
-
-struct Loaded {
-  Model model;
-  std::unique_ptr<Tokenizer> tokenizer;
-};
-
-Loaded load_stories() {
-  const std::string bin = llmc::test::fixture("models/stories260K/stories260K.bin");
-  const std::string tok = llmc::test::fixture("models/stories260K/tok512.bin");
-  if (bin.empty() || tok.empty()) return {};
-  LoadOptions opt;
-  opt.tokenizer_path = tok;
-  auto model = load_model(bin, opt);
-  REQUIRE(model.ok());
-  auto tokenizer = Tokenizer::create(model->tokenizer);
-  REQUIRE(tokenizer.ok());
-  return {std::move(model).value(), std::move(tokenizer).value()};
-}
-
-}  // namespace
+using test::load_stories;
+using test::Stories;
 
 TEST_CASE("stories260K: NLL of the golden sentence matches llama2.c's", "[verify]") {
-  Loaded s = load_stories();
+  Stories s = load_stories();
   if (!s.tokenizer) return;
   const std::string golden_path = llmc::test::fixture("models/stories260K/golden.json");
   auto golden_text = read_text_file(golden_path);
@@ -58,7 +40,7 @@ TEST_CASE("stories260K: NLL of the golden sentence matches llama2.c's", "[verify
 }
 
 TEST_CASE("stories260K: perplexity on TinyStories and KLD against itself", "[verify]") {
-  Loaded s = load_stories();
+  Stories s = load_stories();
   if (!s.tokenizer) return;
   auto text = read_text_file(llmc::test::fixture("text/tinystories-sample.txt"));
   REQUIRE(text.ok());
