@@ -183,6 +183,7 @@ void attention_ref(const float* q, const float* k_cache, const float* v_cache, i
 namespace {
 // Tile side of gram_upper_accumulate (a multiple of the dot microkernel's 4 rows and 3 tokens).
 constexpr int64_t kGramTile = 96;
+constexpr int64_t kTransposeBlock = 32;
 }  // namespace
 
 void gram_upper_accumulate(const float* x, int64_t n, int64_t cols, double* total) {
@@ -191,13 +192,20 @@ void gram_upper_accumulate(const float* x, int64_t n, int64_t cols, double* tota
   thread_local std::vector<float> transposed;
   transposed.resize(static_cast<size_t>(cols * n));
   float* xt = transposed.data();
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t c = 0; c < cols; ++c) xt[c * n + t] = x[t * cols + c];
   const int64_t tiles = (cols + kGramTile - 1) / kGramTile;
   const int64_t pairs = tiles * (tiles + 1) / 2;
   const bool parallel = cols * cols * n >= (int64_t{1} << 20);
 #pragma omp parallel num_threads(num_threads()) if (parallel)
   {
+    // Transposed in square blocks of columns: element by element, every write of a token's row went
+    // to another cache line (a third of this function's time at 512 x 1536).
+#pragma omp for schedule(static)
+    for (int64_t c0 = 0; c0 < cols; c0 += kTransposeBlock)
+      for (int64_t t0 = 0; t0 < n; t0 += kTransposeBlock) {
+        const int64_t t1 = std::min(n, t0 + kTransposeBlock), c1 = std::min(cols, c0 + kTransposeBlock);
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t t = t0; t < t1; ++t) xt[c * n + t] = x[t * cols + c];
+      }
     thread_local std::vector<float> tile;
     tile.resize(static_cast<size_t>(kGramTile * kGramTile));
 #pragma omp for schedule(dynamic, 1)

@@ -59,16 +59,13 @@ constexpr int64_t kDecodeRows = 16;
 void decoded_rows(const Tensor& w, const float* x, const float*, int64_t t_begin, int64_t t_end, int64_t r_begin,
                   int64_t r_end, float* y) {
   thread_local std::vector<float> block;
-  thread_local std::vector<float> out;
   const int64_t cols = w.cols();
   for (int64_t r = r_begin; r < r_end; r += kDecodeRows) {
     const int64_t nr = std::min(kDecodeRows, r_end - r);
     block.resize(static_cast<size_t>(nr * cols));
-    out.resize(static_cast<size_t>(nr * (t_end - t_begin)));
     w.rows_to_f32(r, r + nr, block.data());
-    simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(block.data()), nr, cols, x + t_begin * cols, 0,
-                          t_end - t_begin, 0, nr, out.data());
-    for (int64_t t = t_begin; t < t_end; ++t) std::copy_n(out.data() + (t - t_begin) * nr, nr, y + t * w.rows() + r);
+    simd::matmul_block_f32(block.data(), nr, cols, x + t_begin * cols, t_end - t_begin, y + t_begin * w.rows() + r,
+                           w.rows());
   }
 }
 

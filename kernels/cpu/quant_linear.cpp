@@ -248,12 +248,11 @@ void quant_rows_decoded(const Tensor& w, const float* x, int64_t t_begin, int64_
   const bool mins = has_mins(q);
   const DecodeRow decode = decode_row_fn(f.values, mins);
   thread_local std::vector<uint8_t> values;
-  thread_local std::vector<float> scales, min_values, block, out;
+  thread_local std::vector<float> scales, min_values, block;
   values.resize(static_cast<size_t>(cols + 8));
   scales.resize(static_cast<size_t>(kDecodedRows * gpr));
   min_values.resize(static_cast<size_t>(kDecodedRows * gpr));
   block.resize(static_cast<size_t>(kDecodedRows * cols));
-  out.resize(static_cast<size_t>(kDecodedRows * kDecodedTokens));
   for (int64_t r = r_begin; r < r_end; r += kDecodedRows) {
     const int64_t nr = std::min(kDecodedRows, r_end - r);
     decode_params(q, q.scales, q.scale_meta, r * gpr, nr * gpr, scales.data());
@@ -266,12 +265,9 @@ void quant_rows_decoded(const Tensor& w, const float* x, int64_t t_begin, int64_
       }
       decode(v, cols, glen, scales.data() + i * gpr, min_values.data() + i * gpr, block.data() + i * cols);
     }
-    for (int64_t t0 = t_begin; t0 < t_end; t0 += kDecodedTokens) {
-      const int64_t nt = std::min(kDecodedTokens, t_end - t0);
-      simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(block.data()), nr, cols, x + t0 * cols, 0, nt, 0, nr,
-                            out.data());
-      for (int64_t t = 0; t < nt; ++t) std::copy_n(out.data() + t * nr, nr, y + (t0 + t) * rows + r);
-    }
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += kDecodedTokens)
+      simd::matmul_block_f32(block.data(), nr, cols, x + t0 * cols, std::min(kDecodedTokens, t_end - t0),
+                             y + t0 * rows + r, rows);
   }
 }
 

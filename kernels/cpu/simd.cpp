@@ -196,6 +196,10 @@ void MatmulRowsBF16(const uint8_t* w, int64_t rows, int64_t cols, const float* x
   matmul_rows<LoadBF16>(w, rows, cols, x, t_begin, t_end, r_begin, r_end, y);
 }
 
+void MatmulBlockF32(const float* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y, int64_t y_stride) {
+  dots<LoadF32>(w, cols, x, cols, cols, 0, n, 0, rows, y, y_stride);
+}
+
 float Dot(const float* a, const float* b, int64_t n) {
   float y = 0.0f;
   micro<1, 1, LoadF32>(a, 0, b, 0, n, &y, 0);
@@ -369,6 +373,7 @@ namespace llmc::kernels::simd {
 HWY_EXPORT(MatmulRowsF32);
 HWY_EXPORT(MatmulRowsF16);
 HWY_EXPORT(MatmulRowsBF16);
+HWY_EXPORT(MatmulBlockF32);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(SiluMul);
@@ -385,6 +390,10 @@ void matmul_rows_f16(const uint8_t* w, int64_t rows, int64_t cols, const float* 
 void matmul_rows_bf16(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
                       int64_t r_begin, int64_t r_end, float* y) {
   HWY_DYNAMIC_DISPATCH(MatmulRowsBF16)(w, rows, cols, x, t_begin, t_end, r_begin, r_end, y);
+}
+void matmul_block_f32(const float* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y,
+                      int64_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatmulBlockF32)(w, rows, cols, x, n, y, y_stride);
 }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 void softmax(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Softmax)(x, n); }

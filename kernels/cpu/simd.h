@@ -19,6 +19,10 @@ void matmul_rows_f16(const uint8_t* w, int64_t rows, int64_t cols, const float* 
                      int64_t r_begin, int64_t r_end, float* y);
 void matmul_rows_bf16(const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
                       int64_t r_begin, int64_t r_end, float* y);
+// Y[t * y_stride + r] = Σ_c W[r, c] · X[t, c] for r in [0, rows), t in [0, n): a block of rows
+// (decoded to f32 by the caller) written straight into a wider output, in matmul_rows_f32's bits.
+void matmul_block_f32(const float* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y,
+                      int64_t y_stride);
 
 // Σ a[i] b[i], the order every dot product of this file uses: one vector accumulator over the
 // full vectors of columns (in column order, fused multiply-add), the lanes summed by a fixed

@@ -160,8 +160,13 @@ int64_t longest(const std::vector<std::vector<int32_t>>& seqs) {
 
 class SequentialImpl final : public CalibrationSet::Sequential {
  public:
-  SequentialImpl(const Model& model, const CalibrationSet& set, std::unique_ptr<BlockRunner> runner, int threads)
-      : model_(model), set_(set), runner_(std::move(runner)), threads_(threads) {}
+  SequentialImpl(const Model& model, const CalibrationSet& set, std::unique_ptr<BlockRunner> runner, int threads,
+                 int64_t stage_budget_floats)
+      : model_(model),
+        set_(set),
+        runner_(std::move(runner)),
+        threads_(threads),
+        stage_budget_floats_(stage_budget_floats) {}
 
   Result<void> init() {
     const int64_t dim = model_.config.dim;
@@ -177,6 +182,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
 
   Result<LayerStats> collect(int64_t layer, const StatsRequest& request) override {
     LLMC_TRY(check_order("collect", layer));
+    LLMC_TRY(check_stage("collect", BlockStage::kAttnInput));
     LLMC_TRY(check_request(request, model_));
     StatsCollector collector(request, set_.tokens(), threads_);
     const LinearObserver observer = collector.observer();
@@ -187,10 +193,35 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     return collector.finish();
   }
 
+  Result<LayerStats> collect_stage(int64_t layer, BlockStage stage, const StatsRequest& request) override {
+    LLMC_TRY(check_order("collect_stage", layer));
+    if (stage == BlockStage::kFinish)
+      return make_error(ErrorCode::kInvalidArgument, "calibration: kFinish is advance()'s stage, not a capture");
+    LLMC_TRY(check_stage("collect_stage", stage));
+    LLMC_TRY(check_request(request, model_));
+    if (act_.empty()) allocate_act();
+    StatsCollector collector(request, set_.tokens(), threads_);
+    const LinearObserver observer = collector.observer();
+    for (size_t i = 0; i < hidden_.size(); ++i) {
+      float* act = stage == BlockStage::kDownInput && !keep_ffn_act_ ? nullptr : act_[i].data();
+      LLMC_TRY(runner_->forward_stage(layer, stage, hidden_[i].data(), act, length(i), &observer));
+    }
+    next_stage_ = static_cast<BlockStage>(static_cast<int>(stage) + 1);
+    return collector.finish();
+  }
+
   Result<void> advance(int64_t layer) override {
     LLMC_TRY(check_order("advance", layer));
-    for (size_t i = 0; i < hidden_.size(); ++i)
-      LLMC_TRY(runner_->forward_layer(layer, hidden_[i].data(), length(i), nullptr));
+    if (next_stage_ != BlockStage::kAttnInput && next_stage_ != BlockStage::kFinish)
+      LLMC_TRY(check_stage("advance", BlockStage::kFinish));
+    for (size_t i = 0; i < hidden_.size(); ++i) {
+      if (next_stage_ == BlockStage::kFinish)
+        LLMC_TRY(runner_->forward_stage(layer, BlockStage::kFinish, hidden_[i].data(),
+                                        keep_ffn_act_ ? act_[i].data() : nullptr, length(i), nullptr));
+      else
+        LLMC_TRY(runner_->forward_layer(layer, hidden_[i].data(), length(i), nullptr));
+    }
+    next_stage_ = BlockStage::kAttnInput;
     ++next_layer_;
     return {};
   }
@@ -218,11 +249,35 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     return {};
   }
 
+  Result<void> check_stage(const char* what, BlockStage expected) const {
+    if (next_stage_ != expected)
+      return make_error(ErrorCode::kInvalidArgument, "calibration: ", what, " at stage ", static_cast<int>(expected),
+                        " of block ", next_layer_, ", but its next stage is ", static_cast<int>(next_stage_));
+    return {};
+  }
+  // act_: per sequence, the widest activations kept between stages (see sequential()).
+  void allocate_act() {
+    const ModelConfig& c = model_.config;
+    int64_t q_dim = 0, hidden = 0;
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      q_dim = std::max(q_dim, c.heads(l) * c.head_dim);
+      hidden = std::max(hidden, c.hidden(l));
+    }
+    keep_ffn_act_ = set_.tokens() * std::max(q_dim, hidden) <= stage_budget_floats_;
+    const int64_t width = keep_ffn_act_ ? std::max(q_dim, hidden) : q_dim;
+    act_.resize(hidden_.size());
+    for (size_t i = 0; i < act_.size(); ++i) act_[i].resize(static_cast<size_t>(length(i) * width));
+  }
+
   const Model& model_;
   const CalibrationSet& set_;
   std::unique_ptr<BlockRunner> runner_;
   int threads_;
+  int64_t stage_budget_floats_;
   int64_t next_layer_ = 0;
+  BlockStage next_stage_ = BlockStage::kAttnInput;
+  bool keep_ffn_act_ = false;
+  std::vector<std::vector<float>> act_;     // per sequence, collect_stage's activations
   std::vector<std::vector<float>> hidden_;  // per sequence [length, dim]: input of block next_layer_
   std::vector<float> scratch_;              // [longest, dim]
 };
@@ -382,13 +437,24 @@ Result<LayerStats> CalibrationSet::collect_all(const Model& model, const StatsRe
   return collector.finish();
 }
 
-Result<std::unique_ptr<CalibrationSet::Sequential>> CalibrationSet::sequential(const Model& model, int threads) {
+Result<void> CalibrationSet::Sequential::collect_stages(int64_t layer, const StatsRequest& request,
+                                                        const std::function<Result<void>(const LayerStats&)>& use) {
+  for (BlockStage stage :
+       {BlockStage::kAttnInput, BlockStage::kOutputInput, BlockStage::kFfnInput, BlockStage::kDownInput}) {
+    LLMC_ASSIGN_OR_RETURN(const LayerStats stats, collect_stage(layer, stage, request));
+    LLMC_TRY(use(stats));
+  }
+  return {};
+}
+
+Result<std::unique_ptr<CalibrationSet::Sequential>> CalibrationSet::sequential(const Model& model, int threads,
+                                                                               int64_t stage_budget_floats) {
   if (tokens() > kMaxHiddenFloats / std::max<int64_t>(1, model.config.dim))
     return make_error(ErrorCode::kInvalidArgument, "calibration: the residual streams of ", tokens(), " tokens x ",
                       model.config.dim, " floats exceed ", kMaxHiddenFloats * 4 >> 30,
                       " GiB; lower --calib-samples or --calib-ctx");
   LLMC_ASSIGN_OR_RETURN(auto runner, BlockRunner::create(model, longest(sequences_), threads));
-  auto seq = std::make_unique<SequentialImpl>(model, *this, std::move(runner), threads);
+  auto seq = std::make_unique<SequentialImpl>(model, *this, std::move(runner), threads, stage_budget_floats);
   LLMC_TRY(seq->init());
   return std::unique_ptr<Sequential>(std::move(seq));
 }

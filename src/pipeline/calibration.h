@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -64,15 +65,29 @@ class CalibrationSet {
     // Statistics of the linear inputs of block `layer` given the current hidden states (which
     // already went through the model's blocks < layer as they were when advanced).
     virtual Result<LayerStats> collect(int64_t layer, const StatsRequest& request) = 0;
+    // True-sequential capture (instead of collect): statistics of one group of block `layer`'s
+    // linears, stages kAttnInput..kDownInput in order, each computed with the block's tensors as
+    // they are when it runs, so the groups of earlier stages may already be replaced. One forward
+    // of the block in all (collect + advance: two).
+    virtual Result<LayerStats> collect_stage(int64_t layer, BlockStage stage, const StatsRequest& request) = 0;
+    // The four collect_stage calls of block `layer` in order; `use` gets each stage's statistics
+    // and may replace the tensors they describe before the next stage runs.
+    Result<void> collect_stages(int64_t layer, const StatsRequest& request,
+                                const std::function<Result<void>(const LayerStats&)>& use);
     // Runs block `layer` with its current weights on the hidden states, making them the input of
-    // block layer + 1. Call once per layer, in order, after collect(layer) and the pass's edits.
+    // block layer + 1. Call once per layer, in order, after collect(layer) or all four
+    // collect_stage(layer, ...) calls (it then only finishes the block) and the pass's edits.
     virtual Result<void> advance(int64_t layer) = 0;
     // Statistics of the output head's input (final norm of the hidden states after all blocks).
     virtual Result<LayerStats> collect_head(const StatsRequest& request) = 0;
   };
   // The model and this set must outlive the returned object; tensors replaced in the model
-  // (Model::replace) are seen by later collect/advance calls. Memory: tokens() x dim floats.
-  Result<std::unique_ptr<Sequential>> sequential(const Model& model, int threads);
+  // (Model::replace) are seen by later collect/advance calls. Memory: tokens() x dim floats, plus
+  // for collect_stage tokens() x max(q_dim, hidden) floats, or tokens() x q_dim when that is above
+  // stage_budget_floats (ffn_down's input is then computed twice).
+  static constexpr int64_t kStageBudgetFloats = int64_t{1} << 28;  // 1 GiB
+  Result<std::unique_ptr<Sequential>> sequential(const Model& model, int threads,
+                                                 int64_t stage_budget_floats = kStageBudgetFloats);
 
  private:
   CalibrationSet() = default;

@@ -160,14 +160,97 @@ class BlockForward {
   // cache starts at k_cache + t * seq_stride (v_cache likewise) (batched decode).
   void layer(const LayerWeights& w, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
              const LinearObserver* observer, bool inputs_only = false, int64_t seq_stride = 0) {
-    const int64_t dim = c_.dim;
-    const int64_t q_dim = w.n_heads * c_.head_dim, kv_dim = w.n_kv_heads * c_.head_dim, hidden = w.hidden;
-    auto observe = [&](std::initializer_list<const Tensor*> ws, const float* in) {
-      if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
-    };
+    attn_norm(w, x, n);
+    observe(observer, {w.wq, w.wk, w.wv}, xb_.data(), n);
+    attention(w, n, pos, k_cache, v_cache, seq_stride, att_.data());
+    observe(observer, {w.wo}, att_.data(), n);
+    add_linear(*w.wo, att_.data(), n, x);
+    ffn_norm(w, x, n);
+    observe(observer, {w.gate, w.up}, xb_.data(), n);
+    swiglu(w, n, hb_.data());
+    observe(observer, {w.down}, hb_.data(), n);
+    if (inputs_only) return;
+    add_linear(*w.down, hb_.data(), n, x);
+  }
+
+  // The same block split at its linear groups (BlockStage); act: this chunk's [n, q_dim] or
+  // [n, hidden] activations (kDownInput: may be null, kFinish: null = recompute them from x).
+  void stage(const LayerWeights& w, BlockStage s, float* x, int64_t n, int64_t pos, float* k_cache, float* v_cache,
+             float* act, const LinearObserver* observer) {
+    switch (s) {
+      case BlockStage::kAttnInput:
+        attn_norm(w, x, n);
+        observe(observer, {w.wq, w.wk, w.wv}, xb_.data(), n);
+        return;
+      case BlockStage::kOutputInput:
+        attn_norm(w, x, n);
+        attention(w, n, pos, k_cache, v_cache, 0, act);
+        observe(observer, {w.wo}, act, n);
+        return;
+      case BlockStage::kFfnInput:
+        add_linear(*w.wo, act, n, x);
+        ffn_norm(w, x, n);
+        observe(observer, {w.gate, w.up}, xb_.data(), n);
+        return;
+      case BlockStage::kDownInput:
+      case BlockStage::kFinish:
+        if (s == BlockStage::kDownInput || act == nullptr) {
+          ffn_norm(w, x, n);
+          if (act == nullptr) act = hb_.data();
+          swiglu(w, n, act);
+        }
+        if (s == BlockStage::kDownInput)
+          observe(observer, {w.down}, act, n);
+        else
+          add_linear(*w.down, act, n, x);
+        return;
+    }
+  }
+
+  // Runs f(t) for every token of a chunk: the O(dim) per-token steps (norms, RoPE, SwiGLU), split
+  // over threads by token when the chunk is long enough (each token is computed by one thread).
+  template <class F>
+  void for_tokens(int64_t n, const F& f) const {
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n * c_.dim >= kMinParallelWork)
+    for (int64_t t = 0; t < n; ++t) f(t);
+  }
+
+  // out [n, dim] = final RMSNorm of x [n, dim].
+  void final_norm(const std::vector<float>& weight, const float* x, int64_t n, float* out) const {
+    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * c_.dim], weight.data(), c_.dim, c_.norm_eps, &out[t * c_.dim]);
+  }
+
+ private:
+  static void observe(const LinearObserver* observer, std::initializer_list<const Tensor*> ws, const float* in,
+                      int64_t n) {
+    if (observer) (*observer)(LinearInput{std::span<const Tensor* const>(ws.begin(), ws.size()), in, n});
+  }
+  void attn_norm(const LayerWeights& w, const float* x, int64_t n) {
+    for_tokens(
+        n, [&](int64_t t) { ops_.rmsnorm(&x[t * c_.dim], w.attn_norm.data(), c_.dim, c_.norm_eps, &xb_[t * c_.dim]); });
+  }
+  void ffn_norm(const LayerWeights& w, const float* x, int64_t n) {
+    for_tokens(
+        n, [&](int64_t t) { ops_.rmsnorm(&x[t * c_.dim], w.ffn_norm.data(), c_.dim, c_.norm_eps, &xb_[t * c_.dim]); });
+  }
+  // x[n, dim] += X[n, cols] · Wᵀ
+  void add_linear(const Tensor& w, const float* in, int64_t n, float* x) {
+    linear(w, in, n, xb2_.data());
+    for (int64_t i = 0; i < n * c_.dim; ++i) x[i] += xb2_[i];
+  }
+  // act[n, hidden] = silu(gate · xb) * (up · xb), xb the FFN norm output.
+  void swiglu(const LayerWeights& w, int64_t n, float* act) {
+    linear(*w.gate, xb_.data(), n, act);
+    linear(*w.up, xb_.data(), n, hb2_.data());
+    for_tokens(n, [&](int64_t t) { ops_.silu_mul(&act[t * w.hidden], &hb2_[t * w.hidden], w.hidden); });
+  }
+
+  // att[n, q_dim] = attention of the q/k/v projections of xb (the attention norm output); the
+  // keys and values are written to the cache first (see layer()).
+  void attention(const LayerWeights& w, int64_t n, int64_t pos, float* k_cache, float* v_cache, int64_t seq_stride,
+                 float* att) {
+    const int64_t q_dim = w.n_heads * c_.head_dim, kv_dim = w.n_kv_heads * c_.head_dim;
     const kernels::AttentionShape shape{w.n_heads, w.n_kv_heads, c_.head_dim, kv_dim};
-    for_tokens(n, [&](int64_t t) { ops_.rmsnorm(&x[t * dim], w.attn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]); });
-    observe({w.wq, w.wk, w.wv}, xb_.data());
     linear(*w.wq, xb_.data(), n, q_.data());
     linear(*w.wk, xb_.data(), n, k_.data());
     linear(*w.wv, xb_.data(), n, v_.data());
@@ -195,44 +278,17 @@ class BlockForward {
         thread_local std::vector<float> scratch;
         scratch.resize(static_cast<size_t>(w.n_heads * (pos + 1)));
         ops_.attention(&q_[t * q_dim], k_cache + t * seq_stride, v_cache + t * seq_stride, pos + 1, shape,
-                       scratch.data(), &att_[t * q_dim], n == 1);
+                       scratch.data(), &att[t * q_dim], n == 1);
       }
     } else if (n == 1) {
       thread_local std::vector<float> scratch;
       scratch.resize(static_cast<size_t>(w.n_heads * (pos + 1)));
-      ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att_.data(), true);
+      ops_.attention(q_.data(), k_cache, v_cache, pos + 1, shape, scratch.data(), att, true);
     } else {
-      ops_.attention_chunk(q_.data(), k_cache, v_cache, n, pos, shape, att_.data());
+      ops_.attention_chunk(q_.data(), k_cache, v_cache, n, pos, shape, att);
     }
-    observe({w.wo}, att_.data());
-    linear(*w.wo, att_.data(), n, xb2_.data());
-    for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
-
-    for_tokens(n, [&](int64_t t) { ops_.rmsnorm(&x[t * dim], w.ffn_norm.data(), dim, c_.norm_eps, &xb_[t * dim]); });
-    observe({w.gate, w.up}, xb_.data());
-    linear(*w.gate, xb_.data(), n, hb_.data());
-    linear(*w.up, xb_.data(), n, hb2_.data());
-    for_tokens(n, [&](int64_t t) { ops_.silu_mul(&hb_[t * hidden], &hb2_[t * hidden], hidden); });
-    observe({w.down}, hb_.data());
-    if (inputs_only) return;
-    linear(*w.down, hb_.data(), n, xb2_.data());
-    for (int64_t i = 0; i < n * dim; ++i) x[i] += xb2_[i];
   }
 
-  // Runs f(t) for every token of a chunk: the O(dim) per-token steps (norms, RoPE, SwiGLU), split
-  // over threads by token when the chunk is long enough (each token is computed by one thread).
-  template <class F>
-  void for_tokens(int64_t n, const F& f) const {
-#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (n * c_.dim >= kMinParallelWork)
-    for (int64_t t = 0; t < n; ++t) f(t);
-  }
-
-  // out [n, dim] = final RMSNorm of x [n, dim].
-  void final_norm(const std::vector<float>& weight, const float* x, int64_t n, float* out) const {
-    for (int64_t t = 0; t < n; ++t) ops_.rmsnorm(&x[t * c_.dim], weight.data(), c_.dim, c_.norm_eps, &out[t * c_.dim]);
-  }
-
- private:
   ModelConfig c_;
   int64_t act_group_ = 0;
   ForwardOps ops_ = kKernelOps;
@@ -454,17 +510,30 @@ class BlockRunnerImpl final : public BlockRunner {
 
   Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer,
                              bool inputs_only) override {
-    if (layer < 0 || layer >= model_.config.n_layers)
-      return make_error(ErrorCode::kInvalidArgument, "runtime: layer ", layer, " is outside [0, ",
-                        model_.config.n_layers, ")");
-    if (n < 0 || n > max_tokens_)
-      return make_error(ErrorCode::kInvalidArgument, "runtime: ", n, " tokens exceed the block runner's ", max_tokens_);
+    LLMC_TRY(check_call(layer, n));
     kernels::set_num_threads(threads_);
     const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32Decoded);
     const LayerWeights w = resolve_layer(model_, layer);
     for (int64_t start = 0; start < n; start += kMaxBatch)
       block_.layer(w, x + start * model_.config.dim, std::min(kMaxBatch, n - start), start, k_.data(), v_.data(),
                    observer, inputs_only);
+    return {};
+  }
+
+  Result<void> forward_stage(int64_t layer, BlockStage stage, float* x, float* act, int64_t n,
+                             const LinearObserver* observer) override {
+    LLMC_TRY(check_call(layer, n));
+    if (act == nullptr && (stage == BlockStage::kOutputInput || stage == BlockStage::kFfnInput))
+      return make_error(ErrorCode::kInvalidArgument, "runtime: block stage ", static_cast<int>(stage),
+                        " needs the activation buffer");
+    kernels::set_num_threads(threads_);
+    const kernels::ScopedQuantActivations exact(kernels::QuantActivations::kF32Decoded);
+    const LayerWeights w = resolve_layer(model_, layer);
+    const bool attn = stage == BlockStage::kOutputInput || stage == BlockStage::kFfnInput;
+    const int64_t act_width = attn ? w.n_heads * model_.config.head_dim : w.hidden;
+    for (int64_t start = 0; start < n; start += kMaxBatch)
+      block_.stage(w, stage, x + start * model_.config.dim, std::min(kMaxBatch, n - start), start, k_.data(), v_.data(),
+                   act ? act + start * act_width : nullptr, observer);
     return {};
   }
 
@@ -483,6 +552,15 @@ class BlockRunnerImpl final : public BlockRunner {
   }
 
  private:
+  Result<void> check_call(int64_t layer, int64_t n) const {
+    if (layer < 0 || layer >= model_.config.n_layers)
+      return make_error(ErrorCode::kInvalidArgument, "runtime: layer ", layer, " is outside [0, ",
+                        model_.config.n_layers, ")");
+    if (n < 0 || n > max_tokens_)
+      return make_error(ErrorCode::kInvalidArgument, "runtime: ", n, " tokens exceed the block runner's ", max_tokens_);
+    return {};
+  }
+
   const Model& model_;
   int64_t max_tokens_;
   int threads_;

@@ -71,6 +71,17 @@ using LinearObserver = std::function<void(const LinearInput&)>;
 // decoded to f32, then the dense kernel), whatever the runtime's activation mode: calibration
 // statistics describe the weights, not the activation rounding of one kernel path
 // (docs/calibration.md).
+// The steps of one block, for calibration that replaces the block's linears group by group
+// ("true sequential" GPTQ): each stage observes the input of the next group of linears, computed
+// with the tensors the model holds when the stage runs.
+enum class BlockStage {
+  kAttnInput,    // observes q/k/v's input (the attention norm of x)
+  kOutputInput,  // act[n, q_dim] = attention output; observes it (attn_output's input)
+  kFfnInput,     // x += attn_output(act); observes gate/up's input (the FFN norm of x)
+  kDownInput,    // act[n, hidden] = SwiGLU(gate, up) (act may be null); observes it (ffn_down's input)
+  kFinish,       // x += ffn_down(act), act recomputed from x when null
+};
+
 class BlockRunner {
  public:
   virtual ~BlockRunner() = default;
@@ -86,6 +97,11 @@ class BlockRunner {
   // in an unspecified state.
   virtual Result<void> forward_layer(int64_t layer, float* x, int64_t n, const LinearObserver* observer,
                                      bool inputs_only = false) = 0;
+  // One stage of block `layer` on one sequence x [n, dim] (positions [0, n)); act holds the
+  // sequence's activations between stages: [n, q_dim] from kOutputInput to kFfnInput, then
+  // [n, hidden] from kDownInput to kFinish. Stages of a block run in order on the same x.
+  virtual Result<void> forward_stage(int64_t layer, BlockStage stage, float* x, float* act, int64_t n,
+                                     const LinearObserver* observer) = 0;
   // out [n, dim] = the final norm of x [n, dim] (the output head's input).
   virtual void final_norm(const float* x, int64_t n, float* out) = 0;
   // logits [n, vocab] = output head applied to normed [n, dim] (final_norm's output).

@@ -198,7 +198,8 @@ std::unique_ptr<CalibrationSet> shakespeare_calib(const Model& model, int64_t sa
   return std::move(calib).value();
 }
 
-enum class Method { kRtn, kGptq, kAwq };
+// kGptqBlockwise: GptqOptions::true_sequential off (the whole block calibrated before any change).
+enum class Method { kRtn, kGptq, kGptqBlockwise, kAwq };
 
 Model quantize_copy(const Model& base, CalibrationSet& calib, Method method, const QuantSpec& spec, int threads) {
   Model m = base;
@@ -211,6 +212,9 @@ Model quantize_copy(const Model& base, CalibrationSet& calib, Method method, con
   switch (method) {
     case Method::kRtn: r = quantize_model_rtn(m, ctx, spec_for, {}, false); break;
     case Method::kGptq: r = quantize_model_gptq(m, ctx, spec_for, {}, GptqOptions{}); break;
+    case Method::kGptqBlockwise:
+      r = quantize_model_gptq(m, ctx, spec_for, {}, GptqOptions{.true_sequential = false});
+      break;
     case Method::kAwq: r = quantize_model_awq(m, ctx, spec_for, {}, AwqOptions{}, GptqOptions{}); break;
   }
   INFO((r.ok() ? "" : r.error().message));
@@ -230,10 +234,15 @@ TEST_CASE("stories260K: GPTQ has lower KLD than RTN at 3 and 4 bits — AWQ is n
     const QuantSpec spec = spec_of(bits, QuantScheme::kAsymmetric, 32);
     const KldResult rtn = eval_kld(quantize_copy(s.model, *calib, Method::kRtn, spec, 1), s.model, *s.tokenizer);
     const KldResult gptq = eval_kld(quantize_copy(s.model, *calib, Method::kGptq, spec, 1), s.model, *s.tokenizer);
+    const KldResult blockwise =
+        eval_kld(quantize_copy(s.model, *calib, Method::kGptqBlockwise, spec, 1), s.model, *s.tokenizer);
     const KldResult awq = eval_kld(quantize_copy(s.model, *calib, Method::kAwq, spec, 1), s.model, *s.tokenizer);
-    INFO(bits << "-bit: KLD rtn " << rtn.kld.mean << " gptq " << gptq.kld.mean << " awq " << awq.kld.mean);
+    INFO(bits << "-bit: KLD rtn " << rtn.kld.mean << " gptq " << gptq.kld.mean << " gptq blockwise "
+              << blockwise.kld.mean << " awq " << awq.kld.mean);
     CHECK(gptq.kld.mean < rtn.kld.mean);
     CHECK(gptq.same_top.mean > rtn.same_top.mean);
+    CHECK(blockwise.kld.mean < rtn.kld.mean);
+    CHECK(blockwise.kld.mean != gptq.kld.mean);  // the two calibrations differ
     CHECK(awq.kld.mean <= rtn.kld.mean);
   }
 }
@@ -249,7 +258,7 @@ TEST_CASE("stories260K: GPTQ and AWQ give identical tensors on 1 and 2 threads",
   auto calib = CalibrationSet::create(s.model, c);
   REQUIRE(calib.ok());
   const QuantSpec spec = spec_of(3, QuantScheme::kAsymmetric, 32);
-  for (Method method : {Method::kGptq, Method::kAwq}) {
+  for (Method method : {Method::kGptq, Method::kGptqBlockwise, Method::kAwq}) {
     const Model one = quantize_copy(s.model, **calib, method, spec, 1);
     const Model two = quantize_copy(s.model, **calib, method, spec, 2);
     llmc::test::require_same_tensors(one, two);

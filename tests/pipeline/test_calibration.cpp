@@ -427,6 +427,114 @@ TEST_CASE("calibration: tensors replaced between collect and advance are used by
   for (int64_t i = 0; i < dim; ++i) CHECK(q.sq_sum[i] == Approx(ref[i]).epsilon(1e-4));
 }
 
+constexpr BlockStage kCaptureStages[] = {BlockStage::kAttnInput, BlockStage::kOutputInput, BlockStage::kFfnInput,
+                                         BlockStage::kDownInput};
+
+TEST_CASE("calibration: staged capture equals collect + advance, with or without the FFN activations kept", "[calib]") {
+  auto m = load_stories();
+  if (!m.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(m.ok());
+  auto set = stories_calib(*m, 2, 300);  // chunks of 256 and 44 tokens: attention reads the first chunk's K/V
+  StatsRequest req;
+  req.xtx = true;
+  req.max_samples = 50;
+  auto plain = set->sequential(*m, 1);
+  REQUIRE(plain.ok());
+  std::vector<LayerStats> expected;
+  for (int64_t l = 0; l < m->config.n_layers; ++l) {
+    auto stats = (*plain)->collect(l, req);
+    REQUIRE(stats.ok());
+    expected.push_back(*stats);
+    REQUIRE((*plain)->advance(l).ok());
+  }
+  auto head = (*plain)->collect_head(req);
+  REQUIRE(head.ok());
+
+  for (int64_t budget : {CalibrationSet::kStageBudgetFloats, int64_t{0}}) {
+    INFO("stage budget " << budget);
+    auto seq = set->sequential(*m, 2, budget);
+    REQUIRE(seq.ok());
+    CHECK(!(*seq)->collect_stage(0, BlockStage::kOutputInput, req).ok());  // stages run in order
+    CHECK(!(*seq)->collect_stage(0, BlockStage::kFinish, req).ok());
+    for (int64_t l = 0; l < m->config.n_layers; ++l) {
+      size_t seen = 0;
+      for (BlockStage stage : kCaptureStages) {
+        auto stats = (*seq)->collect_stage(l, stage, req);
+        REQUIRE(stats.ok());
+        CHECK(stats->size() == (stage == BlockStage::kAttnInput ? 3u : stage == BlockStage::kFfnInput ? 2u : 1u));
+        for (const auto& [name, s] : *stats) {
+          INFO(name);
+          require_identical(*s, *expected[l].at(name));
+          ++seen;
+        }
+        if (stage == BlockStage::kFfnInput) {
+          CHECK(!(*seq)->advance(l).ok());  // a block half through its stages
+          CHECK(!(*seq)->collect(l, req).ok());
+        }
+      }
+      CHECK(seen == 7);
+      REQUIRE((*seq)->advance(l).ok());
+    }
+    auto staged_head = (*seq)->collect_head(req);
+    REQUIRE(staged_head.ok());
+    require_identical(*staged_head->at("token_embd.weight"), *head->at("token_embd.weight"));
+  }
+}
+
+TEST_CASE("calibration: tensors replaced between stages are used by the later stages", "[calib]") {
+  auto m = load_stories();
+  auto zeroed = load_stories();
+  if (!m.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
+  REQUIRE(m.ok());
+  REQUIRE(zeroed.ok());
+  const auto zero = [](Model& model, const char* name) {
+    const Tensor& t = model.get(name);
+    model.replace(make_dense_f32(name, t.shape, std::vector<float>(t.numel(), 0.0f)));
+  };
+  auto set = stories_calib(*m, 2, 64);
+  StatsRequest req;
+  req.max_samples = 20;
+  // Reference: block 0's output projections zero from the start (block 0 is then the identity).
+  zero(*zeroed, "blk.0.attn_output.weight");
+  zero(*zeroed, "blk.0.ffn_down.weight");
+  auto ref = set->sequential(*zeroed, 1);
+  REQUIRE(ref.ok());
+  auto ref0 = (*ref)->collect(0, req);
+  REQUIRE(ref0.ok());
+  REQUIRE((*ref)->advance(0).ok());
+  auto ref1 = (*ref)->collect(1, req);
+  REQUIRE(ref1.ok());
+  // Staged: each is replaced only after its own input was captured.
+  auto seq = set->sequential(*m, 1);
+  REQUIRE(seq.ok());
+  for (BlockStage stage : kCaptureStages) {
+    auto stats = (*seq)->collect_stage(0, stage, req);
+    REQUIRE(stats.ok());
+    for (const auto& [name, s] : *stats) {
+      INFO(name);
+      require_identical(*s, *ref0->at(name));
+    }
+    if (stage == BlockStage::kOutputInput) zero(*m, "blk.0.attn_output.weight");
+    if (stage == BlockStage::kDownInput) zero(*m, "blk.0.ffn_down.weight");
+  }
+  REQUIRE((*seq)->advance(0).ok());
+  auto next = (*seq)->collect(1, req);
+  REQUIRE(next.ok());
+  REQUIRE(next->size() == 7);
+  for (const auto& [name, s] : *next) {
+    INFO(name);
+    require_identical(*s, *ref1->at(name));
+  }
+  // Without the replacement the FFN input differs (the test can tell the two apart).
+  auto untouched = load_stories();
+  REQUIRE(untouched.ok());
+  auto plain = set->sequential(*untouched, 1);
+  REQUIRE(plain.ok());
+  auto plain0 = (*plain)->collect(0, req);
+  REQUIRE(plain0.ok());
+  CHECK(plain0->at("blk.0.ffn_up.weight")->sq_sum != ref0->at("blk.0.ffn_up.weight")->sq_sum);
+}
+
 TEST_CASE("calibration: SmolLM2 sequential capture is thread-independent and matches one forward", "[calib][heavy]") {
   const std::string path = test::smollm2_path();
   if (path.empty()) return;

@@ -23,6 +23,8 @@ class PruneSparseGpt final : public Pass {
     options_.visit(v);
     v.option("damp", sgpt_.damp, "Fraction of mean(diag H) added to the Hessian's diagonal");
     v.option("block_size", sgpt_.block_size, "Columns per lazy-batch update");
+    v.option("true_sequential", true_sequential_,
+             "Calibrate each group of a block's linears with the block's earlier groups already pruned");
     v.option("bits", bits_, "Joint quantization of the kept values in the same sweep: bits 2..8 (0 = off)");
     v.option("group_size", group_size_, "Joint quantization: kept values per scale (0 = whole row)");
     v.option("scheme", scheme_, "Joint quantization: asym (scale and min) or sym", kJointSchemes);
@@ -82,8 +84,9 @@ class PruneSparseGpt final : public Pass {
       report.details[name] = {{"sparsity", achieved}};
       return {};
     };
-    // Layer l is calibrated on the outputs of the already-pruned layers before
-    // it.
+    // Layer l is calibrated on the outputs of the already-pruned layers before it; with
+    // true_sequential each group of its linears also on its already-pruned earlier groups
+    // (docs/quant_gptq_awq.md, "Sequential driver").
     LLMC_ASSIGN_OR_RETURN(auto seq, ctx.calib->sequential(model, ctx.threads));
     StatsRequest request;
     request.xtx = true;
@@ -92,7 +95,19 @@ class PruneSparseGpt final : public Pass {
       std::vector<std::string> here;
       for (const std::string& n : targets)
         if (n.rfind(prefix, 0) == 0) here.push_back(n);
-      if (!here.empty()) {
+      if (!here.empty() && true_sequential_) {
+        size_t done = 0;
+        LLMC_TRY(seq->collect_stages(l, request, [&](const LayerStats& stats) -> Result<void> {
+          for (const std::string& n : here)
+            if (stats.count(n)) {
+              LLMC_TRY(prune_one(n, stats));
+              ++done;
+            }
+          return {};
+        }));
+        if (done != here.size())
+          return make_error(ErrorCode::kInternal, "prune.sparsegpt: block ", l, " has targets outside its stages");
+      } else if (!here.empty()) {
         LLMC_ASSIGN_OR_RETURN(const LayerStats stats, seq->collect(l, request));
         for (const std::string& n : here) LLMC_TRY(prune_one(n, stats));
       }
@@ -121,6 +136,7 @@ class PruneSparseGpt final : public Pass {
   int64_t bits_ = 0;
   int64_t group_size_ = 32;
   std::string scheme_ = "asym";
+  bool true_sequential_ = true;
 };
 
 }  // namespace

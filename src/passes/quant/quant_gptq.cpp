@@ -324,11 +324,27 @@ Result<nlohmann::json> run_sequential_quant(Model& model, PassContext& ctx, cons
   if (layers == 0 && !head) return details;
 
   LLMC_ASSIGN_OR_RETURN(auto seq, ctx.calib->sequential(model, threads));
+  const bool staged = plan.gptq && options.true_sequential && !plan.edit;
   for (int64_t l = 0; l < layers; ++l) {
     std::vector<QuantTarget> layer_targets;
     for (const QuantTarget& t : targets)
       if (tensor_layer(t.name) == l) layer_targets.push_back(t);
-    if (!layer_targets.empty()) {
+    if (!layer_targets.empty() && staged) {
+      LLMC_TRY(seq->collect_stages(l, plan.request, [&](const LayerStats& stats) -> Result<void> {
+        cache.clear();
+        for (const QuantTarget& t : layer_targets) {
+          const LinearInputStats* st = find_stats(stats, t.name);
+          if (!st) continue;  // another stage's group
+          LLMC_ASSIGN_OR_RETURN(nlohmann::json entry,
+                                quantize_one(model, t, st, {}, plan.gptq, search, options, threads, cache));
+          details[t.name].update(entry);
+        }
+        return {};
+      }));
+      for (const QuantTarget& t : layer_targets)
+        if (!details.contains(t.name))
+          return make_error(ErrorCode::kInternal, "no calibration statistics for ", t.name);
+    } else if (!layer_targets.empty()) {
       LLMC_ASSIGN_OR_RETURN(LayerStats stats, seq->collect(l, plan.request));
       ColumnScales scales;
       if (plan.edit) {
@@ -386,6 +402,8 @@ class GptqPass final : public Pass {
     v.option("damp", gptq_.damp, "GPTQ damping: fraction of mean(diag H) added to the Hessian diagonal");
     v.option("block_size", gptq_.block_size, "GPTQ columns per lazy-batch update");
     v.option("act_order", gptq_.act_order, "GPTQ: process columns by decreasing activation energy (static groups)");
+    v.option("true_sequential", gptq_.true_sequential,
+             "GPTQ: calibrate each group of a block's linears with the block's earlier groups already quantized");
   }
   Result<void> validate_options() const override {
     LLMC_TRY(quant_.spec());

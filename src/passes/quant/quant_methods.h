@@ -43,7 +43,11 @@ struct GptqOptions {
   double damp = 0.01;        // fraction of mean(diag H) added to the diagonal
   int64_t block_size = 128;  // columns per lazy-batch update
   bool act_order = false;    // process columns by decreasing H_ii (groups stay static)
-  bool importance = false;   // not an option of its own: the pass copies QuantOptions::importance
+  // Each group of a block's linears (q/k/v, o, gate/up, down) is calibrated on inputs computed
+  // with the block's earlier groups already quantized, in one forward of the block (otherwise
+  // all on the unquantized block, then a second forward). Not with AWQ's scaling.
+  bool true_sequential = true;
+  bool importance = false;  // not an option of its own: the pass copies QuantOptions::importance
 };
 struct AwqOptions {
   int64_t grid = 20;           // alpha steps in [0, 1]

@@ -321,6 +321,8 @@ class QuantMixedPass final : public Pass {
     v.option("damp", gptq_.damp, "gptq, awq then=gptq: fraction of mean(diag H) added to the Hessian diagonal");
     v.option("block_size", gptq_.block_size, "gptq: columns per lazy-batch update");
     v.option("act_order", gptq_.act_order, "gptq: process columns by decreasing activation energy (static groups)");
+    v.option("true_sequential", gptq_.true_sequential,
+             "gptq: calibrate each group of a block's linears with the block's earlier groups already quantized");
     v.option("grid", awq_.grid, "awq: steps of the scale exponent alpha over [0, 1]");
     v.option("then", awq_.then, "awq: how the scaled weights are quantized", kAwqThen);
     v.option("max_samples", awq_.max_samples, "awq: calibration inputs kept per linear for the scale search");
