@@ -1,10 +1,16 @@
 // Target selection and registry lookup shared by every pass.
 #include "passes/pass.h"
 
+#include <omp.h>
+
+#include <algorithm>
+
 #include "formats/file_io.h"
 #include "model/arch.h"
 
 namespace llmc {
+
+int resolve_threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_max_threads()); }
 
 Result<void> TargetSelector::compile() {
   auto build = [](const std::vector<std::string>& exprs, std::vector<std::regex>& out) -> Result<void> {

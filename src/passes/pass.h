@@ -62,6 +62,9 @@ struct PassContext {
   int threads = 0;  // 0 = all cores; results must not depend on it
 };
 
+// The thread count a pass's OpenMP regions use for `threads` (PassContext::threads: 0 = all cores).
+int resolve_threads(int threads);
+
 // What a pass did, for the summary screen and the report ("passes" array).
 struct PassReport {
   std::string pass;

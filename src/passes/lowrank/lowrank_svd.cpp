@@ -1,8 +1,6 @@
 // lowrank.svd: truncated SVD of linear weights into LowRank{U, V} — plain (minimises the weight error)
 // or activation-aware (method asvd: whitened by the calibration input covariance as in SVD-LLM,
 // minimises the output error; layers in order, each calibrated on the already-decomposed ones).
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -59,7 +57,7 @@ class LowRankSvdPass final : public Pass {
     const auto start = std::chrono::steady_clock::now();
     LLMC_TRY(validate_options());
     LLMC_TRY(ctx.selector.compile());
-    threads_ = ctx.threads > 0 ? ctx.threads : std::max(1, omp_get_max_threads());
+    threads_ = resolve_threads(ctx.threads);
     const std::vector<std::string> targets = decomposition_targets(model, ctx.selector);
     for (const std::string& name : targets) {
       const Tensor& t = model.get(name);

@@ -1,8 +1,6 @@
 // lowrank.tucker: Tucker decomposition (HOSVD + HOOI) of matrices that have a higher-order view — the
 // token embedding / output head folded as [v1, v2 | dim] (or [v1, v2 | d1, d2]) and attention weights
 // split by head ([heads, head_dim | dim], attn_output [dim | heads, head_dim]) — into Tucker nodes.
-#include <omp.h>
-
 #include <chrono>
 #include <cmath>
 
@@ -103,7 +101,7 @@ class LowRankTuckerPass final : public Pass {
       if (!f.ok()) return with_context(f.error(), kPassName);
       folds.push_back(std::move(f).value());
     }
-    const int threads = ctx.threads > 0 ? ctx.threads : std::max(1, omp_get_max_threads());
+    const int threads = resolve_threads(ctx.threads);
     const int64_t n = static_cast<int64_t>(targets.size());
     std::vector<std::shared_ptr<const Encoding>> encodings(targets.size());
     std::vector<nlohmann::json> details(targets.size());

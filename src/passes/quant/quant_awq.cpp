@@ -2,8 +2,6 @@
 // searched on calibration inputs, folded exactly into the preceding norm or linear, then RTN or GPTQ.
 // Eigen's own OpenMP GEMM is off (thread-count-independent results); the α grid runs in parallel.
 #define EIGEN_DONT_PARALLELIZE
-#include <omp.h>
-
 #include <Eigen/Dense>
 #include <algorithm>
 #include <chrono>
@@ -38,8 +36,6 @@ const AwqGroup kAwqGroups[] = {
 // fired in calibration must not get a tiny scale (its norm weight would be divided by it).
 constexpr double kMinChannelFraction = 1e-3;
 constexpr double kMinScale = 1e-4;  // AWQ's clamp of s before normalization
-
-int resolve_threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_max_threads()); }
 
 // Σ over rows of ΔW G ΔWᵀ with ΔW = W - Q(W·diag(s))·diag(s)⁻¹: the output error on the samples.
 double scaled_quant_error(const QuantSpec& spec, const std::vector<float>& w, int64_t rows, int64_t cols,

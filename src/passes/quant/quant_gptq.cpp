@@ -5,8 +5,6 @@
 #define EIGEN_DONT_PARALLELIZE
 #include "passes/quant/quant_gptq.h"
 
-#include <omp.h>
-
 #include <Eigen/Dense>
 #include <algorithm>
 #include <chrono>
@@ -30,8 +28,6 @@ using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 constexpr int64_t kRowTile = 16;
 // Damping multipliers tried in turn when Cholesky fails (H not positive definite).
 constexpr double kDampRetry[] = {1, 10, 100, 1000};
-
-int resolve_threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_max_threads()); }
 
 }  // namespace
 

@@ -276,7 +276,7 @@ Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
   }
   const int64_t n_seq = static_cast<int64_t>(seqs.size()), V = cfg.vocab_size;
   const int64_t B = std::min<int64_t>(o_.batch, n_seq);
-  const int threads = ctx.threads > 0 ? ctx.threads : std::max(1, omp_get_max_threads());
+  const int threads = resolve_threads(ctx.threads);
 
   // Teacher logits of every sequence, computed once (the teacher's f32 weights live only here).
   std::vector<std::vector<float>> teacher_logits(seqs.size());

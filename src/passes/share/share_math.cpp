@@ -5,7 +5,7 @@
 #define EIGEN_DONT_PARALLELIZE
 #include "passes/share/share_math.h"
 
-#include <omp.h>
+#include "passes/pass.h"
 
 #include <Eigen/Dense>
 #include <algorithm>
@@ -189,8 +189,6 @@ int64_t lloyd(const Atoms& atoms, std::vector<double>& c, int64_t iterations) {
 }
 
 uint64_t mix_seed(uint64_t seed, uint64_t salt) { return SplitMix64(seed ^ (salt * 0x9E3779B97F4A7C15ull)).next(); }
-
-int resolve_threads(int threads) { return threads > 0 ? threads : std::max(1, omp_get_max_threads()); }
 
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 constexpr int64_t kGptqRowTile = 16;  // rows per parallel tile (fixed: results do not depend on threads)
