@@ -92,6 +92,32 @@ TEST_CASE("quantize --qat-steps: a quant.qat stage after the quantization keeps 
   CHECK(recipe["stages"][1]["options"]["noise"] == 0.2);
 }
 
+TEST_CASE("quantize --true-sequential=false: recorded in the recipe, another calibration than the default",
+          "[cli][quantize]") {
+  const Stories s = stories();
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!s.ok() || text.empty()) return;
+  llmc::test::TempDir dir;
+  const std::string common =
+      " --method gptq --bits 3 --calib " + text + " --calib-samples 4 --calib-ctx 64 --threads 1";
+  const std::string staged = dir.path("staged.llmc"), blockwise = dir.path("blockwise.llmc");
+  auto r1 = run_cli("quantize " + s.in() + " -o " + staged + common);
+  INFO(r1.output);
+  REQUIRE(r1.exit_code == 0);
+  auto r2 = run_cli("quantize " + s.in() + " -o " + blockwise + common + " --true-sequential=false");
+  INFO(r2.output);
+  REQUIRE(r2.exit_code == 0);
+  auto a = open_llmc(staged);
+  auto b = open_llmc(blockwise);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(nlohmann::json::parse(a->provenance.recipe)["stages"][0]["options"]["true_sequential"] == true);
+  CHECK(nlohmann::json::parse(b->provenance.recipe)["stages"][0]["options"]["true_sequential"] == false);
+  // q/k/v see the block input either way; o, gate/up and down are calibrated on different inputs.
+  CHECK(a->model.get("blk.0.attn_q.weight").to_f32() == b->model.get("blk.0.attn_q.weight").to_f32());
+  CHECK(a->model.get("blk.0.ffn_down.weight").to_f32() != b->model.get("blk.0.ffn_down.weight").to_f32());
+}
+
 TEST_CASE("compress: a recipe with overrides, GGUF output chosen by extension", "[cli][compress]") {
   const Stories s = stories();
   if (!s.ok()) return;
@@ -222,8 +248,11 @@ TEST_CASE("quantize: same input, recipe and seed give byte-identical files on 1 
       {"rtn3-sym", "--bits 3 --scheme sym --group-size row"},
   };
   const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
-  if (!text.empty())
+  if (!text.empty()) {
     cases.push_back({"gptq", "--method gptq --bits 4 --calib " + text + " --calib-samples 8 --calib-ctx 64"});
+    cases.push_back({"gptq-blockwise", "--method gptq --bits 4 --true-sequential=false --calib " + text +
+                                           " --calib-samples 8 --calib-ctx 64"});
+  }
   for (const Case& c : cases) {
     INFO(c.name);
     const std::string a = dir.path(std::string(c.name) + "-t1.llmc"), b = dir.path(std::string(c.name) + "-t2.llmc");
