@@ -213,7 +213,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
   Result<void> advance(int64_t layer) override {
     LLMC_TRY(check_order("advance", layer));
     if (next_stage_ != BlockStage::kAttnInput && next_stage_ != BlockStage::kFinish)
-      LLMC_TRY(check_stage("advance", BlockStage::kFinish));
+      return make_error(ErrorCode::kInvalidArgument, "calibration: advance(", layer, ") half-way through its stages");
     for (size_t i = 0; i < hidden_.size(); ++i) {
       if (next_stage_ == BlockStage::kFinish)
         LLMC_TRY(runner_->forward_stage(layer, BlockStage::kFinish, hidden_[i].data(),
