@@ -18,12 +18,6 @@ namespace {
 using simd::SparseRowKernel;
 using simd::SparseValues;
 
-uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
 // ---- n:m rows as window masks ----
 
 // n:m patterns other than the quads and halves kernels' run through the bitmask kernel on masks
@@ -126,6 +120,31 @@ bool fast_dequant(const QuantEncoding& q) {
          (q.scheme == QuantScheme::kSymmetric || q.scheme == QuantScheme::kAsymmetric) && q.group_size % 8 == 0;
 }
 
+// Row r's group scales and biases (value = code · scale + bias) of a fast_dequant Quant as f32: the
+// symmetric offset folded into the bias.
+void quant_row_params(const QuantEncoding& q, int64_t gpr, int64_t r, float* scale, float* bias) {
+  const bool symmetric = q.scheme == QuantScheme::kSymmetric;
+  if (q.scale_dtype == DType::kF16) {  // the common case: converted by SIMD (the sections may be unaligned)
+    thread_local std::vector<uint16_t> halves;
+    halves.resize(static_cast<size_t>(gpr));
+    std::memcpy(halves.data(), q.scales.data() + r * gpr * 2, static_cast<size_t>(gpr) * 2);
+    simd::f16_to_f32_n(halves.data(), gpr, scale);
+    if (!symmetric) {
+      std::memcpy(halves.data(), q.mins.data() + r * gpr * 2, static_cast<size_t>(gpr) * 2);
+      simd::f16_to_f32_n(halves.data(), gpr, bias);
+    }
+  } else {
+    for (int64_t g = 0; g < gpr; ++g) {
+      scale[g] = quant_group_scale(q, r * gpr + g);
+      if (!symmetric) bias[g] = quant_group_min(q, r * gpr + g);
+    }
+  }
+  if (symmetric) {
+    const float offset = static_cast<float>(1 << (q.bits - 1));
+    for (int64_t g = 0; g < gpr; ++g) bias[g] = -offset * scale[g];
+  }
+}
+
 RowValues row_values(const SparseEncoding& s, int64_t rows, int64_t r0, int64_t r1, std::vector<float>& buffer) {
   if (const auto* d = std::get_if<DenseEncoding>(&s.values->node))
     return {d->data.data() + static_cast<size_t>(r0 * s.kept_stride) * dtype_bytes(d->dtype), s.kept_stride,
@@ -139,20 +158,11 @@ RowValues row_values(const SparseEncoding& s, int64_t rows, int64_t r0, int64_t 
   }
   const int64_t gpr = quant_groups_per_row(*q, kept), group = gpr == 1 ? kept : q->group_size;
   const int64_t code_stride = quant_row_stride(*q, kept);
-  const float offset = q->scheme == QuantScheme::kSymmetric ? static_cast<float>(1 << (q->bits - 1)) : 0.0f;
   thread_local std::vector<float> scale, bias;
   scale.resize(static_cast<size_t>(gpr));
   bias.resize(static_cast<size_t>(gpr));
-  const bool f16_params = q->scale_dtype == DType::kF16;  // the common case, read in place
   for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t g = 0; g < gpr; ++g) {
-      const int64_t e = r * gpr + g;
-      scale[g] = f16_params ? f16_to_f32(load_u16(q->scales.data() + e * 2)) : quant_group_scale(*q, e);
-      if (q->scheme == QuantScheme::kSymmetric)
-        bias[g] = -offset * scale[g];
-      else
-        bias[g] = f16_params ? f16_to_f32(load_u16(q->mins.data() + e * 2)) : quant_group_min(*q, e);
-    }
+    quant_row_params(*q, gpr, r, scale.data(), bias.data());
     simd::dequant_codes(q->codes.data() + r * code_stride, q->bits, kept, group, scale.data(), bias.data(),
                         buffer.data() + (r - r0) * kept);
   }
@@ -160,6 +170,37 @@ RowValues row_values(const SparseEncoding& s, int64_t rows, int64_t r0, int64_t 
 }
 
 size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
+
+// Quant values the quads kernel dequantizes in registers (SparseValues::kQuant): fast_dequant codes
+// whose groups are 16 · 2^s kept entries or the whole row, on a target that has the fused step.
+// Returns s (40 for whole rows), or -1.
+int fused_quant_shift(const SparseEncoding& s) {
+  const auto* q = std::get_if<QuantEncoding>(&s.values->node);
+  if (q == nullptr || !fast_dequant(*q) || s.kept_stride == 0 || !simd::sparse_fused_quant()) return -1;
+  if (quant_groups_per_row(*q, s.kept_stride) == 1) return 40;
+  for (int shift = 0; shift < 20; ++shift)
+    if (q->group_size == int64_t{16} << shift) return shift;
+  return -1;
+}
+
+// Sets a's kQuant fields for rows [r0, r1) (per row its scales, then its biases, as f32 in `params`).
+void set_fused_quant(const SparseEncoding& s, int shift, int64_t r0, int64_t r1, std::vector<float>& params,
+                     simd::SparseRowsArgs& a) {
+  const auto& q = std::get<QuantEncoding>(s.values->node);
+  const int64_t gpr = quant_groups_per_row(q, s.kept_stride);
+  params.resize(static_cast<size_t>(2 * (r1 - r0) * gpr));
+  for (int64_t r = r0; r < r1; ++r) {
+    float* p = params.data() + 2 * (r - r0) * gpr;
+    quant_row_params(q, gpr, r, p, p + gpr);
+  }
+  a.value_type = SparseValues::kQuant;
+  a.quant_bits = q.bits;
+  a.quant_step_shift = shift;
+  a.quant_code_stride = quant_row_stride(q, s.kept_stride);
+  a.quant_codes = q.codes.data() + r0 * a.quant_code_stride;
+  a.quant_groups = gpr;
+  a.quant_params = params.data();
+}
 
 // ---- patterns ----
 
@@ -204,8 +245,14 @@ SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, c
       break;
     case SparsePath::kCsr: break;  // csr_rows
   }
-  const RowValues v = row_values(s, rows, r0, r1, dequantized);
-  a.value_type = v.type;
+  const int shift = expand == nullptr && a.kernel == SparseRowKernel::kNmQuads ? fused_quant_shift(s) : -1;
+  thread_local std::vector<float> quant_params;
+  RowValues v{nullptr, 0, SparseValues::kQuant};
+  if (shift >= 0)
+    set_fused_quant(s, shift, r0, r1, quant_params, a);  // codes read in place, never past a row
+  else
+    v = row_values(s, rows, r0, r1, dequantized);
+  if (shift < 0) a.value_type = v.type;
   a.value_stride = v.stride;
   // A row may run in place when the rows after it, up to the tensor's end, hold at least the
   // kernel's over-read (kValueSlack values, kIndexSlack pattern bytes); the tensor's last rows
@@ -222,14 +269,20 @@ SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, c
   thread_local std::vector<uint8_t> index_copy, values_copy;
   const size_t esz = value_bytes(v.type);
   float* const y0 = y + t_begin * rows + r0;
+  const simd::SparseRowsArgs first = a;
   for (int64_t r = direct; r < r1 - r0; ++r) {
     index_copy.assign(static_cast<size_t>(a.index_stride + kIndexSlack), 0);
     std::memcpy(index_copy.data(), index + r * a.index_stride, static_cast<size_t>(a.index_stride));
-    values_copy.assign(static_cast<size_t>(s.kept_stride + kValueSlack) * esz, 0);
-    std::memcpy(values_copy.data(), v.data + static_cast<size_t>(r * v.stride) * esz,
-                static_cast<size_t>(s.kept_stride) * esz);
     a.index = index_copy.data();
-    a.values = values_copy.data();
+    if (shift >= 0) {  // row r's codes and parameters in place
+      a.quant_codes = first.quant_codes + r * a.quant_code_stride;
+      a.quant_params = first.quant_params + 2 * r * a.quant_groups;
+    } else {
+      values_copy.assign(static_cast<size_t>(s.kept_stride + kValueSlack) * esz, 0);
+      std::memcpy(values_copy.data(), v.data + static_cast<size_t>(r * v.stride) * esz,
+                  static_cast<size_t>(s.kept_stride) * esz);
+      a.values = values_copy.data();
+    }
     a.rows = 1;
     a.y = y0 + r;
     if (expand != nullptr) a.expand = static_cast<uint8_t*>(expand) + r * cols * esz;

@@ -1,8 +1,7 @@
 // Highway SIMD kernels of Sparse linear layers: fused mask-expand + FMA over 8-column windows (bitmask, n:m
-// with m | 8; on AVX-512 bitmask rows in 16-column steps with vexpandps, on AVX3_DL 16-bit values in 32-column
-// steps with vpexpandw), in-register permutes of x for n:m (2:4 and 1:2 in-lane on pre-arranged x, on AVX-512
-// 32 columns per vpermt2ps; 4:8 and kin across lanes), gather + FMA over CSR entries, the expansion of bitmask
-// rows to dense rows (prefill), and the dequantization of 4/8-bit Quant values.
+// with m | 8; on AVX-512 bitmask rows in 16-column steps with vexpandps), in-register permutes of x for n:m (2:4 and
+// 1:2 in-lane on pre-arranged x, on AVX-512 32 columns per vpermt2ps; 4:8 and kin across lanes), gather + FMA over CSR
+// entries, the expansion of bitmask rows to dense rows (prefill), and the dequantization of 4/8-bit Quant values.
 #include "kernels/cpu/sparse_simd.h"
 
 #include <bit>
@@ -106,8 +105,12 @@ HWY_INLINE V8 blend_quads(D8 d, V8 a, V8 b) {
 
 // a · b + c with one rounding (the scalar tails; independent of how the compiler contracts).
 HWY_INLINE float fmadd(float a, float b, float c) {
+#if HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
+  return std::fma(a, b, c);  // these targets' MulAdd rounds twice
+#else
   const hn::CappedTag<float, 1> d1;
   return hn::GetLane(hn::MulAdd(hn::Set(d1, a), hn::Set(d1, b), hn::Set(d1, c)));
+#endif
 }
 
 // 8 two-byte values from p expanded to the kept lanes of window mask b (zeros elsewhere), as raw
@@ -179,14 +182,15 @@ int64_t nm_kept(const SparseRowsArgs& a) {
   return a.nm_n * (a.cols / a.nm_m) + std::min<int64_t>(a.nm_n, a.cols % a.nm_m);
 }
 
-// Entries [k0, kept) of an n:m row, in order, with scalar fused multiply-adds into s[T].
+// Entries [k0, kept) of an n:m row (entry k's value at vals[k - vbase]), in order, with scalar fused
+// multiply-adds into s[T].
 template <class V, int T>
-HWY_INLINE void nm_tail(const SparseRowsArgs& a, const uint8_t* row, const typename V::T* vals, int64_t k0,
-                        const float* const* x, float* s) {
+HWY_INLINE void nm_tail(const SparseRowsArgs& a, const uint8_t* row, const typename V::T* vals, int64_t vbase,
+                        int64_t k0, const float* const* x, float* s) {
   const int64_t kept = nm_kept(a);
   for (int64_t k = k0; k < kept; ++k) {
     const int64_t c = (k / a.nm_n) * a.nm_m + nm_field(row, k * a.nm_bits, a.nm_bits);
-    const float v = V::get(vals + k);
+    const float v = V::get(vals + (k - vbase));
     for (int t = 0; t < T; ++t) s[t] = fmadd(v, x[t][c], s[t]);
   }
 }
@@ -239,20 +243,11 @@ HWY_INLINE __m512 expand16(const T* p, __mmask16 b) {
   return _mm512_maskz_expand_ps(b, load16(p));
 }
 
+// AVX-512 VBMI2: the prefill expansion (expand_rows) stores 32 16-bit values per vpexpandw. Decode does not
+// use it: a vpexpandw whose result feeds vcvtph2ps ran at ~15 cycles per 32 columns on the Sapphire Rapids
+// VM against ~8 for two 16-lane steps (cvtph2ps, then vexpandps), measured in a standalone loop and in
+// bench_sparse_matvec (docs/sparsity.md).
 #if HWY_TARGET == HWY_AVX3_DL
-// AVX-512 VBMI2 (f16, bf16): 32 columns per step, the step's kept 16-bit values expanded to their
-// lanes by one vpexpandw from memory (which reads only the kept ones), then widened in two halves
-// of 16. It replaces two vexpandps and the p5 pressure that bound the 16-column step (~30 % fewer
-// cycles per column in decode). Each accumulator gets the same FMAs in the same order as in two
-// 16-column steps, so the results equal the AVX3 target's bit for bit.
-HWY_INLINE void widen32(const hwy::float16_t*, __m512i e, __m512& lo, __m512& hi) {
-  lo = _mm512_cvtph_ps(_mm512_castsi512_si256(e));
-  hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(e, 1));
-}
-HWY_INLINE void widen32(const uint16_t*, __m512i e, __m512& lo, __m512& hi) {  // bf16
-  lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(e)), 16));
-  hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(e, 1)), 16));
-}
 template <class VT>
 constexpr bool kExpand32 = sizeof(VT) == 2;
 #else
@@ -260,9 +255,8 @@ template <class VT>
 constexpr bool kExpand32 = false;
 #endif
 
-// R rows × T tokens in 16-column steps (32-column steps for 16-bit values on AVX3_DL; an odd last
-// window as a step of 8 columns), then the ragged tail like window_block. Every element's order is
-// the same in any block shape.
+// R rows × T tokens in 16-column steps (an odd last window as a step of 8 columns), then the ragged
+// tail like window_block. Every element's order is the same in any block shape.
 template <class V, int R, int T>
 HWY_INLINE void wide_window_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
   using VT = typename V::T;
@@ -278,27 +272,7 @@ HWY_INLINE void wide_window_block(const SparseRowsArgs& a, int64_t r0, int64_t t
   __m512 acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
-  int64_t j = 0;
-#if HWY_TARGET == HWY_AVX3_DL
-  if constexpr (kExpand32<VT>)
-    for (; j + 2 <= steps; j += 2) {
-      __m512 xlo[T], xhi[T];
-      for (int t = 0; t < T; ++t) {
-        xlo[t] = _mm512_loadu_ps(x[t] + 16 * j);
-        xhi[t] = _mm512_loadu_ps(x[t] + 16 * j + 16);
-      }
-      for (int i = 0; i < R; ++i) {
-        if (j % 4 == 0) prefetch_ahead(row[i] + 2 * j, a.index_stride, vp[i], a.value_stride);
-        uint32_t b;
-        std::memcpy(&b, row[i] + 2 * j, 4);
-        __m512 lo, hi;
-        widen32(vp[i], _mm512_maskz_expandloadu_epi16(static_cast<__mmask32>(b), vp[i]), lo, hi);
-        vp[i] += std::popcount(b);
-        for (int t = 0; t < T; ++t) acc[i][t] = _mm512_fmadd_ps(hi, xhi[t], _mm512_fmadd_ps(lo, xlo[t], acc[i][t]));
-      }
-    }
-#endif
-  for (; j < steps; ++j) {
+  for (int64_t j = 0; j < steps; ++j) {
     __m512 xv[T];
     for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_ps(x[t] + 16 * j);
     for (int i = 0; i < R; ++i) {
@@ -459,13 +433,47 @@ struct Halves {
 };
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// The 16 kept values of step j (entries [16j, 16j + 16)) of a block's rows, as f32: stored values
+// (f32, f16, bf16) ...
+template <class VT, int R>
+struct StoredValues {
+  const VT* vals[R];
+  int64_t stride;
+  HWY_INLINE __m512 get(int i, int64_t j) const { return load16(vals[i] + 16 * j); }
+  HWY_INLINE const void* prefetch(int i, int64_t j) const { return vals[i] + 16 * j; }
+};
+// ... or Quant codes of kBits (4 or 8) dequantized in registers: code · scale + bias with one rounding,
+// the bits dequant_codes gives; step j's group is j >> step_shift (groups of 16 · 2^step_shift entries).
+template <int kBits, int R>
+struct QuantValues {
+  const uint8_t* codes[R];
+  const float* params[R];  // the row's group scales, then (at + groups) its biases
+  int64_t groups;
+  int64_t stride;
+  int step_shift;
+  HWY_INLINE __m512 get(int i, int64_t j) const {
+    __m512i q;
+    if constexpr (kBits == 4) {  // code 2b in the low nibble of byte b, 2b + 1 in the high
+      const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes[i] + 8 * j));
+      const __m512i odd_shift = _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+      q = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, packed)), odd_shift),
+                           _mm512_set1_epi32(0x0F));
+    } else {
+      q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes[i] + 16 * j)));
+    }
+    const float* p = params[i] + (j >> step_shift);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(p[0]), _mm512_set1_ps(p[groups]));
+  }
+  HWY_INLINE const void* prefetch(int i, int64_t j) const { return codes[i] + j * 2 * kBits; }
+};
+
 // AVX-512 quads (2:4, 1:2, `n` = kN): 32 columns = 16 kept entries per step, x put in entry order by
 // one two-table permute (vpermt2ps) whose indices come straight from the 16 packed fields: entry k
 // reads column (k / n) · 2n + field k. Twice the entries per step of the 8-lane blocks, no arranged
 // x. Sums the first cols / 32 steps into s; returns the steps done.
-template <class V, int kN, int R, int T>
-HWY_INLINE int64_t quad_steps(const SparseRowsArgs& a, const uint8_t* const (&row)[R],
-                              const typename V::T* const (&vals)[R], const float* const (&x)[T], float (&s)[R][T]) {
+template <int kN, int R, int T, class Src>
+HWY_INLINE int64_t quad_steps(const SparseRowsArgs& a, const uint8_t* const (&row)[R], const Src& src,
+                              const float* const (&x)[T], float (&s)[R][T]) {
   constexpr int kBits = kN == 1 ? 1 : 2;
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i shifts = _mm512_slli_epi32(lane, kBits - 1);  // k · bits
@@ -483,12 +491,15 @@ HWY_INLINE int64_t quad_steps(const SparseRowsArgs& a, const uint8_t* const (&ro
     }
     for (int i = 0; i < R; ++i) {
       const uint8_t* fields = row[i] + j * 2 * kBits;
-      if (j % 2 == 0) prefetch_ahead(fields, a.index_stride, vals[i] + 16 * j, a.value_stride);
-      uint32_t word;
-      std::memcpy(&word, fields, 4);  // 16 fields; 1:2 reads 2 bytes of slack
-      const __m512i idx = _mm512_or_si512(
-          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts), field), base);
-      const __m512 w = load16(vals[i] + 16 * j);
+      if (j % 2 == 0) {
+        hwy::Prefetch(fields + kPrefetchRows * a.index_stride);
+        hwy::Prefetch(static_cast<const uint8_t*>(src.prefetch(i, j)) + kPrefetchRows * src.stride);
+      }
+      // 16 fields (1:2 reads 2 bytes of slack), broadcast straight from memory (no shuffle port)
+      const __m512i word =
+          _mm512_castps_si512(_mm512_broadcastss_ps(_mm_load_ss(reinterpret_cast<const float*>(fields))));
+      const __m512i idx = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(word, shifts), field), base);
+      const __m512 w = src.get(i, j);
       for (int t = 0; t < T; ++t)
         acc[i][t] = _mm512_fmadd_ps(w, _mm512_permutex2var_ps(xlo[t], idx, xhi[t]), acc[i][t]);
     }
@@ -499,10 +510,42 @@ HWY_INLINE int64_t quad_steps(const SparseRowsArgs& a, const uint8_t* const (&ro
 }
 #endif
 
-// R rows × T tokens of an n:m weight, blocks of 8 kept entries gathered by G (Quads or Halves):
-// per block and row one control vector from the 8 packed indices and one value vector, then per
-// token the gathered x and one FMA (AVX-512 quads: 32-column steps first, quad_steps). Entries past
-// the full blocks in order with scalar FMAs.
+// The rest of R rows × T tokens of an n:m weight from block b on (entry k = 8b), blocks of 8 kept
+// entries gathered by G (Quads or Halves): per block and row one control vector from the 8 packed
+// indices and one value vector, then per token the gathered x and one FMA; entries past the full
+// blocks in order with scalar FMAs; then the rows' outputs. Entry k's value is vals[i][k - vbase].
+template <class V, class G, int R, int T>
+HWY_INLINE void nm_rest(const SparseRowsArgs& a, int64_t r0, int64_t t0, const uint8_t* const (&row)[R],
+                        const typename V::T* const (&vals)[R], int64_t vbase, int64_t b, float (&s)[R][T]) {
+  const float* x[T];
+  for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
+  int64_t k = 8 * b;
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    const G g(a);
+    const int64_t blocks = g.blocks(a);
+    V8 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
+    for (; b < blocks; ++b, k += 8) {
+      for (int i = 0; i < R; ++i) {
+        if (b % 4 == 0) prefetch_ahead(row[i] + b * a.nm_bits, a.index_stride, vals[i] + (k - vbase), a.value_stride);
+        uint32_t word;
+        std::memcpy(&word, row[i] + b * a.nm_bits, 4);  // 8 fields of nm_bits bits; up to 3 bytes of slack read
+        const auto ctrl = g.control(word);
+        const V8 w = V::load(d, vals[i] + (k - vbase));
+        for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, g.gather(d, t0 + t, b, ctrl), acc[i][t]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t) s[i][t] += hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
+  }
+  for (int i = 0; i < R; ++i) {
+    nm_tail<V, T>(a, row[i], vals[i], vbase, k, x, s[i]);
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
+  }
+}
+
 template <class V, class G, int R, int T>
 HWY_INLINE void nm_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
   using VT = typename V::T;
@@ -512,42 +555,57 @@ HWY_INLINE void nm_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
     row[i] = a.index + (r0 + i) * a.index_stride;
     vals[i] = static_cast<const VT*>(a.values) + (r0 + i) * a.value_stride;
   }
+  float s[R][T] = {};
+  int64_t b = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if constexpr (G::kQuads && kWindowLanes) {  // AVX-512 quads: 32-column steps first
+    StoredValues<VT, R> src;
+    for (int i = 0; i < R; ++i) src.vals[i] = vals[i];
+    src.stride = a.value_stride * static_cast<int64_t>(sizeof(VT));
+    const float* x[T];
+    for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
+    b = 2 * quad_steps<G::kN, R, T>(a, row, src, x, s);
+  }
+#endif
+  nm_rest<V, G, R, T>(a, r0, t0, row, vals, 0, b, s);
+}
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// Quads with Quant values (SparseValues::kQuant, AVX-512 only: sparse_fused_quant): the 32-column
+// steps dequantize the codes in registers (QuantValues); the few entries past them are dequantized
+// into a small buffer (the same bits) and finish like nm_block. No dequantized row is stored.
+template <int kN, int kBits, int R, int T>
+HWY_INLINE void nm_quant_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+  const uint8_t* row[R];
+  QuantValues<kBits, R> src;
+  src.stride = a.quant_code_stride;
+  src.step_shift = a.quant_step_shift;
+  src.groups = a.quant_groups;
+  for (int i = 0; i < R; ++i) {
+    row[i] = a.index + (r0 + i) * a.index_stride;
+    src.codes[i] = a.quant_codes + (r0 + i) * a.quant_code_stride;
+    src.params[i] = a.quant_params + (r0 + i) * 2 * a.quant_groups;
+  }
   const float* x[T];
   for (int t = 0; t < T; ++t) x[t] = a.x + (t0 + t) * a.x_stride;
   float s[R][T] = {};
-  int64_t k = 0;
-  if constexpr (kWindowLanes) {
-    const D8 d;
-    const G g(a);
-    const int64_t blocks = g.blocks(a);
-    int64_t b = 0;
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-    if constexpr (G::kQuads) {
-      b = 2 * quad_steps<V, G::kN, R, T>(a, row, vals, x, s);
-      k = 8 * b;
-    }
-#endif
-    V8 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int t = 0; t < T; ++t) acc[i][t] = hn::Zero(d);
-    for (; b < blocks; ++b, k += 8) {
-      for (int i = 0; i < R; ++i) {
-        if (b % 4 == 0) prefetch_ahead(row[i] + b * a.nm_bits, a.index_stride, vals[i] + k, a.value_stride);
-        uint32_t word;
-        std::memcpy(&word, row[i] + b * a.nm_bits, 4);  // 8 fields of nm_bits bits; up to 3 bytes of slack read
-        const auto ctrl = g.control(word);
-        const V8 w = V::load(d, vals[i] + k);
-        for (int t = 0; t < T; ++t) acc[i][t] = hn::MulAdd(w, g.gather(d, t0 + t, b, ctrl), acc[i][t]);
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int t = 0; t < T; ++t) s[i][t] += hn::GetLane(hn::SumOfLanes(d, acc[i][t]));
-  }
+  const int64_t b = 2 * quad_steps<kN, R, T>(a, row, src, x, s);
+  // Entries past the steps: fewer than 16 (less than 32 columns, n <= m / 2), plus 8 floats of the
+  // 8-lane loads' over-read.
+  const int64_t k0 = 8 * b, kept = nm_kept(a);
+  alignas(32) float tail[R][32] = {};
+  const float* vals[R];
   for (int i = 0; i < R; ++i) {
-    nm_tail<V, T>(a, row[i], vals[i], k, x, s[i]);
-    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.y_stride + r0 + i] = s[i][t];
+    for (int64_t k = k0; k < kept; ++k) {
+      const uint32_t q = kBits == 4 ? (src.codes[i][k / 2] >> (4 * (k & 1))) & 0xFu : src.codes[i][k];
+      const float* p = src.params[i] + ((k >> 4) >> src.step_shift);
+      tail[i][k - k0] = fmadd(static_cast<float>(q), p[0], p[src.groups]);
+    }
+    vals[i] = tail[i];
   }
+  nm_rest<ValF32, Quads<kN>, R, T>(a, r0, t0, row, vals, k0, b, s);
 }
+#endif
 
 // One block kernel as a type: Block::run<R, T>(args, first row, first token).
 template <class V>
@@ -564,6 +622,16 @@ struct NmBlock {
     nm_block<V, G, R, T>(a, r0, t0);
   }
 };
+
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+template <int kN, int kBits>
+struct NmQuantBlock {
+  template <int R, int T>
+  static HWY_INLINE void run(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
+    nm_quant_block<kN, kBits, R, T>(a, r0, t0);
+  }
+};
+#endif
 
 // Prefill: blocks of 8 tokens × 1 row (8 accumulators share each expanded window or permute
 // vector); the remaining tokens one at a time, 4 rows per block (decode: 4 independent chains).
@@ -642,8 +710,23 @@ HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
   }
 }
 
+// Quads with Quant values (sparse_fused_quant targets only).
+HWY_INLINE void quant_rows(const SparseRowsArgs& a) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if (a.nm_n == 1)
+    return a.quant_bits == 4 ? blocks_of_rows<NmQuantBlock<1, 4>>(a) : blocks_of_rows<NmQuantBlock<1, 8>>(a);
+  return a.quant_bits == 4 ? blocks_of_rows<NmQuantBlock<2, 4>>(a) : blocks_of_rows<NmQuantBlock<2, 8>>(a);
+#else
+  (void)a;
+  HWY_ABORT("sparse: fused Quant values need AVX-512");
+#endif
+}
+
+bool SparseFusedQuant() { return HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3; }
+
 void SparsePatternRows(const SparseRowsArgs& a) {
   switch (a.value_type) {
+    case SparseValues::kQuant: return quant_rows(a);
     case SparseValues::kF32: return pattern_rows<ValF32>(a);
     case SparseValues::kF16: return pattern_rows<ValF16>(a);
     case SparseValues::kBF16: return pattern_rows<ValBF16>(a);
@@ -705,6 +788,7 @@ void SparseCsrRows(const CsrRowsArgs& a) {
     case SparseValues::kF32: return csr_rows_width<ValF32>(a);
     case SparseValues::kF16: return csr_rows_width<ValF16>(a);
     case SparseValues::kBF16: return csr_rows_width<ValBF16>(a);
+    case SparseValues::kQuant: HWY_ABORT("sparse: CSR rows take stored values");
   }
 }
 
@@ -742,6 +826,15 @@ HWY_INLINE void dequant(const uint8_t* codes, int64_t count, int64_t group, cons
   }
 }
 
+void F16ToF32(const uint16_t* in, int64_t n, float* out) {
+  int64_t k = 0;
+  if constexpr (kWindowLanes) {
+    const D8 d;
+    for (; k + 8 <= n; k += 8) hn::StoreU(ValF16::load(d, reinterpret_cast<const hwy::float16_t*>(in + k)), d, out + k);
+  }
+  for (; k < n; ++k) out[k] = f16_to_f32(in[k]);
+}
+
 void DequantCodes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
                   float* out) {
   if (bits == 4)
@@ -758,10 +851,14 @@ HWY_AFTER_NAMESPACE();
 namespace llmc::kernels::simd {
 
 HWY_EXPORT(SparsePatternRows);
+HWY_EXPORT(SparseFusedQuant);
 HWY_EXPORT(SparseCsrRows);
 HWY_EXPORT(DequantCodes);
+HWY_EXPORT(F16ToF32);
 
 void sparse_pattern_rows(const SparseRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparsePatternRows)(a); }
+bool sparse_fused_quant() { return HWY_DYNAMIC_DISPATCH(SparseFusedQuant)(); }
+void f16_to_f32_n(const uint16_t* in, int64_t n, float* out) { HWY_DYNAMIC_DISPATCH(F16ToF32)(in, n, out); }
 void sparse_csr_rows(const CsrRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparseCsrRows)(a); }
 void dequant_codes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
                    float* out) {

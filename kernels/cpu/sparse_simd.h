@@ -5,8 +5,10 @@
 
 namespace llmc::kernels::simd {
 
-// Element type of the kept values a kernel reads (Quant values are dequantized to f32 first).
-enum class SparseValues : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// Element type of the kept values a kernel reads: stored f32/f16/bf16, or (kQuant) 4/8-bit Quant codes
+// dequantized in registers (n:m quads on sparse_fused_quant targets; other Quant values are
+// dequantized to f32 rows first).
+enum class SparseValues : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQuant = 3 };
 
 // How a row's kept entries are found (see sparse_pattern_rows).
 enum class SparseRowKernel : uint8_t {
@@ -55,8 +57,20 @@ struct SparseRowsArgs {
   // Non-null (kMaskWindows only): instead of multiplying, write each row's dense expansion (zeros
   // where not kept) in the value type to row r · cols of `expand`; x, tokens and y are not read.
   void* expand;
+  // kQuant (kNmQuads only): row r's codes at quant_codes + r · quant_code_stride (quant_bits 4 or 8,
+  // code k in bits [bits · k, bits · (k + 1))); entry k's value is code · scale + bias with one
+  // rounding, scale = p[g], bias = p[quant_groups + g] for p = quant_params + 2 · quant_groups · r and
+  // g = (k >> 4) >> quant_step_shift (groups of 16 · 2^quant_step_shift entries).
+  const uint8_t* quant_codes;
+  int64_t quant_code_stride;
+  int quant_bits;
+  int quant_step_shift;
+  const float* quant_params;
+  int64_t quant_groups;
 };
 void sparse_pattern_rows(const SparseRowsArgs& a);
+// Whether the active target runs SparseValues::kQuant (AVX-512).
+bool sparse_fused_quant();
 
 // Rows of a CSR weight: row r's entries are [row_ptr[r] - row_ptr[0], row_ptr[r + 1] - row_ptr[0])
 // of `columns` (u16 when `wide` is false, else u32) and values[r · value_stride + k] its k-th
@@ -77,6 +91,9 @@ struct CsrRowsArgs {
   int64_t y_stride;
 };
 void sparse_csr_rows(const CsrRowsArgs& a);
+
+// out[k] = in[k] (f16) as f32, k < n: the scales and mins of Quant values.
+void f16_to_f32_n(const uint16_t* in, int64_t n, float* out);
 
 // Dequantizes `count` kBits codes of `bits` (4 or 8) bits: out[k] = code[k] · scale[g] + bias[g]
 // with g = k / group (group a multiple of 8); out needs count rounded up to 8 floats.

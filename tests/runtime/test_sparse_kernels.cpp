@@ -172,8 +172,7 @@ TEST_CASE("sparse matvec/matmul match _ref on every target, pattern and value ty
   kernels::force_simd_target(0);
 }
 
-TEST_CASE("sparse bitmask kernels: AVX3_DL's 32-column steps equal AVX3's 16-column steps bit for bit",
-          "[sparse][kernels]") {
+TEST_CASE("sparse bitmask kernels: AVX3_DL equals AVX3 bit for bit", "[sparse][kernels]") {
   const auto targets = kernels::simd_targets();
   const auto has = [&](const char* name) {
     return std::any_of(targets.begin(), targets.end(), [&](int64_t t) { return kernels::simd_target_name(t) == name; });
@@ -203,6 +202,39 @@ TEST_CASE("sparse bitmask kernels: AVX3_DL's 32-column steps equal AVX3's 16-col
         REQUIRE(std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0);
       }
     }
+}
+
+TEST_CASE("sparse n:m quads with Quant values: the same bits as their f32 dequantization", "[sparse][kernels]") {
+  // On AVX-512 targets 2:4 and 1:2 rows with 4/8-bit values dequantize in registers
+  // (kernels::simd::sparse_fused_quant); elsewhere the rows are dequantized to f32 first. Both give
+  // the bits of the same weight with f32 values (the dequantized codes, one rounding each), for every
+  // step/tail split and group layout.
+  uint32_t seed = 501;
+  for (int64_t target : kernels::simd_targets()) {
+    kernels::force_simd_target(target);
+    INFO("SIMD target " << kernels::simd_target_name(target));
+    for (const auto& [n, m] : {std::pair{2, 4}, std::pair{1, 2}})
+      for (int64_t cols : {32, 61, 172, 1031})
+        for (const Values& v : {kValues[3], kValues[4], kValues[5]}) {
+          INFO(n << ":" << m << " cols " << cols << " values " << v.name);
+          const int64_t rows = 13;
+          const Tensor wq = sparse_tensor(rows, cols, random_keep(rows, cols, 0, n, m, seed), n, m, v, seed + 1);
+          SparseEncoding s = std::get<SparseEncoding>(wq.encoding->node);
+          std::vector<float> kept(static_cast<size_t>(rows * s.kept_stride));
+          decode_rows_to_f32(*s.values, sparse_values_shape(s, rows), 0, rows, kept.data());
+          sparse_set_dense_values(s, kept, rows, DType::kF32);
+          const Tensor wf{"w", wq.shape, std::make_shared<Encoding>(Encoding{s})};
+          for (int64_t tokens : {1, 3, 9}) {  // below sparse_expand_tokens: the sparse kernel
+            const auto x = normal_values(static_cast<size_t>(tokens * cols), seed + 2);
+            std::vector<float> yq(static_cast<size_t>(tokens * rows)), yf(yq.size());
+            kernels::matmul(wq, x.data(), tokens, yq.data());
+            kernels::matmul(wf, x.data(), tokens, yf.data());
+            REQUIRE(std::memcmp(yq.data(), yf.data(), sizeof(float) * yq.size()) == 0);
+          }
+          seed += 3;
+        }
+  }
+  kernels::force_simd_target(0);
 }
 
 TEST_CASE("sparse kernels: rows with no kept entries and fully kept rows", "[sparse][kernels]") {
