@@ -176,7 +176,7 @@ size_t value_bytes(SparseValues t) { return t == SparseValues::kF32 ? 4 : 2; }
 // Returns s (40 for whole rows), or -1.
 int fused_quant_shift(const SparseEncoding& s) {
   const auto* q = std::get_if<QuantEncoding>(&s.values->node);
-  if (q == nullptr || !fast_dequant(*q) || s.kept_stride == 0 || !simd::sparse_fused_quant()) return -1;
+  if (q == nullptr || !fast_dequant(*q) || s.kept_stride == 0 || !simd::sparse_avx512()) return -1;
   if (quant_groups_per_row(*q, s.kept_stride) == 1) return 40;
   for (int shift = 0; shift < 20; ++shift)
     if (q->group_size == int64_t{16} << shift) return shift;
@@ -294,15 +294,19 @@ SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, c
 // Break-even sparsity of each kernel path at decode by value dtype: the sparse kernel beats the
 // dense kernel of the same dtype from this sparsity on. Measured on an idle machine with
 // bench/bench_sparse_matvec (2048 x 5632, 2 threads, weights streamed from DRAM, both kernels with
-// prefetch) and whole-model decode; the tables and commands are in docs/sparsity.md.
+// prefetch) and whole-model decode; the tables and commands are in docs/sparsity.md. f16 bitmask
+// rows on AVX-512 (16-column vexpandps steps) pay from 40 % (Sapphire Rapids: 1.15x kernel, 1.03-1.17x
+// whole-model), on AVX2 from 50 % (Zen 3: 40 % 0.90x).
 struct BreakEven {
   SparsePath path;
-  double f16;  // f16 and bf16 values (2 bytes)
+  double f16;         // f16 and bf16 values (2 bytes)
+  double f16_avx512;  // the same on AVX-512 targets
   double f32;
 };
 constexpr BreakEven kBreakEven[] = {
-    {SparsePath::kMaskWindows, 0.5, 0.4}, {SparsePath::kNmQuads, 0.5, 0.5}, {SparsePath::kNmHalves, 0.5, 0.5},
-    {SparsePath::kNmMasks, 0.5, 0.5},     {SparsePath::kCsr, 0.9, 0.9},
+    {SparsePath::kMaskWindows, 0.5, 0.4, 0.4}, {SparsePath::kNmQuads, 0.5, 0.5, 0.5},
+    {SparsePath::kNmHalves, 0.5, 0.5, 0.5},    {SparsePath::kNmMasks, 0.5, 0.5, 0.5},
+    {SparsePath::kCsr, 0.9, 0.9, 0.9},
 };
 
 void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* x, int64_t t_begin, int64_t t_end,
@@ -360,7 +364,8 @@ bool sparse_beats_dense(const Tensor& w) {
   const double sparsity = 1.0 - static_cast<double>(s->nnz) / static_cast<double>(w.numel());
   const SparsePath path = sparse_path(*s);
   for (const BreakEven& b : kBreakEven)
-    if (b.path == path) return sparsity >= (values->dtype == DType::kF32 ? b.f32 : b.f16);
+    if (b.path == path)
+      return sparsity >= (values->dtype == DType::kF32 ? b.f32 : simd::sparse_avx512() ? b.f16_avx512 : b.f16);
   return false;
 }
 

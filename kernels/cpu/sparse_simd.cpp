@@ -571,7 +571,7 @@ HWY_INLINE void nm_block(const SparseRowsArgs& a, int64_t r0, int64_t t0) {
 }
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-// Quads with Quant values (SparseValues::kQuant, AVX-512 only: sparse_fused_quant): the 32-column
+// Quads with Quant values (SparseValues::kQuant, AVX-512 only: sparse_avx512): the 32-column
 // steps dequantize the codes in registers (QuantValues); the few entries past them are dequantized
 // into a small buffer (the same bits) and finish like nm_block. No dequantized row is stored.
 template <int kN, int kBits, int R, int T>
@@ -710,7 +710,7 @@ HWY_INLINE void pattern_rows(const SparseRowsArgs& a) {
   }
 }
 
-// Quads with Quant values (sparse_fused_quant targets only).
+// Quads with Quant values (sparse_avx512 targets only).
 HWY_INLINE void quant_rows(const SparseRowsArgs& a) {
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
   if (a.nm_n == 1)
@@ -722,7 +722,7 @@ HWY_INLINE void quant_rows(const SparseRowsArgs& a) {
 #endif
 }
 
-bool SparseFusedQuant() { return HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3; }
+bool SparseAvx512() { return HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3; }
 
 void SparsePatternRows(const SparseRowsArgs& a) {
   switch (a.value_type) {
@@ -851,13 +851,13 @@ HWY_AFTER_NAMESPACE();
 namespace llmc::kernels::simd {
 
 HWY_EXPORT(SparsePatternRows);
-HWY_EXPORT(SparseFusedQuant);
+HWY_EXPORT(SparseAvx512);
 HWY_EXPORT(SparseCsrRows);
 HWY_EXPORT(DequantCodes);
 HWY_EXPORT(F16ToF32);
 
 void sparse_pattern_rows(const SparseRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparsePatternRows)(a); }
-bool sparse_fused_quant() { return HWY_DYNAMIC_DISPATCH(SparseFusedQuant)(); }
+bool sparse_avx512() { return HWY_DYNAMIC_DISPATCH(SparseAvx512)(); }
 void f16_to_f32_n(const uint16_t* in, int64_t n, float* out) { HWY_DYNAMIC_DISPATCH(F16ToF32)(in, n, out); }
 void sparse_csr_rows(const CsrRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparseCsrRows)(a); }
 void dequant_codes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,

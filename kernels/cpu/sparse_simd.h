@@ -6,7 +6,7 @@
 namespace llmc::kernels::simd {
 
 // Element type of the kept values a kernel reads: stored f32/f16/bf16, or (kQuant) 4/8-bit Quant codes
-// dequantized in registers (n:m quads on sparse_fused_quant targets; other Quant values are
+// dequantized in registers (n:m quads on sparse_avx512 targets; other Quant values are
 // dequantized to f32 rows first).
 enum class SparseValues : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQuant = 3 };
 
@@ -69,8 +69,9 @@ struct SparseRowsArgs {
   int64_t quant_groups;
 };
 void sparse_pattern_rows(const SparseRowsArgs& a);
-// Whether the active target runs SparseValues::kQuant (AVX-512).
-bool sparse_fused_quant();
+// Whether the active target is AVX-512: it runs SparseValues::kQuant, and its bitmask kernel has its
+// own break-even sparsity (sparse_linear.cpp kBreakEven).
+bool sparse_avx512();
 
 // Rows of a CSR weight: row r's entries are [row_ptr[r] - row_ptr[0], row_ptr[r + 1] - row_ptr[0])
 // of `columns` (u16 when `wide` is false, else u32) and values[r · value_stride + k] its k-th

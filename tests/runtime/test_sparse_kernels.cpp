@@ -206,7 +206,7 @@ TEST_CASE("sparse bitmask kernels: AVX3_DL equals AVX3 bit for bit", "[sparse][k
 
 TEST_CASE("sparse n:m quads with Quant values: the same bits as their f32 dequantization", "[sparse][kernels]") {
   // On AVX-512 targets 2:4 and 1:2 rows with 4/8-bit values dequantize in registers
-  // (kernels::simd::sparse_fused_quant); elsewhere the rows are dequantized to f32 first. Both give
+  // (kernels::simd::sparse_avx512); elsewhere the rows are dequantized to f32 first. Both give
   // the bits of the same weight with f32 values (the dequantized codes, one rounding each), for every
   // step/tail split and group layout.
   uint32_t seed = 501;
@@ -233,6 +233,25 @@ TEST_CASE("sparse n:m quads with Quant values: the same bits as their f32 dequan
           }
           seed += 3;
         }
+  }
+  kernels::force_simd_target(0);
+}
+
+TEST_CASE("sparse_beats_dense: f16 bitmask rows pay from 40 % on AVX-512, from 50 % elsewhere", "[sparse][kernels]") {
+  const int64_t rows = 8, cols = 256;
+  const auto at = [&](double sparsity, const Values& v) {
+    return sparse_tensor(rows, cols, random_keep(rows, cols, 1.0 - sparsity, 0, 0, 41), 0, 0, v, 42);
+  };
+  const Tensor f16_45 = at(0.45, kValues[1]), f16_55 = at(0.55, kValues[1]), f32_45 = at(0.45, kValues[0]);
+  const Tensor f16_35 = at(0.35, kValues[1]);
+  for (int64_t target : kernels::simd_targets()) {
+    kernels::force_simd_target(target);
+    const std::string name = kernels::simd_target_name(target);
+    INFO("SIMD target " << name);
+    CHECK(kernels::sparse_beats_dense(f16_45) == (name.rfind("AVX3", 0) == 0));  // AVX3, AVX3_DL, ..._ZEN4
+    CHECK(kernels::sparse_beats_dense(f16_55));
+    CHECK_FALSE(kernels::sparse_beats_dense(f16_35));
+    CHECK(kernels::sparse_beats_dense(f32_45));
   }
   kernels::force_simd_target(0);
 }
