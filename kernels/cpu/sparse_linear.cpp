@@ -248,11 +248,12 @@ SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, c
   const int shift = expand == nullptr && a.kernel == SparseRowKernel::kNmQuads ? fused_quant_shift(s) : -1;
   thread_local std::vector<float> quant_params;
   RowValues v{nullptr, 0, SparseValues::kQuant};
-  if (shift >= 0)
+  if (shift >= 0) {
     set_fused_quant(s, shift, r0, r1, quant_params, a);  // codes read in place, never past a row
-  else
+  } else {
     v = row_values(s, rows, r0, r1, dequantized);
-  if (shift < 0) a.value_type = v.type;
+    a.value_type = v.type;
+  }
   a.value_stride = v.stride;
   // A row may run in place when the rows after it, up to the tensor's end, hold at least the
   // kernel's over-read (kValueSlack values, kIndexSlack pattern bytes); the tensor's last rows
