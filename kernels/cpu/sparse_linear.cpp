@@ -124,15 +124,9 @@ bool fast_dequant(const QuantEncoding& q) {
 // symmetric offset folded into the bias.
 void quant_row_params(const QuantEncoding& q, int64_t gpr, int64_t r, float* scale, float* bias) {
   const bool symmetric = q.scheme == QuantScheme::kSymmetric;
-  if (q.scale_dtype == DType::kF16) {  // the common case: converted by SIMD (the sections may be unaligned)
-    thread_local std::vector<uint16_t> halves;
-    halves.resize(static_cast<size_t>(gpr));
-    std::memcpy(halves.data(), q.scales.data() + r * gpr * 2, static_cast<size_t>(gpr) * 2);
-    simd::f16_to_f32_n(halves.data(), gpr, scale);
-    if (!symmetric) {
-      std::memcpy(halves.data(), q.mins.data() + r * gpr * 2, static_cast<size_t>(gpr) * 2);
-      simd::f16_to_f32_n(halves.data(), gpr, bias);
-    }
+  if (q.scale_dtype == DType::kF16) {  // the common case: converted by SIMD
+    simd::f16_to_f32_n(q.scales.data() + r * gpr * 2, gpr, scale);
+    if (!symmetric) simd::f16_to_f32_n(q.mins.data() + r * gpr * 2, gpr, bias);
   } else {
     for (int64_t g = 0; g < gpr; ++g) {
       scale[g] = quant_group_scale(q, r * gpr + g);

@@ -442,8 +442,6 @@ struct StoredValues {
   HWY_INLINE __m512 get(int i, int64_t j) const { return load16(vals[i] + 16 * j); }
   HWY_INLINE const void* prefetch(int i, int64_t j) const { return vals[i] + 16 * j; }
 };
-// ... or Quant codes of kBits (4 or 8) dequantized in registers: code · scale + bias with one rounding,
-// the bits dequant_codes gives; step j's group is j >> step_shift (groups of 16 · 2^step_shift entries).
 // 16 codes of kBits (4 or 8) from entry k on (k even) as i32 lanes.
 template <int kBits>
 HWY_INLINE __m512i codes16(const uint8_t* codes, int64_t k) {
@@ -457,6 +455,8 @@ HWY_INLINE __m512i codes16(const uint8_t* codes, int64_t k) {
   }
 }
 
+// ... or Quant codes of kBits (4 or 8) dequantized in registers: code · scale + bias with one rounding,
+// the bits dequant_codes gives; step j's group is j >> step_shift (groups of 16 · 2^step_shift entries).
 template <int kBits, int R>
 struct QuantValues {
   const uint8_t* codes[R];
@@ -836,13 +836,18 @@ HWY_INLINE void dequant(const uint8_t* codes, int64_t count, int64_t group, cons
   }
 }
 
-void F16ToF32(const uint16_t* in, int64_t n, float* out) {
+void F16ToF32(const uint8_t* in, int64_t n, float* out) {
   int64_t k = 0;
   if constexpr (kWindowLanes) {
     const D8 d;
-    for (; k + 8 <= n; k += 8) hn::StoreU(ValF16::load(d, reinterpret_cast<const hwy::float16_t*>(in + k)), d, out + k);
+    for (; k + 8 <= n; k += 8)  // unaligned loads: `in` may sit anywhere in a section
+      hn::StoreU(ValF16::load(d, reinterpret_cast<const hwy::float16_t*>(in + 2 * k)), d, out + k);
   }
-  for (; k < n; ++k) out[k] = f16_to_f32(in[k]);
+  for (; k < n; ++k) {
+    uint16_t h;
+    std::memcpy(&h, in + 2 * k, 2);
+    out[k] = f16_to_f32(h);
+  }
 }
 
 void DequantCodes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
@@ -868,7 +873,7 @@ HWY_EXPORT(F16ToF32);
 
 void sparse_pattern_rows(const SparseRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparsePatternRows)(a); }
 bool sparse_avx512() { return HWY_DYNAMIC_DISPATCH(SparseAvx512)(); }
-void f16_to_f32_n(const uint16_t* in, int64_t n, float* out) { HWY_DYNAMIC_DISPATCH(F16ToF32)(in, n, out); }
+void f16_to_f32_n(const uint8_t* in, int64_t n, float* out) { HWY_DYNAMIC_DISPATCH(F16ToF32)(in, n, out); }
 void sparse_csr_rows(const CsrRowsArgs& a) { HWY_DYNAMIC_DISPATCH(SparseCsrRows)(a); }
 void dequant_codes(const uint8_t* codes, int bits, int64_t count, int64_t group, const float* scale, const float* bias,
                    float* out) {

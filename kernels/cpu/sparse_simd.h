@@ -93,8 +93,9 @@ struct CsrRowsArgs {
 };
 void sparse_csr_rows(const CsrRowsArgs& a);
 
-// out[k] = in[k] (f16) as f32, k < n: the scales and mins of Quant values.
-void f16_to_f32_n(const uint16_t* in, int64_t n, float* out);
+// out[k] = the f16 at bytes [2k, 2k + 2) of `in` (any alignment) as f32, k < n: the scales and mins
+// of Quant values.
+void f16_to_f32_n(const uint8_t* in, int64_t n, float* out);
 
 // Dequantizes `count` kBits codes of `bits` (4 or 8) bits: out[k] = code[k] · scale[g] + bias[g]
 // with g = k / group (group a multiple of 8); out needs count rounded up to 8 floats.
