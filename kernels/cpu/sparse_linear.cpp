@@ -10,6 +10,7 @@
 
 #include "core/sparse.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/sparse_index.h"
 #include "kernels/cpu/sparse_simd.h"
 
 namespace llmc::kernels {
@@ -292,6 +293,12 @@ SparseValues pattern_rows(const SparseEncoding& s, int64_t rows, int64_t cols, c
 // prefetch) and whole-model decode; the tables and commands are in docs/sparsity.md. f16 bitmask
 // rows on AVX-512 (16-column vexpandps steps) pay from 40 % (Sapphire Rapids: 1.15x kernel, 1.03-1.17x
 // whole-model), on AVX2 from 50 % (Zen 3: 40 % 0.90x).
+// Bitmask rows run through their window index (sparse_index.h) instead of the mask on AVX-512 targets from
+// this sparsity on, for calls below sparse_expand_tokens (below that sparsity a window holds more than
+// 16 kept entries too often: a second step and a mispredicted branch). Measured with
+// bench/bench_sparse_matvec, docs/sparsity.md.
+constexpr double kWindowIndexFrom = 0.6;
+
 struct BreakEven {
   SparsePath path;
   double f16;         // f16 and bf16 values (2 bytes)
@@ -325,6 +332,46 @@ void csr_rows(const SparseEncoding& s, int64_t rows, int64_t cols, const float* 
   a.y = y + t_begin * rows + r0;
   a.y_stride = rows;
   simd::sparse_csr_rows(a);
+}
+
+// Bitmask rows through their window index (AVX-512 decode from kWindowIndexFrom sparsity), values as
+// row_values gives them. The kernel reads up to kValueSlack values past a row's last one: stored values
+// of the tensor's last rows run from padded copies (row_values' buffer carries that slack).
+void window_index_rows(const SparseEncoding& s, const WindowIndex& wi, int64_t rows, int64_t cols, const float* x,
+                       int64_t t_begin, int64_t t_end, int64_t r0, int64_t r1, float* y) {
+  thread_local std::vector<float> dequantized;
+  thread_local std::vector<uint8_t> padded;
+  const RowValues v = row_values(s, rows, r0, r1, dequantized);
+  simd::WindowIndexRowsArgs a{};
+  a.windows = wi.windows;
+  a.column_stride = wi.stride;
+  a.value_stride = v.stride;
+  a.value_type = v.type;
+  a.cols = cols;
+  a.x = x + t_begin * cols;
+  a.x_stride = cols;
+  a.tokens = t_end - t_begin;
+  a.y_stride = rows;
+  const auto run = [&](int64_t r, int64_t n, const uint8_t* values) {
+    a.counts = wi.counts.data() + r * wi.windows;
+    a.columns = wi.columns.data() + r * wi.stride;
+    a.values = values;
+    a.rows = n;
+    a.y = y + t_begin * rows + r;
+    simd::sparse_window_index_rows(a);
+  };
+  const size_t esz = value_bytes(v.type);
+  const int64_t tail = std::holds_alternative<DenseEncoding>(s.values->node)
+                           ? (kValueSlack + s.kept_stride - 1) / std::max<int64_t>(1, s.kept_stride)
+                           : 0;
+  const int64_t direct = std::clamp<int64_t>(rows - tail - r0, 0, r1 - r0);
+  if (direct > 0) run(r0, direct, v.data);
+  for (int64_t r = r0 + direct; r < r1; ++r) {
+    padded.assign(static_cast<size_t>(s.kept_stride + kValueSlack) * esz, 0);
+    std::memcpy(padded.data(), v.data + static_cast<size_t>((r - r0) * v.stride) * esz,
+                static_cast<size_t>(s.kept_stride) * esz);
+    run(r, 1, padded.data());
+  }
 }
 
 }  // namespace
@@ -374,7 +421,16 @@ int64_t sparse_aux_floats(const Tensor& w, int64_t n) {
   return sparse_path(s) == SparsePath::kNmQuads ? n * simd::quad_columns(w.cols()) : 0;
 }
 
+bool sparse_window_index_path(const Tensor& w) {
+  const auto* s = std::get_if<SparseEncoding>(&w.encoding->node);
+  if (s == nullptr || s->pattern != SparsePattern::kBitmask || w.numel() == 0 || !simd::sparse_avx512()) return false;
+  return 1.0 - static_cast<double>(s->nnz) / static_cast<double>(w.numel()) >= kWindowIndexFrom;
+}
+
 void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
+  // The window index is built here, before the parallel loop, so that the build runs on every thread.
+  if (sparse_window_index_path(w) && n < sparse_expand_tokens(std::get<SparseEncoding>(w.encoding->node)))
+    window_index(w);
   const int64_t cols = w.cols(), qcols = simd::quad_columns(cols);
   if (sparse_aux_floats(w, n) == 0) return;
   for (int64_t t = 0; t < n; ++t)
@@ -414,6 +470,8 @@ void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_be
                  int64_t r_end, float* y) {
   const auto& s = std::get<SparseEncoding>(w.encoding->node);
   if (t_end - t_begin >= sparse_expand_tokens(s)) return expanded_rows(w, x, t_begin, t_end, r_begin, r_end, y);
+  const bool indexed = sparse_window_index_path(w);
+  const std::shared_ptr<const WindowIndex> wi = indexed ? window_index(w) : nullptr;
   // Quant values are dequantized (row_values) kDequantRows rows at a time, so that the f32 values the
   // kernel reads are still in the cache; a thread's whole range at once would write and re-read them
   // from DRAM.
@@ -422,7 +480,9 @@ void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_be
       std::holds_alternative<DenseEncoding>(s.values->node) ? std::max<int64_t>(1, r_end - r_begin) : kDequantRows;
   for (int64_t r0 = r_begin; r0 < r_end; r0 += chunk) {
     const int64_t r1 = std::min(r_end, r0 + chunk);
-    if (s.pattern == SparsePattern::kCsr)
+    if (indexed)
+      window_index_rows(s, *wi, w.rows(), w.cols(), x, t_begin, t_end, r0, r1, y);
+    else if (s.pattern == SparsePattern::kCsr)
       csr_rows(s, w.rows(), w.cols(), x, t_begin, t_end, r0, r1, y);
     else
       pattern_rows(s, w.rows(), w.cols(), x, aux, t_begin, t_end, r0, r1, y);

@@ -16,6 +16,9 @@ namespace llmc::kernels {
 // aux: what sparse_prepare wrote for all n tokens of the call (the 2:4 / 1:2 kernel's arranged x).
 void sparse_rows(const Tensor& w, const float* x, const float* aux, int64_t t_begin, int64_t t_end, int64_t r_begin,
                  int64_t r_end, float* y);
+// True when a one-token call of w runs through the window index of its bitmask rows (sparse_index.h):
+// bitmask pattern, an AVX-512 target, sparsity at or above the measured threshold (docs/sparsity.md).
+bool sparse_window_index_path(const Tensor& w);
 // Tokens per call from which sparse_rows expands rows and runs the dense kernel (docs/sparsity.md).
 int64_t sparse_expand_tokens(const SparseEncoding& s);
 // Floats of per-call scratch sparse_prepare fills for n tokens (0: none).

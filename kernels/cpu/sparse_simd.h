@@ -73,6 +73,33 @@ void sparse_pattern_rows(const SparseRowsArgs& a);
 // own break-even sparsity (sparse_linear.cpp kBreakEven).
 bool sparse_avx512();
 
+// Rows of a bitmask weight through its window index (sparse_index.h), AVX-512 decode of high sparsity:
+//   y[t · y_stride + r] = Σ_{kept c} value[r, rank(c)] · x[t · x_stride + c]
+// Per (row, token) one 16-lane accumulator: window by window, its kept entries in steps of 16 (lane j
+// takes entry 16s + j, x gathered from the window's 32 columns by vpermt2ps), the FMA masked to the
+// window's count; even and odd windows in two accumulators, added, then _mm512_reduce_add_ps.
+// Independent of rows, tokens and the thread count. The kernel reads up to 16 values past a row's last
+// one (the caller guarantees that slack; byte-masked loads were 2x slower on Zen 4), nothing past x's
+// end, and the columns buffer carries its own slack. Targets without AVX-512 (which sparse_linear.cpp
+// never sends here) sum the entries in order, scalar.
+struct WindowIndexRowsArgs {
+  const uint8_t* counts;   // row r's window counts at counts + r · windows
+  const uint8_t* columns;  // row r's in-window columns at columns + r · column_stride
+  int64_t windows;
+  int64_t column_stride;
+  const void* values;  // row r's kept values at values + r · value_stride entries
+  int64_t value_stride;
+  SparseValues value_type;  // kF32, kF16 or kBF16
+  int64_t rows;
+  int64_t cols;
+  const float* x;
+  int64_t x_stride;
+  int64_t tokens;
+  float* y;
+  int64_t y_stride;
+};
+void sparse_window_index_rows(const WindowIndexRowsArgs& a);
+
 // Rows of a CSR weight: row r's entries are [row_ptr[r] - row_ptr[0], row_ptr[r + 1] - row_ptr[0])
 // of `columns` (u16 when `wide` is false, else u32) and values[r · value_stride + k] its k-th
 // value. Per (row, token): one 8-lane accumulator over full blocks of 8 entries (x gathered at

@@ -8,6 +8,7 @@
 #include "core/sparse.h"
 #include "formats/model_io.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/sparse_index.h"
 #include "kernels/cpu/sparse_linear.h"
 #include "model/arch.h"
 #include "passes/quant/quant_math.h"
@@ -256,6 +257,64 @@ TEST_CASE("sparse_beats_dense: f16 bitmask rows pay from 40 % on AVX-512, from 5
   kernels::force_simd_target(0);
 }
 
+TEST_CASE("window index of bitmask rows: counts and in-window columns of every kept entry", "[sparse][kernels]") {
+  const int64_t rows = 5, cols = 75;  // two full windows and a ragged one
+  const Tensor w = sparse_tensor(rows, cols, random_keep(rows, cols, 0.4, 0, 0, 51), 0, 0, kValues[1], 52);
+  const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  REQUIRE(s.pattern == SparsePattern::kBitmask);
+  const auto wi = kernels::build_window_index(s, rows, cols);
+  REQUIRE(wi->windows == 3);
+  REQUIRE(wi->stride == s.kept_stride);
+  std::vector<int32_t> where(static_cast<size_t>(s.kept_stride));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t kept = sparse_row_columns(s, cols, r, where.data());
+    int64_t per_window[3] = {0, 0, 0};
+    for (int64_t k = 0; k < kept; ++k) {
+      INFO("row " << r << " entry " << k << " column " << where[k]);
+      REQUIRE(wi->columns[r * wi->stride + k] == where[k] % 32);
+      ++per_window[where[k] / 32];
+    }
+    for (int64_t j = 0; j < 3; ++j) REQUIRE(wi->counts[r * 3 + j] == per_window[j]);
+  }
+}
+
+TEST_CASE("window index path: AVX-512 from 60 % sparsity, every window count 0..32, against _ref",
+          "[sparse][kernels]") {
+  // Row r keeps the first (3r + k) % 33 columns of window k: counts 0..32, so one and two 16-lane steps
+  // and empty windows; widths with a ragged last window of 1, 13 and 17 columns.
+  for (int64_t cols : {int64_t{64}, int64_t{97}, int64_t{109}, int64_t{177}}) {
+    const int64_t rows = 23, windows = (cols + 31) / 32;
+    std::vector<uint8_t> keep(static_cast<size_t>(rows * cols), 0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < windows; ++k)
+        for (int64_t c = 32 * k; c < std::min(cols, 32 * k + (3 * r + k) % 33); ++c) keep[r * cols + c] = 1;
+    // Sparse enough for the path: every other row emptied beyond its first window.
+    for (int64_t r = 0; r < rows; r += 2) std::fill(keep.begin() + r * cols + 32, keep.begin() + (r + 1) * cols, 0);
+    uint32_t seed = 60;
+    for (int64_t target : kernels::simd_targets()) {
+      kernels::force_simd_target(target);
+      const std::string name = kernels::simd_target_name(target);
+      for (const Values& v : kValues) {
+        INFO("SIMD target " << name << " cols " << cols << " values " << v.name);
+        const Tensor w = sparse_tensor(rows, cols, keep, 0, 0, v, seed++);
+        const double sparsity = 1.0 - static_cast<double>(std::get<SparseEncoding>(w.encoding->node).nnz) /
+                                          static_cast<double>(rows * cols);
+        REQUIRE(sparsity >= 0.6);
+        CHECK(kernels::sparse_window_index_path(w) == (name.rfind("AVX3", 0) == 0));
+        for (int64_t n : {1, 2, 3}) check_against_ref(w, n, seed++);
+      }
+    }
+    kernels::force_simd_target(0);
+  }
+  // Below 60 % the mask kernel stays.
+  const Tensor dense_ish = sparse_tensor(8, 256, random_keep(8, 256, 0.45, 0, 0, 70), 0, 0, kValues[1], 71);
+  for (int64_t target : kernels::simd_targets()) {
+    kernels::force_simd_target(target);
+    CHECK_FALSE(kernels::sparse_window_index_path(dense_ish));
+  }
+  kernels::force_simd_target(0);
+}
+
 TEST_CASE("sparse kernels: rows with no kept entries and fully kept rows", "[sparse][kernels]") {
   const int64_t rows = 6, cols = 45;
   std::vector<uint8_t> keep(static_cast<size_t>(rows * cols), 0);
@@ -274,13 +333,15 @@ TEST_CASE("sparse kernels give the same bits on 1 and 2 threads", "[sparse][kern
     const auto keep = random_keep(rows, cols, p.density, p.n, p.m, 11);
     const Tensor w = sparse_tensor(rows, cols, keep, p.n, p.m, kValues[1], 12);
     const auto x = normal_values(static_cast<size_t>(9 * cols), 13);
-    std::vector<float> y1(static_cast<size_t>(9 * rows)), y2(y1.size());
-    kernels::set_num_threads(1);
-    kernels::matmul(w, x.data(), 9, y1.data());
-    kernels::set_num_threads(2);
-    kernels::matmul(w, x.data(), 9, y2.data());
-    kernels::set_num_threads(0);
-    REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    for (int64_t n : {1, 9}) {  // the decode kernels, the prefill expansion
+      std::vector<float> y1(static_cast<size_t>(n * rows)), y2(y1.size());
+      kernels::set_num_threads(1);
+      kernels::matmul(w, x.data(), n, y1.data());
+      kernels::set_num_threads(2);
+      kernels::matmul(w, x.data(), n, y2.data());
+      kernels::set_num_threads(0);
+      REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    }
   }
 }
 
