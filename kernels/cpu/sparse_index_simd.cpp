@@ -1,11 +1,8 @@
 // Highway-dispatched decode kernel of highly sparse bitmask rows through their window index
 // (sparse_simd.h sparse_window_index_rows, sparse_index.h): per 32-column window one vpermt2ps gathers x
 // at up to 16 kept entries, where the mask kernel expands values over every 16 columns.
-#include <cmath>
-#include <cstring>
 #include <type_traits>
 
-#include "core/dtype.h"
 #include "kernels/cpu/sparse_simd.h"
 
 #ifndef HWY_DISABLED_TARGETS
@@ -119,27 +116,9 @@ HWY_INLINE void index_rows(const WindowIndexRowsArgs& a) {
   }
 }
 #else
-// Without AVX-512: the kept entries of each (row, token) in column order, scalar fused multiply-adds.
 template <SparseValues kV>
-HWY_INLINE float value_at(const ValueT<kV>* p) {
-  if constexpr (kV == SparseValues::kF32) return *p;
-  if constexpr (kV == SparseValues::kF16) return f16_to_f32(*p);
-  return bf16_to_f32(*p);
-}
-
-template <SparseValues kV>
-HWY_INLINE void index_rows(const WindowIndexRowsArgs& a) {
-  for (int64_t r = 0; r < a.rows; ++r)
-    for (int64_t t = 0; t < a.tokens; ++t) {
-      const uint8_t* ip = a.columns + r * a.column_stride;
-      const ValueT<kV>* vp = static_cast<const ValueT<kV>*>(a.values) + r * a.value_stride;
-      const float* x = a.x + t * a.x_stride;
-      float s = 0.0f;
-      for (int64_t w = 0; w < a.windows; ++w)
-        for (uint32_t c = a.counts[r * a.windows + w]; c > 0; --c)
-          s = std::fma(value_at<kV>(vp++), x[32 * w + *ip++], s);
-      a.y[t * a.y_stride + r] = s;
-    }
+HWY_INLINE void index_rows(const WindowIndexRowsArgs&) {
+  HWY_ABORT("sparse: the window index kernel runs on AVX-512 targets only (sparse_window_index_path)");
 }
 #endif
 

@@ -80,8 +80,8 @@ bool sparse_avx512();
 // window's count; even and odd windows in two accumulators, added, then _mm512_reduce_add_ps.
 // Independent of rows, tokens and the thread count. The kernel reads up to 16 values past a row's last
 // one (the caller guarantees that slack; byte-masked loads were 2x slower on Zen 4), nothing past x's
-// end, and the columns buffer carries its own slack. Targets without AVX-512 (which sparse_linear.cpp
-// never sends here) sum the entries in order, scalar.
+// end, and the columns buffer carries its own slack. AVX-512 targets only (sparse_avx512(); other
+// targets abort).
 struct WindowIndexRowsArgs {
   const uint8_t* counts;   // row r's window counts at counts + r · windows
   const uint8_t* columns;  // row r's in-window columns at columns + r · column_stride
