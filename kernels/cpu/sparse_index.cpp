@@ -2,6 +2,7 @@
 #include "kernels/cpu/sparse_index.h"
 
 #include <bit>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -18,6 +19,20 @@ struct Entry {
 std::mutex g_mutex;
 std::unordered_map<const Encoding*, Entry> g_cache;
 
+// For each mask byte, the positions of its set bits packed into the low bytes (in order).
+struct BytePositions {
+  uint64_t p[256];
+  constexpr BytePositions() : p() {
+    for (int b = 0; b < 256; ++b) {
+      int k = 0;
+      for (int i = 0; i < 8; ++i)
+        if ((b >> i & 1) != 0) p[b] |= static_cast<uint64_t>(i) << (8 * k++);
+    }
+  }
+};
+constexpr BytePositions kBytePositions{};
+static_assert(kIndexWindow == 32, "the build below assumes 4 mask bytes per window");
+
 }  // namespace
 
 std::shared_ptr<const WindowIndex> build_window_index(const SparseEncoding& s, int64_t rows, int64_t cols) {
@@ -27,18 +42,27 @@ std::shared_ptr<const WindowIndex> build_window_index(const SparseEncoding& s, i
   wi->counts.assign(static_cast<size_t>(rows * wi->windows), 0);
   wi->columns.assign(static_cast<size_t>(rows * wi->stride + 64), 0);
   const int64_t mask_stride = sparse_mask_stride(cols);
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (rows * cols >= (int64_t{1} << 20))
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* mask = s.index.data() + r * mask_stride;
-    uint8_t* counts = wi->counts.data() + r * wi->windows;
-    uint8_t* columns = wi->columns.data() + r * wi->stride;
-    int64_t k = 0;
-    for (int64_t b = 0; b < mask_stride; ++b)
-      for (uint32_t bits = mask[b]; bits != 0 && k < wi->stride; bits &= bits - 1) {
-        const int64_t c = 8 * b + std::countr_zero(bits);
-        columns[k++] = static_cast<uint8_t>(c % kIndexWindow);
-        ++counts[c / kIndexWindow];
+  // Per mask byte one 8-byte store of its positions (+ 8 · its place in the window) into a row buffer,
+  // advanced by its popcount; a validated row keeps at most kept_stride entries, so the buffer's 8
+  // bytes of slack take the last store's excess.
+#pragma omp parallel num_threads(num_threads()) if (rows * cols >= (int64_t{1} << 20))
+  {
+    std::vector<uint8_t> row(static_cast<size_t>(wi->stride + 8));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* mask = s.index.data() + r * mask_stride;
+      uint8_t* counts = wi->counts.data() + r * wi->windows;
+      int64_t k = 0;
+      for (int64_t b = 0; b < mask_stride; ++b) {
+        const int n = std::popcount(mask[b]);
+        if (k + n > wi->stride) break;  // not a validated encoding: keep what fits
+        const uint64_t pos = kBytePositions.p[mask[b]] + static_cast<uint64_t>(b % 4) * 0x0808080808080808ull;
+        std::memcpy(row.data() + k, &pos, 8);
+        k += n;
+        counts[b / 4] = static_cast<uint8_t>(counts[b / 4] + n);
       }
+      std::memcpy(wi->columns.data() + r * wi->stride, row.data(), static_cast<size_t>(k));
+    }
   }
   return wi;
 }
