@@ -94,6 +94,9 @@ bool has_fast_linear(const Tensor& w);
 // the break-even measured for its kernel path and value dtype (sparse_linear.cpp, docs/sparsity.md).
 // False for any other weight.
 bool sparse_beats_dense(const Tensor& w);
+// Bytes a one-token call of w reads from memory: its encoded bytes, except for bitmask weights that
+// decode through their window index (sparse_index.h), where the index replaces the mask.
+uint64_t decode_read_bytes(const Tensor& w);
 
 // ---- element-wise and small kernels (O(dim) per token, scalar) ----
 

@@ -427,6 +427,13 @@ bool sparse_window_index_path(const Tensor& w) {
   return 1.0 - static_cast<double>(s->nnz) / static_cast<double>(w.numel()) >= kWindowIndexFrom;
 }
 
+uint64_t decode_read_bytes(const Tensor& w) {
+  if (!sparse_window_index_path(w)) return w.encoded_bytes();
+  const auto& s = std::get<SparseEncoding>(w.encoding->node);
+  const int64_t windows = (w.cols() + kIndexWindow - 1) / kIndexWindow;
+  return w.encoded_bytes() - s.index.size() + static_cast<uint64_t>(w.rows() * (s.kept_stride + windows));
+}
+
 void sparse_prepare(const Tensor& w, const float* x, int64_t n, float* aux) {
   // The window index is built here, before the parallel loop, so that the build runs on every thread.
   if (sparse_window_index_path(w) && n < sparse_expand_tokens(std::get<SparseEncoding>(w.encoding->node)))

@@ -364,14 +364,15 @@ Result<void> TransformerRuntime::init() {
     LayerWeights w = resolve_layer(model_, l);
     for (const Tensor** lin : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) {
       *lin = kernel_weight(*lin);
-      weight_bytes_ += (*lin)->encoded_bytes();
+      weight_bytes_ += kernels::decode_read_bytes(**lin);
     }
     layers_.push_back(std::move(w));
   }
   embedding_ = &model_.get("token_embd.weight");
   output_ = c_.tied_embeddings ? embedding_ : kernel_weight(&model_.get("output.weight"));
   output_norm_ = model_.get("output_norm.weight").to_f32();
-  weight_bytes_ += output_->encoded_bytes() + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
+  weight_bytes_ +=
+      kernels::decode_read_bytes(*output_) + embedding_->encoded_bytes() / static_cast<uint64_t>(c_.vocab_size);
   if (act_group_ > 0) LLMC_TRY(check_runq_emulation());
   block_.init(c_, act_group_);
 
