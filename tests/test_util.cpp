@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 #include "core/model.h"
+#include "kernels/cpu/kernels.h"
 
 namespace llmc::test {
 
@@ -60,6 +61,19 @@ CliResult run_cli(const std::string& args) {
   const int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+void require_thread_independent(const Tensor& w, const std::vector<float>& x, const std::vector<int64_t>& tokens) {
+  for (int64_t n : tokens) {
+    INFO("tokens " << n);
+    std::vector<float> y1(static_cast<size_t>(n * w.rows())), y2(y1.size());
+    kernels::set_num_threads(1);
+    kernels::matmul(w, x.data(), n, y1.data());
+    kernels::set_num_threads(2);
+    kernels::matmul(w, x.data(), n, y2.data());
+    kernels::set_num_threads(0);
+    REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+  }
 }
 
 void require_same_tensors(const Model& a, const Model& b) {

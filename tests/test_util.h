@@ -9,7 +9,8 @@
 
 namespace llmc {
 class Model;
-}
+struct Tensor;
+}  // namespace llmc
 
 namespace llmc::test {
 
@@ -42,6 +43,10 @@ CliResult run_cli(const std::string& args);
 
 // REQUIREs the same tensor names in the same order, the same shapes and bit-identical decoded values.
 void require_same_tensors(const Model& a, const Model& b);
+
+// REQUIREs that matmul of w with each token count n (x holds at least n · cols floats) gives the same bits
+// on 1 and 2 threads.
+void require_thread_independent(const Tensor& w, const std::vector<float>& x, const std::vector<int64_t>& tokens);
 
 // Resident pages of this process (/proc/self/statm): mapped file pages count while mapped in.
 int64_t resident_pages();

@@ -12,6 +12,7 @@
 #include "core/sparse.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/simd_targets.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -85,20 +86,6 @@ void check_case(const Tensor& w, const std::vector<float>& x, int64_t n) {
   }
 }
 
-// matmul of 1 and of 40 tokens (x holds 40 · cols) gives the same bits on 1 and 2 threads.
-void require_thread_independent(const Tensor& w, const std::vector<float>& x) {
-  for (int64_t n : {int64_t{1}, int64_t{40}}) {
-    INFO("tokens " << n);
-    std::vector<float> y1(static_cast<size_t>(n * w.rows())), y2(y1.size());
-    kernels::set_num_threads(1);
-    kernels::matmul(w, x.data(), n, y1.data());
-    kernels::set_num_threads(2);
-    kernels::matmul(w, x.data(), n, y2.data());
-    kernels::set_num_threads(0);
-    REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("Palette kernels match the references for every width, granularity, shape and outliers",
@@ -138,7 +125,7 @@ TEST_CASE("Palette kernels: large activations, long rows, every row/token blocki
 TEST_CASE("Palette kernels give identical results on 1 and 2 threads", "[kernels][palette]") {
   for (int bits : {1, 3, 4, 5, 8}) {
     INFO("bits " << bits);
-    require_thread_independent(random_palette(bits, 7, 300, 515, true, 3 + bits), random_x(40 * 515, 4));
+    test::require_thread_independent(random_palette(bits, 7, 300, 515, true, 3 + bits), random_x(40 * 515, 4), {1, 40});
   }
 }
 
@@ -313,6 +300,6 @@ TEST_CASE("Palette kernels, integer-grid codebooks: identical results on 1 and 2
     INFO("bits " << bits);
     const Tensor w = random_palette(bits, 7, 300, 515, true, 30 + bits, test::TestCodebooks::kGridMixed);
     REQUIRE(kernels::palette_int8_activations(w));
-    require_thread_independent(w, random_x(40 * 515, 5));
+    test::require_thread_independent(w, random_x(40 * 515, 5), {1, 40});
   }
 }
