@@ -204,7 +204,8 @@ int main(int argc, char** argv) {
       for (const std::string& ps : patterns) {
         const Pattern p = parse_pattern(ps);
         const Tensor t = build(p, v, rows, cols, w, 7);
-        const double mb = static_cast<double>(t.encoded_bytes()) / 1e6;
+        // One token: the bytes a decode call reads (a window-indexed bitmask weight: the index, not the mask).
+        const double mb = static_cast<double>(tokens == 1 ? kernels::decode_read_bytes(t) : t.encoded_bytes()) / 1e6;
         std::vector<Tensor> copies{t};
         while (mb * static_cast<double>(copies.size()) < working_set_mb)
           copies.push_back(Tensor{t.name, t.shape, clone(t.encoding)});
