@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "kernels/cpu/prefetch.h"
+
 #ifndef HWY_DISABLED_TARGETS
 #define HWY_DISABLED_TARGETS (HWY_SSSE3 | HWY_SSE4)
 #endif
@@ -11,7 +13,6 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/palette_simd.cpp"
-#include <hwy/cache_control.h>
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
@@ -118,7 +119,7 @@ struct Block {
       };
       for (; c + 2 * kChunk <= a.cols; c += 2 * kChunk)
         for (int r = 0; r < R; ++r) {
-          hwy::Prefetch(idx[r] + kPrefetchRows * a.idx_stride + c / 2);
+          prefetch_l2(idx[r] + kPrefetchRows * a.idx_stride + c / 2);
           V8 i0, i1;
           split(idx[r] + c / 2, i0, i1);
           chunk_weights(d, i0, lo_tab[r], hi_tab[r], w);
@@ -141,7 +142,7 @@ struct Block {
     }
     for (; c + kChunk <= a.cols; c += kChunk)
       for (int r = 0; r < R; ++r) {
-        hwy::Prefetch(idx[r] + kPrefetchRows * a.idx_stride + c);
+        prefetch_l2(idx[r] + kPrefetchRows * a.idx_stride + c);
         chunk_weights(d, hn::LoadU(d8, idx[r] + c), lo_tab[r], hi_tab[r], w);
         fma_chunk(r, c, w);
       }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "kernels/cpu/prefetch.h"
 #include "kernels/cpu/quant_i8.h"
 #include "kernels/cpu/quant_simd.h"
 
@@ -17,7 +18,6 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/quant_i8_simd.cpp"
-#include <hwy/cache_control.h>
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
@@ -341,7 +341,7 @@ HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_
   if constexpr (kUniform) {
     constexpr int kBits = kind_bits(kKind);
     const uint8_t* at = row + 8 * kBits * p;
-    hwy::Prefetch(at + ahead * a.code_stride);
+    prefetch_l2(at + ahead * a.code_stride);
     if constexpr (kKind == K::kNibbles) {
       const W v = _mm512_loadu_si512(at);
       const W m = _mm512_set1_epi8(0x0F);
@@ -371,8 +371,8 @@ HWY_INLINE void extract_quad(const QuantI8DotArgs& a, const uint8_t* row, int64_
     }
   } else {
     const int32_t* b = a.block_byte + 2 * p;
-    hwy::Prefetch(row + ahead * a.code_stride + b[0]);
-    hwy::Prefetch(row + ahead * a.code_stride + b[2]);
+    prefetch_l2(row + ahead * a.code_stride + b[0]);
+    prefetch_l2(row + ahead * a.code_stride + b[2]);
     V a0, b0, a1, b1;
     extract_pair<kKind>(row + b[0], row + b[1], a0, b0);
     extract_pair<kKind>(row + b[2], row + b[3], a1, b1);
@@ -567,7 +567,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
       // The same bytes 2R rows on (the next-but-one call's rows): decode streams several short rows
       // at once, which the hardware prefetcher alone follows poorly (+60 % q4 decode on tinyllama
       // at 2 threads). A prefetch never faults.
-      hwy::Prefetch(row[r] + 2 * R * a.code_stride + b0);
+      prefetch_l2(row[r] + 2 * R * a.code_stride + b0);
       V ca, cb;
       extract_pair<kKind>(row[r] + b0, row[r] + b1, ca, cb);
       V sa = ca, sb = cb;  // kLut: the signed values v; ca, cb then hold |v|

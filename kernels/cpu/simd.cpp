@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "kernels/cpu/prefetch.h"
 
 // Targets: the portable fallback, AVX2 (+FMA, F16C) and AVX-512; SSSE3/SSE4 are skipped to keep
 // build time down (they are never the best target of a CPU that runs LLMs).
@@ -15,7 +16,6 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/cpu/simd.cpp"
-#include <hwy/cache_control.h>
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 // clang-format off: the math header is included once per target, after highway.h
@@ -119,7 +119,7 @@ HWY_INLINE void micro(const typename L::T* w, int64_t w_stride, const float* x, 
     for (int r = 0; r < R; ++r) {
       // Decode streams 4 short rows at once, which the hardware prefetcher follows poorly: the same
       // columns 8 rows on (the next-but-one block), once per 64 bytes of f32 or per 2 × 64 of f16.
-      if (R == 4 && c % 16 == 0) hwy::Prefetch(w + (r + 8) * w_stride + c);
+      if (R == 4 && c % 16 == 0) prefetch_l2(w + (r + 8) * w_stride + c);
       VF wv = L::load(d, w + r * w_stride + c);
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
       // One load per weight vector: GCC otherwise folds it into each of the T multiply-adds as a

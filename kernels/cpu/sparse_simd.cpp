@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "kernels/cpu/prefetch.h"
 
 #ifndef LLMC_SPARSE_SIMD_TABLES
 #define LLMC_SPARSE_SIMD_TABLES
@@ -497,8 +498,8 @@ HWY_INLINE int64_t quad_steps(const SparseRowsArgs& a, const uint8_t* const (&ro
     for (int i = 0; i < R; ++i) {
       const uint8_t* fields = row[i] + j * 2 * kBits;
       if (j % 2 == 0) {
-        hwy::Prefetch(fields + kPrefetchRows * a.index_stride);
-        hwy::Prefetch(static_cast<const uint8_t*>(src.prefetch(i, j)) + kPrefetchRows * src.stride);
+        prefetch_l2(fields + kPrefetchRows * a.index_stride);
+        prefetch_l2(static_cast<const uint8_t*>(src.prefetch(i, j)) + kPrefetchRows * src.stride);
       }
       // 16 fields (1:2 reads 2 bytes of slack), broadcast straight from memory (no shuffle port)
       const __m512i word =
