@@ -612,7 +612,20 @@ void i8_rows_tokens(const QuantI8DotArgs& a, bool half) {
     for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 1>(a, half, r, 0);
     return;
   }
-  for (int64_t r = 0; r < a.rows; ++r) {
+  int64_t r0 = 0;
+#if HWY_TARGET != HWY_AVX2
+  // AVX-512, 4- and 2-bit codes: the decode block token by token. Its 4 rows' codes stay in L1
+  // across the tokens, and each token's activation vectors (256-bit halves joined per two pairs)
+  // are built once for 4 rows instead of once per row: q4 prefill 1.3-1.6x faster, q2 1.1-1.2x.
+  // Codes whose extraction costs more (3/5/6/7-bit, 8-bit, 1-bit, palette tables) gained nothing
+  // or lost (q3 -10 %), and AVX2, whose pair step loads a pair's activations whole, lost at 16
+  // tokens: they keep 4 tokens per extracted row. Same bits either way (accumulation per element
+  // does not depend on the blocking).
+  if constexpr ((kKind == K::kNibbles || kKind == K::kCrumbs) && !kLut)
+    for (; r0 + 4 <= a.rows; r0 += 4)
+      for (int64_t t = 0; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kScales, 4, 1>(a, half, r0, t);
+#endif
+  for (int64_t r = r0; r < a.rows; ++r) {
     int64_t t = 0;
     for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 4>(a, half, r, t);
     for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 1>(a, half, r, t);
