@@ -1,9 +1,10 @@
 // Memory read bandwidth: every thread streams its slice of a large buffer with SIMD loads.
+#include "kernels/cpu/prefetch.h"
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "verify/membw.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
-#include "kernels/cpu/prefetch.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace llmc {
