@@ -7,6 +7,7 @@
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
 //                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2)
 //                    [--simd AVX2|AVX3|...]  (that SIMD target and worse ones only)
+//                    [--huge-pages on|off]  (RuntimeOptions::huge_pages; default on)
 #include <time.h>
 
 #include <algorithm>
@@ -193,7 +194,7 @@ int main(int argc, char** argv) {
   std::string shape = "tinyllama-1.1b", formats = "q8,q4,q3,q2,binary,ternary";
   int threads = 2;
   int64_t group = 32, membw_mib = 1024;
-  bool kernel_only = false;
+  bool kernel_only = false, huge_pages = true;
   BenchOptions bo;
   bo.prompt_tokens = 64;
   bo.gen_tokens = 16;
@@ -219,6 +220,8 @@ int main(int argc, char** argv) {
       kernel_only = true;
     else if (a == "--membw-mib")
       membw_mib = std::stoll(next());
+    else if (a == "--huge-pages")
+      huge_pages = next() != "off";
     else if (a == "--simd") {
       const std::string name = next();
       bool found = false;
@@ -297,6 +300,7 @@ int main(int argc, char** argv) {
     RuntimeOptions ro;
     ro.threads = threads;
     ro.max_context = bo.prompt_tokens + bo.gen_tokens + 1;
+    ro.huge_pages = huge_pages;
     auto rt = Runtime::create(m, ro);
     if (!rt) {
       std::printf("| %s | - | - | error: %s | | | | |\n", f->name, rt.error().message.c_str());

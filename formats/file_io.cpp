@@ -51,6 +51,37 @@ void release_file_pages(const void* data, size_t size) {
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
+size_t collapse_huge_pages(const void* data, size_t size) {
+#ifdef __linux__
+  constexpr int kMadvCollapse = 25;  // MADV_COLLAPSE (Linux 6.1; glibc 2.36's <sys/mman.h> lacks it)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(data), end = begin + size;
+  if (size == 0) return 0;
+  // The huge pages the range touches (small tensors share them with their heap neighbours, whose
+  // bytes stay the same), else only those wholly inside it (the outer ones may reach unmapped memory).
+  const uintptr_t outer_first = begin / kHuge * kHuge, outer_last = (end + kHuge - 1) / kHuge * kHuge;
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    auto it = mappings().upper_bound(outer_first);
+    if (it != mappings().begin() && std::prev(it)->first + std::prev(it)->second > outer_first) return 0;
+    if (it != mappings().end() && it->first < outer_last) return 0;  // a mapped file's pages
+  }
+  const auto collapse = [&](uintptr_t first, uintptr_t last) -> size_t {
+    if (last <= first) return 0;
+    void* at = reinterpret_cast<void*>(first);
+    return ::madvise(at, last - first, MADV_HUGEPAGE) == 0 && ::madvise(at, last - first, kMadvCollapse) == 0
+               ? last - first
+               : 0;
+  };
+  if (const size_t n = collapse(outer_first, outer_last)) return n;
+  return collapse((begin + kHuge - 1) / kHuge * kHuge, end / kHuge * kHuge);
+#else
+  (void)data;
+  (void)size;
+  return 0;
+#endif
+}
+
 Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error(ErrorCode::kIo, path, ": cannot open: ", std::strerror(errno));

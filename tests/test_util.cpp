@@ -99,6 +99,27 @@ void write_file_bytes(const std::string& path, const std::vector<unsigned char>&
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
+size_t visited_buffer_bytes(const Encoding& enc) {
+  size_t bytes = 0;
+  for_each_buffer(enc, [&](const Bytes& b) { bytes += b.size(); });
+  return bytes;
+}
+
+int64_t anon_huge_kb(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find('-') < line.find(' ')) {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("AnonHugePages:", 0) == 0) {
+      return std::stoll(line.substr(14));
+    }
+  }
+  return 0;
+}
+
 int64_t resident_pages() {
   std::ifstream statm("/proc/self/statm");
   int64_t size = 0, resident = 0;

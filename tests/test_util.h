@@ -10,6 +10,7 @@
 namespace llmc {
 class Model;
 struct Tensor;
+struct Encoding;
 }  // namespace llmc
 
 namespace llmc::test {
@@ -47,6 +48,12 @@ void require_same_tensors(const Model& a, const Model& b);
 // REQUIREs that matmul of w with each token count n (x holds at least n · cols floats) gives the same bits
 // on 1 and 2 threads.
 void require_thread_independent(const Tensor& w, const std::vector<float>& x, const std::vector<int64_t>& tokens);
+
+// Sum of the sizes of the buffers for_each_buffer visits (equals encoded_bytes when it visits all).
+size_t visited_buffer_bytes(const Encoding& enc);
+
+// kB of transparent huge pages in the mapping of this process that holds `p` (/proc/self/smaps).
+int64_t anon_huge_kb(const void* p);
 
 // Resident pages of this process (/proc/self/statm): mapped file pages count while mapped in.
 int64_t resident_pages();

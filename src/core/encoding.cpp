@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <sstream>
+#include <type_traits>
 
 #include "core/lowrank.h"
 #include "core/palette.h"
@@ -239,6 +241,39 @@ size_t encoded_bytes(const Encoding& enc) {
     size_t operator()(const PaletteEncoding& p) const { return palette_bytes(p); }
   } visitor;
   return std::visit(visitor, enc.node);
+}
+
+void for_each_buffer(const Encoding& enc, const std::function<void(const Bytes&)>& fn) {
+  const auto buffers = [&](std::initializer_list<const Bytes*> list) {
+    for (const Bytes* b : list)
+      if (!b->empty()) fn(*b);
+  };
+  const auto child = [&](const EncodingPtr& e) {
+    if (e) for_each_buffer(*e, fn);
+  };
+  std::visit(
+      [&](const auto& n) {
+        using N = std::decay_t<decltype(n)>;
+        if constexpr (std::is_same_v<N, DenseEncoding>) {
+          buffers({&n.data});
+        } else if constexpr (std::is_same_v<N, QuantEncoding>) {
+          buffers({&n.codes, &n.scales, &n.mins, &n.scale_meta, &n.min_meta});
+        } else if constexpr (std::is_same_v<N, SparseEncoding>) {
+          buffers({&n.index, &n.row_ptr});
+          child(n.values);
+        } else if constexpr (std::is_same_v<N, LowRankEncoding>) {
+          child(n.u);
+          child(n.v);
+        } else if constexpr (std::is_same_v<N, TuckerEncoding>) {
+          child(n.core);
+          for (const EncodingPtr& f : n.factors) child(f);
+        } else {
+          static_assert(std::is_same_v<N, PaletteEncoding>);
+          buffers({&n.codebooks, &n.indices});
+          child(n.outliers);
+        }
+      },
+      enc.node);
 }
 
 std::string describe_encoding(const Encoding& enc) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
@@ -194,6 +195,9 @@ void decode_rows_to_f32(const Encoding& enc, const Shape& shape, int64_t row_beg
 
 // Bytes of all buffers of the tree (codes, scales, mins, ...).
 size_t encoded_bytes(const Encoding& enc);
+
+// Calls fn on every non-empty buffer of the tree, children included.
+void for_each_buffer(const Encoding& enc, const std::function<void(const Bytes&)>& fn);
 
 // Human description, e.g. "f32", "q8 sym g4 (scale f32)".
 std::string describe_encoding(const Encoding& enc);

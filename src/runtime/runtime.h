@@ -23,6 +23,9 @@ struct RuntimeOptions {
   // Independent sequences the KV cache holds (batched decode through forward_batch); forward()
   // and copy_cache_from() use sequence 0. At most 256.
   int64_t sequences = 1;
+  // Back the streamed weights held in heap memory with transparent huge pages at creation
+  // (collapse_huge_pages, formats/file_io.h; the bytes stay where they are). Off: for A/B runs.
+  bool huge_pages = true;
 };
 
 class Runtime {

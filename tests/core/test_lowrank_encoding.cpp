@@ -6,6 +6,7 @@
 
 #include "core/lowrank.h"
 #include "core/tensor.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -75,6 +76,7 @@ TEST_CASE("LowRank decodes to U·V for any row range — parts, bytes, descripti
   const auto middle = decode(enc, shape, 5, 8);
   CHECK(std::equal(middle.begin(), middle.end(), all.begin() + 5 * cols));
   CHECK(encoded_bytes(enc) == static_cast<size_t>((rows * rank + rank * cols) * 4));
+  CHECK(test::visited_buffer_bytes(enc) == encoded_bytes(enc));  // for_each_buffer sees every buffer
   CHECK(describe_encoding(enc) == "lowrank r4 (U f32, V f32)");
   CHECK(describe_decomposition_group(enc) == "lowrank (U f32, V f32)");
   CHECK(std::string(encoding_kind_name(enc)) == "lowrank");

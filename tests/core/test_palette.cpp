@@ -9,6 +9,7 @@
 #include "core/palette.h"
 #include "core/sparse.h"
 #include "core/tensor.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -111,6 +112,7 @@ TEST_CASE("Palette outliers are added at their flat positions", "[palette]") {
   // csr of [1, 55]: row_ptr 2 x u32, u16 positions, f16 values.
   CHECK(palette_outlier_bytes(p) == 8 + 4 * 2 + 4 * 2);
   CHECK(t.encoded_bytes() == p.codebooks.size() + p.indices.size() + palette_outlier_bytes(p));
+  CHECK(test::visited_buffer_bytes(*t.encoding) == t.encoded_bytes());  // for_each_buffer sees every buffer
   CHECK(describe_encoding(*t.encoding) == "p2 rows:2 +outliers f16");
   CHECK(std::string(encoding_kind_name(*t.encoding)) == "palette");
   // Positions must increase and fit the tensor.

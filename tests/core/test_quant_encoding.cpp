@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/encoding.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -93,6 +94,7 @@ TEST_CASE("quant u8 double-quantized scales and mins", "[quant-encoding]") {
   // row1: g2 codes 3,2 -> 10.75, 7.5 ; g3 codes 1,0 -> 2.25, 2
   CHECK(decode(q, Shape{{2, 4}}) == std::vector<float>{-1, -0.5f, 2, 3, 10.75f, 7.5f, 2.25f, 2});
   CHECK(encoded_bytes(Encoding{q}) == 2 + 4 + 4 + 16 + 16);
+  CHECK(test::visited_buffer_bytes(Encoding{q}) == encoded_bytes(Encoding{q}));  // for_each_buffer sees every buffer
   CHECK(describe_encoding(Encoding{q}) == "q2 asym g2 (scale u8/2)");
 }
 

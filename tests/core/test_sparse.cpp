@@ -53,6 +53,7 @@ TEST_CASE("sparse n:m indices are packed as documented", "[sparse]") {
   CHECK(describe_encoding(Encoding{*s}) == "2:4 of f32");
   CHECK(std::string(encoding_kind_name(Encoding{*s})) == "sparse");
   CHECK(encoded_bytes(Encoding{*s}) == 2 + 8 * 4);
+  CHECK(test::visited_buffer_bytes(Encoding{*s}) == encoded_bytes(Encoding{*s}));  // for_each_buffer sees every buffer
 }
 
 TEST_CASE("sparse n:m with a ragged tail and wide indices", "[sparse]") {

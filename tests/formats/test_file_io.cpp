@@ -1,4 +1,5 @@
-// File access helpers: release_file_pages gives mapped input pages back without changing what they read.
+// File access helpers: release_file_pages gives mapped input pages back without changing what they read;
+// collapse_huge_pages moves heap memory into huge pages without changing it.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -88,6 +89,30 @@ TEST_CASE("release_file_pages frees a mapping piece by piece while the rest stay
   CHECK(touched - test::resident_pages() > released_pages * 9 / 10);
   CHECK(std::equal(bytes.begin(), bytes.end(), p));
   CHECK(sum > 0);
+}
+
+TEST_CASE("collapse_huge_pages backs heap memory with huge pages, bytes unchanged, and leaves mapped files alone",
+          "[file_io]") {
+  constexpr size_t kHuge = size_t{2} << 20;
+  std::vector<uint8_t> expected(4 * kHuge + 12345);
+  std::iota(expected.begin(), expected.end(), uint8_t{11});
+  std::vector<uint8_t> heap(expected);
+  const size_t n = collapse_huge_pages(heap.data() + 1000, heap.size() - 2000);
+  CHECK(n % kHuge == 0);
+  CHECK(n <= heap.size() + 2 * kHuge);
+  CHECK(std::equal(heap.begin(), heap.end(), expected.begin()));
+  if (n > 0)
+    CHECK(test::anon_huge_kb(heap.data() + heap.size() / 2) >= 2048);
+  else
+    WARN("no transparent huge pages here (THP off or no free huge page): only the bytes were checked");
+
+  test::TempDir dir;
+  std::vector<uint8_t> bytes;
+  auto file = mapped_counting_file(dir, 5, bytes);
+  REQUIRE(file.ok());
+  CHECK(collapse_huge_pages((*file)->data() + kHuge, 4 * kHuge) == 0);
+  CHECK(std::equal(bytes.begin(), bytes.end(), (*file)->data()));
+  CHECK(collapse_huge_pages(nullptr, 0) == 0);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ struct BenchArgs {
   std::string tokenizer;
   BenchOptions options;
   int64_t membw_mib = 1024;
+  bool no_huge_pages = false;
   ReportTargets out;
 };
 
@@ -40,6 +41,7 @@ int run_bench_command(BenchArgs& a) {
   RuntimeOptions ropt;
   ropt.threads = a.options.threads;
   ropt.max_context = a.options.prompt_tokens + a.options.gen_tokens;
+  ropt.huge_pages = !a.no_huge_pages;
   auto runtime = Runtime::create(*model, ropt);
   if (!runtime.ok()) return report_error(with_context(runtime.error(), a.model));
   auto bench = run_bench(**runtime, a.options);
@@ -71,6 +73,8 @@ RunFn setup_bench(CLI::App& sub) {
       ->check(CLI::Range(1, 1000));
   sub.add_option("--membw-mib", a->membw_mib, "Buffer of the memory-bandwidth probe in MiB (0 = skip)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  sub.add_flag("--no-huge-pages", a->no_huge_pages,
+               "Leave weights held in heap memory in 4 KiB pages (A/B runs; docs/runtime.md)");
   sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer file (not needed for timing)")
       ->check(CLI::ExistingFile);
   sub.add_option("--json", a->out.json_path, "Write the JSON report to FILE ('-' = stdout)");
