@@ -47,9 +47,8 @@ void release_file_pages(const void* data, size_t size);
 // then MADV_COLLAPSE on the 2 MiB pages the range touches (or, where that fails, on those wholly
 // inside it); the kernel copies them into huge pages in place, and every byte stays the same.
 // Returns the bytes collapsed: 0 for ranges near a MappedFile (the page cache cannot collapse) or
-// where the kernel refuses (THP off, kernels before 6.1, no free huge page). The runtime calls it on the weights it
-// streams: in a virtual machine every TLB miss walks two page tables, and 4-bit decode ran 1.27x faster with its
-// weights in huge pages (docs/runtime.md).
+// where the kernel refuses (THP off, kernels before 6.1, no free huge page). The runtime calls it
+// on the weights it streams (docs/runtime.md, "Weights in transparent huge pages").
 size_t collapse_huge_pages(const void* data, size_t size);
 
 // Sequential little-endian reader over untrusted bytes; every read is bounds-checked and

@@ -364,7 +364,7 @@ const Tensor* TransformerRuntime::kernel_weight(const Tensor* t) {
 
 // The streamed weights held in heap memory, collapsed into transparent huge pages in place
 // (RuntimeOptions::huge_pages; collapse_huge_pages). Decode then pays one TLB walk per 2 MiB instead
-// of per 4 KiB (two-level in a virtual machine): synthetic tinyllama-1.1b q4 decode 1.23x faster.
+// of per 4 KiB (two-level in a virtual machine): synthetic tinyllama-1.1b q4 decode ~1.2x faster.
 // Weights in a mapped file stay as they are (the page cache maps part of a file with 2 MiB entries
 // itself; copying them out cost seconds for a few percent: docs/runtime.md), and so do models whose
 // weights fit the TLB's reach anyway.
