@@ -3,7 +3,6 @@
 
 #include <cstdint>
 #include <optional>
-#include <span>
 #include <vector>
 
 namespace llmc {
@@ -14,8 +13,8 @@ namespace llmc {
 // blocked triangular inverse on the SIMD update kernel: L⁻¹'s rows in blocks, each block's rows
 // first updated by the rows above it (one product) and then solved in order. The result does not
 // depend on `threads`. nullopt when H + damp · I is not numerically positive definite (or U is not
-// finite with a positive diagonal).
-std::optional<std::vector<double>> inverse_cholesky_upper(std::span<const double> h, int64_t n, double damp,
-                                                          int threads);
+// finite with a positive diagonal). H is consumed: its buffer becomes the factorization's, so the
+// peak is two n x n arrays.
+std::optional<std::vector<double>> inverse_cholesky_upper(std::vector<double> h, int64_t n, double damp, int threads);
 
 }  // namespace llmc

@@ -24,9 +24,9 @@ Result<MatrixD> inverse_factor(const MatrixD& h, double damp, int threads) {
   const int64_t n = h.rows();
   const double mean_diag = h.diagonal().mean();
   // H is symmetric: its column-major storage is its row-major one.
-  const std::span<const double> hs(h.data(), static_cast<size_t>(n * n));
   for (int attempt = 0; attempt < 4; ++attempt, damp *= 10.0)
-    if (auto u = inverse_cholesky_upper(hs, n, damp * (mean_diag > 0 ? mean_diag : 1.0), threads))
+    if (auto u = inverse_cholesky_upper(std::vector<double>(h.data(), h.data() + n * n), n,
+                                        damp * (mean_diag > 0 ? mean_diag : 1.0), threads))
       return MatrixD(
           Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(u->data(), n, n));
   return make_error(ErrorCode::kInternal, "sparsegpt: the Hessian is not positive definite even with damping");

@@ -43,35 +43,38 @@ Result<std::shared_ptr<const GptqHessian>> prepare_gptq_hessian(std::span<const 
   const double norm = 2.0 / static_cast<double>(std::max<int64_t>(tokens, 1));
   auto scale = [&](int64_t c) { return col_scale.empty() ? 1.0 : 1.0 / static_cast<double>(col_scale[c]); };
 
-  RowMatrix hm(cols, cols);
-  for (int64_t i = 0; i < cols; ++i)
-    for (int64_t j = 0; j < cols; ++j) hm(i, j) = xtx[i * cols + j] * norm * scale(i) * scale(j);
+  // H = norm · S XᵀX S, with dead columns (H_ii not positive, or NaN) set to e_i: their weights
+  // cannot matter, in the processing order.
   h->diag.resize(cols);
   h->dead.assign(cols, 0);
   for (int64_t i = 0; i < cols; ++i) {
-    if (!(hm(i, i) > 0)) {  // never-active input (or NaN): its weights cannot matter
-      h->dead[i] = 1;
-      hm.row(i).setZero();
-      hm.col(i).setZero();
-      hm(i, i) = 1;
-    }
-    h->diag[i] = hm(i, i);
+    const double d = xtx[i * cols + i] * norm * scale(i) * scale(i);
+    h->dead[i] = !(d > 0);
+    h->diag[i] = h->dead[i] ? 1.0 : d;
   }
-
   h->perm.resize(cols);
   std::iota(h->perm.begin(), h->perm.end(), int64_t{0});
   if (options.act_order)
     std::stable_sort(h->perm.begin(), h->perm.end(), [&](int64_t a, int64_t b) { return h->diag[a] > h->diag[b]; });
-  RowMatrix hp(cols, cols);
-  for (int64_t i = 0; i < cols; ++i)
-    for (int64_t j = 0; j < cols; ++j) hp(i, j) = hm(h->perm[i], h->perm[j]);
+  // Rebuilt for every damping attempt: the factorization consumes it.
+  auto permuted_h = [&] {
+    std::vector<double> hp(static_cast<size_t>(cols * cols));
+    for (int64_t i = 0; i < cols; ++i) {
+      const int64_t pi = h->perm[i];
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t pj = h->perm[j];
+        hp[i * cols + j] =
+            h->dead[pi] || h->dead[pj] ? (pi == pj ? 1.0 : 0.0) : xtx[pi * cols + pj] * norm * scale(pi) * scale(pj);
+      }
+    }
+    return hp;
+  };
 
   const double mean_diag = std::accumulate(h->diag.begin(), h->diag.end(), 0.0) / static_cast<double>(cols);
   const double base_damp = options.damp > 0 ? options.damp : 1e-4;
   for (size_t attempt = 0; attempt < std::size(kDampRetry); ++attempt) {
     const double damp = attempt == 0 ? options.damp : base_damp * kDampRetry[attempt];
-    std::optional<std::vector<double>> u = inverse_cholesky_upper(
-        std::span<const double>(hp.data(), static_cast<size_t>(cols * cols)), cols, damp * mean_diag, threads);
+    std::optional<std::vector<double>> u = inverse_cholesky_upper(permuted_h(), cols, damp * mean_diag, threads);
     if (!u) continue;
     h->hinv_u = std::move(*u);
     h->damp_used = damp;
