@@ -527,8 +527,8 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
   const HalfScales hs(a.block_shift);
   if constexpr (R > 1) {
     // The scales of the rows the codes' prefetch reaches (the next-but-one call's): a stream of
-    // their own, which the hardware prefetcher follows poorly next to the code rows (+25-30 % q4
-    // decode on tinyllama at 2 threads, Zen 4; the mins, read once per row, gained nothing).
+    // their own, which the hardware prefetcher follows poorly next to the code rows (q4 decode on
+    // tinyllama +21 % at 2 threads on Zen 4, docs/runtime.md; the mins, read once per row, gained nothing).
     const int64_t sc_row = half ? 2 * a.scales_stride : 4 * a.scales_stride;
     for (int r = 0; r < R; ++r)
       for (int64_t b = 0; b < sc_row; b += 64) prefetch_l2(sc[r] + 2 * R * sc_row + b);
