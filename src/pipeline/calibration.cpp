@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -12,6 +13,7 @@
 #include "formats/file_io.h"
 #include "kernels/cpu/kernels.h"
 #include "model/tokenizer.h"
+#include "pipeline/activation_store.h"
 #include "runtime/sampling.h"
 
 namespace llmc {
@@ -170,11 +172,11 @@ class SequentialImpl final : public CalibrationSet::Sequential {
 
   Result<void> init() {
     const int64_t dim = model_.config.dim;
-    hidden_.resize(set_.sequences().size());
-    for (size_t i = 0; i < hidden_.size(); ++i) {
-      const auto& seq = set_.sequences()[i];
-      hidden_[i].resize(seq.size() * static_cast<size_t>(dim));
-      LLMC_TRY(runner_->embed(seq, hidden_[i].data()));
+    LLMC_ASSIGN_OR_RETURN(hidden_, make_store(dim, set_.tokens() * dim * 4 > set_.options().ram_bytes));
+    for (size_t i = 0; i < hidden_->size(); ++i) {
+      float* h = hidden_->slot(i, hbuf_);
+      LLMC_TRY(runner_->embed(set_.sequences()[i], h));
+      LLMC_TRY(hidden_->save(i, h));
     }
     scratch_.resize(static_cast<size_t>(longest(set_.sequences()) * dim));
     return {};
@@ -186,8 +188,9 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     LLMC_TRY(check_request(request, model_));
     StatsCollector collector(request, set_.tokens(), threads_);
     const LinearObserver observer = collector.observer();
-    for (size_t i = 0; i < hidden_.size(); ++i) {
-      std::copy(hidden_[i].begin(), hidden_[i].end(), scratch_.begin());
+    for (size_t i = 0; i < hidden_->size(); ++i) {
+      LLMC_ASSIGN_OR_RETURN(const float* h, hidden_->load(i, hbuf_));
+      std::copy(h, h + hidden_->floats(i), scratch_.begin());
       LLMC_TRY(runner_->forward_layer(layer, scratch_.data(), length(i), &observer, true));
     }
     return collector.finish();
@@ -199,12 +202,24 @@ class SequentialImpl final : public CalibrationSet::Sequential {
       return make_error(ErrorCode::kInvalidArgument, "calibration: kFinish is advance()'s stage, not a capture");
     LLMC_TRY(check_stage("collect_stage", stage));
     LLMC_TRY(check_request(request, model_));
-    if (act_.empty()) allocate_act();
+    if (!act_) LLMC_TRY(allocate_act());
     StatsCollector collector(request, set_.tokens(), threads_);
     const LinearObserver observer = collector.observer();
-    for (size_t i = 0; i < hidden_.size(); ++i) {
-      float* act = stage == BlockStage::kDownInput && !keep_ffn_act_ ? nullptr : act_[i].data();
-      LLMC_TRY(runner_->forward_stage(layer, stage, hidden_[i].data(), act, length(i), &observer));
+    // Which of x and act each stage reads and writes (BlockStage).
+    const bool reads_act = stage == BlockStage::kFfnInput;
+    const bool writes_act = stage == BlockStage::kOutputInput || (stage == BlockStage::kDownInput && keep_ffn_act_);
+    const bool writes_x = stage == BlockStage::kFfnInput;
+    for (size_t i = 0; i < hidden_->size(); ++i) {
+      LLMC_ASSIGN_OR_RETURN(float* h, hidden_->load(i, hbuf_));
+      float* act = nullptr;
+      if (reads_act) {
+        LLMC_ASSIGN_OR_RETURN(act, act_->load(i, abuf_));
+      } else if (writes_act) {
+        act = act_->slot(i, abuf_);
+      }
+      LLMC_TRY(runner_->forward_stage(layer, stage, h, act, length(i), &observer));
+      if (writes_act) LLMC_TRY(act_->save(i, act));
+      if (writes_x) LLMC_TRY(hidden_->save(i, h));
     }
     next_stage_ = static_cast<BlockStage>(static_cast<int>(stage) + 1);
     return collector.finish();
@@ -214,12 +229,18 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     LLMC_TRY(check_order("advance", layer));
     if (next_stage_ != BlockStage::kAttnInput && next_stage_ != BlockStage::kFinish)
       return make_error(ErrorCode::kInvalidArgument, "calibration: advance(", layer, ") half-way through its stages");
-    for (size_t i = 0; i < hidden_.size(); ++i) {
-      if (next_stage_ == BlockStage::kFinish)
-        LLMC_TRY(runner_->forward_stage(layer, BlockStage::kFinish, hidden_[i].data(),
-                                        keep_ffn_act_ ? act_[i].data() : nullptr, length(i), nullptr));
-      else
-        LLMC_TRY(runner_->forward_layer(layer, hidden_[i].data(), length(i), nullptr));
+    for (size_t i = 0; i < hidden_->size(); ++i) {
+      LLMC_ASSIGN_OR_RETURN(float* h, hidden_->load(i, hbuf_));
+      if (next_stage_ == BlockStage::kFinish) {
+        float* act = nullptr;
+        if (keep_ffn_act_) {
+          LLMC_ASSIGN_OR_RETURN(act, act_->load(i, abuf_));
+        }
+        LLMC_TRY(runner_->forward_stage(layer, BlockStage::kFinish, h, act, length(i), nullptr));
+      } else {
+        LLMC_TRY(runner_->forward_layer(layer, h, length(i), nullptr));
+      }
+      LLMC_TRY(hidden_->save(i, h));
     }
     next_stage_ = BlockStage::kAttnInput;
     ++next_layer_;
@@ -233,8 +254,9 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     LLMC_TRY(check_request(request, model_));
     StatsCollector collector(request, set_.tokens(), threads_);
     const Tensor* head[] = {&runner_->head_weight()};
-    for (size_t i = 0; i < hidden_.size(); ++i) {
-      runner_->final_norm(hidden_[i].data(), length(i), scratch_.data());
+    for (size_t i = 0; i < hidden_->size(); ++i) {
+      LLMC_ASSIGN_OR_RETURN(const float* h, hidden_->load(i, hbuf_));
+      runner_->final_norm(h, length(i), scratch_.data());
       collector.add(LinearInput{head, scratch_.data(), length(i)});
     }
     return collector.finish();
@@ -255,18 +277,40 @@ class SequentialImpl final : public CalibrationSet::Sequential {
                         " of block ", next_layer_, ", but its next stage is ", static_cast<int>(next_stage_));
     return {};
   }
-  // act_: per sequence, the widest activations kept between stages (see sequential()).
-  void allocate_act() {
+
+  // Per sequence `width` floats per token, in memory or in the spill file.
+  Result<std::unique_ptr<ActivationStore>> make_store(int64_t width, bool spill) {
+    std::vector<int64_t> floats;
+    for (size_t i = 0; i < set_.sequences().size(); ++i) floats.push_back(length(i) * width);
+    if (!spill) return ActivationStore::create(floats, "");
+    const CalibOptions& o = set_.options();
+    const std::string dir = o.spill_dir.empty() ? temp_dir() : o.spill_dir;
+    LLMC_ASSIGN_OR_RETURN(auto store, ActivationStore::create(floats, dir));
+    log_info("calibration: ", set_.tokens() * width * 4 >> 20, " MiB of activations beyond --calib-ram ",
+             o.ram_bytes >> 20, " MiB go to a temporary file in ", dir);
+    return store;
+  }
+
+  static std::string temp_dir() {
+    const char* env = std::getenv("TMPDIR");
+    return env && *env ? env : "/tmp";
+  }
+
+  // act_: per sequence, the widest activations kept between stages (see sequential()); in the
+  // spill file the FFN activations are always kept.
+  Result<void> allocate_act() {
     const ModelConfig& c = model_.config;
     int64_t q_dim = 0, hidden = 0;
     for (int64_t l = 0; l < c.n_layers; ++l) {
       q_dim = std::max(q_dim, c.heads(l) * c.head_dim);
       hidden = std::max(hidden, c.hidden(l));
     }
-    keep_ffn_act_ = set_.tokens() * std::max(q_dim, hidden) <= stage_budget_floats_;
-    const int64_t width = keep_ffn_act_ ? std::max(q_dim, hidden) : q_dim;
-    act_.resize(hidden_.size());
-    for (size_t i = 0; i < act_.size(); ++i) act_[i].resize(static_cast<size_t>(length(i) * width));
+    const int64_t widest = std::max(q_dim, hidden);
+    const int64_t hidden_bytes = hidden_->spilled() ? 0 : set_.tokens() * c.dim * 4;
+    const bool spill = hidden_bytes + set_.tokens() * widest * 4 > set_.options().ram_bytes;
+    keep_ffn_act_ = spill || set_.tokens() * widest <= stage_budget_floats_;
+    LLMC_ASSIGN_OR_RETURN(act_, make_store(keep_ffn_act_ ? widest : q_dim, spill));
+    return {};
   }
 
   const Model& model_;
@@ -277,9 +321,10 @@ class SequentialImpl final : public CalibrationSet::Sequential {
   int64_t next_layer_ = 0;
   BlockStage next_stage_ = BlockStage::kAttnInput;
   bool keep_ffn_act_ = false;
-  std::vector<std::vector<float>> act_;     // per sequence, collect_stage's activations
-  std::vector<std::vector<float>> hidden_;  // per sequence [length, dim]: input of block next_layer_
-  std::vector<float> scratch_;              // [longest, dim]
+  std::unique_ptr<ActivationStore> act_;     // per sequence, collect_stage's activations
+  std::unique_ptr<ActivationStore> hidden_;  // per sequence [length, dim]: input of block next_layer_
+  std::vector<float> hbuf_, abuf_;           // one sequence's hidden / act when spilled
+  std::vector<float> scratch_;               // [longest, dim]
 };
 
 // The sampler seed of self-sampled sequence i: each sequence has its own generator, so a sequence
@@ -371,6 +416,8 @@ Result<std::unique_ptr<CalibrationSet>> CalibrationSet::create(const Model& mode
     return make_error(ErrorCode::kInvalidArgument, "calibration: --calib-samples must be >= 1, got ", samples);
   if (o.ctx < 2) return make_error(ErrorCode::kInvalidArgument, "calibration: --calib-ctx must be >= 2, got ", o.ctx);
   if (o.threads < 0) return make_error(ErrorCode::kInvalidArgument, "calibration: threads must be >= 0");
+  if (o.ram_bytes < 0)
+    return make_error(ErrorCode::kInvalidArgument, "calibration: --calib-ram must be >= 0, got ", o.ram_bytes);
   if (samples > kMaxCalibTokens / o.ctx)
     return make_error(ErrorCode::kInvalidArgument, "calibration: ", samples, " x ", o.ctx,
                       " tokens exceed the limit of ", kMaxCalibTokens);

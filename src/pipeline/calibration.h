@@ -22,6 +22,12 @@ struct CalibOptions {
   int64_t ctx = 512;         // tokens per sequence (BOS first when the tokenizer adds one)
   uint64_t seed = 0;
   int threads = 0;  // for --calib-self sampling (0 = all cores); the sequences do not depend on it
+  // Sequential capture (not part of the recipe; results do not depend on them): the residual
+  // streams and stage activations stay in memory up to ram_bytes, the rest goes to an unlinked
+  // temporary file in spill_dir ("" = $TMPDIR, else /tmp).
+  static constexpr int64_t kDefaultRamBytes = int64_t{64} << 20;
+  int64_t ram_bytes = kDefaultRamBytes;
+  std::string spill_dir;
 };
 
 // Statistics of the input x [cols] of one linear layer over all calibration tokens. Layers that
@@ -82,9 +88,11 @@ class CalibrationSet {
     virtual Result<LayerStats> collect_head(const StatsRequest& request) = 0;
   };
   // The model and this set must outlive the returned object; tensors replaced in the model
-  // (Model::replace) are seen by later collect/advance calls. Memory: tokens() x dim floats, plus
-  // for collect_stage tokens() x max(q_dim, hidden) floats, or tokens() x q_dim when that is above
-  // stage_budget_floats (ffn_down's input is then computed twice).
+  // (Model::replace) are seen by later collect/advance calls. Activations: tokens() x dim floats,
+  // plus for collect_stage tokens() x max(q_dim, hidden) floats, each in memory while the total
+  // in memory stays within options().ram_bytes, else in the spill file. In-memory stage
+  // activations above stage_budget_floats are cut to tokens() x q_dim (ffn_down's input is then
+  // computed twice).
   static constexpr int64_t kStageBudgetFloats = int64_t{1} << 28;  // 1 GiB
   Result<std::unique_ptr<Sequential>> sequential(const Model& model, int threads,
                                                  int64_t stage_budget_floats = kStageBudgetFloats);

@@ -113,6 +113,7 @@ Result<PipelineResult> run_pipeline(Model& model, const Recipe& recipe, const Pi
     CalibOptions copt = *recipe.calibration;
     copt.seed = recipe.seed;
     copt.threads = options.threads;
+    copt.ram_bytes = options.calib_ram_bytes;
     if (!copt.file.empty() && model.tokenizer.empty())
       return make_error(ErrorCode::kInvalidArgument, "calibration text ", copt.file,
                         " needs the model's tokenizer, and this model has none (llama2.c checkpoints: --tokenizer "

@@ -10,12 +10,14 @@
 
 #include "core/error.h"
 #include "core/model.h"
+#include "pipeline/calibration.h"
 #include "pipeline/recipe.h"
 
 namespace llmc {
 
 struct PipelineOptions {
-  int threads = 0;  // 0 = all cores; outputs do not depend on it
+  int threads = 0;                                           // 0 = all cores; outputs do not depend on it
+  int64_t calib_ram_bytes = CalibOptions::kDefaultRamBytes;  // CalibOptions::ram_bytes; outputs do not depend on it
   // Code of recipe mistakes only the model reveals (an expression that matches no tensor):
   // kRecipe for recipe files (exit 1), kInvalidArgument for command-line flags (exit 2).
   ErrorCode recipe_error = ErrorCode::kInvalidArgument;

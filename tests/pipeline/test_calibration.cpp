@@ -25,12 +25,14 @@ Result<Model> load_stories(bool with_tokenizer = true) {
   return load_model(test::fixture("models/stories260K/stories260K.bin"), o);
 }
 
-std::unique_ptr<CalibrationSet> stories_calib(const Model& m, int64_t samples, int64_t ctx, uint64_t seed = 0) {
+std::unique_ptr<CalibrationSet> stories_calib(const Model& m, int64_t samples, int64_t ctx, uint64_t seed = 0,
+                                              int64_t ram_bytes = CalibOptions::kDefaultRamBytes) {
   CalibOptions o;
   o.file = test::fixture("text/tinystories-sample.txt");
   o.samples = samples;
   o.ctx = ctx;
   o.seed = seed;
+  o.ram_bytes = ram_bytes;
   auto set = CalibrationSet::create(m, o);
   REQUIRE(set.ok());
   return std::move(set).value();
@@ -450,9 +452,14 @@ TEST_CASE("calibration: staged capture equals collect + advance, with or without
   auto head = (*plain)->collect_head(req);
   REQUIRE(head.ok());
 
-  for (int64_t budget : {CalibrationSet::kStageBudgetFloats, int64_t{0}}) {
-    INFO("stage budget " << budget);
-    auto seq = set->sequential(*m, 2, budget);
+  // The activations in memory with and without the FFN's kept, then in the spill file
+  // (--calib-ram 0; the budget of in-memory stage activations does not apply there).
+  auto spilled = stories_calib(*m, 2, 300, 0, 0);
+  REQUIRE(spilled->sequences() == set->sequences());
+  for (int variant = 0; variant < 3; ++variant) {
+    const int64_t budget = variant == 0 ? CalibrationSet::kStageBudgetFloats : 0;
+    INFO("stage budget " << budget << (variant == 2 ? ", spilled" : ""));
+    auto seq = (variant == 2 ? spilled : set)->sequential(*m, 2, budget);
     REQUIRE(seq.ok());
     CHECK(!(*seq)->collect_stage(0, BlockStage::kOutputInput, req).ok());  // stages run in order
     CHECK(!(*seq)->collect_stage(0, BlockStage::kFinish, req).ok());

@@ -99,6 +99,10 @@ void add_job_options(CLI::App& sub, RecipeJob& job) {
   sub.add_option("--tokenizer", job.tokenizer, "Separate tokenizer (llama2.c tokenizer.bin, tokenizer.json, GGUF)");
   sub.add_option("--threads", job.threads, "Threads (0 = all cores); the output does not depend on it")
       ->check(CLI::Range(0, 4096));
+  sub.add_option("--calib-ram", job.calib_ram_mib,
+                 "MiB of calibration activations kept in memory; the rest go to an unlinked temporary file in "
+                 "$TMPDIR (default 64; the output does not depend on it)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   job.writer.add(sub);
   sub.add_option("--json", job.json, "Also write the summary (sizes, per-pass reports, times) as JSON (- = stdout)");
   sub.add_flag("--force", job.force, "Replace an existing output");
@@ -130,6 +134,7 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
 
   PipelineOptions popt;
   popt.threads = job.threads;
+  popt.calib_ram_bytes = job.calib_ram_mib << 20;
   popt.recipe_error = job.recipe_error;
   if (job.threads > 0) omp_set_num_threads(job.threads);
   auto result = run_pipeline(model, recipe, popt);

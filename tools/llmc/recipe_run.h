@@ -25,6 +25,7 @@ struct RecipeJob {
   std::vector<std::string> extra_inputs;  // recipe, calibration text: never overwritten
   WriterFlags writer;                     // --zstd, --entropy
   int threads = 0;
+  int64_t calib_ram_mib = CalibOptions::kDefaultRamBytes >> 20;  // --calib-ram
   bool force = false;
   // Optional command-specific summary lines, printed after the pass lines (e.g. lowrank's ranks).
   std::function<void(const PipelineResult&)> print_details;

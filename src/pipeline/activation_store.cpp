@@ -1,0 +1,111 @@
+// Calibration activations in memory or in an unlinked temporary file (pread/pwrite: the kernel's
+// page cache holds them and writes them back under memory pressure; the process's RSS does not).
+#include "pipeline/activation_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace llmc {
+namespace {
+
+// An anonymous file in dir: O_TMPFILE where the file system has it, else mkstemp + unlink.
+Result<int> open_unlinked(const std::string& dir) {
+#ifdef O_TMPFILE
+  const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) return fd;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    return make_error(ErrorCode::kIo, "calibration: cannot create a spill file in ", dir, ": ", std::strerror(errno));
+#endif
+  std::string path = dir + "/llmc-calib-XXXXXX";
+  const int tmp = ::mkstemp(path.data());
+  if (tmp < 0)
+    return make_error(ErrorCode::kIo, "calibration: cannot create a spill file in ", dir, ": ", std::strerror(errno));
+  ::unlink(path.c_str());
+  return tmp;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ActivationStore>> ActivationStore::create(const std::vector<int64_t>& floats,
+                                                                 const std::string& spill_dir) {
+  std::unique_ptr<ActivationStore> s(new ActivationStore());
+  s->offsets_.assign(floats.size() + 1, 0);
+  for (size_t i = 0; i < floats.size(); ++i) {
+    if (floats[i] < 0) return make_error(ErrorCode::kInvalidArgument, "calibration: negative item length");
+    s->offsets_[i + 1] = s->offsets_[i] + floats[i];
+  }
+  const int64_t total = s->offsets_.back();
+  if (spill_dir.empty()) {
+    s->memory_.resize(static_cast<size_t>(total));
+    return s;
+  }
+  s->dir_ = spill_dir;
+  LLMC_ASSIGN_OR_RETURN(s->fd_, open_unlinked(spill_dir));
+  const int rc = total > 0 ? ::posix_fallocate(s->fd_, 0, static_cast<off_t>(total * 4)) : 0;
+  if (rc == EINVAL || rc == EOPNOTSUPP) {  // no fallocate on this file system: a sparse file
+    if (::ftruncate(s->fd_, static_cast<off_t>(total * 4)) != 0)
+      return make_error(ErrorCode::kIo, "calibration: cannot size the spill file in ", spill_dir, ": ",
+                        std::strerror(errno));
+  } else if (rc != 0) {
+    return make_error(ErrorCode::kIo, "calibration: cannot reserve ", total * 4 >> 20, " MiB for activations in ",
+                      spill_dir, ": ", std::strerror(rc),
+                      "; free disk space, point TMPDIR elsewhere or raise --calib-ram");
+  }
+  return s;
+}
+
+ActivationStore::~ActivationStore() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<float*> ActivationStore::load(size_t i, std::vector<float>& buffer) {
+  float* dst = slot(i, buffer);
+  if (!spilled()) return dst;
+  auto* p = reinterpret_cast<char*>(dst);
+  size_t left = static_cast<size_t>(floats(i)) * 4;
+  auto at = static_cast<off_t>(offsets_[i] * 4);
+  while (left > 0) {
+    const ssize_t got = ::pread(fd_, p, left, at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      return make_error(ErrorCode::kIo, "calibration: reading the spill file in ", dir_,
+                        " failed: ", got < 0 ? std::strerror(errno) : "unexpected end of file");
+    p += got;
+    at += got;
+    left -= static_cast<size_t>(got);
+  }
+  return dst;
+}
+
+float* ActivationStore::slot(size_t i, std::vector<float>& buffer) {
+  if (!spilled()) return memory_.data() + offsets_[i];
+  if (buffer.size() < static_cast<size_t>(floats(i))) buffer.resize(static_cast<size_t>(floats(i)));
+  return buffer.data();
+}
+
+Result<void> ActivationStore::save(size_t i, const float* data) {
+  if (!spilled()) {
+    if (data != memory_.data() + offsets_[i]) std::memcpy(memory_.data() + offsets_[i], data, floats(i) * 4);
+    return {};
+  }
+  const auto* p = reinterpret_cast<const char*>(data);
+  size_t left = static_cast<size_t>(floats(i)) * 4;
+  auto at = static_cast<off_t>(offsets_[i] * 4);
+  while (left > 0) {
+    const ssize_t put = ::pwrite(fd_, p, left, at);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0)
+      return make_error(ErrorCode::kIo, "calibration: writing the spill file in ", dir_,
+                        " failed: ", put < 0 ? std::strerror(errno) : "no progress");
+    p += put;
+    at += put;
+    left -= static_cast<size_t>(put);
+  }
+  return {};
+}
+
+}  // namespace llmc
