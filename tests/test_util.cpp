@@ -50,8 +50,8 @@ TempDir::~TempDir() {
   fs::remove_all(dir_, ec);
 }
 
-CliResult run_cli(const std::string& args) {
-  const std::string cmd = std::string(LLMC_BIN) + " " + args + " 2>&1";
+CliResult run_cli(const std::string& args, const std::string& env) {
+  const std::string cmd = (env.empty() ? "" : env + " ") + std::string(LLMC_BIN) + " " + args + " 2>&1";
   CliResult r{-1, ""};
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);

@@ -39,8 +39,8 @@ struct CliResult {
   int exit_code;
   std::string output;  // stdout and stderr together
 };
-// Runs the llmc binary with the given shell-quoted argument string.
-CliResult run_cli(const std::string& args);
+// Runs the llmc binary with the given shell-quoted argument string; env: "NAME=value ..." for it.
+CliResult run_cli(const std::string& args, const std::string& env = "");
 
 // REQUIREs the same tensor names in the same order, the same shapes and bit-identical decoded values.
 void require_same_tensors(const Model& a, const Model& b);

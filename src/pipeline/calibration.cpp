@@ -286,8 +286,8 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     const CalibOptions& o = set_.options();
     const std::string dir = o.spill_dir.empty() ? temp_dir() : o.spill_dir;
     LLMC_ASSIGN_OR_RETURN(auto store, ActivationStore::create(floats, dir));
-    log_info("calibration: ", set_.tokens() * width * 4 >> 20, " MiB of activations beyond --calib-ram ",
-             o.ram_bytes >> 20, " MiB go to a temporary file in ", dir);
+    log_info("calibration: ", static_cast<double>(set_.tokens() * width * 4) / (1 << 20),
+             " MiB of activations beyond --calib-ram ", o.ram_bytes >> 20, " MiB go to a temporary file in ", dir);
     return store;
   }
 

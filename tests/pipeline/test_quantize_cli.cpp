@@ -118,6 +118,37 @@ TEST_CASE("quantize --true-sequential=false: recorded in the recipe, another cal
   CHECK(a->model.get("blk.0.ffn_down.weight").to_f32() != b->model.get("blk.0.ffn_down.weight").to_f32());
 }
 
+TEST_CASE("quantize --calib-ram 0: activations spilled to TMPDIR, the same output file", "[cli][quantize]") {
+  const Stories s = stories();
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!s.ok() || text.empty()) return;
+  llmc::test::TempDir dir;
+  const std::string spill = dir.path("spill");
+  std::filesystem::create_directory(spill);
+  const std::string common = " --method gptq --bits 3 --calib " + text + " --calib-samples 4 --calib-ctx 64";
+  const std::string in_memory = dir.path("memory.llmc"), spilled = dir.path("spilled.llmc");
+  auto r1 = run_cli("quantize " + s.in() + " -o " + in_memory + common);
+  INFO(r1.output);
+  REQUIRE(r1.exit_code == 0);
+  CHECK(r1.output.find("temporary file") == std::string::npos);
+  auto r2 = run_cli("quantize " + s.in() + " -o " + spilled + common + " --calib-ram 0");
+  INFO(r2.output);
+  REQUIRE(r2.exit_code == 0);
+  CHECK(r2.output.find("go to a temporary file in ") != std::string::npos);
+  CHECK(llmc::test::read_file_bytes(in_memory) == llmc::test::read_file_bytes(spilled));
+  // TMPDIR chooses the directory; one that does not exist is a clear error, and nothing is written.
+  const std::string missing = dir.path("missing.llmc");
+  auto r3 =
+      run_cli("quantize " + s.in() + " -o " + missing + common + " --calib-ram 0", "TMPDIR=" + dir.path("no-such-dir"));
+  CHECK(r3.exit_code != 0);
+  CHECK(r3.output.find("cannot create a spill file in " + dir.path("no-such-dir")) != std::string::npos);
+  CHECK(!std::filesystem::exists(missing));
+  auto r4 = run_cli("quantize " + s.in() + " -o " + missing + common + " --calib-ram 0", "TMPDIR=" + spill);
+  INFO(r4.output);
+  CHECK(r4.exit_code == 0);
+  CHECK(std::filesystem::is_empty(spill));  // the spill file had no name
+}
+
 TEST_CASE("compress: a recipe with overrides, GGUF output chosen by extension", "[cli][compress]") {
   const Stories s = stories();
   if (!s.ok()) return;
