@@ -61,4 +61,11 @@ void release_input_pages(const Encoding& old) {
     for (const Bytes* b : {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta}) release(*b);
 }
 
+void replace_and_release(Model& model, Tensor t) {
+  const Tensor* old = model.find(t.name);
+  const std::shared_ptr<const Encoding> keep = old ? old->encoding : nullptr;  // alive until released
+  model.replace(std::move(t));
+  if (keep) release_input_pages(*keep);
+}
+
 }  // namespace llmc

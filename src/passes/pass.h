@@ -102,5 +102,7 @@ bool is_default_weight_target(const Model& model, const std::string& name);
 // mapped file (release_file_pages): a pass reads its input once, so peak RSS follows the output,
 // not the input. The caller holds the old encoding (a Tensor copy) until this returns.
 void release_input_pages(const Encoding& old);
+// model.replace(t), then release_input_pages of the tensor it replaced.
+void replace_and_release(Model& model, Tensor t);
 
 }  // namespace llmc

@@ -123,12 +123,16 @@ Result<std::vector<float>> scale_group(Model& model, int64_t layer, const AwqGro
   }
   if (!(top > 0)) return std::vector<float>();
   for (double& m : mean_abs) m = std::max(m, top * kMinChannelFraction);
-  RowMatrix gram(cols, cols);
+  // Gram in double over chunks of samples (a double copy of all 4096 x 1536 samples was 50 MB).
+  RowMatrix gram = RowMatrix::Zero(cols, cols);
   {
     Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> x(st.samples.data(), n,
                                                                                               cols);
-    const RowMatrix xd = x.cast<double>();
-    gram.noalias() = xd.transpose() * xd;
+    constexpr int64_t kChunk = 256;
+    for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+      const RowMatrix xd = x.middleRows(i0, std::min(kChunk, n - i0)).cast<double>();
+      gram.noalias() += xd.transpose() * xd;
+    }
   }
   for (const QuantTarget* t : g.linears) g.weights.push_back(model.get(t->name).to_f32());
 
@@ -176,7 +180,7 @@ Result<std::vector<float>> scale_group(Model& model, int64_t layer, const AwqGro
     std::vector<float>& w = g.weights[k];
     for (int64_t r = 0; r < t.rows(); ++r)
       for (int64_t c = 0; c < cols; ++c) w[r * cols + c] *= sc[c];
-    model.replace(make_dense_f32(t.name, t.shape, w));
+    replace_and_release(model, make_dense_f32(t.name, t.shape, w));
     details[t.name]["awq_alpha"] = alpha;
     details[t.name]["awq_loss"] = {{"rtn", loss[0]}, {"scaled", loss[best]}};
   }
@@ -187,12 +191,12 @@ Result<std::vector<float>> scale_group(Model& model, int64_t layer, const AwqGro
     const int64_t tc = t->cols();
     for (int64_t p = 0; p < t->rows(); ++p)
       for (int64_t c = 0; c < tc; ++c) v[p * tc + c] /= s[p];
-    model.replace(make_dense_f32(t->name, t->shape, v));
+    replace_and_release(model, make_dense_f32(t->name, t->shape, v));
   };
   if (prev_is_norm) {
     std::vector<float> v = prev->to_f32();
     for (int64_t p = 0; p < prev_len; ++p) v[p] /= s[p];
-    model.replace(make_dense_f32(prev_name, prev->shape, v));
+    replace_and_release(model, make_dense_f32(prev_name, prev->shape, v));
   } else {
     fold_rows(prev_name);
     if (group.prev_bias) {
@@ -200,7 +204,7 @@ Result<std::vector<float>> scale_group(Model& model, int64_t layer, const AwqGro
       if (const Tensor* b = model.find(bias)) {
         std::vector<float> v = b->to_f32();
         for (int64_t p = 0; p < prev_len && p < static_cast<int64_t>(v.size()); ++p) v[p] /= s[p];
-        model.replace(make_dense_f32(bias, b->shape, v));
+        replace_and_release(model, make_dense_f32(bias, b->shape, v));
       }
     }
   }
