@@ -64,20 +64,7 @@ ActivationStore::~ActivationStore() {
 
 Result<float*> ActivationStore::load(size_t i, std::vector<float>& buffer) {
   float* dst = slot(i, buffer);
-  if (!spilled()) return dst;
-  auto* p = reinterpret_cast<char*>(dst);
-  size_t left = static_cast<size_t>(floats(i)) * 4;
-  auto at = static_cast<off_t>(offsets_[i] * 4);
-  while (left > 0) {
-    const ssize_t got = ::pread(fd_, p, left, at);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0)
-      return make_error(ErrorCode::kIo, "calibration: reading the spill file in ", dir_,
-                        " failed: ", got < 0 ? std::strerror(errno) : "unexpected end of file");
-    p += got;
-    at += got;
-    left -= static_cast<size_t>(got);
-  }
+  if (spilled()) LLMC_TRY(transfer(false, i, dst));
   return dst;
 }
 
@@ -88,22 +75,24 @@ float* ActivationStore::slot(size_t i, std::vector<float>& buffer) {
 }
 
 Result<void> ActivationStore::save(size_t i, const float* data) {
-  if (!spilled()) {
-    if (data != memory_.data() + offsets_[i]) std::memcpy(memory_.data() + offsets_[i], data, floats(i) * 4);
-    return {};
-  }
-  const auto* p = reinterpret_cast<const char*>(data);
+  if (spilled()) return transfer(true, i, const_cast<float*>(data));
+  if (data != memory_.data() + offsets_[i]) std::memcpy(memory_.data() + offsets_[i], data, floats(i) * 4);
+  return {};
+}
+
+Result<void> ActivationStore::transfer(bool write, size_t i, float* data) {
+  auto* p = reinterpret_cast<char*>(data);
   size_t left = static_cast<size_t>(floats(i)) * 4;
   auto at = static_cast<off_t>(offsets_[i] * 4);
   while (left > 0) {
-    const ssize_t put = ::pwrite(fd_, p, left, at);
-    if (put < 0 && errno == EINTR) continue;
-    if (put <= 0)
-      return make_error(ErrorCode::kIo, "calibration: writing the spill file in ", dir_,
-                        " failed: ", put < 0 ? std::strerror(errno) : "no progress");
-    p += put;
-    at += put;
-    left -= static_cast<size_t>(put);
+    const ssize_t done = write ? ::pwrite(fd_, p, left, at) : ::pread(fd_, p, left, at);
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0)
+      return make_error(ErrorCode::kIo, "calibration: ", write ? "writing" : "reading", " the spill file in ", dir_,
+                        " failed: ", done < 0 ? std::strerror(errno) : "no progress");
+    p += done;
+    at += done;
+    left -= static_cast<size_t>(done);
   }
   return {};
 }

@@ -37,6 +37,8 @@ class ActivationStore {
 
  private:
   ActivationStore() = default;
+  // pwrite (write) or pread of item i's bytes from / into data, all of them.
+  Result<void> transfer(bool write, size_t i, float* data);
   std::vector<int64_t> offsets_;  // prefix sums of the item lengths, in floats
   std::vector<float> memory_;     // all items, when not spilled
   int fd_ = -1;
