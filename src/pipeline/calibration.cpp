@@ -284,7 +284,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     for (size_t i = 0; i < set_.sequences().size(); ++i) floats.push_back(length(i) * width);
     if (!spill) return ActivationStore::create(floats, "");
     const CalibOptions& o = set_.options();
-    const std::string dir = o.spill_dir.empty() ? temp_dir() : o.spill_dir;
+    const std::string dir = temp_dir();
     LLMC_ASSIGN_OR_RETURN(auto store, ActivationStore::create(floats, dir));
     log_info("calibration: ", static_cast<double>(set_.tokens() * width * 4) / (1 << 20),
              " MiB of activations beyond --calib-ram ", o.ram_bytes >> 20, " MiB go to a temporary file in ", dir);

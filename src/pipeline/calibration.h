@@ -22,12 +22,11 @@ struct CalibOptions {
   int64_t ctx = 512;         // tokens per sequence (BOS first when the tokenizer adds one)
   uint64_t seed = 0;
   int threads = 0;  // for --calib-self sampling (0 = all cores); the sequences do not depend on it
-  // Sequential capture (not part of the recipe; results do not depend on them): the residual
+  // Sequential capture (not part of the recipe; results do not depend on it): the residual
   // streams and stage activations stay in memory up to ram_bytes, the rest goes to an unlinked
-  // temporary file in spill_dir ("" = $TMPDIR, else /tmp).
+  // temporary file in $TMPDIR, else /tmp.
   static constexpr int64_t kDefaultRamBytes = int64_t{64} << 20;
   int64_t ram_bytes = kDefaultRamBytes;
-  std::string spill_dir;
 };
 
 // Statistics of the input x [cols] of one linear layer over all calibration tokens. Layers that
