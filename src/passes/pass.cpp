@@ -61,6 +61,13 @@ void release_input_pages(const Encoding& old) {
     for (const Bytes* b : {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta}) release(*b);
 }
 
+void release_row_pages(const Tensor& t, int64_t r0, int64_t r1) {
+  const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
+  if (!d) return;
+  const auto row_bytes = static_cast<size_t>(t.cols() * dtype_bytes(d->dtype));
+  release_file_pages(d->data.data() + static_cast<size_t>(r0) * row_bytes, static_cast<size_t>(r1 - r0) * row_bytes);
+}
+
 void replace_and_release(Model& model, Tensor t) {
   const Tensor* old = model.find(t.name);
   const std::shared_ptr<const Encoding> keep = old ? old->encoding : nullptr;  // alive until released

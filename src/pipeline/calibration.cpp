@@ -22,9 +22,8 @@ namespace {
 constexpr int64_t kMaxCalibTokens = int64_t{1} << 24;   // samples x ctx; the residual streams scale with it
 constexpr int64_t kMaxHiddenFloats = int64_t{1} << 33;  // sequential(): 32 GiB of residual streams
 constexpr int64_t kMaxSampleFloats = int64_t{1} << 30;  // max_samples x cols of one input (4 GiB)
-// --calib-self: sequences decoded together, and the KV cache memory they may take.
+// --calib-self: at most this many sequences are decoded together.
 constexpr int64_t kSelfSampleMaxBatch = 64;
-constexpr int64_t kSelfSampleCacheBytes = int64_t{512} << 20;
 // Σ x xᵀ: summed in f32 over blocks of kXtxTokens tokens (kernels::gram_upper_accumulate), then
 // added to the f64 total. The grouping depends only on the order of tokens, never on the thread count.
 constexpr int64_t kXtxTokens = 512;
@@ -333,15 +332,16 @@ uint64_t sequence_seed(uint64_t seed, int64_t i) { return seed + 0x9e3779b97f4a7
 
 // N sequences of ctx tokens sampled at temperature 1 from BOS; after an EOS the next token is BOS
 // (a new document in the same window). Sequences are decoded in lockstep batches (one matmul per
-// linear layer per step) sized so that their KV caches stay within kSelfSampleCacheBytes.
+// linear layer per step) sized so that their KV caches stay within --calib-ram (at least one
+// sequence); the sequences do not depend on the batch (forward_batch is bit-exact per sequence).
 Result<std::vector<std::vector<int32_t>>> sample_from_model(const Model& model, const CalibOptions& o, int32_t bos,
                                                             int32_t eos) {
   const ModelConfig& c = model.config;
   const double cache_bytes_per_sequence =
       2.0 * 4.0 * static_cast<double>(c.n_layers * o.ctx * c.n_kv_heads * c.head_dim);
   const int64_t batch =
-      std::clamp<int64_t>(static_cast<int64_t>(static_cast<double>(kSelfSampleCacheBytes) / cache_bytes_per_sequence),
-                          1, std::min(o.self_samples, kSelfSampleMaxBatch));
+      std::clamp<int64_t>(static_cast<int64_t>(static_cast<double>(o.ram_bytes) / cache_bytes_per_sequence), 1,
+                          std::min(o.self_samples, kSelfSampleMaxBatch));
   std::vector<std::vector<int32_t>> out;
   std::vector<float> logits;
   for (int64_t first = 0; first < o.self_samples; first += batch) {
@@ -350,6 +350,7 @@ Result<std::vector<std::vector<int32_t>>> sample_from_model(const Model& model, 
     ro.threads = o.threads;
     ro.max_context = o.ctx;
     ro.sequences = b;
+    ro.release_weight_pages = true;  // one block of a mapped input resident, not the file
     LLMC_ASSIGN_OR_RETURN(auto runtime, Runtime::create(model, ro));
     std::vector<Sampler> samplers;
     std::vector<std::vector<int32_t>> seqs(static_cast<size_t>(b), std::vector<int32_t>{bos});
@@ -475,9 +476,14 @@ Result<LayerStats> CalibrationSet::collect_all(const Model& model, const StatsRe
   for (size_t i = 0; i < sequences_.size(); ++i) {
     const auto n = static_cast<int64_t>(sequences_[i].size());
     LLMC_TRY(runner->embed(sequences_[i], x.data()));
-    for (int64_t l = 0; l < model.config.n_layers; ++l) LLMC_TRY(runner->forward_layer(l, x.data(), n, &observer));
+    // One block's mapped weights resident at a time (the model may be a mapped file).
+    for (int64_t l = 0; l < model.config.n_layers; ++l) {
+      LLMC_TRY(runner->forward_layer(l, x.data(), n, &observer));
+      runner->release_layer_pages(l);
+    }
     runner->final_norm(x.data(), n, normed.data());
     collector.add(LinearInput{head, normed.data(), n});
+    runner->release_embedding_pages();
     report_progress("calibration forward", static_cast<int64_t>(i) + 1, static_cast<int64_t>(sequences_.size()),
                     "sequences");
   }

@@ -82,6 +82,11 @@ struct LayerWeights {
   int64_t n_heads = 0, n_kv_heads = 0, hidden = 0;  // this layer's widths (they differ after structured pruning)
 };
 
+// Gives back the resident pages of t's buffers that view a mapped file (release_file_pages).
+void release_pages(const Tensor& t) {
+  for_each_buffer(*t.encoding, [](const Bytes& b) { release_file_pages(b.data(), b.size()); });
+}
+
 // The architectures the forward pass runs (after validate_model).
 Result<void> check_supported(const Model& model) {
   LLMC_TRY(validate_model(model));
@@ -308,7 +313,8 @@ class TransformerRuntime final : public Runtime {
         max_context_(max_context),
         sequences_(options.sequences),
         act_group_(options.activation_q8_group),
-        huge_pages_(options.huge_pages) {}
+        huge_pages_(options.huge_pages),
+        release_pages_(options.release_weight_pages) {}
 
   Result<void> init();
   Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) override;
@@ -338,6 +344,7 @@ class TransformerRuntime final : public Runtime {
   int64_t sequences_;
   int64_t act_group_;
   bool huge_pages_;
+  bool release_pages_;
   BlockForward block_;
   std::vector<size_t> cache_offset_;  // [layers + 1] first float of each layer's [max_context, kv_dim] cache
   std::vector<LayerWeights> layers_;
@@ -475,15 +482,24 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
                                        bool batched) {
   const int64_t dim = c_.dim;
   for (int64_t t = 0; t < n; ++t) embedding_->rows_to_f32(ids[t], ids[t] + 1, x_.data() + t * dim);
-  for (int64_t l = 0; l < c_.n_layers; ++l)
-    block_.layer(layers_[l], x_.data(), n, pos, k_cache(l), v_cache(l), nullptr, false, batched ? seq_stride(l) : 0);
-  if (!logits) return;
-  if (all_logits) {
-    block_.final_norm(output_norm_, x_.data(), n, xb_.data());
-    block_.linear(*output_, xb_.data(), n, logits);
-  } else {
-    block_.final_norm(output_norm_, x_.data() + (n - 1) * dim, 1, xb_.data());
-    block_.linear(*output_, xb_.data(), 1, logits);
+  for (int64_t l = 0; l < c_.n_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    block_.layer(w, x_.data(), n, pos, k_cache(l), v_cache(l), nullptr, false, batched ? seq_stride(l) : 0);
+    if (release_pages_)
+      for (const Tensor* t : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) release_pages(*t);
+  }
+  if (logits) {
+    if (all_logits) {
+      block_.final_norm(output_norm_, x_.data(), n, xb_.data());
+      block_.linear(*output_, xb_.data(), n, logits);
+    } else {
+      block_.final_norm(output_norm_, x_.data() + (n - 1) * dim, 1, xb_.data());
+      block_.linear(*output_, xb_.data(), 1, logits);
+    }
+  }
+  if (release_pages_) {
+    release_pages(*embedding_);
+    release_pages(*output_);
   }
 }
 
@@ -572,6 +588,16 @@ class BlockRunnerImpl final : public BlockRunner {
 
   const Tensor& head_weight() const override {
     return model_.get(model_.config.tied_embeddings ? "token_embd.weight" : "output.weight");
+  }
+
+  void release_layer_pages(int64_t layer) override {
+    const LayerWeights w = resolve_layer(model_, layer);
+    for (const Tensor* t : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) release_pages(*t);
+  }
+
+  void release_embedding_pages() override {
+    release_pages(model_.get("token_embd.weight"));
+    release_pages(head_weight());
   }
 
  private:

@@ -26,6 +26,12 @@ struct RuntimeOptions {
   // Back the streamed weights held in heap memory with transparent huge pages at creation
   // (collapse_huge_pages, formats/file_io.h; the bytes stay where they are). Off: for A/B runs.
   bool huge_pages = true;
+  // Give back each block's weight pages that view a mapped file after the block runs, and the
+  // embedding's and head's after the head (release_file_pages): a whole-model pass over a mapped
+  // input then keeps about one block of it resident instead of the file, and every forward faults
+  // the pages in again from the page cache. For passes over an input being compressed
+  // (calibration sampling), not for decode.
+  bool release_weight_pages = false;
 };
 
 class Runtime {
@@ -111,6 +117,12 @@ class BlockRunner {
   virtual void head(const float* normed, int64_t n, float* logits) = 0;
   // The output head's weight (token_embd.weight when the embeddings are tied).
   virtual const Tensor& head_weight() const = 0;
+  // Give back the resident pages of block `layer`'s weights / of the token embedding and the head
+  // where they view a mapped file (release_file_pages): a caller that runs every block in turn
+  // over a whole model keeps one block's weights resident at a time, not the file. The bytes stay
+  // valid (a later read faults them in again).
+  virtual void release_layer_pages(int64_t layer) = 0;
+  virtual void release_embedding_pages() = 0;
 };
 
 }  // namespace llmc

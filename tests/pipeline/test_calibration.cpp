@@ -162,7 +162,8 @@ TEST_CASE("calibration: --calib-self is deterministic per seed, thread-independe
   CHECK(text.find(' ') != std::string::npos);
 }
 
-TEST_CASE("calibration: --calib-self decodes sequences in batches — each equals sampling it alone", "[calib]") {
+TEST_CASE("calibration: --calib-self decodes sequences in batches of any size — each equals sampling it alone",
+          "[calib]") {
   auto m = load_stories();
   if (!m.ok() && test::fixture("models/stories260K/stories260K.bin").empty()) return;
   REQUIRE(m.ok());
@@ -170,10 +171,19 @@ TEST_CASE("calibration: --calib-self decodes sequences in batches — each equal
   o.self_samples = 5;
   o.ctx = 40;
   o.seed = 11;
-  auto set = CalibrationSet::create(*m, o);
-  REQUIRE(set.ok());
-  const auto& seqs = (*set)->sequences();
+  // The batch is as many sequences as --calib-ram holds KV caches for (51,200 bytes each here):
+  // all five, two, one.
+  std::vector<std::vector<std::vector<int32_t>>> by_batch;
+  for (int64_t ram : {CalibOptions::kDefaultRamBytes, int64_t{110000}, int64_t{0}}) {
+    o.ram_bytes = ram;
+    auto set = CalibrationSet::create(*m, o);
+    REQUIRE(set.ok());
+    by_batch.push_back((*set)->sequences());
+  }
+  const auto& seqs = by_batch[0];
   REQUIRE(seqs.size() == 5);
+  CHECK(by_batch[1] == seqs);
+  CHECK(by_batch[2] == seqs);
   // docs/calibration.md: sequence i is sampled from BOS with its own generator, seeded with
   // seed + 0x9e3779b97f4a7c15 * (i + 1); after an EOS comes BOS. Here with one-token decode.
   const int32_t bos = m->tokenizer.bos_id, eos = m->tokenizer.eos_id;

@@ -1,12 +1,14 @@
 // The runtime against a naive double-precision transformer written here from the Llama/Qwen2
 // equations, on small random models (GQA, biases, both RoPE styles, tied/untied, f32/f16/bf16);
 // plus prefill/decode/thread-count determinism and error handling.
+#include <unistd.h>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <random>
 
 #include "formats/file_io.h"
+#include "formats/model_io.h"
 #include "model/arch.h"
 #include "model/synth.h"
 #include "runtime/runtime.h"
@@ -272,6 +274,78 @@ TEST_CASE("runtime: weights collapsed into huge pages give the same logits", "[r
     CHECK(test::anon_huge_kb(up_bytes) > 0);
   else
     WARN("no transparent huge pages here (THP off or no free huge page): only the logits were compared");
+}
+
+TEST_CASE("block runner and runtime: released weight pages keep one block of a mapped model resident, same results",
+          "[runtime]") {
+  // Eight smollm2-135m blocks with a 4096-token vocabulary, f16 in a GGUF (54 MiB of block
+  // weights; random: only bits and resident pages are compared).
+  ModelConfig config = find_synth_shape("smollm2-135m")->config;
+  config.n_layers = 8;
+  config.vocab_size = 4096;
+  SynthOptions so;
+  so.dtype = DType::kF16;
+  auto heap = synth_model(config, so);
+  REQUIRE(heap.ok());
+  test::TempDir tmp;
+  REQUIRE(write_gguf(*heap, tmp.path("m.gguf"), {}).ok());
+  uint64_t block_bytes = 0;
+  for (const Tensor& t : heap->tensors())
+    if (t.name.rfind("blk.", 0) == 0) block_bytes += t.encoded_bytes();
+  const auto block_pages = static_cast<int64_t>(block_bytes / static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)));
+  const auto tokens = random_tokens(40, config.vocab_size, 5);
+  const auto n = static_cast<int64_t>(tokens.size());
+  auto run = [&](const Model& m, bool release, int64_t* grown) {
+    auto runner = BlockRunner::create(m, n, 2);
+    REQUIRE(runner.ok());
+    std::vector<float> x(static_cast<size_t>(n * config.dim)), logits(static_cast<size_t>(n * config.vocab_size));
+    const int64_t before = test::resident_pages();
+    REQUIRE((*runner)->embed(tokens, x.data()).ok());
+    for (int64_t l = 0; l < config.n_layers; ++l) {
+      REQUIRE((*runner)->forward_layer(l, x.data(), n, nullptr).ok());
+      if (release) (*runner)->release_layer_pages(l);
+    }
+    if (grown) *grown = test::resident_pages() - before;
+    (*runner)->final_norm(x.data(), n, x.data());
+    (*runner)->head(x.data(), n, logits.data());
+    if (release) (*runner)->release_embedding_pages();
+    return logits;
+  };
+  const std::vector<float> expected = run(*heap, false, nullptr);
+  int64_t grown[2] = {};
+  for (bool release : {false, true}) {
+    auto mapped = load_model(tmp.path("m.gguf"));  // a fresh mapping: none of its pages resident
+    REQUIRE(mapped.ok());
+    CHECK(run(*mapped, release, &grown[release]) == expected);
+  }
+  INFO("block pages " << block_pages << ", grown: kept " << grown[0] << ", released " << grown[1]);
+  CHECK(grown[0] > block_pages * 3 / 4);
+  CHECK(grown[1] < block_pages / 4);  // about one block of eight, plus the runner's scratch
+
+  // The runtime with RuntimeOptions::release_weight_pages (calibration sampling): the same.
+  auto forward = [&](const Model& m, bool release, int64_t* grown) {
+    RuntimeOptions o;
+    o.threads = 2;
+    o.max_context = n;
+    o.release_weight_pages = release;
+    auto rt = Runtime::create(m, o);
+    REQUIRE(rt.ok());
+    std::vector<float> logits(static_cast<size_t>(n * config.vocab_size));
+    const int64_t before = test::resident_pages();
+    REQUIRE((*rt)->forward(tokens, 0, logits.data(), true).ok());
+    if (grown) *grown = test::resident_pages() - before;
+    return logits;
+  };
+  const std::vector<float> expected_rt = forward(*heap, false, nullptr);
+  int64_t rt_grown[2] = {};
+  for (bool release : {false, true}) {
+    auto mapped = load_model(tmp.path("m.gguf"));
+    REQUIRE(mapped.ok());
+    CHECK(forward(*mapped, release, &rt_grown[release]) == expected_rt);
+  }
+  INFO("runtime grown: kept " << rt_grown[0] << ", released " << rt_grown[1]);
+  CHECK(rt_grown[0] > block_pages * 3 / 4);
+  CHECK(rt_grown[1] < block_pages / 4);
 }
 
 TEST_CASE("runtime: batched decode of several sequences equals decoding each alone, bit for bit", "[runtime]") {

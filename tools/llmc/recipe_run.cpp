@@ -100,8 +100,9 @@ void add_job_options(CLI::App& sub, RecipeJob& job) {
   sub.add_option("--threads", job.threads, "Threads (0 = all cores); the output does not depend on it")
       ->check(CLI::Range(0, 4096));
   sub.add_option("--calib-ram", job.calib_ram_mib,
-                 "MiB of calibration activations kept in memory; the rest go to an unlinked temporary file in "
-                 "$TMPDIR (default 64; the output does not depend on it)")
+                 "MiB of calibration activations kept in memory (the rest go to an unlinked temporary file in "
+                 "$TMPDIR) and of KV caches --calib-self samples with (default 64; the output does not depend on "
+                 "it)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   job.writer.add(sub);
   sub.add_option("--json", job.json, "Also write the summary (sizes, per-pass reports, times) as JSON (- = stdout)");

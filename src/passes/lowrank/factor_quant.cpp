@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/lowrank.h"
+#include "passes/pass.h"
 
 namespace llmc {
 namespace {
@@ -77,7 +78,7 @@ Result<nlohmann::json> quantize_decomposition(Model& model, const std::string& n
   }
   auto out = std::make_shared<const Encoding>(with_decomposition_parts(*t.encoding, encodings));
   details["bpw"] = t.numel() ? 8.0 * static_cast<double>(encoded_bytes(*out)) / static_cast<double>(t.numel()) : 0.0;
-  model.replace(Tensor{t.name, t.shape, std::move(out)});
+  replace_and_release(model, Tensor{t.name, t.shape, std::move(out)});
   return details;
 }
 

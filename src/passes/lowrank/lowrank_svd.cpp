@@ -10,6 +10,7 @@
 #include "model/arch.h"
 #include "passes/lowrank/lowrank_math.h"
 #include "passes/lowrank/lowrank_passes.h"
+#include "passes/pass.h"
 #include "passes/quant/quant_gptq.h"
 #include "pipeline/calibration.h"
 
@@ -211,7 +212,7 @@ class LowRankSvdPass final : public Pass {
         return with_context(outcomes[i].error(), str_cat(kPassName, ": tensor '", jobs[i].name, "'"));
       Outcome& o = *outcomes[i];
       const Tensor& t = model.get(jobs[i].name);
-      if (o.encoding) model.replace(Tensor{t.name, t.shape, std::move(o.encoding)});
+      if (o.encoding) replace_and_release(model, Tensor{t.name, t.shape, std::move(o.encoding)});
       details[jobs[i].name] = std::move(o.details);
     }
     return {};

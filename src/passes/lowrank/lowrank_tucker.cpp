@@ -9,6 +9,7 @@
 #include "model/arch.h"
 #include "passes/lowrank/lowrank_math.h"
 #include "passes/lowrank/lowrank_passes.h"
+#include "passes/pass.h"
 
 namespace llmc {
 namespace {
@@ -111,7 +112,7 @@ class LowRankTuckerPass final : public Pass {
     report.pass = kPassName;
     for (size_t i = 0; i < targets.size(); ++i) {
       const Tensor& t = model.get(targets[i]);
-      if (encodings[i]) model.replace(Tensor{t.name, t.shape, encodings[i]});
+      if (encodings[i]) replace_and_release(model, Tensor{t.name, t.shape, encodings[i]});
       report.details[targets[i]] = std::move(details[i]);
     }
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

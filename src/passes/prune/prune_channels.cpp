@@ -1,6 +1,7 @@
 // prune.channels: remove FFN channels (rows of ffn_gate/ffn_up, columns of ffn_down) and shrink
 // the layer's FFN width, so the result is a smaller dense model.
 #include "model/arch.h"
+#include "passes/pass.h"
 #include "passes/prune/prune_passes.h"
 #include "passes/prune/structured.h"
 
@@ -30,14 +31,15 @@ class FfnChannels final : public StructuredUnits {
   Result<void> apply(Model& model, int64_t layer, const std::vector<int64_t>& kept,
                      const std::vector<float>* w_out) const override {
     for (const char* s : {"ffn_gate.weight", "ffn_up.weight"})
-      model.replace(slice_tensor(model.get(layer_tensor_name(layer, s)), kept, {}));
+      replace_and_release(model, slice_tensor(model.get(layer_tensor_name(layer, s)), kept, {}));
     const Tensor& down = model.get(layer_tensor_name(layer, "ffn_down.weight"));
     if (w_out) {
       DType dtype = DType::kF32;
       if (const auto* d = std::get_if<DenseEncoding>(&down.encoding->node)) dtype = d->dtype;
-      model.replace(make_dense(down.name, Shape{{down.rows(), static_cast<int64_t>(kept.size())}}, *w_out, dtype));
+      replace_and_release(
+          model, make_dense(down.name, Shape{{down.rows(), static_cast<int64_t>(kept.size())}}, *w_out, dtype));
     } else {
-      model.replace(slice_tensor(down, {}, kept));
+      replace_and_release(model, slice_tensor(down, {}, kept));
     }
     std::vector<int64_t> hidden = model.config.all_hidden();
     hidden[layer] = static_cast<int64_t>(kept.size());

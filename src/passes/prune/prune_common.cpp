@@ -227,7 +227,7 @@ Result<double> store_sparse(Model& model, const std::string& name, const std::ve
     sparse_set_dense_values(s, kept, rows, dtype);
   }
   const double sparsity = t.numel() == 0 ? 0.0 : 1.0 - static_cast<double>(s.nnz) / static_cast<double>(t.numel());
-  model.replace(Tensor{name, t.shape, std::make_shared<Encoding>(Encoding{std::move(s)})});
+  replace_and_release(model, Tensor{name, t.shape, std::make_shared<Encoding>(Encoding{std::move(s)})});
   return sparsity;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model/arch.h"
+#include "passes/pass.h"
 #include "passes/prune/prune_passes.h"
 #include "passes/prune/structured.h"
 
@@ -65,7 +66,8 @@ class AttentionHeads final : public StructuredUnits {
     }
     const std::vector<int64_t> q_rows = spans_of(q_heads, hd), kv_rows = spans_of(kv_heads, hd);
     auto slice_rows = [&](const char* suffix, const std::vector<int64_t>& rows) {
-      if (const Tensor* t = model.find(layer_tensor_name(layer, suffix))) model.replace(slice_tensor(*t, rows, {}));
+      if (const Tensor* t = model.find(layer_tensor_name(layer, suffix)))
+        replace_and_release(model, slice_tensor(*t, rows, {}));
     };
     slice_rows("attn_q.weight", q_rows);
     slice_rows("attn_q.bias", q_rows);
@@ -75,9 +77,10 @@ class AttentionHeads final : public StructuredUnits {
     if (w_out) {
       DType dtype = DType::kF32;
       if (const auto* d = std::get_if<DenseEncoding>(&wo.encoding->node)) dtype = d->dtype;
-      model.replace(make_dense(wo.name, Shape{{wo.rows(), static_cast<int64_t>(q_rows.size())}}, *w_out, dtype));
+      replace_and_release(model,
+                          make_dense(wo.name, Shape{{wo.rows(), static_cast<int64_t>(q_rows.size())}}, *w_out, dtype));
     } else {
-      model.replace(slice_tensor(wo, {}, q_rows));
+      replace_and_release(model, slice_tensor(wo, {}, q_rows));
     }
     std::vector<int64_t> heads = c.all_heads(), kvs = c.all_kv_heads();
     heads[layer] = static_cast<int64_t>(q_heads.size());

@@ -195,64 +195,89 @@ struct TensorPlan {
   double probe_kld = 0;
 };
 
-// Mean KL(p_ref || p) over every position of a few calibration sequences, against the logits of
-// the model as it was at construction.
+// Mean KL(p_ref || p) over every position of a few calibration sequences, against the log-probs
+// of the model as it was at construction (the one thing kept: [positions, vocab] f32). The model
+// runs block by block and gives back its mapped weight pages as it goes, and the head runs on a few
+// rows at a time, so besides the reference only one block's weights and [kHeadRows, vocab] logits
+// are resident (the input file is not).
 class KldProbe {
  public:
   static Result<std::unique_ptr<KldProbe>> create(const Model& model, const CalibrationSet& calib, int64_t tokens,
                                                   int threads) {
     auto p = std::unique_ptr<KldProbe>(new KldProbe());
-    int64_t left = tokens;
+    int64_t left = tokens, positions = 0;
     for (const auto& seq : calib.sequences()) {
       if (left <= 0) break;
       const int64_t take = std::min<int64_t>(left, static_cast<int64_t>(seq.size()));
       if (take < 2) continue;
       p->seqs_.emplace_back(seq.begin(), seq.begin() + take);
       p->max_len_ = std::max(p->max_len_, take);
+      positions += take;
       left -= take;
     }
     if (p->seqs_.empty())
       return make_error(ErrorCode::kInvalidArgument, "quant.mixed: calibration set has no sequences for the probe");
-    p->ropt_.threads = threads;
-    p->ropt_.max_context = p->max_len_;
-    LLMC_TRY(p->forward_logp(model, p->ref_));
+    p->threads_ = threads;
+    p->vocab_ = model.config.vocab_size;
+    p->ref_.resize(static_cast<size_t>(positions * p->vocab_));
+    LLMC_TRY(p->forward(model, [&](size_t t, const float* logits) {
+      float* r = p->ref_.data() + t * static_cast<size_t>(p->vocab_);
+      const double lz = log_sum_exp(logits, p->vocab_);
+      for (int64_t i = 0; i < p->vocab_; ++i) r[i] = static_cast<float>(double{logits[i]} - lz);
+    }));
     return p;
   }
 
   Result<double> measure(const Model& model) {
-    std::vector<float> logp;
-    LLMC_TRY(forward_logp(model, logp));
     double sum = 0;
-    const size_t positions = logp.size() / static_cast<size_t>(vocab_);
-    for (size_t t = 0; t < positions; ++t) {
-      const float* r = ref_.data() + t * vocab_;
-      const float* q = logp.data() + t * vocab_;
+    const size_t positions = ref_.size() / static_cast<size_t>(vocab_);
+    LLMC_TRY(forward(model, [&](size_t t, const float* logits) {
+      const float* r = ref_.data() + t * static_cast<size_t>(vocab_);
+      const double lz = log_sum_exp(logits, vocab_);
       double kl = 0;
-      for (int64_t i = 0; i < vocab_; ++i) kl += std::exp(static_cast<double>(r[i])) * (double{r[i]} - double{q[i]});
+      for (int64_t i = 0; i < vocab_; ++i) {
+        const auto q = static_cast<float>(double{logits[i]} - lz);
+        kl += std::exp(static_cast<double>(r[i])) * (double{r[i]} - double{q});
+      }
       sum += kl;
-    }
+    }));
     return positions ? sum / static_cast<double>(positions) : 0.0;
   }
 
  private:
+  static constexpr int64_t kHeadRows = 64;
+
   KldProbe() = default;
-  // Log-softmax of every position of every sequence: [positions, vocab].
-  Result<void> forward_logp(const Model& model, std::vector<float>& out) {
-    LLMC_ASSIGN_OR_RETURN(auto rt, Runtime::create(model, ropt_));
-    vocab_ = rt->vocab_size();
-    out.clear();
-    std::vector<float> logits;
+
+  static double log_sum_exp(const float* l, int64_t n) {
+    const double mx = *std::max_element(l, l + n);
+    double z = 0;
+    for (int64_t i = 0; i < n; ++i) z += std::exp(double{l[i]} - mx);
+    return mx + std::log(z);
+  }
+
+  // Calls use(position, logits [vocab]) for every position of every sequence, in order.
+  template <typename Use>
+  Result<void> forward(const Model& model, Use&& use) {
+    LLMC_ASSIGN_OR_RETURN(auto runner, BlockRunner::create(model, max_len_, threads_));
+    const int64_t dim = model.config.dim;
+    std::vector<float> x(static_cast<size_t>(max_len_ * dim)), normed(x.size());
+    std::vector<float> logits(static_cast<size_t>(kHeadRows * vocab_));
+    size_t position = 0;
     for (const auto& seq : seqs_) {
-      logits.resize(seq.size() * static_cast<size_t>(vocab_));
-      LLMC_TRY(rt->forward(seq, 0, logits.data(), true));
-      for (size_t t = 0; t < seq.size(); ++t) {
-        const float* l = logits.data() + t * vocab_;
-        const double mx = *std::max_element(l, l + vocab_);
-        double z = 0;
-        for (int64_t i = 0; i < vocab_; ++i) z += std::exp(double{l[i]} - mx);
-        const double lz = mx + std::log(z);
-        for (int64_t i = 0; i < vocab_; ++i) out.push_back(static_cast<float>(double{l[i]} - lz));
+      const auto n = static_cast<int64_t>(seq.size());
+      LLMC_TRY(runner->embed(seq, x.data()));
+      for (int64_t l = 0; l < model.config.n_layers; ++l) {
+        LLMC_TRY(runner->forward_layer(l, x.data(), n, nullptr));
+        runner->release_layer_pages(l);
       }
+      runner->final_norm(x.data(), n, normed.data());
+      for (int64_t r0 = 0; r0 < n; r0 += kHeadRows) {
+        const int64_t rows = std::min(kHeadRows, n - r0);
+        runner->head(normed.data() + r0 * dim, rows, logits.data());
+        for (int64_t t = 0; t < rows; ++t) use(position++, logits.data() + t * vocab_);
+      }
+      runner->release_embedding_pages();
     }
     return {};
   }
@@ -260,38 +285,59 @@ class KldProbe {
   std::vector<std::vector<int32_t>> seqs_;
   int64_t max_len_ = 0;
   int64_t vocab_ = 0;
-  RuntimeOptions ropt_;
+  int threads_ = 0;
   std::vector<float> ref_;
 };
 
-// Dequantized values of `w` under a candidate (what the method's RTN would store).
-std::vector<float> candidate_dequant(const MixedCandidate& c, const std::vector<float>& w, int64_t rows, int64_t cols,
-                                     std::span<const float> col_imp, const ScaleSearch& search) {
-  std::vector<float> out;
+// A candidate encoding of `original` (rows read through `load`): the Quant tensor RTN gives, or a
+// Dense copy in the kept dtype (the original itself when it already is one).
+Tensor candidate_tensor(const MixedCandidate& c, const Tensor& original, const RowLoader& load,
+                        std::span<const float> col_imp, const ScaleSearch& search) {
   if (c.keep) {
-    out.resize(w.size());
-    for (size_t i = 0; i < w.size(); ++i) {
-      switch (c.keep_dtype) {
-        case DType::kF16: out[i] = f16_to_f32(f32_to_f16(w[i])); break;
-        case DType::kBF16: out[i] = bf16_to_f32(f32_to_bf16(w[i])); break;
-        default: out[i] = w[i]; break;
-      }
-    }
-    return out;
+    const auto* dense = std::get_if<DenseEncoding>(&original.encoding->node);
+    if (dense && dense->dtype == c.keep_dtype) return original;
+    return make_dense(original.name, original.shape, original.to_f32(), c.keep_dtype);
   }
-  quantize_rtn(c.spec, w, rows, cols, col_imp, search, &out);
-  return out;
+  QuantEncoding enc =
+      quantize_rtn_rows(c.spec, original.rows(), original.cols(), load, col_imp, search, nullptr, nullptr);
+  return Tensor{original.name, original.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})};
 }
 
-// Σ_r Σ_c h_c (w - q)²; h empty = 1.
-double weighted_error(const std::vector<float>& w, const std::vector<float>& q, int64_t cols,
+// Σ_r Σ_c h_c (w - q)² (h empty = 1), summed in one accumulator in row-major order; the rows of
+// both are read a block at a time.
+double weighted_error(const RowLoader& w_rows, const RowLoader& q_rows, int64_t rows, int64_t cols,
                       const std::vector<float>& h) {
+  constexpr int64_t kBlockFloats = int64_t{1} << 18;
+  const int64_t block = std::max<int64_t>(1, kBlockFloats / std::max<int64_t>(1, cols));
+  std::vector<float> w(static_cast<size_t>(std::min(rows, block) * cols)), q(w.size());
   double e = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    const double d = double{w[i]} - double{q[i]};
-    e += (h.empty() ? 1.0 : double{h[i % static_cast<size_t>(cols)]}) * d * d;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block);
+    w_rows(r0, r1, w.data());
+    q_rows(r0, r1, q.data());
+    const size_t n = static_cast<size_t>((r1 - r0) * cols);
+    for (size_t i = 0; i < n; ++i) {
+      const double d = double{w[i]} - double{q[i]};
+      e += (h.empty() ? 1.0 : double{h[i % static_cast<size_t>(cols)]}) * d * d;
+    }
   }
   return e;
+}
+
+// The rows of candidate `c` of a weight whose f32 rows `load` gives: the kept dtype's rounding of
+// them, or the rows of the encoded candidate.
+RowLoader candidate_rows(const MixedCandidate& c, const RowLoader& load, const Tensor& encoded) {
+  if (!c.keep) return [&encoded](int64_t r0, int64_t r1, float* out) { encoded.rows_to_f32(r0, r1, out); };
+  return [&c, &load, cols = encoded.cols()](int64_t r0, int64_t r1, float* out) {
+    load(r0, r1, out);
+    for (int64_t i = 0; i < (r1 - r0) * cols; ++i) {
+      switch (c.keep_dtype) {
+        case DType::kF16: out[i] = f16_to_f32(f32_to_f16(out[i])); break;
+        case DType::kBF16: out[i] = bf16_to_f32(f32_to_bf16(out[i])); break;
+        default: break;
+      }
+    }
+  };
 }
 
 class QuantMixedPass final : public Pass {
@@ -454,7 +500,12 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
   for (size_t ti = 0; ti < plans.size(); ++ti) {
     TensorPlan& p = plans[ti];
     const Tensor original = model.get(p.name);
-    const std::vector<float> w = original.to_f32();
+    // Rows are decoded a block at a time: the weight is never whole in f32, and its mapped pages
+    // are given back as they are read (every candidate reads it again).
+    const RowLoader load = [&original](int64_t r0, int64_t r1, float* out) {
+      tensor_rows_to_f32(original, r0, r1, out);
+      release_row_pages(original, r0, r1);
+    };
     std::vector<float> h;
     if (auto it = stats.find(p.name); it != stats.end() && it->second && it->second->cols == p.cols &&
                                       it->second->tokens > 0 &&
@@ -465,18 +516,6 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
             static_cast<float>(it->second->sq_sum[static_cast<size_t>(c)] / static_cast<double>(it->second->tokens));
     }
     const std::span<const float> col_imp = quant_.importance ? std::span<const float>(h) : std::span<const float>();
-    p.error.assign(cands.size(), 0.0);
-    p.loss.assign(cands.size(), 0.0);
-    for (size_t j = 0; j < cands.size(); ++j) {
-      const std::vector<float> q = candidate_dequant(cands[j], w, p.rows, p.cols, col_imp, search);
-      p.error[j] = weighted_error(w, q, p.cols, h);
-      if (probe_ == "full" && p.error[j] > 0) {
-        work.replace(make_dense_f32(p.name, original.shape, q));
-        LLMC_ASSIGN_OR_RETURN(p.loss[j], probe->measure(work));
-      } else {
-        p.loss[j] = p.error[j];
-      }
-    }
     if (probe_ == "scale") {
       // Probe with the quantized candidate closest to the target's bits on this tensor.
       double best = std::numeric_limits<double>::infinity();
@@ -487,22 +526,39 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
         const double d = std::fabs(bpw - target_bpw_);
         if (d < best) best = d, p.probe = static_cast<int>(j);
       }
-      if (p.probe >= 0 && p.error[static_cast<size_t>(p.probe)] > 0) {
-        work.replace(
-            make_dense_f32(p.name, original.shape,
-                           candidate_dequant(cands[static_cast<size_t>(p.probe)], w, p.rows, p.cols, col_imp, search)));
-        LLMC_ASSIGN_OR_RETURN(p.probe_kld, probe->measure(work));
-        p.kld_scale = p.probe_kld / p.error[static_cast<size_t>(p.probe)];
-      } else {
-        p.kld_scale = 0;
+    }
+    p.error.assign(cands.size(), 0.0);
+    p.loss.assign(cands.size(), 0.0);
+    for (size_t j = 0; j < cands.size(); ++j) {
+      // The probe runs the candidate as it would be stored (Quant or Dense), not as f32 values.
+      const bool probed = probe_ == "full" || static_cast<int>(j) == p.probe;
+      const Tensor encoded =
+          cands[j].keep && !probed ? original : candidate_tensor(cands[j], original, load, col_imp, search);
+      p.error[j] = weighted_error(load, candidate_rows(cands[j], load, encoded), p.rows, p.cols, h);
+      p.loss[j] = p.error[j];
+      if (probed && p.error[j] > 0) {
+        work.replace(encoded);
+        LLMC_ASSIGN_OR_RETURN(const double kld, probe->measure(work));
+        if (probe_ == "full")
+          p.loss[j] = kld;
+        else
+          p.probe_kld = kld;
       }
+    }
+    if (probe_ == "scale") {
+      p.kld_scale = p.probe >= 0 && p.error[static_cast<size_t>(p.probe)] > 0
+                        ? p.probe_kld / p.error[static_cast<size_t>(p.probe)]
+                        : 0;
       for (size_t j = 0; j < cands.size(); ++j) p.loss[j] = p.kld_scale * p.error[j];
     }
     if (probe) work.replace(original);
     report_progress("quant.mixed sensitivity", static_cast<int64_t>(ti + 1), static_cast<int64_t>(plans.size()),
                     "tensors");
   }
+  // The method below holds its own calibration state: free the probe's reference and the stats.
   work = Model();
+  probe.reset();
+  stats = LayerStats();
 
   // Allocation over the bytes left once the unselected tensors are paid for.
   std::vector<AllocationItem> items;
@@ -534,7 +590,8 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
     if (c.keep) {
       const Tensor& t = model.get(p.name);
       const auto* dense = std::get_if<DenseEncoding>(&t.encoding->node);
-      if (!dense || dense->dtype != c.keep_dtype) model.replace(make_dense(p.name, t.shape, t.to_f32(), c.keep_dtype));
+      if (!dense || dense->dtype != c.keep_dtype)
+        replace_and_release(model, make_dense(p.name, t.shape, t.to_f32(), c.keep_dtype));
     } else {
       specs[p.name] = c.spec;
     }

@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "model/arch.h"
+#include "passes/pass.h"
 #include "passes/quant/quant_math.h"
 #include "passes/quant/quant_passes.h"
 #include "pipeline/calibration.h"
@@ -397,13 +398,13 @@ Result<PassReport> QuantQatPass::run(Model& model, PassContext& ctx) {
     QuantEncoding enc = encode(t, &changed, std::get<QuantEncoding>(old.encoding->node));
     tensors[t.name] = {{"spec", describe_quant_spec(t.spec)},
                        {"codes_changed", static_cast<double>(changed) / static_cast<double>(t.rows * t.cols)}};
-    model.replace(Tensor{t.name, old.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
+    replace_and_release(model, Tensor{t.name, old.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
     student.values(t.param) = model.get(t.name).to_f32();
   }
   for (size_t k : norm_params) {
     const Tensor& old = model.get(student.name(k));
     const auto* dense = std::get_if<DenseEncoding>(&old.encoding->node);
-    model.replace(make_dense(old.name, old.shape, student.values(k), dense ? dense->dtype : DType::kF32));
+    replace_and_release(model, make_dense(old.name, old.shape, student.values(k), dense ? dense->dtype : DType::kF32));
     student.values(k) = model.get(student.name(k)).to_f32();
   }
   const double kl_after = mean_kl();  // of the model as encoded

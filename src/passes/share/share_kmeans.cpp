@@ -218,7 +218,7 @@ class ShareKmeansPass final : public Pass {
         {"gptq", hessian != nullptr},
     };
     if (sparse) entry["under"] = "sparse";
-    model.replace(Tensor{name, t.shape, std::move(encoding)});
+    replace_and_release(model, Tensor{name, t.shape, std::move(encoding)});
     return entry;
   }
 
