@@ -180,6 +180,19 @@ std::vector<int32_t> random_tokens(size_t n, int64_t vocab, uint32_t seed) {
   return t;
 }
 
+// A published shape (synth_shapes) cut to `layers` blocks and a 4096-token vocabulary, random f16
+// weights on the heap.
+Result<Model> small_synth_f16(const char* shape, int64_t layers) {
+  ModelConfig config = find_synth_shape(shape)->config;
+  config.n_layers = layers;
+  config.vocab_size = 4096;
+  SynthOptions so;
+  so.dtype = DType::kF16;
+  auto m = synth_model(config, so);
+  REQUIRE(m.ok());
+  return m;
+}
+
 }  // namespace
 
 TEST_CASE("runtime logits match a naive double-precision transformer", "[runtime]") {
@@ -245,13 +258,8 @@ TEST_CASE("runtime: results do not depend on the thread count", "[runtime]") {
 TEST_CASE("runtime: weights collapsed into huge pages give the same logits", "[runtime]") {
   // A one-layer tinyllama-1.1b with a 4096-token vocabulary: 122 MB of f16 weights on the heap
   // (random: only the bits of the two runs are compared).
-  ModelConfig config = find_synth_shape("tinyllama-1.1b")->config;
-  config.n_layers = 1;
-  config.vocab_size = 4096;
-  SynthOptions so;
-  so.dtype = DType::kF16;
-  auto m = synth_model(config, so);
-  REQUIRE(m.ok());
+  auto m = small_synth_f16("tinyllama-1.1b", 1);
+  const ModelConfig& config = m->config;
   const Tensor& up = m->get("blk.0.ffn_up.weight");
   const uint8_t* up_bytes = std::get<DenseEncoding>(up.encoding->node).data.data();
   const auto tokens = random_tokens(5, config.vocab_size, 21);
@@ -280,13 +288,8 @@ TEST_CASE("block runner and runtime: released weight pages keep one block of a m
           "[runtime]") {
   // Eight smollm2-135m blocks with a 4096-token vocabulary, f16 in a GGUF (54 MiB of block
   // weights; random: only bits and resident pages are compared).
-  ModelConfig config = find_synth_shape("smollm2-135m")->config;
-  config.n_layers = 8;
-  config.vocab_size = 4096;
-  SynthOptions so;
-  so.dtype = DType::kF16;
-  auto heap = synth_model(config, so);
-  REQUIRE(heap.ok());
+  auto heap = small_synth_f16("smollm2-135m", 8);
+  const ModelConfig& config = heap->config;
   test::TempDir tmp;
   REQUIRE(write_gguf(*heap, tmp.path("m.gguf"), {}).ok());
   uint64_t block_bytes = 0;
