@@ -1,6 +1,8 @@
 // Mapped files, bounds-checked reads and atomic writes.
 #include "formats/file_io.h"
 
+#include "core/encoding.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -49,6 +51,10 @@ void release_file_pages(const void* data, size_t size) {
   }
   const uintptr_t first = (begin + kPage - 1) / kPage * kPage, last = (begin + size) / kPage * kPage;
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+void release_file_pages(const Encoding& enc) {
+  for_each_buffer(enc, [](const Bytes& b) { release_file_pages(b.data(), b.size()); });
 }
 
 size_t collapse_huge_pages(const void* data, size_t size) {

@@ -14,6 +14,8 @@
 
 namespace llmc {
 
+struct Encoding;
+
 // A whole file mapped read-only. Bytes views created from it keep it alive.
 class MappedFile {
  public:
@@ -42,6 +44,10 @@ class MappedFile {
 // range resident while any other part of it is mapped). Passes call it on input tensors they have
 // replaced, so peak RSS does not grow with the processed input.
 void release_file_pages(const void* data, size_t size);
+// release_file_pages of every buffer of an encoding (its Dense/Quant bytes, a Sparse tensor's
+// values and index, the parts of a LowRank, …): what a pass calls on an input tensor it replaced,
+// and the runtime on the weights of a block it has run (RuntimeOptions::release_weight_pages).
+void release_file_pages(const Encoding& enc);
 
 // Backs heap memory [data, data + size) with transparent huge pages now: madvise MADV_HUGEPAGE,
 // then MADV_COLLAPSE on the 2 MiB pages the range touches (or, where that fails, on those wholly

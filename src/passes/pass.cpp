@@ -54,13 +54,6 @@ Result<std::unique_ptr<Pass>> make_pass(std::string_view name) {
   return make_error(ErrorCode::kInvalidArgument, "unknown pass '", name, "' (known: ", known, ")");
 }
 
-void release_input_pages(const Encoding& old) {
-  auto release = [](const Bytes& b) { release_file_pages(b.data(), b.size()); };
-  if (const auto* d = std::get_if<DenseEncoding>(&old.node)) release(d->data);
-  if (const auto* q = std::get_if<QuantEncoding>(&old.node))
-    for (const Bytes* b : {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta}) release(*b);
-}
-
 void release_row_pages(const Tensor& t, int64_t r0, int64_t r1) {
   const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
   if (!d) return;
@@ -72,7 +65,7 @@ void replace_and_release(Model& model, Tensor t) {
   const Tensor* old = model.find(t.name);
   const std::shared_ptr<const Encoding> keep = old ? old->encoding : nullptr;  // alive until released
   model.replace(std::move(t));
-  if (keep) release_input_pages(*keep);
+  if (keep) release_file_pages(*keep);
 }
 
 }  // namespace llmc

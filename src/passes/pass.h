@@ -98,14 +98,13 @@ Result<std::unique_ptr<Pass>> make_pass(std::string_view name);
 // embedding (1-D norms and biases never).
 bool is_default_weight_target(const Model& model, const std::string& name);
 
-// Gives back the resident pages of a replaced input tensor's Dense or Quant bytes when they view a
-// mapped file (release_file_pages): a pass reads its input once, so peak RSS follows the output,
-// not the input. The caller holds the old encoding (a Tensor copy) until this returns.
-void release_input_pages(const Encoding& old);
-// release_input_pages for rows [r0, r1) of a Dense tensor only (other encodings: nothing), for
+// A pass reads its input once, so it gives back the mapped pages of each input tensor it replaces
+// (release_file_pages of the old encoding, formats/file_io.h) and peak RSS follows the output,
+// not the input. The caller holds the old encoding (a Tensor copy) until that returns.
+// release_file_pages for rows [r0, r1) of a Dense tensor only (other encodings: nothing), for
 // readers that go over a mapped input several times a block of rows at a time.
 void release_row_pages(const Tensor& t, int64_t r0, int64_t r1);
-// model.replace(t), then release_input_pages of the tensor it replaced.
+// model.replace(t), then release_file_pages of the encoding it replaced.
 void replace_and_release(Model& model, Tensor t);
 
 }  // namespace llmc

@@ -82,11 +82,6 @@ struct LayerWeights {
   int64_t n_heads = 0, n_kv_heads = 0, hidden = 0;  // this layer's widths (they differ after structured pruning)
 };
 
-// Gives back the resident pages of t's buffers that view a mapped file (release_file_pages).
-void release_pages(const Tensor& t) {
-  for_each_buffer(*t.encoding, [](const Bytes& b) { release_file_pages(b.data(), b.size()); });
-}
-
 // The architectures the forward pass runs (after validate_model).
 Result<void> check_supported(const Model& model) {
   LLMC_TRY(validate_model(model));
@@ -486,7 +481,7 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
     const LayerWeights& w = layers_[l];
     block_.layer(w, x_.data(), n, pos, k_cache(l), v_cache(l), nullptr, false, batched ? seq_stride(l) : 0);
     if (release_pages_)
-      for (const Tensor* t : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) release_pages(*t);
+      for (const Tensor* t : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) release_file_pages(*t->encoding);
   }
   if (logits) {
     if (all_logits) {
@@ -498,8 +493,8 @@ void TransformerRuntime::forward_chunk(const int32_t* ids, int64_t n, int64_t po
     }
   }
   if (release_pages_) {
-    release_pages(*embedding_);
-    release_pages(*output_);
+    release_file_pages(*embedding_->encoding);
+    release_file_pages(*output_->encoding);
   }
 }
 
@@ -592,12 +587,12 @@ class BlockRunnerImpl final : public BlockRunner {
 
   void release_layer_pages(int64_t layer) override {
     const LayerWeights w = resolve_layer(model_, layer);
-    for (const Tensor* t : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) release_pages(*t);
+    for (const Tensor* t : {w.wq, w.wk, w.wv, w.wo, w.gate, w.up, w.down}) release_file_pages(*t->encoding);
   }
 
   void release_embedding_pages() override {
-    release_pages(model_.get("token_embd.weight"));
-    release_pages(head_weight());
+    release_file_pages(*model_.get("token_embd.weight").encoding);
+    release_file_pages(*head_weight().encoding);
   }
 
  private:

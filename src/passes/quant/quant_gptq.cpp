@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/lowrank.h"
+#include "formats/file_io.h"
 #include "kernels/cpu/linalg.h"
 #include "model/arch.h"
 #include "passes/hessian.h"
@@ -282,7 +283,7 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
   entry["method"] = method;
   const Tensor source = tensor;  // keeps the input's bytes alive until their pages are given back
   model.replace(Tensor{tensor.name, tensor.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
-  release_input_pages(*source.encoding);
+  release_file_pages(*source.encoding);
   return entry;
 }
 

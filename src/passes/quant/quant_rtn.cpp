@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/lowrank.h"
+#include "formats/file_io.h"
 #include "passes/lowrank/factor_quant.h"
 #include "passes/quant/quant_methods.h"
 #include "passes/quant/quant_passes.h"
@@ -60,7 +61,7 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
                      {"rel_err", error.norm > 0 ? std::sqrt(error.err / error.norm) : 0.0},
                      {"importance", !col_imp.empty()}};
     model.replace(Tensor{name, t.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
-    release_input_pages(*t.encoding);
+    release_file_pages(*t.encoding);
   }
   return details;
 }
