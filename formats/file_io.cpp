@@ -53,6 +53,16 @@ void release_file_pages(const void* data, size_t size) {
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
+bool is_file_backed(const void* data, size_t size) {
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  std::lock_guard<std::mutex> lock(mappings_mutex());
+  auto it = mappings().upper_bound(begin);
+  if (it == mappings().begin()) return false;
+  --it;
+  const uintptr_t offset = begin - it->first;
+  return offset < it->second && size <= it->second - offset;
+}
+
 void release_file_pages(const Encoding& enc) {
   for_each_buffer(enc, [](const Bytes& b) { release_file_pages(b.data(), b.size()); });
 }
@@ -120,6 +130,24 @@ MappedFile::~MappedFile() {
     mappings().erase(reinterpret_cast<uintptr_t>(data_));
   }
   ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+Result<Bytes> map_file_range(int fd, uint64_t offset, size_t size, const std::string& what) {
+  if (size == 0) return Bytes{};
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) return make_error(ErrorCode::kIo, what, ": mmap failed: ", std::strerror(errno));
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings()[reinterpret_cast<uintptr_t>(p)] = size;
+  }
+  std::shared_ptr<const void> unmap(p, [size](const void* q) {
+    {
+      std::lock_guard<std::mutex> lock(mappings_mutex());
+      mappings().erase(reinterpret_cast<uintptr_t>(q));
+    }
+    ::munmap(const_cast<void*>(q), size);
+  });
+  return Bytes::view(std::move(unmap), static_cast<const uint8_t*>(p), size);
 }
 
 Bytes MappedFile::bytes(std::shared_ptr<const MappedFile> self, uint64_t offset, uint64_t size) const {

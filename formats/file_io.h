@@ -37,6 +37,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// A read-only shared mapping of [offset, offset + size) of open file `fd` (offset a multiple of the
+// page size), known to release_file_pages like a MappedFile; unmapped when the last view of it goes.
+// `what` names the file in errors.
+Result<Bytes> map_file_range(int fd, uint64_t offset, size_t size, const std::string& what);
+
 // Drops the resident pages wholly inside [data, data + size) when that range lies in a live
 // MappedFile (madvise MADV_DONTNEED: a later read faults them in from the file again, so the bytes
 // stay valid and only memory is traded for I/O); does nothing for any other memory. The mapping maps
@@ -44,6 +49,8 @@ class MappedFile {
 // range resident while any other part of it is mapped). Passes call it on input tensors they have
 // replaced, so peak RSS does not grow with the processed input.
 void release_file_pages(const void* data, size_t size);
+// Whether [data, data + size) lies in a live mapping of a file (MappedFile, map_file_range).
+bool is_file_backed(const void* data, size_t size);
 // release_file_pages of every buffer of an encoding (its Dense/Quant bytes, a Sparse tensor's
 // values and index, the parts of a LowRank, …): what a pass calls on an input tensor it replaced,
 // and the runtime on the weights of a block it has run (RuntimeOptions::release_weight_pages).

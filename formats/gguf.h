@@ -9,6 +9,8 @@
 
 namespace llmc {
 
+class ScratchFile;  // formats/scratch_file.h
+
 // File layout (little-endian, v2 and v3; v1 used 32-bit counts and is not supported):
 //   "GGUF" u32 version, u64 tensor_count, u64 kv_count,
 //   kv_count x { string key, u32 value_type, value },
@@ -42,8 +44,10 @@ enum class GgufValueType : uint32_t {
 // Parses a GGUF image held in memory. `name` is used in error messages; `owner` keeps `data`
 // alive for the zero-copy tensor views of the result (may be null when the caller guarantees it).
 // load_tensors = false: the tensor table is still checked, but no tensor is created (config and
-// vocabulary only).
+// vocabulary only). scratch non-null: tensors built on the heap (repacked blocks, f32 decodes) are
+// moved there (LoadOptions::scratch).
 Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
-                               size_t size, bool require_tensors, bool load_tensors = true);
+                               size_t size, bool require_tensors, bool load_tensors = true,
+                               ScratchFile* scratch = nullptr);
 
 }  // namespace llmc

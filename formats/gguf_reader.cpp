@@ -1,6 +1,7 @@
 // GGUF reader: hostile-input parsing of the key/value table and tensor table, mapping of the llama/qwen2
 // keys to ModelConfig and of tokenizer.ggml.* to TokenizerData, zero-copy float tensors, decoded quants.
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <unordered_map>
@@ -11,6 +12,7 @@
 #include "formats/gguf.h"
 #include "formats/gguf_quants.h"
 #include "formats/model_io.h"
+#include "formats/scratch_file.h"
 #include "model/arch.h"
 
 namespace llmc {
@@ -231,7 +233,7 @@ class GgufFile {
   Result<void> parse_header(Model& model);
   Result<void> fill_config(Model& model) const;
   Result<void> fill_tokenizer(Model& model) const;
-  Result<void> load_tensors(Model& model, const std::shared_ptr<const void>& owner) const;
+  Result<void> load_tensors(Model& model, const std::shared_ptr<const void>& owner, ScratchFile* scratch) const;
   bool has_tensors() const { return !tensors_.empty(); }
 
  private:
@@ -633,10 +635,55 @@ Result<void> GgufFile::fill_tokenizer(Model& model) const {
   return {};
 }
 
+// ggml_to_quant of a tensor a chunk of rows at a time, each chunk's buffers written straight to
+// their ranges of the scratch file and its file pages given back: neither the blocks nor the Quant
+// bytes are ever resident whole. nullopt when a block is not representable or the file cannot take
+// them (then the caller repacks on the heap or decodes).
+std::optional<QuantEncoding> repack_to_scratch(const TensorInfo& info, const uint8_t* p, ScratchFile& scratch) {
+  const int64_t rows = info.shape.rows(), cols = info.shape.cols();
+  const int64_t row_bytes = cols / info.type->block_size * info.type->type_size;
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{4} << 20) / std::max<int64_t>(row_bytes, 1));
+  QuantEncoding out;
+  std::array<ScratchFile::Range, 5> ranges;
+  std::array<size_t, 5> row_size{};
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    auto q = ggml_to_quant(*info.type, p + r0 * row_bytes, n, cols);
+    if (!q) return std::nullopt;
+    const std::array<const Bytes*, 5> parts = {&q->codes, &q->scales, &q->mins, &q->scale_meta, &q->min_meta};
+    if (r0 == 0) {
+      out = *q;
+      for (size_t k = 0; k < parts.size(); ++k) {
+        LLMC_CHECK(parts[k]->size() % static_cast<size_t>(n) == 0, "ggml blocks split across rows");
+        row_size[k] = parts[k]->size() / static_cast<size_t>(n);
+        ranges[k] = scratch.reserve(row_size[k] * static_cast<size_t>(rows));
+      }
+    }
+    for (size_t k = 0; k < parts.size(); ++k) {
+      if (auto w = scratch.write(ranges[k], row_size[k] * static_cast<size_t>(r0), parts[k]->span()); !w.ok()) {
+        log_warn(w.error().message, "; '", info.name, "' stays in memory");
+        return std::nullopt;
+      }
+    }
+    release_file_pages(p + r0 * row_bytes, static_cast<size_t>(n * row_bytes));
+  }
+  const std::array<Bytes*, 5> parts = {&out.codes, &out.scales, &out.mins, &out.scale_meta, &out.min_meta};
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (row_size[k] == 0) continue;
+    auto v = scratch.view(ranges[k]);
+    if (!v.ok()) {
+      log_warn(v.error().message, "; '", info.name, "' stays in memory");
+      return std::nullopt;
+    }
+    *parts[k] = std::move(v).value();
+  }
+  return out;
+}
+
 // Float types stay Dense (views of the mapping); quantized types with a Quant layout are repacked
-// into it (same values, no f32 copy); the rest are decoded once to f32.
+// into it (same values, no f32 copy; into `scratch` when given); the rest are decoded once to f32.
 Tensor make_tensor(const TensorInfo& info, const uint8_t* p, const std::shared_ptr<const void>& owner,
-                   const std::string& file) {
+                   const std::string& file, ScratchFile* scratch) {
   const GgmlType type = info.type->type;
   const int64_t numel = info.shape.numel();
   auto tensor = [&](auto node) {
@@ -650,6 +697,9 @@ Tensor make_tensor(const TensorInfo& info, const uint8_t* p, const std::shared_p
     else
       d.data = Bytes::owned(std::vector<uint8_t>(p, p + info.nbytes));
     return tensor(std::move(d));
+  }
+  if (info.type->quant && scratch) {
+    if (auto q = repack_to_scratch(info, p, *scratch)) return tensor(std::move(*q));
   }
   if (info.type->quant) {
     if (auto q = ggml_to_quant(*info.type, p, info.shape.rows(), info.shape.cols())) {
@@ -676,7 +726,8 @@ Tensor make_tensor(const TensorInfo& info, const uint8_t* p, const std::shared_p
   return tensor(std::move(d));
 }
 
-Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const void>& owner) const {
+Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const void>& owner,
+                                    ScratchFile* scratch) const {
   // Canonical order first (when the config is usable), then anything else in file order.
   std::vector<const TensorInfo*> order;
   std::unordered_map<std::string, const TensorInfo*> by_name;
@@ -692,7 +743,10 @@ Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const vo
     if (by_name.count(t.name)) order.push_back(&t);
   for (const TensorInfo* t : order) {
     const uint8_t* p = data_ + data_start_ + t->offset;
-    LLMC_TRY(model.add(make_tensor(*t, p, owner, name_)));
+    Tensor tensor = make_tensor(*t, p, owner, name_, scratch);
+    tensor.encoding = store_or_keep(scratch, tensor.encoding);  // repacked or decoded bytes leave the heap
+    LLMC_TRY(model.add(std::move(tensor)));
+    if (scratch) trim_heap();
   }
   return {};
 }
@@ -700,7 +754,7 @@ Result<void> GgufFile::load_tensors(Model& model, const std::shared_ptr<const vo
 }  // namespace
 
 Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
-                               size_t size, bool require_tensors, bool load_tensors) {
+                               size_t size, bool require_tensors, bool load_tensors, ScratchFile* scratch) {
   Model model;
   GgufFile file(name, data, size);
   LLMC_TRY(file.parse_header(model));
@@ -714,7 +768,7 @@ Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const vo
   }
   LLMC_TRY(file.fill_tokenizer(model));
   if (!load_tensors) return model;
-  LLMC_TRY(file.load_tensors(model, owner));
+  LLMC_TRY(file.load_tensors(model, owner, scratch));
   if (file.has_tensors()) {
     auto valid = validate_model(model);
     if (!valid.ok()) return with_context(valid.error(), name);
@@ -722,11 +776,11 @@ Result<Model> read_gguf_memory(const std::string& name, std::shared_ptr<const vo
   return model;
 }
 
-Result<Model> read_gguf(const std::string& path, bool require_tensors, bool load_tensors) {
+Result<Model> read_gguf(const std::string& path, bool require_tensors, bool load_tensors, ScratchFile* scratch) {
   LLMC_ASSIGN_OR_RETURN(auto file, MappedFile::open(path));
   const uint8_t* data = file->data();
   const size_t size = file->size();
-  return read_gguf_memory(path, std::move(file), data, size, require_tensors, load_tensors);
+  return read_gguf_memory(path, std::move(file), data, size, require_tensors, load_tensors, scratch);
 }
 
 }  // namespace llmc

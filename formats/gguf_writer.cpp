@@ -353,6 +353,7 @@ Result<void> write_gguf(const Model& model, const std::string& path, const GgufW
   for (size_t i = 0; i < plan.size(); ++i) {
     LLMC_CHECK(out->position() == data_start + plan[i].offset, "tensor data offset drifted");
     LLMC_TRY(write_tensor_data(*out, plan[i]));
+    release_file_pages(*plan[i].tensor->encoding);  // a mapped tensor (input or scratch) is read once here
     LLMC_TRY(out->pad_to(kAlignment));
     report_progress("write gguf", static_cast<int64_t>(i + 1), static_cast<int64_t>(plan.size()), "tensors");
   }

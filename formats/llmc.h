@@ -12,6 +12,8 @@
 
 namespace llmc {
 
+class ScratchFile;  // formats/scratch_file.h
+
 // Fixed 64-byte prefix at offset 0 (little-endian):
 //   0  u8[8] magic "LLMC\r\n\x1a\n"
 //   8  u32   format version (kLlmcFormatVersion)
@@ -41,6 +43,8 @@ struct LlmcReadOptions {
   // the whole input resident: its pages fault in again from the page cache as each tensor is read.
   // Coded sections always give their pages back once decoded (their bytes live on the heap).
   bool release_verified = false;
+  // Where decoded coded sections go instead of the heap (LoadOptions::scratch); null: the heap.
+  ScratchFile* scratch = nullptr;
 };
 
 // Who made the file: the Provenance table of the header.

@@ -1,10 +1,12 @@
 // Reads a .llmc file (formats/README.md) as hostile input: prefix, verified FlatBuffers header, checked sections.
 #include <xxhash.h>
 
+#include <atomic>
 #include <cstring>
 #include <new>
 #include <tuple>
 
+#include "core/log.h"
 #include "core/lowrank.h"
 #include "core/palette.h"
 #include "core/sparse.h"
@@ -13,6 +15,7 @@
 #include "formats/llmc.h"
 #include "formats/llmc_generated.h"
 #include "formats/model_io.h"
+#include "formats/scratch_file.h"
 
 namespace llmc {
 
@@ -442,6 +445,15 @@ class Parser {
     release_file_pages(p, static_cast<size_t>(stored));
     if (!decoded.ok()) return fail(decoded.error().code, where, ": ", decoded.error().message);
     s.bytes = Bytes::owned(std::move(decoded).value());
+    if (options_.scratch) {
+      const auto stored_bytes = options_.scratch->store(s.bytes.span());
+      if (stored_bytes.ok()) {
+        s.bytes = *stored_bytes;
+        trim_heap();
+      } else if (!scratch_warned_.exchange(true)) {  // sections load in parallel
+        log_warn(stored_bytes.error().message, "; decoded sections stay in memory");
+      }
+    }
     return {};
   }
 
@@ -632,6 +644,7 @@ class Parser {
   const uint8_t* data_;
   size_t size_;
   LlmcReadOptions options_;
+  std::atomic<bool> scratch_warned_{false};
   uint64_t header_size_ = 0;
   uint64_t header_xxh_ = 0;
   const fb::Header* header_ = nullptr;

@@ -41,12 +41,19 @@ struct PendingSection {
 class SectionTable {
  public:
   uint32_t add(const Bytes& bytes, const SectionHint& hint) {
+    // Mapped bytes (an input's, a scratch file's) are read here once before they are written:
+    // their pages are given back after each look, so the writer's RSS does not grow with the model.
+    const auto release = [](const Bytes& b) { release_file_pages(b.data(), b.size()); };
     const uint64_t h = XXH64(bytes.data(), bytes.size(), 0);
+    release(bytes);
     auto& candidates = by_hash_[h];
     for (uint32_t i : candidates) {
       const Bytes& other = sections_[i].raw;
-      if (other.size() == bytes.size() && (bytes.empty() || std::memcmp(other.data(), bytes.data(), bytes.size()) == 0))
-        return i;
+      const bool same =
+          other.size() == bytes.size() && (bytes.empty() || std::memcmp(other.data(), bytes.data(), bytes.size()) == 0);
+      release(other);
+      release(bytes);
+      if (same) return i;
     }
     PendingSection s;
     s.raw = bytes;
@@ -294,6 +301,7 @@ Result<void> write_llmc(const Model& model, const std::string& path, const LlmcW
     for (int64_t i = 0; i < n; ++i) {
       const PendingSection& s = sections[begin + static_cast<size_t>(i)];
       auto c = encode_section(s.raw.span(), s.hint, coding, zstd_level);
+      release_file_pages(s.raw.data(), s.raw.size());
       if (c.ok()) {
         coded[i] = std::move(c).value();
       } else {
@@ -316,6 +324,7 @@ Result<void> write_llmc(const Model& model, const std::string& path, const LlmcW
       LLMC_TRY(out->pad_to(kLlmcSectionAlignment));
       s.offset = out->position();
       LLMC_TRY(out->write(data, s.stored_size));
+      release_file_pages(s.raw.data(), s.raw.size());  // a mapped tensor (input or scratch) is read once here
       coded[i] = CodedSection{};
     }
     begin = end;

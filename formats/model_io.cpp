@@ -108,8 +108,11 @@ Result<Model> load_model(const std::string& path, const LoadOptions& options) {
   LLMC_ASSIGN_OR_RETURN(FileFormat format, detect_format(path));
   Result<Model> loaded = [&]() -> Result<Model> {
     switch (format) {
-      case FileFormat::kLlmc: return read_llmc(path, LlmcReadOptions{.release_verified = options.read_once});
-      case FileFormat::kGguf: return read_gguf(path, options.require_tensors && options.tensors, options.tensors);
+      case FileFormat::kLlmc:
+        return read_llmc(path,
+                         LlmcReadOptions{.release_verified = options.read_once, .scratch = options.scratch.get()});
+      case FileFormat::kGguf:
+        return read_gguf(path, options.require_tensors && options.tensors, options.tensors, options.scratch.get());
       case FileFormat::kSafetensors: return read_hf(path);
       case FileFormat::kLlama2c: return read_llama2c(path);
       case FileFormat::kUnknown: break;

@@ -9,6 +9,8 @@
 
 namespace llmc {
 
+class ScratchFile;  // formats/scratch_file.h
+
 enum class FileFormat { kUnknown, kLlmc, kGguf, kSafetensors, kLlama2c };
 const char* file_format_name(FileFormat f);
 
@@ -24,6 +26,9 @@ struct LoadOptions {
   // true: the caller reads each tensor about once (a transformation, not a runtime), so readers may
   // give mapped file pages back after checking them (.llmc: LlmcReadOptions::release_verified).
   bool read_once = false;
+  // Where readers put the tensors they build on the heap (GGUF blocks repacked, sections decoded)
+  // instead of keeping them there, so that they cost RSS only while read; null: the heap.
+  std::shared_ptr<ScratchFile> scratch;
 };
 
 // Any supported format, detected from content. The result passes validate_model() unless
@@ -36,7 +41,8 @@ Result<TokenizerData> load_tokenizer(const std::string& path);
 // ---- per-format readers (formats/<format>_reader.cpp)
 Result<Model> read_llama2c(const std::string& path);
 Result<TokenizerData> read_llama2c_tokenizer(const std::string& path, int64_t vocab_size);
-Result<Model> read_gguf(const std::string& path, bool require_tensors, bool load_tensors = true);
+Result<Model> read_gguf(const std::string& path, bool require_tensors, bool load_tensors = true,
+                        ScratchFile* scratch = nullptr);
 Result<Model> read_hf(const std::string& path);  // folder, config.json, model.safetensors or index.json
 Result<TokenizerData> read_hf_tokenizer(const std::string& tokenizer_json_path);
 Result<Model> read_llmc(const std::string& path);

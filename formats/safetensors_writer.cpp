@@ -100,6 +100,7 @@ Result<void> write_model_safetensors(const fs::path& path, const std::vector<Pla
   for (const auto& p : plan) {
     const std::vector<uint8_t> bytes = tensor_bytes(p, head_dim);
     LLMC_TRY(out->write(bytes.data(), bytes.size()));
+    release_file_pages(*p.tensor->encoding);  // a mapped tensor (input or scratch) is read once here
   }
   return out->commit();
 }

@@ -276,6 +276,48 @@ void for_each_buffer(const Encoding& enc, const std::function<void(const Bytes&)
       enc.node);
 }
 
+Result<EncodingPtr> map_buffers(const Encoding& enc, const std::function<Result<Bytes>(const Bytes&)>& fn) {
+  Encoding out = enc;
+  const auto buffers = [&](std::initializer_list<Bytes*> list) -> Result<void> {
+    for (Bytes* b : list)
+      if (!b->empty()) {
+        LLMC_ASSIGN_OR_RETURN(*b, fn(*b));
+      }
+    return {};
+  };
+  const auto child = [&](EncodingPtr& e) -> Result<void> {
+    if (e) {
+      LLMC_ASSIGN_OR_RETURN(e, map_buffers(*e, fn));
+    }
+    return {};
+  };
+  LLMC_TRY(std::visit(
+      [&](auto& n) -> Result<void> {
+        using N = std::decay_t<decltype(n)>;
+        if constexpr (std::is_same_v<N, DenseEncoding>) {
+          return buffers({&n.data});
+        } else if constexpr (std::is_same_v<N, QuantEncoding>) {
+          return buffers({&n.codes, &n.scales, &n.mins, &n.scale_meta, &n.min_meta});
+        } else if constexpr (std::is_same_v<N, SparseEncoding>) {
+          LLMC_TRY(buffers({&n.index, &n.row_ptr}));
+          return child(n.values);
+        } else if constexpr (std::is_same_v<N, LowRankEncoding>) {
+          LLMC_TRY(child(n.u));
+          return child(n.v);
+        } else if constexpr (std::is_same_v<N, TuckerEncoding>) {
+          LLMC_TRY(child(n.core));
+          for (EncodingPtr& f : n.factors) LLMC_TRY(child(f));
+          return {};
+        } else {
+          static_assert(std::is_same_v<N, PaletteEncoding>);
+          LLMC_TRY(buffers({&n.codebooks, &n.indices}));
+          return child(n.outliers);
+        }
+      },
+      out.node));
+  return std::make_shared<const Encoding>(std::move(out));
+}
+
 std::string describe_encoding(const Encoding& enc) {
   struct {
     std::string operator()(const DenseEncoding& d) const { return std::string(dtype_name(d.dtype)); }

@@ -198,6 +198,9 @@ size_t encoded_bytes(const Encoding& enc);
 
 // Calls fn on every non-empty buffer of the tree, children included.
 void for_each_buffer(const Encoding& enc, const std::function<void(const Bytes&)>& fn);
+// A copy of the tree whose every non-empty buffer is fn(buffer), children included, in
+// for_each_buffer's order (how a tensor's bytes move to other storage, formats/scratch_file.h).
+Result<EncodingPtr> map_buffers(const Encoding& enc, const std::function<Result<Bytes>(const Bytes&)>& fn);
 
 // Human description, e.g. "f32", "q8 sym g4 (scale f32)".
 std::string describe_encoding(const Encoding& enc);

@@ -13,8 +13,8 @@ namespace llmc {
 // blocked triangular inverse on the SIMD update kernel: L⁻¹'s rows in blocks, each block's rows
 // first updated by the rows above it (one product) and then solved in order. The result does not
 // depend on `threads`. nullopt when H + damp · I is not numerically positive definite (or U is not
-// finite with a positive diagonal). H is consumed: its buffer becomes the factorization's, so the
-// peak is two n x n arrays.
+// finite with a positive diagonal). H is consumed: its buffer becomes the factorization's and then
+// the result's, so the peak is one n x n array and a block of 64 rows.
 std::optional<std::vector<double>> inverse_cholesky_upper(std::vector<double> h, int64_t n, double damp, int threads);
 
 }  // namespace llmc

@@ -4,8 +4,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <mutex>
 
 #include "formats/file_io.h"
+#include "formats/scratch_file.h"
 #include "model/arch.h"
 
 namespace llmc {
@@ -55,17 +57,49 @@ Result<std::unique_ptr<Pass>> make_pass(std::string_view name) {
 }
 
 void release_row_pages(const Tensor& t, int64_t r0, int64_t r1) {
-  const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
-  if (!d) return;
-  const auto row_bytes = static_cast<size_t>(t.cols() * dtype_bytes(d->dtype));
-  release_file_pages(d->data.data() + static_cast<size_t>(r0) * row_bytes, static_cast<size_t>(r1 - r0) * row_bytes);
+  const auto rows = [&](const Bytes& b, size_t row_bytes) {
+    if (!b.empty())
+      release_file_pages(b.data() + static_cast<size_t>(r0) * row_bytes, static_cast<size_t>(r1 - r0) * row_bytes);
+  };
+  if (const auto* d = std::get_if<DenseEncoding>(&t.encoding->node)) {
+    rows(d->data, static_cast<size_t>(t.cols() * dtype_bytes(d->dtype)));
+  } else if (const auto* q = std::get_if<QuantEncoding>(&t.encoding->node)) {
+    const auto entries = static_cast<size_t>(quant_groups_per_row(*q, t.cols()) * dtype_bytes(q->scale_dtype));
+    rows(q->codes, static_cast<size_t>(quant_row_stride(*q, t.cols())));
+    rows(q->scales, entries);
+    rows(q->mins, entries);
+  }
+}
+
+namespace {
+std::mutex& scratch_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::shared_ptr<ScratchFile>& replacement_scratch() {
+  static std::shared_ptr<ScratchFile> s;
+  return s;
+}
+}  // namespace
+
+std::shared_ptr<ScratchFile> set_replacement_scratch(std::shared_ptr<ScratchFile> scratch) {
+  std::lock_guard<std::mutex> lock(scratch_mutex());
+  std::swap(replacement_scratch(), scratch);
+  return scratch;
 }
 
 void replace_and_release(Model& model, Tensor t) {
+  std::shared_ptr<ScratchFile> scratch;
+  {
+    std::lock_guard<std::mutex> lock(scratch_mutex());
+    scratch = replacement_scratch();
+  }
+  t.encoding = store_or_keep(scratch.get(), t.encoding);
   const Tensor* old = model.find(t.name);
   const std::shared_ptr<const Encoding> keep = old ? old->encoding : nullptr;  // alive until released
   model.replace(std::move(t));
   if (keep) release_file_pages(*keep);
+  if (scratch) trim_heap();  // the heap bytes of t (and of a built input it replaced) are free now
 }
 
 }  // namespace llmc

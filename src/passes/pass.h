@@ -18,6 +18,7 @@
 namespace llmc {
 
 class CalibrationSet;  // pipeline/calibration.h
+class ScratchFile;     // formats/scratch_file.h
 
 // Options are declared once, in Pass::visit(); the same declaration feeds CLI flags, help text,
 // recipe parsing (YAML keys = option names) and the provenance record.
@@ -101,10 +102,15 @@ bool is_default_weight_target(const Model& model, const std::string& name);
 // A pass reads its input once, so it gives back the mapped pages of each input tensor it replaces
 // (release_file_pages of the old encoding, formats/file_io.h) and peak RSS follows the output,
 // not the input. The caller holds the old encoding (a Tensor copy) until that returns.
-// release_file_pages for rows [r0, r1) of a Dense tensor only (other encodings: nothing), for
-// readers that go over a mapped input several times a block of rows at a time.
+// release_file_pages for rows [r0, r1) of a Dense or Quant tensor (other encodings: nothing), for
+// readers that go over a mapped tensor a block of rows at a time.
 void release_row_pages(const Tensor& t, int64_t r0, int64_t r1);
-// model.replace(t), then release_file_pages of the encoding it replaced.
+// model.replace(t), then release_file_pages of the encoding it replaced. While a scratch file is set
+// (set_replacement_scratch), t's heap bytes move into it first: built tensors then cost RSS only
+// while something reads them, and peak RSS stays below the input's size.
 void replace_and_release(Model& model, Tensor t);
+// Where replace_and_release puts new tensors from now on (null: they stay on the heap); returns the
+// previous one. run_pipeline sets PipelineOptions::scratch for the duration of a run.
+std::shared_ptr<ScratchFile> set_replacement_scratch(std::shared_ptr<ScratchFile> scratch);
 
 }  // namespace llmc

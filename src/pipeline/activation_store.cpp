@@ -9,26 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "formats/scratch_file.h"
+
 namespace llmc {
-namespace {
-
-// An anonymous file in dir: O_TMPFILE where the file system has it, else mkstemp + unlink.
-Result<int> open_unlinked(const std::string& dir) {
-#ifdef O_TMPFILE
-  const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd >= 0) return fd;
-  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-    return make_error(ErrorCode::kIo, "calibration: cannot create a spill file in ", dir, ": ", std::strerror(errno));
-#endif
-  std::string path = dir + "/llmc-calib-XXXXXX";
-  const int tmp = ::mkstemp(path.data());
-  if (tmp < 0)
-    return make_error(ErrorCode::kIo, "calibration: cannot create a spill file in ", dir, ": ", std::strerror(errno));
-  ::unlink(path.c_str());
-  return tmp;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<ActivationStore>> ActivationStore::create(const std::vector<int64_t>& floats,
                                                                  const std::string& spill_dir) {
@@ -44,7 +27,7 @@ Result<std::unique_ptr<ActivationStore>> ActivationStore::create(const std::vect
     return s;
   }
   s->dir_ = spill_dir;
-  LLMC_ASSIGN_OR_RETURN(s->fd_, open_unlinked(spill_dir));
+  LLMC_ASSIGN_OR_RETURN(s->fd_, open_unlinked(spill_dir, "calibration spill file"));
   const int rc = total > 0 ? ::posix_fallocate(s->fd_, 0, static_cast<off_t>(total * 4)) : 0;
   if (rc == EINVAL || rc == EOPNOTSUPP) {  // no fallocate on this file system: a sparse file
     if (::ftruncate(s->fd_, static_cast<off_t>(total * 4)) != 0)

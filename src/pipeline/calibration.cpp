@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "formats/file_io.h"
+#include "formats/scratch_file.h"
 #include "kernels/cpu/kernels.h"
 #include "model/tokenizer.h"
 #include "pipeline/activation_store.h"
@@ -177,6 +178,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
       LLMC_TRY(runner_->embed(set_.sequences()[i], h));
       LLMC_TRY(hidden_->save(i, h));
     }
+    runner_->release_embedding_pages();  // mapped weights (input, scratch file) resident one block at a time
     scratch_.resize(static_cast<size_t>(longest(set_.sequences()) * dim));
     return {};
   }
@@ -241,6 +243,7 @@ class SequentialImpl final : public CalibrationSet::Sequential {
       }
       LLMC_TRY(hidden_->save(i, h));
     }
+    runner_->release_layer_pages(layer);
     next_stage_ = BlockStage::kAttnInput;
     ++next_layer_;
     return {};
@@ -288,11 +291,6 @@ class SequentialImpl final : public CalibrationSet::Sequential {
     log_info("calibration: ", static_cast<double>(set_.tokens() * width * 4) / (1 << 20),
              " MiB of activations beyond --calib-ram ", o.ram_bytes >> 20, " MiB go to a temporary file in ", dir);
     return store;
-  }
-
-  static std::string temp_dir() {
-    const char* env = std::getenv("TMPDIR");
-    return env && *env ? env : "/tmp";
   }
 
   // act_: per sequence, the widest activations kept between stages (see sequential()); in the
@@ -491,10 +489,10 @@ Result<LayerStats> CalibrationSet::collect_all(const Model& model, const StatsRe
 }
 
 Result<void> CalibrationSet::Sequential::collect_stages(int64_t layer, const StatsRequest& request,
-                                                        const std::function<Result<void>(const LayerStats&)>& use) {
+                                                        const std::function<Result<void>(LayerStats&)>& use) {
   for (BlockStage stage :
        {BlockStage::kAttnInput, BlockStage::kOutputInput, BlockStage::kFfnInput, BlockStage::kDownInput}) {
-    LLMC_ASSIGN_OR_RETURN(const LayerStats stats, collect_stage(layer, stage, request));
+    LLMC_ASSIGN_OR_RETURN(LayerStats stats, collect_stage(layer, stage, request));
     LLMC_TRY(use(stats));
   }
   return {};

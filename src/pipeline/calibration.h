@@ -76,9 +76,10 @@ class CalibrationSet {
     // of the block in all (collect + advance: two).
     virtual Result<LayerStats> collect_stage(int64_t layer, BlockStage stage, const StatsRequest& request) = 0;
     // The four collect_stage calls of block `layer` in order; `use` gets each stage's statistics
-    // and may replace the tensors they describe before the next stage runs.
+    // (its own: it may drop parts it is done with) and may replace the tensors they describe
+    // before the next stage runs.
     Result<void> collect_stages(int64_t layer, const StatsRequest& request,
-                                const std::function<Result<void>(const LayerStats&)>& use);
+                                const std::function<Result<void>(LayerStats&)>& use);
     // Runs block `layer` with its current weights on the hidden states, making them the input of
     // block layer + 1. Call once per layer, in order, after collect(layer) or all four
     // collect_stage(layer, ...) calls (it then only finishes the block) and the pass's edits.

@@ -1,10 +1,13 @@
 // Whole-model storage-type conversion (f32/f16/bf16, and ggml-compatible q8_0/q4_0).
 #include "pipeline/cast.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/log.h"
+#include "formats/file_io.h"
 #include "formats/gguf_quants.h"
+#include "formats/scratch_file.h"
 
 namespace llmc {
 
@@ -63,6 +66,38 @@ Tensor quantize_tensor(const Tensor& t, int bits) {
   return Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{q})};
 }
 
+// Dense of a float type, converted a block of rows at a time (no f32 copy of the whole tensor).
+Tensor convert_dense(const Tensor& t, DType dtype) {
+  const int64_t rows = t.shape.dims.size() < 2 ? 1 : t.rows(), cols = t.numel() / std::max<int64_t>(rows, 1);
+  const int width = dtype_bytes(dtype);
+  std::vector<uint8_t> out(static_cast<size_t>(t.numel() * width));
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(cols, 1));
+  std::vector<float> buf;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t r1 = std::min(rows, r0 + chunk), n = (r1 - r0) * cols;
+    buf.resize(static_cast<size_t>(n));
+    if (rows == 1) {
+      const std::vector<float> all = t.to_f32();  // 1-D: norms and biases, small
+      std::copy(all.begin(), all.end(), buf.begin());
+    } else {
+      t.rows_to_f32(r0, r1, buf.data());
+    }
+    uint8_t* dst = out.data() + r0 * cols * width;
+    for (int64_t i = 0; i < n; ++i) {
+      if (dtype == DType::kF32) {
+        std::memcpy(dst + i * 4, &buf[i], 4);
+      } else {
+        const uint16_t h = dtype == DType::kF16 ? f32_to_f16(buf[i]) : f32_to_bf16(buf[i]);
+        std::memcpy(dst + i * 2, &h, 2);
+      }
+    }
+  }
+  DenseEncoding d;
+  d.dtype = dtype;
+  d.data = Bytes::owned(std::move(out));
+  return Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{d})};
+}
+
 bool is_dense_of(const Tensor& t, DType dtype) {
   const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
   return d && d->dtype == dtype;
@@ -70,13 +105,20 @@ bool is_dense_of(const Tensor& t, DType dtype) {
 
 }  // namespace
 
-void cast_model(Model& model, ExportDType dtype) {
+void cast_model(Model& model, ExportDType dtype, ScratchFile* scratch) {
   if (dtype == ExportDType::kKeep) return;
   const std::vector<Tensor> tensors = model.tensors();
+  // The input's pages are given back as each tensor is replaced; the new one goes to `scratch`.
+  const auto replace = [&](const Tensor& old, Tensor t) {
+    t.encoding = store_or_keep(scratch, t.encoding);
+    model.replace(std::move(t));
+    release_file_pages(*old.encoding);
+    if (scratch) trim_heap();
+  };
   for (const auto& t : tensors) {
     const bool one_d = t.shape.dims.size() < 2;
     if (one_d) {
-      if (!is_dense_of(t, DType::kF32)) model.replace(make_dense(t.name, t.shape, t.to_f32(), DType::kF32));
+      if (!is_dense_of(t, DType::kF32)) replace(t, convert_dense(t, DType::kF32));
       continue;
     }
     DType target = DType::kF32;
@@ -87,7 +129,7 @@ void cast_model(Model& model, ExportDType dtype) {
       case ExportDType::kQ8_0:
       case ExportDType::kQ4_0:
         if (t.cols() % 32 == 0) {
-          model.replace(quantize_tensor(t, dtype == ExportDType::kQ8_0 ? 8 : 4));
+          replace(t, quantize_tensor(t, dtype == ExportDType::kQ8_0 ? 8 : 4));
           continue;
         }
         log_warn(t.name, ": row length ", t.cols(), " is not a multiple of 32; stored as f16 instead of ",
@@ -96,7 +138,7 @@ void cast_model(Model& model, ExportDType dtype) {
         break;
       case ExportDType::kKeep: break;
     }
-    if (!is_dense_of(t, target)) model.replace(make_dense(t.name, t.shape, t.to_f32(), target));
+    if (!is_dense_of(t, target)) replace(t, convert_dense(t, target));
   }
 }
 

@@ -106,6 +106,10 @@ Result<PipelineResult> run_pipeline(Model& model, const Recipe& recipe, const Pi
   LLMC_TRY(validate_recipe(recipe, ErrorCode::kInvalidArgument));
   LLMC_TRY(check_selectors_match(model, recipe, options.recipe_error));
   PipelineResult result;
+  struct ScratchScope {  // replace_and_release stores into options.scratch while the passes run
+    std::shared_ptr<ScratchFile> previous;
+    ~ScratchScope() { set_replacement_scratch(std::move(previous)); }
+  } scratch_scope{set_replacement_scratch(options.scratch)};
 
   std::unique_ptr<CalibrationSet> calib;
   if (recipe_needs_calibration(recipe)) {

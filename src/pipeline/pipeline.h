@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,12 +16,17 @@
 
 namespace llmc {
 
+class ScratchFile;  // formats/scratch_file.h
+
 struct PipelineOptions {
   int threads = 0;                                           // 0 = all cores; outputs do not depend on it
   int64_t calib_ram_bytes = CalibOptions::kDefaultRamBytes;  // CalibOptions::ram_bytes; outputs do not depend on it
   // Code of recipe mistakes only the model reveals (an expression that matches no tensor):
   // kRecipe for recipe files (exit 1), kInvalidArgument for command-line flags (exit 2).
   ErrorCode recipe_error = ErrorCode::kInvalidArgument;
+  // Where passes put the tensors they build (replace_and_release), so that peak RSS follows what is
+  // being worked on rather than the whole output; null: the heap. Outputs do not depend on it.
+  std::shared_ptr<ScratchFile> scratch;
 };
 
 // One run of a pass: a stage's base options, or one of its overrides.

@@ -6,9 +6,11 @@
 #include <map>
 #include <random>
 
+#include "formats/file_io.h"
 #include "formats/gguf.h"
 #include "formats/gguf_quants.h"
 #include "formats/model_io.h"
+#include "formats/scratch_file.h"
 #include "gguf_test_util.h"
 #include "test_util.h"
 
@@ -121,6 +123,40 @@ TEST_CASE("gguf loads SmolLM2-135M (Q4_1 + Q8_0) with its config and vocabulary"
   CHECK(model->tensors().back().name == "output_norm.weight");
   CHECK(model->get("blk.0.attn_k.weight").shape == Shape{{192, 576}});
   CHECK(model->get("blk.0.ffn_down.weight").shape == Shape{{576, 1536}});
+}
+
+TEST_CASE("gguf: SmolLM2's repacked blocks go to a scratch file, same values, not resident after load",
+          "[gguf][heavy]") {
+  const std::string path = test::smollm2_path();
+  if (path.empty()) return;
+  test::TempDir dir;
+  auto scratch = ScratchFile::create(dir.path(""));
+  REQUIRE(scratch.ok());
+  const int64_t before = test::resident_pages();
+  auto lean = read_gguf(path, true, true, scratch->get());
+  REQUIRE(lean.ok());
+  const int64_t after = test::resident_pages();
+  // 96.6 MB of Q4_1/Q8_0 blocks repacked; what stays resident is the vocabulary and a little more.
+  const int64_t weight_pages = static_cast<int64_t>((*scratch)->size()) / ::sysconf(_SC_PAGESIZE);
+  CHECK((*scratch)->size() > (uint64_t{90} << 20));
+  CHECK(after - before < weight_pages / 4);
+  int64_t quant = 0;
+  for (const Tensor& t : lean->tensors()) {
+    if (!std::holds_alternative<QuantEncoding>(t.encoding->node)) continue;
+    ++quant;
+    for_each_buffer(*t.encoding, [&](const Bytes& b) { CHECK(is_file_backed(b.data(), b.size())); });
+  }
+  CHECK(quant == 211);
+  auto heap = read_gguf(path, true);
+  REQUIRE(heap.ok());
+  test::require_same_tensors(*heap, *lean);
+  for (const Tensor& t : heap->tensors()) {  // and the same bytes, buffer by buffer
+    std::vector<std::vector<uint8_t>> a, b;
+    for_each_buffer(*t.encoding, [&](const Bytes& x) { a.emplace_back(x.data(), x.data() + x.size()); });
+    for_each_buffer(*lean->get(t.name).encoding,
+                    [&](const Bytes& x) { b.emplace_back(x.data(), x.data() + x.size()); });
+    CHECK(a == b);
+  }
 }
 
 // ---- round trips through write_gguf

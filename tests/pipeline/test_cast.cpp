@@ -4,8 +4,11 @@
 #include <cstring>
 #include <random>
 
+#include "formats/file_io.h"
 #include "formats/gguf_quants.h"
+#include "formats/scratch_file.h"
 #include "pipeline/cast.h"
+#include "test_util.h"
 
 using namespace llmc;
 
@@ -40,5 +43,34 @@ TEST_CASE("cast to q8_0/q4_0 matches GGUF block values — ragged rows fall back
     }
     CHECK(describe_encoding(*m.get("blk.0.ffn_down.weight").encoding) == "f16");
     CHECK(describe_encoding(*m.get("blk.0.ffn_norm.weight").encoding) == "f32");
+  }
+}
+
+TEST_CASE("cast with a scratch file: the same tensors, their bytes in the file", "[cast]") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(300 * 96));
+  for (auto& v : w) v = normal(rng);
+  llmc::test::TempDir dir;
+  auto scratch = ScratchFile::create(dir.path(""));
+  REQUIRE(scratch.ok());
+  for (ExportDType dtype : {ExportDType::kQ8_0, ExportDType::kQ4_0, ExportDType::kF16, ExportDType::kBF16}) {
+    INFO(export_dtype_name(dtype));
+    auto build = [&] {
+      Model m;
+      REQUIRE(m.add(make_dense_f32("blk.0.ffn_up.weight", Shape{{300, 96}}, w)).ok());
+      REQUIRE(m.add(make_dense_f32("blk.0.ffn_down.weight", Shape{{2, 172}}, std::vector<float>(344, 0.25f))).ok());
+      REQUIRE(m.add(make_dense("blk.0.ffn_norm.weight", Shape{{96}}, std::vector<float>(96, 1.5f), DType::kF16)).ok());
+      return m;
+    };
+    Model heap = build(), lean = build();
+    cast_model(heap, dtype);
+    cast_model(lean, dtype, scratch->get());
+    llmc::test::require_same_tensors(heap, lean);
+    for (const Tensor& t : lean.tensors()) {
+      INFO(t.name);
+      CHECK(describe_encoding(*t.encoding) == describe_encoding(*heap.get(t.name).encoding));
+      for_each_buffer(*t.encoding, [](const Bytes& b) { CHECK(is_file_backed(b.data(), b.size())); });
+    }
   }
 }

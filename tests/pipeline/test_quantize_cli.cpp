@@ -141,12 +141,59 @@ TEST_CASE("quantize --calib-ram 0: activations spilled to TMPDIR, the same outpu
   auto r3 =
       run_cli("quantize " + s.in() + " -o " + missing + common + " --calib-ram 0", "TMPDIR=" + dir.path("no-such-dir"));
   CHECK(r3.exit_code != 0);
-  CHECK(r3.output.find("cannot create a spill file in " + dir.path("no-such-dir")) != std::string::npos);
+  CHECK(r3.output.find("calibration spill file: cannot create a temporary file in " + dir.path("no-such-dir")) !=
+        std::string::npos);
   CHECK(!std::filesystem::exists(missing));
   auto r4 = run_cli("quantize " + s.in() + " -o " + missing + common + " --calib-ram 0", "TMPDIR=" + spill);
   INFO(r4.output);
   CHECK(r4.exit_code == 0);
   CHECK(std::filesystem::is_empty(spill));  // the spill file had no name
+}
+
+TEST_CASE("quantize: built tensors wait in a scratch file in TMPDIR, or in memory without one: the same file",
+          "[cli][quantize]") {
+  const Stories s = stories();
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (!s.ok() || text.empty()) return;
+  llmc::test::TempDir dir;
+  const std::string tmp = dir.path("tmp");
+  std::filesystem::create_directory(tmp);
+  for (const std::string method :
+       {std::string("rtn --bits 4"), "gptq --bits 3 --calib " + text + " --calib-samples 4 --calib-ctx 64"}) {
+    INFO(method);
+    const std::string scratch = dir.path("scratch.llmc"), memory = dir.path("memory.llmc");
+    auto r1 = run_cli("quantize " + s.in() + " -o " + scratch + " --force --method " + method, "TMPDIR=" + tmp);
+    INFO(r1.output);
+    REQUIRE(r1.exit_code == 0);
+    CHECK(r1.output.find("stay in memory") == std::string::npos);
+    CHECK(std::filesystem::is_empty(tmp));  // the scratch file had no name
+    auto r2 = run_cli("quantize " + s.in() + " -o " + memory + " --force --method " + method,
+                      "TMPDIR=" + dir.path("no-such-dir"));
+    INFO(r2.output);
+    REQUIRE(r2.exit_code == 0);
+    CHECK(r2.output.find("scratch file: cannot create a temporary file in " + dir.path("no-such-dir") +
+                         ": No such file or directory; tensors stay in memory") != std::string::npos);
+    CHECK(llmc::test::read_file_bytes(scratch) == llmc::test::read_file_bytes(memory));
+  }
+}
+
+TEST_CASE("quantize: peak RSS stays below the size of SmolLM2's 4-bit GGUF (RTN and GPTQ)", "[cli][quantize][heavy]") {
+  const std::string path = llmc::test::smollm2_path();
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (path.empty() || text.empty()) return;
+  llmc::test::TempDir dir;
+  const double input_mib = static_cast<double>(std::filesystem::file_size(path)) / (1 << 20);
+  for (const std::string method : {std::string("rtn --bits 4"), "gptq --bits 4 --group-size 128 --calib " + text +
+                                                                    " --calib-samples 4 --calib-ctx 128"}) {
+    INFO(method);
+    auto r = run_cli("quantize " + path + " -o " + dir.path("out.llmc") + " --force --json - --method " + method);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    const auto json = nlohmann::json::parse(r.output.substr(r.output.find("{\n")));
+    const double rss = json.at("peak_rss_mib").get<double>();
+    INFO("peak RSS " << rss << " MiB, input " << input_mib << " MiB");
+    CHECK(rss < input_mib);
+  }
 }
 
 TEST_CASE("compress: a recipe with overrides, GGUF output chosen by extension", "[cli][compress]") {

@@ -91,12 +91,20 @@ double peak_rss_mib() {
 }
 
 Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path, bool require_tensors,
-                                 ModelUse use) {
+                                 ModelUse use, std::shared_ptr<ScratchFile> scratch) {
   LoadOptions options;
+  options.scratch = std::move(scratch);
   options.tokenizer_path = tokenizer_path;
   options.require_tensors = require_tensors;
   options.read_once = use == ModelUse::kTransform;
   return load_model(path, options);
+}
+
+std::shared_ptr<ScratchFile> transform_scratch() {
+  auto scratch = ScratchFile::create(temp_dir());
+  if (scratch.ok()) return std::move(scratch).value();
+  log_warn(scratch.error().message, "; tensors stay in memory");
+  return nullptr;
 }
 
 }  // namespace llmc::cli

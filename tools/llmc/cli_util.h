@@ -1,11 +1,13 @@
 // CLI helpers: exit codes, printing errors, the stderr log/progress sink, option validators.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "formats/model_io.h"
+#include "formats/scratch_file.h"
 
 namespace llmc::cli {
 
@@ -52,8 +54,14 @@ enum class ModelUse {
   kTransform,  // reads each tensor about once to write another file: input pages are given back
 };
 
-// Loads a model, with --tokenizer when given.
+// Loads a model, with --tokenizer when given. `scratch`: where the reader puts tensors it builds
+// (LoadOptions::scratch).
 Result<Model> load_model_for_cli(const std::string& path, const std::string& tokenizer_path,
-                                 bool require_tensors = true, ModelUse use = ModelUse::kRun);
+                                 bool require_tensors = true, ModelUse use = ModelUse::kRun,
+                                 std::shared_ptr<ScratchFile> scratch = nullptr);
+
+// The scratch file of a transforming command (formats/scratch_file.h) in $TMPDIR, else /tmp; null
+// with a warning when none can be created there (tensors then stay in memory).
+std::shared_ptr<ScratchFile> transform_scratch();
 
 }  // namespace llmc::cli

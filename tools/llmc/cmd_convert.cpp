@@ -42,7 +42,8 @@ int run_convert(const ConvertArgs& a) {
         make_error(ErrorCode::kInvalidArgument, "safetensors has no ", a.dtype, " type; use f32, f16 or bf16"));
   if (auto ok = a.writer.check(*format); !ok.ok()) return report_error(ok.error());
 
-  auto loaded = load_model_for_cli(a.input, a.tokenizer, /*require_tensors=*/true, ModelUse::kTransform);
+  const std::shared_ptr<ScratchFile> scratch = transform_scratch();
+  auto loaded = load_model_for_cli(a.input, a.tokenizer, /*require_tensors=*/true, ModelUse::kTransform, scratch);
   if (!loaded.ok()) return report_error(loaded.error());
   Model& model = *loaded;
   const auto t_loaded = std::chrono::steady_clock::now();
@@ -50,7 +51,7 @@ int run_convert(const ConvertArgs& a) {
   Result<void> written;
   switch (*format) {
     case FileFormat::kLlmc: {
-      cast_model(model, dtype);
+      cast_model(model, dtype, scratch.get());
       LlmcWriteOptions o;
       a.writer.apply(o);
       o.command_line = command_line();

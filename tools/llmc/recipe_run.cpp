@@ -101,12 +101,17 @@ void add_job_options(CLI::App& sub, RecipeJob& job) {
       ->check(CLI::Range(0, 4096));
   sub.add_option("--calib-ram", job.calib_ram_mib,
                  "MiB of calibration activations kept in memory (the rest go to an unlinked temporary file in "
-                 "$TMPDIR) and of KV caches --calib-self samples with (default 64; the output does not depend on "
-                 "it)")
+                 "$TMPDIR) and of KV caches --calib-self samples with (default 64, or an eighth of the input's size "
+                 "when that is less, at least 8; the output does not depend on it)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   job.writer.add(sub);
   sub.add_option("--json", job.json, "Also write the summary (sizes, per-pass reports, times) as JSON (- = stdout)");
   sub.add_flag("--force", job.force, "Replace an existing output");
+}
+
+int64_t default_calib_ram(uint64_t input_bytes) {
+  constexpr int64_t kFloor = int64_t{8} << 20;
+  return std::min(CalibOptions::kDefaultRamBytes, std::max(kFloor, static_cast<int64_t>(input_bytes / 8)));
 }
 
 int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
@@ -127,7 +132,8 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
       return report_error(make_error(ErrorCode::kIo, "calibration text ", recipe.calibration->file, " not found"));
   }
 
-  auto loaded = load_model_for_cli(job.input, job.tokenizer, /*require_tensors=*/true, ModelUse::kTransform);
+  const std::shared_ptr<ScratchFile> scratch = transform_scratch();
+  auto loaded = load_model_for_cli(job.input, job.tokenizer, /*require_tensors=*/true, ModelUse::kTransform, scratch);
   if (!loaded.ok()) return report_error(loaded.error());
   Model& model = *loaded;
   const double load_s = since(t0);
@@ -135,8 +141,9 @@ int run_recipe_job(const RecipeJob& job, const Recipe& recipe) {
 
   PipelineOptions popt;
   popt.threads = job.threads;
-  popt.calib_ram_bytes = job.calib_ram_mib << 20;
+  popt.calib_ram_bytes = job.calib_ram_mib >= 0 ? job.calib_ram_mib << 20 : default_calib_ram(path_size(job.input));
   popt.recipe_error = job.recipe_error;
+  popt.scratch = scratch;
   if (job.threads > 0) omp_set_num_threads(job.threads);
   auto result = run_pipeline(model, recipe, popt);
   if (!result.ok()) return report_error(result.error());

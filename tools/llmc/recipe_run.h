@@ -25,11 +25,15 @@ struct RecipeJob {
   std::vector<std::string> extra_inputs;  // recipe, calibration text: never overwritten
   WriterFlags writer;                     // --zstd, --entropy
   int threads = 0;
-  int64_t calib_ram_mib = CalibOptions::kDefaultRamBytes >> 20;  // --calib-ram
+  int64_t calib_ram_mib = -1;  // --calib-ram; -1: default_calib_ram of the input
   bool force = false;
   // Optional command-specific summary lines, printed after the pass lines (e.g. lowrank's ranks).
   std::function<void(const PipelineResult&)> print_details;
 };
+
+// --calib-ram's default in bytes: CalibOptions::kDefaultRamBytes, or an eighth of the input's size
+// when that is less (at least 8 MiB), so that quantizing a small input stays below its size.
+int64_t default_calib_ram(uint64_t input_bytes);
 
 // Checks the output path, loads the input, runs the (already validated) recipe, writes the output
 // with the resolved recipe in its provenance, prints the summary. Returns the exit code.

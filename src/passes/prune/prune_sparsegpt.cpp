@@ -97,7 +97,7 @@ class PruneSparseGpt final : public Pass {
         if (n.rfind(prefix, 0) == 0) here.push_back(n);
       if (!here.empty() && true_sequential_) {
         size_t done = 0;
-        LLMC_TRY(seq->collect_stages(l, request, [&](const LayerStats& stats) -> Result<void> {
+        LLMC_TRY(seq->collect_stages(l, request, [&](LayerStats& stats) -> Result<void> {
           for (const std::string& n : here)
             if (stats.count(n)) {
               LLMC_TRY(prune_one(n, stats));

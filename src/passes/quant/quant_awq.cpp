@@ -38,18 +38,27 @@ constexpr double kMinChannelFraction = 1e-3;
 constexpr double kMinScale = 1e-4;  // AWQ's clamp of s before normalization
 
 // Σ over rows of ΔW G ΔWᵀ with ΔW = W - Q(W·diag(s))·diag(s)⁻¹: the output error on the samples.
+// RTN treats rows independently, so the rows go a block at a time (the working copies of a
+// [1536, 576] weight were 21 MB per grid thread); u8 scales fit their grids over the whole tensor,
+// so they take it at once.
 double scaled_quant_error(const QuantSpec& spec, const std::vector<float>& w, int64_t rows, int64_t cols,
                           const std::vector<float>& s, const RowMatrix& gram, const ScaleSearch& search) {
-  std::vector<float> ws(w.size());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) ws[r * cols + c] = w[r * cols + c] * s[c];
-  std::vector<float> dq;
-  quantize_rtn(spec, ws, rows, cols, {}, search, &dq);
-  RowMatrix delta(rows, cols);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      delta(r, c) = static_cast<double>(w[r * cols + c]) - static_cast<double>(dq[r * cols + c]) / s[c];
-  return (delta * gram).cwiseProduct(delta).sum();
+  const int64_t block = spec.scale_dtype == DType::kU8 ? rows : std::max<int64_t>(1, (int64_t{1} << 16) / cols);
+  double sum = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t n = std::min(block, rows - r0);
+    std::vector<float> ws(static_cast<size_t>(n * cols));
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < cols; ++c) ws[r * cols + c] = w[(r0 + r) * cols + c] * s[c];
+    std::vector<float> dq;
+    quantize_rtn(spec, ws, n, cols, {}, search, &dq);
+    RowMatrix delta(n, cols);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        delta(r, c) = static_cast<double>(w[(r0 + r) * cols + c]) - static_cast<double>(dq[r * cols + c]) / s[c];
+    sum += (delta * gram).cwiseProduct(delta).sum();
+  }
+  return sum;
 }
 
 struct GroupTensors {

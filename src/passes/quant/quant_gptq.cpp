@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
+#include <set>
 
 #include "core/log.h"
 #include "core/lowrank.h"
@@ -243,16 +245,18 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
 
   std::shared_ptr<const GptqHessian> hessian;
   std::string method = "rtn";
-  if (gptq && stats && !stats->xtx.empty()) {
-    auto& slot = cache[{stats, col_scale.data()}];
-    if (!slot) {
+  const auto cached = stats ? cache.find({stats, col_scale.data()}) : cache.end();
+  if (gptq && (cached != cache.end() || (stats && !stats->xtx.empty()))) {
+    if (cached != cache.end()) {
+      hessian = cached->second;  // null: its Cholesky failed (prepare_hessians warned)
+    } else {
       auto prepared = prepare_gptq_hessian(stats->xtx, cols, stats->tokens, col_scale, options, threads);
       if (prepared.ok())
-        slot = *prepared;
+        hessian = *prepared;
       else
         log_warn(target.name, ": ", prepared.error().message, "; falling back to RTN");
+      cache[{stats, col_scale.data()}] = hessian;
     }
-    hessian = slot;
     if (!hessian) method = "rtn (Cholesky failed)";
   } else if (gptq) {
     log_warn(target.name, ": no X^T X statistics; quantized by RTN");
@@ -275,16 +279,46 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
         col_imp[c] =
             static_cast<float>(stats->sq_sum[c] / std::max<int64_t>(stats->tokens, 1) / (scaled(c) * scaled(c)));
     }
-    const RowLoader load = [&tensor](int64_t r0, int64_t r1, float* out) { tensor_rows_to_f32(tensor, r0, r1, out); };
+    const RowLoader load = [&tensor](int64_t r0, int64_t r1, float* out) {
+      tensor_rows_to_f32(tensor, r0, r1, out);
+      release_row_pages(tensor, r0, r1);
+    };
     QuantError error;
     enc = quantize_rtn_rows(target.spec, rows, cols, load, col_imp, search, nullptr, &error);
     entry["rel_err"] = error.norm > 0 ? error.err / error.norm : 0.0;
   }
   entry["method"] = method;
-  const Tensor source = tensor;  // keeps the input's bytes alive until their pages are given back
-  model.replace(Tensor{tensor.name, tensor.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
-  release_file_pages(*source.encoding);
+  replace_and_release(model,
+                      Tensor{tensor.name, tensor.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
   return entry;
+}
+
+// The Hessian factors of a stage's inputs (no column scales), prepared before its weights are
+// quantized; each input's X^T X then goes (the entries that shared its statistics get one copy
+// without it), so the [cols, cols] doubles are not held next to the factor while the weights are
+// quantized. quantize_one finds the factors in `cache` under the copies. Statistics that a
+// decomposition's input shares keep their X^T X (its parts derive their Hessians from it).
+void prepare_hessians(const Model& model, LayerStats& stats, const GptqOptions& options, int threads,
+                      HessianCache& cache) {
+  std::set<const LinearInputStats*> keep;
+  for (const auto& [name, st] : stats)
+    if (const Tensor* t = model.find(name); t && is_decomposition(*t->encoding)) keep.insert(st.get());
+  std::map<const LinearInputStats*, std::shared_ptr<const LinearInputStats>> lean;
+  for (const auto& [name, st] : stats) {
+    if (!st || st->xtx.empty() || lean.count(st.get()) || keep.count(st.get())) continue;
+    auto copy = std::make_shared<LinearInputStats>();
+    copy->cols = st->cols;
+    copy->tokens = st->tokens;
+    copy->sq_sum = st->sq_sum;
+    copy->samples = st->samples;
+    copy->n_samples = st->n_samples;
+    auto prepared = prepare_gptq_hessian(st->xtx, st->cols, st->tokens, {}, options, threads);
+    if (!prepared.ok()) log_warn(name, ": ", prepared.error().message, "; falling back to RTN");
+    cache[{copy.get(), nullptr}] = prepared.ok() ? *prepared : nullptr;
+    lean[st.get()] = std::move(copy);
+  }
+  for (auto& [name, st] : stats)
+    if (auto it = lean.find(st.get()); it != lean.end()) st = it->second;
 }
 
 const LinearInputStats* find_stats(const LayerStats& stats, const std::string& name) {
@@ -330,8 +364,9 @@ Result<nlohmann::json> run_sequential_quant(Model& model, PassContext& ctx, cons
     for (const QuantTarget& t : targets)
       if (tensor_layer(t.name) == l) layer_targets.push_back(t);
     if (!layer_targets.empty() && staged) {
-      LLMC_TRY(seq->collect_stages(l, plan.request, [&](const LayerStats& stats) -> Result<void> {
+      LLMC_TRY(seq->collect_stages(l, plan.request, [&](LayerStats& stats) -> Result<void> {
         cache.clear();
+        prepare_hessians(model, stats, options, threads, cache);
         for (const QuantTarget& t : layer_targets) {
           const LinearInputStats* st = find_stats(stats, t.name);
           if (!st) continue;  // another stage's group

@@ -343,11 +343,16 @@ uint32_t quantize_value(const QuantSpec& spec, const GroupParams& p, float v) {
   return kernels::rtn_code(code_map(spec, p), v);
 }
 
-QuantRowsBuilder::QuantRowsBuilder(const QuantSpec& spec, int64_t rows, int64_t cols)
-    : spec_(spec), rows_(rows), cols_(cols) {
+QuantRowsBuilder::QuantRowsBuilder(const QuantSpec& spec, int64_t rows, int64_t cols, bool packed)
+    : spec_(spec), rows_(rows), cols_(cols), packed_(packed) {
   groups_per_row_ = spec_groups_per_row(spec, cols);
   group_size_ = groups_per_row_ == 1 ? cols : spec.group_size;
-  codes_.assign(static_cast<size_t>(rows * cols), 0);
+  layout_.bits = spec.bits;
+  layout_.scheme = spec.scheme;
+  layout_.group_size = spec.group_size;
+  layout_.scale_dtype = spec.scale_dtype;
+  layout_.packing = spec.scheme == QuantScheme::kTernary && spec.trits5 ? QuantPacking::kTrits5 : QuantPacking::kBits;
+  codes_.assign(static_cast<size_t>(rows * (packed ? quant_row_stride(layout_, cols) : cols)), 0);
   params_.assign(static_cast<size_t>(rows * groups_per_row_), GroupParams{});
   if (spec.scale_dtype == DType::kU8) {
     scale_u8_.assign(params_.size(), 0);
@@ -466,19 +471,24 @@ void pack_row(const QuantEncoding& q, const uint8_t* in, int64_t cols, uint8_t* 
 
 }  // namespace
 
-QuantEncoding QuantRowsBuilder::finish() const {
-  QuantEncoding q;
-  q.bits = spec_.bits;
-  q.scheme = spec_.scheme;
-  q.group_size = spec_.group_size;
-  q.scale_dtype = spec_.scale_dtype;
-  q.packing = spec_.scheme == QuantScheme::kTernary && spec_.trits5 ? QuantPacking::kTrits5 : QuantPacking::kBits;
-  const int64_t stride = quant_row_stride(q, cols_);
-  std::vector<uint8_t> packed(static_cast<size_t>(rows_ * stride), 0);
-  // Rows start on byte boundaries: each row is packed by one thread.
+void QuantRowsBuilder::store_row(int64_t row, const uint8_t* codes) {
+  LLMC_CHECK(packed_, "store_row needs a packed builder");
+  const int64_t stride = quant_row_stride(layout_, cols_);
+  pack_row(layout_, codes, cols_, codes_.data() + row * stride);
+}
+
+QuantEncoding QuantRowsBuilder::finish() {
+  QuantEncoding q = layout_;
+  if (packed_) {
+    q.codes = Bytes::owned(std::move(codes_));
+  } else {
+    const int64_t stride = quant_row_stride(q, cols_);
+    std::vector<uint8_t> packed(static_cast<size_t>(rows_ * stride), 0);
+    // Rows start on byte boundaries: each row is packed by one thread.
 #pragma omp parallel for schedule(static) if (rows_ * cols_ > (1 << 16))
-  for (int64_t r = 0; r < rows_; ++r) pack_row(q, codes_.data() + r * cols_, cols_, packed.data() + r * stride);
-  q.codes = Bytes::owned(std::move(packed));
+    for (int64_t r = 0; r < rows_; ++r) pack_row(q, codes_.data() + r * cols_, cols_, packed.data() + r * stride);
+    q.codes = Bytes::owned(std::move(packed));
+  }
   const bool mins = spec_has_mins(spec_);
   auto table = [&](bool want_min) -> Bytes {
     if (spec_.scale_dtype == DType::kU8) return Bytes::from_vector(want_min ? min_u8_ : scale_u8_);
@@ -574,7 +584,7 @@ QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t col
                                 std::span<const float> col_imp, const ScaleSearch& search, float* dequant,
                                 QuantError* error) {
   LLMC_CHECK(col_imp.empty() || static_cast<int64_t>(col_imp.size()) == cols);
-  QuantRowsBuilder builder(spec, rows, cols);
+  QuantRowsBuilder builder(spec, rows, cols, /*packed=*/true);  // no byte per weight: rows packed as done
   const int64_t gpr = builder.groups_per_row(), gsize = builder.group_size();
   if (spec.scale_dtype == DType::kU8) {  // first pass: the per-block grids from plain RTN params
     std::vector<float> scales(static_cast<size_t>(rows * gpr)), mins(scales.size());
@@ -591,11 +601,13 @@ QuantEncoding quantize_rtn_rows(const QuantSpec& spec, int64_t rows, int64_t col
     std::vector<float> lo, hi;
     std::vector<kernels::RtnCodeMap> maps(static_cast<size_t>(gpr));
     std::vector<kernels::RtnDequantMap> deq(maps.size());
+    std::vector<uint8_t> codes(static_cast<size_t>(cols));
+    uint8_t* qr = codes.data();
     for (int64_t r = r0; r < r1; ++r) {
       const float* wr = w + (r - r0) * cols;
-      uint8_t* qr = builder.row_codes(r);
       fit_row(spec, builder, r, wr, cols, col_imp, search, lo, hi, maps.data(), deq.data());
       kernels::rtn_codes(wr, cols, gsize, maps.data(), qr);
+      builder.store_row(r, qr);
       if (dequant)
         for (int64_t g = 0, c0 = 0; c0 < cols; ++g, c0 += gsize) {
           const kernels::RtnDequantMap& m = deq[static_cast<size_t>(g)];

@@ -62,7 +62,9 @@ inline float dequantize_code(const QuantSpec& spec, const GroupParams& p, uint32
 // with the returned params, so decode equals their own dequantized weights exactly.
 class QuantRowsBuilder {
  public:
-  QuantRowsBuilder(const QuantSpec& spec, int64_t rows, int64_t cols);
+  // packed = true: rows arrive whole through store_row() and are packed at once, so the builder
+  // never holds a byte per weight (set_code/row_codes are then not available).
+  QuantRowsBuilder(const QuantSpec& spec, int64_t rows, int64_t cols, bool packed = false);
   int64_t groups_per_row() const { return groups_per_row_; }
   int64_t group_size() const { return group_size_; }  // columns per group (last may be shorter)
   void set_scale_grid(std::span<const float> w);      // u8 scales only; w: [rows, cols]
@@ -77,16 +79,19 @@ class QuantRowsBuilder {
   GroupParams set_params(int64_t row, int64_t group, const GroupParams& p);
   void set_code(int64_t row, int64_t col, uint32_t q);
   uint8_t* row_codes(int64_t row) { return codes_.data() + row * cols_; }  // [cols] codes, one per byte
+  void store_row(int64_t row, const uint8_t* codes);                       // packed builders: [cols] codes
   GroupParams params(int64_t row, int64_t group) const;
-  QuantEncoding finish() const;
+  QuantEncoding finish();  // once
 
  private:
   QuantSpec spec_;
   int64_t rows_, cols_, groups_per_row_, group_size_;
-  std::vector<uint8_t> codes_;  // one per weight, packed in finish()
+  QuantEncoding layout_;        // bits, scheme, packing of the result (no buffers)
+  std::vector<uint8_t> codes_;  // one per weight, packed in finish(); packed builders: packed rows
   std::vector<GroupParams> params_;
   std::vector<float> scale_meta_, min_meta_;  // u8 scales: (step, base) per block
   std::vector<uint8_t> scale_u8_, min_u8_;    // u8 scales: the stored entries
+  bool packed_ = false;
 };
 
 // t.rows_to_f32(r0, r1, out), bit for bit except NaN payloads (NaN stays NaN), with Dense f16/bf16

@@ -12,6 +12,8 @@
 
 #include "core/log.h"
 #include "core/lowrank.h"
+#include "formats/file_io.h"
+#include "formats/scratch_file.h"
 #include "model/arch.h"
 #include "model/describe.h"
 #include "passes/quant/quant_methods.h"
@@ -196,10 +198,11 @@ struct TensorPlan {
 };
 
 // Mean KL(p_ref || p) over every position of a few calibration sequences, against the log-probs
-// of the model as it was at construction (the one thing kept: [positions, vocab] f32). The model
-// runs block by block and gives back its mapped weight pages as it goes, and the head runs on a few
-// rows at a time, so besides the reference only one block's weights and [kHeadRows, vocab] logits
-// are resident (the input file is not).
+// of the model as it was at construction (the one thing kept: [positions, vocab] f32, in a scratch
+// file in $TMPDIR, read a position at a time and given back; on the heap when none can be made). The
+// model runs block by block and gives back its mapped weight pages as it goes, and the head runs on
+// a few rows at a time, so only one block's weights and [kHeadRows, vocab] logits are resident (the
+// input file and the reference are not).
 class KldProbe {
  public:
   static Result<std::unique_ptr<KldProbe>> create(const Model& model, const CalibrationSet& calib, int64_t tokens,
@@ -219,26 +222,42 @@ class KldProbe {
       return make_error(ErrorCode::kInvalidArgument, "quant.mixed: calibration set has no sequences for the probe");
     p->threads_ = threads;
     p->vocab_ = model.config.vocab_size;
-    p->ref_.resize(static_cast<size_t>(positions * p->vocab_));
+    p->positions_ = positions;
+    const size_t row_bytes = static_cast<size_t>(p->vocab_) * sizeof(float);
+    auto scratch = ScratchFile::create(temp_dir());
+    if (!scratch.ok()) log_warn(scratch.error().message, "; the probe's reference stays in memory");
+    std::vector<float> heap(scratch.ok() ? 0 : static_cast<size_t>(positions * p->vocab_));
+    const ScratchFile::Range range = scratch.ok() ? (*scratch)->reserve(positions * row_bytes) : ScratchFile::Range{};
+    std::vector<float> row(static_cast<size_t>(p->vocab_));
+    Result<void> written;
     LLMC_TRY(p->forward(model, [&](size_t t, const float* logits) {
-      float* r = p->ref_.data() + t * static_cast<size_t>(p->vocab_);
+      float* r = scratch.ok() ? row.data() : heap.data() + t * static_cast<size_t>(p->vocab_);
       const double lz = log_sum_exp(logits, p->vocab_);
       for (int64_t i = 0; i < p->vocab_; ++i) r[i] = static_cast<float>(double{logits[i]} - lz);
+      if (scratch.ok() && written.ok())
+        written = (*scratch)->write(range, t * row_bytes, {reinterpret_cast<const uint8_t*>(r), row_bytes});
     }));
+    LLMC_TRY(written);
+    if (scratch.ok()) {
+      LLMC_ASSIGN_OR_RETURN(p->ref_, (*scratch)->view(range));
+    } else {
+      p->ref_ = Bytes::from_vector(heap);
+    }
     return p;
   }
 
   Result<double> measure(const Model& model) {
     double sum = 0;
-    const size_t positions = ref_.size() / static_cast<size_t>(vocab_);
+    const auto positions = static_cast<size_t>(positions_);
     LLMC_TRY(forward(model, [&](size_t t, const float* logits) {
-      const float* r = ref_.data() + t * static_cast<size_t>(vocab_);
+      const float* r = ref_.as<float>() + t * static_cast<size_t>(vocab_);
       const double lz = log_sum_exp(logits, vocab_);
       double kl = 0;
       for (int64_t i = 0; i < vocab_; ++i) {
         const auto q = static_cast<float>(double{logits[i]} - lz);
         kl += std::exp(static_cast<double>(r[i])) * (double{r[i]} - double{q});
       }
+      release_file_pages(r, static_cast<size_t>(vocab_) * sizeof(float));
       sum += kl;
     }));
     return positions ? sum / static_cast<double>(positions) : 0.0;
@@ -286,7 +305,8 @@ class KldProbe {
   int64_t max_len_ = 0;
   int64_t vocab_ = 0;
   int threads_ = 0;
-  std::vector<float> ref_;
+  int64_t positions_ = 0;
+  Bytes ref_;  // [positions, vocab] f32 log-probs of the model at construction
 };
 
 // A candidate encoding of `original` (rows read through `load`): the Quant tensor RTN gives, or a

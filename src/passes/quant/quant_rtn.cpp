@@ -51,7 +51,10 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
       col_imp.assign(it->second->sq_sum.begin(), it->second->sq_sum.end());
     }
     // Rows are decoded block by block as the threads need them: the tensor is never whole in f32.
-    const RowLoader load = [&t](int64_t r0, int64_t r1, float* out) { tensor_rows_to_f32(t, r0, r1, out); };
+    const RowLoader load = [&t](int64_t r0, int64_t r1, float* out) {
+      tensor_rows_to_f32(t, r0, r1, out);
+      release_row_pages(t, r0, r1);
+    };
     QuantError error;
     QuantEncoding enc = quantize_rtn_rows(*spec, rows, cols, load, col_imp, search, nullptr, &error);
     const size_t bytes =
@@ -60,8 +63,7 @@ Result<nlohmann::json> quantize_model_rtn(Model& model, PassContext& ctx, const 
                      {"bpw", t.numel() ? 8.0 * static_cast<double>(bytes) / static_cast<double>(t.numel()) : 0.0},
                      {"rel_err", error.norm > 0 ? std::sqrt(error.err / error.norm) : 0.0},
                      {"importance", !col_imp.empty()}};
-    model.replace(Tensor{name, t.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
-    release_file_pages(*t.encoding);
+    replace_and_release(model, Tensor{name, t.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
   }
   return details;
 }

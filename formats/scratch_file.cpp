@@ -1,0 +1,107 @@
+// Unlinked temporary files: the calibration spill file and the scratch file of built tensors.
+#include "formats/scratch_file.h"
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/log.h"
+#include "formats/file_io.h"
+
+namespace llmc {
+
+std::string temp_dir() {
+  const char* env = std::getenv("TMPDIR");
+  return env && *env ? env : "/tmp";
+}
+
+Result<int> open_unlinked(const std::string& dir, const std::string& what) {
+#ifdef O_TMPFILE
+  const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0) return fd;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    return make_error(ErrorCode::kIo, what, ": cannot create a temporary file in ", dir, ": ", std::strerror(errno));
+#endif
+  std::string path = dir + "/llmc-XXXXXX";
+  const int tmp = ::mkstemp(path.data());
+  if (tmp < 0)
+    return make_error(ErrorCode::kIo, what, ": cannot create a temporary file in ", dir, ": ", std::strerror(errno));
+  ::unlink(path.c_str());
+  return tmp;
+}
+
+Result<std::shared_ptr<ScratchFile>> ScratchFile::create(const std::string& dir) {
+  std::shared_ptr<ScratchFile> f(new ScratchFile());
+  f->dir_ = dir;
+  LLMC_ASSIGN_OR_RETURN(f->fd_, open_unlinked(dir, "scratch file"));
+  return f;
+}
+
+ScratchFile::~ScratchFile() {
+  if (fd_ >= 0) ::close(fd_);  // the mappings keep the file's pages
+}
+
+uint64_t ScratchFile::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return end_;
+}
+
+ScratchFile::Range ScratchFile::reserve(uint64_t size) {
+  static const uint64_t kPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Range r{end_, size};
+  end_ = (end_ + size + kPage - 1) / kPage * kPage;
+  return r;
+}
+
+Result<void> ScratchFile::write(const Range& range, uint64_t offset, std::span<const uint8_t> bytes) {
+  LLMC_CHECK(offset <= range.size && bytes.size() <= range.size - offset, "scratch write outside its range");
+  const uint64_t at = range.at + offset;
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return make_error(ErrorCode::kIo, "scratch file in ", dir_, ": cannot write ", bytes.size() >> 20,
+                        " MiB: ", n < 0 ? std::strerror(errno) : "no progress",
+                        "; free disk space or point TMPDIR elsewhere");
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Result<Bytes> ScratchFile::view(const Range& range) {
+  return map_file_range(fd_, range.at, range.size, "scratch file in " + dir_);
+}
+
+// Ranges are never reused: a failed write leaves a hole that no view maps.
+Result<Bytes> ScratchFile::store(std::span<const uint8_t> bytes) {
+  if (bytes.empty()) return Bytes{};
+  const Range r = reserve(bytes.size());
+  LLMC_TRY(write(r, 0, bytes));
+  return view(r);
+}
+
+Result<EncodingPtr> ScratchFile::store(const Encoding& enc) {
+  return map_buffers(enc, [this](const Bytes& b) -> Result<Bytes> {
+    if (is_file_backed(b.data(), b.size())) return b;  // already costs no heap
+    return store(b.span());
+  });
+}
+
+EncodingPtr store_or_keep(ScratchFile* scratch, const EncodingPtr& enc) {
+  if (!scratch || !enc) return enc;
+  auto stored = scratch->store(*enc);
+  if (stored.ok()) return std::move(stored).value();
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true)) log_warn(stored.error().message, "; tensors stay in memory");
+  return enc;
+}
+
+void trim_heap() { ::malloc_trim(0); }
+
+}  // namespace llmc
