@@ -27,5 +27,8 @@ struct Tensor {
 Tensor make_dense_f32(std::string name, Shape shape, const std::vector<float>& values);
 // Converts f32 values to a Dense tensor of `dtype` (f32, f16 or bf16), rounding to nearest even.
 Tensor make_dense(std::string name, Shape shape, const std::vector<float>& values, DType dtype);
+// t as a Dense tensor of `dtype` (f32, f16 or bf16; the same values as make_dense of t.to_f32()),
+// decoded and converted a block of rows at a time: no f32 copy of the whole tensor.
+Tensor to_dense(const Tensor& t, DType dtype);
 
 }  // namespace llmc

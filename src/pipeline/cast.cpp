@@ -66,38 +66,6 @@ Tensor quantize_tensor(const Tensor& t, int bits) {
   return Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{q})};
 }
 
-// Dense of a float type, converted a block of rows at a time (no f32 copy of the whole tensor).
-Tensor convert_dense(const Tensor& t, DType dtype) {
-  const int64_t rows = t.shape.dims.size() < 2 ? 1 : t.rows(), cols = t.numel() / std::max<int64_t>(rows, 1);
-  const int width = dtype_bytes(dtype);
-  std::vector<uint8_t> out(static_cast<size_t>(t.numel() * width));
-  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(cols, 1));
-  std::vector<float> buf;
-  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-    const int64_t r1 = std::min(rows, r0 + chunk), n = (r1 - r0) * cols;
-    buf.resize(static_cast<size_t>(n));
-    if (rows == 1) {
-      const std::vector<float> all = t.to_f32();  // 1-D: norms and biases, small
-      std::copy(all.begin(), all.end(), buf.begin());
-    } else {
-      t.rows_to_f32(r0, r1, buf.data());
-    }
-    uint8_t* dst = out.data() + r0 * cols * width;
-    for (int64_t i = 0; i < n; ++i) {
-      if (dtype == DType::kF32) {
-        std::memcpy(dst + i * 4, &buf[i], 4);
-      } else {
-        const uint16_t h = dtype == DType::kF16 ? f32_to_f16(buf[i]) : f32_to_bf16(buf[i]);
-        std::memcpy(dst + i * 2, &h, 2);
-      }
-    }
-  }
-  DenseEncoding d;
-  d.dtype = dtype;
-  d.data = Bytes::owned(std::move(out));
-  return Tensor{t.name, t.shape, std::make_shared<Encoding>(Encoding{d})};
-}
-
 bool is_dense_of(const Tensor& t, DType dtype) {
   const auto* d = std::get_if<DenseEncoding>(&t.encoding->node);
   return d && d->dtype == dtype;
@@ -118,7 +86,7 @@ void cast_model(Model& model, ExportDType dtype, ScratchFile* scratch) {
   for (const auto& t : tensors) {
     const bool one_d = t.shape.dims.size() < 2;
     if (one_d) {
-      if (!is_dense_of(t, DType::kF32)) replace(t, convert_dense(t, DType::kF32));
+      if (!is_dense_of(t, DType::kF32)) replace(t, to_dense(t, DType::kF32));
       continue;
     }
     DType target = DType::kF32;
@@ -138,7 +106,7 @@ void cast_model(Model& model, ExportDType dtype, ScratchFile* scratch) {
         break;
       case ExportDType::kKeep: break;
     }
-    if (!is_dense_of(t, target)) replace(t, convert_dense(t, target));
+    if (!is_dense_of(t, target)) replace(t, to_dense(t, target));
   }
 }
 

@@ -316,30 +316,58 @@ Tensor candidate_tensor(const MixedCandidate& c, const Tensor& original, const R
   if (c.keep) {
     const auto* dense = std::get_if<DenseEncoding>(&original.encoding->node);
     if (dense && dense->dtype == c.keep_dtype) return original;
-    return make_dense(original.name, original.shape, original.to_f32(), c.keep_dtype);
+    return to_dense(original, c.keep_dtype);
   }
   QuantEncoding enc =
       quantize_rtn_rows(c.spec, original.rows(), original.cols(), load, col_imp, search, nullptr, nullptr);
   return Tensor{original.name, original.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})};
 }
 
+// Adds Σ h_c (w - q)² over `count` row-major values of rows `cols` wide (h empty = 1) to e, in order.
+void add_weighted_error(const float* w, const float* q, size_t count, int64_t cols, const std::vector<float>& h,
+                        double& e) {
+  for (size_t i = 0; i < count; ++i) {
+    const double d = double{w[i]} - double{q[i]};
+    e += (h.empty() ? 1.0 : double{h[i % static_cast<size_t>(cols)]}) * d * d;
+  }
+}
+
+// Rows a block of weighted_error reads (about 256K weights).
+int64_t error_block_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, cols)); }
+
 // Σ_r Σ_c h_c (w - q)² (h empty = 1), summed in one accumulator in row-major order; the rows of
 // both are read a block at a time.
 double weighted_error(const RowLoader& w_rows, const RowLoader& q_rows, int64_t rows, int64_t cols,
                       const std::vector<float>& h) {
-  constexpr int64_t kBlockFloats = int64_t{1} << 18;
-  const int64_t block = std::max<int64_t>(1, kBlockFloats / std::max<int64_t>(1, cols));
+  const int64_t block = error_block_rows(cols);
   std::vector<float> w(static_cast<size_t>(std::min(rows, block) * cols)), q(w.size());
   double e = 0;
   for (int64_t r0 = 0; r0 < rows; r0 += block) {
     const int64_t r1 = std::min(rows, r0 + block);
     w_rows(r0, r1, w.data());
     q_rows(r0, r1, q.data());
-    const size_t n = static_cast<size_t>((r1 - r0) * cols);
-    for (size_t i = 0; i < n; ++i) {
-      const double d = double{w[i]} - double{q[i]};
-      e += (h.empty() ? 1.0 : double{h[i % static_cast<size_t>(cols)]}) * d * d;
-    }
+    add_weighted_error(w.data(), q.data(), static_cast<size_t>((r1 - r0) * cols), cols, h, e);
+  }
+  return e;
+}
+
+// weighted_error of RTN candidate `spec` without building it: RTN is row-independent (but for u8
+// scales, whose grid spans the tensor: callers build those), so the rows are quantized and compared
+// a block at a time, in weighted_error's blocks and order; RTN's dequantized values are the
+// encoding's decode, bit for bit.
+double streamed_rtn_error(const QuantSpec& spec, const RowLoader& load, int64_t rows, int64_t cols,
+                          const std::vector<float>& h, std::span<const float> col_imp, const ScaleSearch& search) {
+  const int64_t block = error_block_rows(cols);
+  std::vector<float> w(static_cast<size_t>(std::min(rows, block) * cols)), q(w.size());
+  double e = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t r1 = std::min(rows, r0 + block), n = r1 - r0;
+    load(r0, r1, w.data());
+    const RowLoader part = [&](int64_t a, int64_t b, float* out) {
+      std::copy(w.begin() + a * cols, w.begin() + b * cols, out);
+    };
+    quantize_rtn_rows(spec, n, cols, part, col_imp, search, q.data(), nullptr);
+    add_weighted_error(w.data(), q.data(), static_cast<size_t>(n * cols), cols, h, e);
   }
   return e;
 }
@@ -552,6 +580,10 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
     for (size_t j = 0; j < cands.size(); ++j) {
       // The probe runs the candidate as it would be stored (Quant or Dense), not as f32 values.
       const bool probed = probe_ == "full" || static_cast<int>(j) == p.probe;
+      if (!probed && !cands[j].keep && cands[j].spec.scale_dtype != DType::kU8) {
+        p.error[j] = p.loss[j] = streamed_rtn_error(cands[j].spec, load, p.rows, p.cols, h, col_imp, search);
+        continue;
+      }
       const Tensor encoded =
           cands[j].keep && !probed ? original : candidate_tensor(cands[j], original, load, col_imp, search);
       p.error[j] = weighted_error(load, candidate_rows(cands[j], load, encoded), p.rows, p.cols, h);
@@ -610,8 +642,7 @@ Result<PassReport> QuantMixedPass::run(Model& model, PassContext& ctx) {
     if (c.keep) {
       const Tensor& t = model.get(p.name);
       const auto* dense = std::get_if<DenseEncoding>(&t.encoding->node);
-      if (!dense || dense->dtype != c.keep_dtype)
-        replace_and_release(model, make_dense(p.name, t.shape, t.to_f32(), c.keep_dtype));
+      if (!dense || dense->dtype != c.keep_dtype) replace_and_release(model, to_dense(t, c.keep_dtype));
     } else {
       specs[p.name] = c.spec;
     }
