@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -38,12 +39,19 @@ Result<int> open_unlinked(const std::string& dir, const std::string& what) {
 Result<std::shared_ptr<ScratchFile>> ScratchFile::create(const std::string& dir) {
   std::shared_ptr<ScratchFile> f(new ScratchFile());
   f->dir_ = dir;
-  LLMC_ASSIGN_OR_RETURN(f->fd_, open_unlinked(dir, "scratch file"));
+  LLMC_ASSIGN_OR_RETURN(const int fd, open_unlinked(dir, "scratch file"));
+  f->fd_ = std::shared_ptr<const int>(new int(fd), [](const int* p) {
+    ::close(*p);
+    delete p;
+  });
   return f;
 }
 
-ScratchFile::~ScratchFile() {
-  if (fd_ >= 0) ::close(fd_);  // the mappings keep the file's pages
+ScratchFile::~ScratchFile() = default;  // the views keep the file open
+
+uint64_t ScratchFile::disk_bytes() const {
+  struct stat st {};
+  return ::fstat(*fd_, &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
 }
 
 uint64_t ScratchFile::size() const {
@@ -63,7 +71,7 @@ Result<void> ScratchFile::write(const Range& range, uint64_t offset, std::span<c
   LLMC_CHECK(offset <= range.size && bytes.size() <= range.size - offset, "scratch write outside its range");
   const uint64_t at = range.at + offset;
   for (size_t done = 0; done < bytes.size();) {
-    const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
+    const ssize_t n = ::pwrite(*fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0)
       return make_error(ErrorCode::kIo, "scratch file in ", dir_, ": cannot write ", bytes.size() >> 20,
@@ -75,7 +83,32 @@ Result<void> ScratchFile::write(const Range& range, uint64_t offset, std::span<c
 }
 
 Result<Bytes> ScratchFile::view(const Range& range) {
-  return map_file_range(fd_, range.at, range.size, "scratch file in " + dir_);
+  LLMC_ASSIGN_OR_RETURN(Bytes mapped, map_file_range(*fd_, range.at, range.size, "scratch file in " + dir_));
+  if (mapped.empty()) return mapped;
+  // When the last view of the range goes, so do its blocks on disk (the file is append-only, and a
+  // pass that replaces tensors several times would otherwise grow it with each copy).
+  class Region {
+   public:
+    Region(Bytes mapping, std::shared_ptr<const int> fd, uint64_t at, uint64_t size)
+        : mapping_(std::move(mapping)), fd_(std::move(fd)), at_(at), size_(size) {}
+    Region(const Region&) = delete;
+    Region& operator=(const Region&) = delete;
+    ~Region() {
+      mapping_ = Bytes{};  // unmapped first
+#ifdef FALLOC_FL_PUNCH_HOLE
+      ::fallocate(*fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(at_), static_cast<off_t>(size_));
+#endif
+    }
+
+   private:
+    Bytes mapping_;
+    std::shared_ptr<const int> fd_;
+    uint64_t at_, size_;
+  };
+  const uint8_t* data = mapped.data();
+  const size_t size = mapped.size();
+  auto region = std::make_shared<const Region>(std::move(mapped), fd_, range.at, range.size);
+  return Bytes::view(std::move(region), data, size);
 }
 
 // Ranges are never reused: a failed write leaves a hole that no view maps.

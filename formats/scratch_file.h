@@ -24,8 +24,8 @@ Result<int> open_unlinked(const std::string& dir, const std::string& what);
 // An unlinked file that holds tensor bytes in place of the heap: each store() writes them at the
 // end of the file and answers a read-only shared mapping of them (formats/file_io.h map_file_range).
 // Nothing of it is resident until read, and release_file_pages gives read pages back, so a model
-// whose tensors live here costs the process little RSS however large it is (docs/storage.md,
-// "Scratch file"). The file's space is freed when the last view of it goes.
+// whose tensors live here costs the process little RSS however large it is (docs/architecture.md,
+// "Memory"). A range's disk blocks are freed when its last view goes.
 class ScratchFile {
  public:
   static Result<std::shared_ptr<ScratchFile>> create(const std::string& dir);
@@ -48,11 +48,14 @@ class ScratchFile {
   Result<EncodingPtr> store(const Encoding& enc);
   // Bytes stored so far (with page padding).
   uint64_t size() const;
+  // Bytes the file occupies on disk now: a range's blocks are freed (punched out) when its last
+  // view goes.
+  uint64_t disk_bytes() const;
   const std::string& dir() const { return dir_; }
 
  private:
   ScratchFile() = default;
-  int fd_ = -1;
+  std::shared_ptr<const int> fd_;  // closed when the file and its last view are gone
   std::string dir_;
   uint64_t end_ = 0;
   mutable std::mutex mutex_;

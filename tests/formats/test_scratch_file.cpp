@@ -54,6 +54,17 @@ TEST_CASE("scratch file: stored bytes read back the same and are resident only w
   CHECK(small->data()[0] == 9);
   CHECK(small->data()[99] == 108);
   CHECK((*scratch)->store(std::span<const uint8_t>()).value().empty());
+
+  // The disk blocks of a range go with its last view (a copy of the view keeps them).
+  const uint64_t on_disk = (*scratch)->disk_bytes();
+  CHECK(on_disk >= bytes.size());
+  Bytes copy = view->slice(0, 10);
+  view = Bytes{};
+  CHECK((*scratch)->disk_bytes() == on_disk);
+  CHECK(copy.data()[9] == static_cast<uint8_t>(12));
+  copy = Bytes{};
+  CHECK((*scratch)->disk_bytes() < on_disk - bytes.size() / 2);
+  CHECK(small->data()[99] == 108);  // the other range is untouched
 }
 
 TEST_CASE("scratch file: a range written in parts, out of order and from threads, reads back whole", "[file_io]") {
