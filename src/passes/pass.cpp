@@ -96,9 +96,10 @@ void replace_and_release(Model& model, Tensor t) {
   }
   t.encoding = store_or_keep(scratch.get(), t.encoding);
   const Tensor* old = model.find(t.name);
-  const std::shared_ptr<const Encoding> keep = old ? old->encoding : nullptr;  // alive until released
+  std::shared_ptr<const Encoding> keep = old ? old->encoding : nullptr;  // alive until released
   model.replace(std::move(t));
   if (keep) release_file_pages(*keep);
+  keep.reset();
   if (scratch) trim_heap();  // the heap bytes of t (and of a built input it replaced) are free now
 }
 

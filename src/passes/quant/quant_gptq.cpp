@@ -297,15 +297,19 @@ Result<nlohmann::json> quantize_one(Model& model, const QuantTarget& target, con
 // quantized; each input's X^T X then goes (the entries that shared its statistics get one copy
 // without it), so the [cols, cols] doubles are not held next to the factor while the weights are
 // quantized. quantize_one finds the factors in `cache` under the copies. Statistics that a
-// decomposition's input shares keep their X^T X (its parts derive their Hessians from it).
-void prepare_hessians(const Model& model, LayerStats& stats, const GptqOptions& options, int threads,
-                      HessianCache& cache) {
-  std::set<const LinearInputStats*> keep;
-  for (const auto& [name, st] : stats)
+// decomposition's input shares keep their X^T X (its parts derive their Hessians from it), and
+// so do those of inputs no target reads.
+void prepare_hessians(const Model& model, const std::vector<QuantTarget>& targets, LayerStats& stats,
+                      const GptqOptions& options, int threads, HessianCache& cache) {
+  std::set<const LinearInputStats*> keep, wanted;
+  for (const auto& [name, st] : stats) {
     if (const Tensor* t = model.find(name); t && is_decomposition(*t->encoding)) keep.insert(st.get());
+    if (std::any_of(targets.begin(), targets.end(), [&](const QuantTarget& q) { return q.name == name; }))
+      wanted.insert(st.get());
+  }
   std::map<const LinearInputStats*, std::shared_ptr<const LinearInputStats>> lean;
   for (const auto& [name, st] : stats) {
-    if (!st || st->xtx.empty() || lean.count(st.get()) || keep.count(st.get())) continue;
+    if (!st || st->xtx.empty() || lean.count(st.get()) || keep.count(st.get()) || !wanted.count(st.get())) continue;
     auto copy = std::make_shared<LinearInputStats>();
     copy->cols = st->cols;
     copy->tokens = st->tokens;
@@ -366,7 +370,7 @@ Result<nlohmann::json> run_sequential_quant(Model& model, PassContext& ctx, cons
     if (!layer_targets.empty() && staged) {
       LLMC_TRY(seq->collect_stages(l, plan.request, [&](LayerStats& stats) -> Result<void> {
         cache.clear();
-        prepare_hessians(model, stats, options, threads, cache);
+        prepare_hessians(model, layer_targets, stats, options, threads, cache);
         for (const QuantTarget& t : layer_targets) {
           const LinearInputStats* st = find_stats(stats, t.name);
           if (!st) continue;  // another stage's group
