@@ -23,15 +23,34 @@ using CSMapM = Eigen::Map<const Mat, 0, Stride>;
 
 // ---- LlamaParams ----
 
-Result<LlamaParams> LlamaParams::from_model(const Model& model) {
+namespace {
+
+Result<void> check_trainable(const Model& model) {
   LLMC_TRY(validate_model(model));
   if (model.config.norm != NormKind::kRmsNorm)
     return make_error(ErrorCode::kUnsupported, "training: only RMSNorm models are supported");
   if (model.config.activation != Activation::kSilu)
     return make_error(ErrorCode::kUnsupported, "training: only SiLU-gated (SwiGLU) FFNs are supported");
+  return {};
+}
+
+}  // namespace
+
+Result<LlamaParams> LlamaParams::from_model(const Model& model) { return decode(model, -1); }
+
+Result<LlamaParams> LlamaParams::block_of(const Model& model, int64_t layer) {
+  if (layer < 0 || layer >= model.config.n_layers)
+    return make_error(ErrorCode::kInvalidArgument, "training: no block ", layer);
+  return decode(model, layer);
+}
+
+Result<LlamaParams> LlamaParams::decode(const Model& model, int64_t layer) {
+  LLMC_TRY(check_trainable(model));
   LlamaParams p;
   p.config_ = model.config;
+  const std::string prefix = layer < 0 ? "" : layer_tensor_name(layer, "");
   for (const TensorSpec& spec : expected_tensors(model.config)) {
+    if (spec.name.compare(0, prefix.size(), prefix) != 0) continue;
     p.index_[spec.name] = p.names_.size();
     p.names_.push_back(spec.name);
     p.values_.push_back(model.get(spec.name).to_f32());
@@ -114,8 +133,18 @@ void rope_rows(float* x, int64_t n, int64_t heads, int64_t hd, const float* inv_
 
 // The dense products run on the runtime's SIMD f32 kernel (kernels/cpu/simd.h: one fixed-order
 // dot product per element, whatever the blocking), Y[t, r] = Σ_k A[r, k] B[t, k].
-void gemm_nt(const float* a, int64_t a_rows, int64_t k, const float* b, int64_t b_rows, float* y) {
-  kernels::simd::matmul_rows_f32(reinterpret_cast<const uint8_t*>(a), a_rows, k, b, 0, b_rows, 0, a_rows, y);
+// With threads > 1 the rows of A are split between them (the same bits).
+void gemm_nt(const float* a, int64_t a_rows, int64_t k, const float* b, int64_t b_rows, float* y, int threads) {
+  const auto* w = reinterpret_cast<const uint8_t*>(a);
+  constexpr int64_t kRows = 16;
+  if (threads <= 1 || a_rows < 2 * kRows) {
+    kernels::simd::matmul_rows_f32(w, a_rows, k, b, 0, b_rows, 0, a_rows, y);
+    return;
+  }
+  const int64_t chunks = (a_rows + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t c = 0; c < chunks; ++c)
+    kernels::simd::matmul_rows_f32(w, a_rows, k, b, 0, b_rows, c * kRows, std::min(a_rows, (c + 1) * kRows), y);
 }
 
 void transpose(const float* x, int64_t rows, int64_t cols, std::vector<float>& out) {
@@ -125,153 +154,125 @@ void transpose(const float* x, int64_t rows, int64_t cols, std::vector<float>& o
 }
 
 // Y [n, rows] = X [n, cols] · Wᵀ.
-void linear(const float* x, const std::vector<float>& w, int64_t n, int64_t cols, int64_t rows, float* y) {
-  gemm_nt(w.data(), rows, cols, x, n, y);
+void linear(const float* x, const std::vector<float>& w, int64_t n, int64_t cols, int64_t rows, float* y, int threads) {
+  gemm_nt(w.data(), rows, cols, x, n, y, threads);
 }
 
 // dX [n, cols] += dY · W;  dW [rows, cols] += dYᵀ · X.
 void linear_backward(const float* x, const std::vector<float>& w, const float* dy, int64_t n, int64_t cols,
-                     int64_t rows, float* dx, std::vector<float>& dw) {
+                     int64_t rows, float* dx, std::vector<float>& dw, int threads) {
   thread_local std::vector<float> wt, xt, dyt, tmp;
   transpose(w.data(), rows, cols, wt);  // [cols, rows]
   tmp.resize(static_cast<size_t>(std::max(n * cols, rows * cols)));
-  gemm_nt(wt.data(), cols, rows, dy, n, tmp.data());
+  gemm_nt(wt.data(), cols, rows, dy, n, tmp.data(), threads);
   for (int64_t i = 0; i < n * cols; ++i) dx[i] += tmp[i];
   transpose(x, n, cols, xt);    // [cols, n]
   transpose(dy, n, rows, dyt);  // [rows, n]
-  gemm_nt(xt.data(), cols, n, dyt.data(), rows, tmp.data());
+  gemm_nt(xt.data(), cols, n, dyt.data(), rows, tmp.data(), threads);
   for (int64_t i = 0; i < rows * cols; ++i) dw[i] += tmp[i];
 }
 
 float silu(float a) { return a / (1.0f + std::exp(-a)); }
 
-}  // namespace
-
-LlamaGrad::LlamaGrad(const ModelConfig& config)
-    : c_(config),
-      inv_freq_(kernels::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)),
-      tape_(new LlamaTape) {}
-
-LlamaGrad::~LlamaGrad() { delete tape_; }
-
-Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> tokens, float* logits, bool keep) {
-  const int64_t n = static_cast<int64_t>(tokens.size()), d = c_.dim, hd = c_.head_dim, V = c_.vocab_size;
-  for (int32_t id : tokens)
-    if (id < 0 || id >= V)
-      return make_error(ErrorCode::kInvalidArgument, "token id ", id, " is outside the vocabulary");
-  LlamaTape& tp = *tape_;
-  tp.n = n;
-  tp.tokens.assign(tokens.begin(), tokens.end());
-  const std::vector<float>& embd = p.get("token_embd.weight");
-  std::vector<float> x(n * d);
-  for (int64_t t = 0; t < n; ++t) std::copy_n(&embd[tokens[t] * d], d, &x[t * d]);
-  tp.layers.resize(c_.n_layers);
+// One block's forward pass over one sequence's hidden states x [n, dim], in place, keeping its
+// activations in L; products split over `threads` (same bits for any count).
+void layer_forward(const ModelConfig& c_, const float* inv_freq, int threads, const LlamaParams& p, int64_t l,
+                   std::vector<float>& x, int64_t n, LayerTape& L) {
+  const int64_t d = c_.dim, hd = c_.head_dim;
+  auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
+  L.heads = c_.heads(l);
+  L.kv_heads = c_.kv_heads(l);
+  L.hidden = c_.hidden(l);
+  const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd, F = L.hidden;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  LayerTape scratch;
-  for (int64_t l = 0; l < c_.n_layers; ++l) {
-    LayerTape& L = keep ? tp.layers[l] : scratch;
-    auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
-    L.heads = c_.heads(l);
-    L.kv_heads = c_.kv_heads(l);
-    L.hidden = c_.hidden(l);
-    const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd, F = L.hidden;
-    L.x_in = x;
-    L.r1.resize(n);
-    L.h1.resize(n * d);
-    rms_forward(x.data(), w("attn_norm.weight").data(), n, d, c_.norm_eps, L.r1.data(), L.h1.data());
-    L.q.resize(n * qd);
-    L.k.resize(n * kvd);
-    L.v.resize(n * kvd);
-    linear(L.h1.data(), w("attn_q.weight"), n, d, qd, L.q.data());
-    linear(L.h1.data(), w("attn_k.weight"), n, d, kvd, L.k.data());
-    linear(L.h1.data(), w("attn_v.weight"), n, d, kvd, L.v.data());
-    if (c_.attn_qkv_bias) {
-      const auto &bq = w("attn_q.bias"), &bk = w("attn_k.bias"), &bv = w("attn_v.bias");
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t i = 0; i < qd; ++i) L.q[t * qd + i] += bq[i];
-        for (int64_t i = 0; i < kvd; ++i) L.k[t * kvd + i] += bk[i];
-        for (int64_t i = 0; i < kvd; ++i) L.v[t * kvd + i] += bv[i];
-      }
+  L.x_in = x;
+  L.r1.resize(n);
+  L.h1.resize(n * d);
+  rms_forward(x.data(), w("attn_norm.weight").data(), n, d, c_.norm_eps, L.r1.data(), L.h1.data());
+  L.q.resize(n * qd);
+  L.k.resize(n * kvd);
+  L.v.resize(n * kvd);
+  linear(L.h1.data(), w("attn_q.weight"), n, d, qd, L.q.data(), threads);
+  linear(L.h1.data(), w("attn_k.weight"), n, d, kvd, L.k.data(), threads);
+  linear(L.h1.data(), w("attn_v.weight"), n, d, kvd, L.v.data(), threads);
+  if (c_.attn_qkv_bias) {
+    const auto &bq = w("attn_q.bias"), &bk = w("attn_k.bias"), &bv = w("attn_v.bias");
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < qd; ++i) L.q[t * qd + i] += bq[i];
+      for (int64_t i = 0; i < kvd; ++i) L.k[t * kvd + i] += bk[i];
+      for (int64_t i = 0; i < kvd; ++i) L.v[t * kvd + i] += bv[i];
     }
-    rope_rows(L.q.data(), n, H, hd, inv_freq_.data(), c_.rope_style, false);
-    rope_rows(L.k.data(), n, Hk, hd, inv_freq_.data(), c_.rope_style, false);
-    L.probs.resize(static_cast<size_t>(H * n * n));  // only the lower triangles are written and read
-    L.att.resize(n * qd);
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t g = h / (H / Hk);
-      CSMapM qh(L.q.data() + h * hd, n, hd, Stride(qd));
-      CSMapM kh(L.k.data() + g * hd, n, hd, Stride(kvd));
-      CSMapM vh(L.v.data() + g * hd, n, hd, Stride(kvd));
-      MapM P(L.probs.data() + h * n * n, n, n);
-      // Causal: only the lower triangle of the scores is computed (the rest stays 0).
-      P.triangularView<Eigen::Lower>() = qh * kh.transpose();
-      for (int64_t i = 0; i < n; ++i) {
-        float* row = &P(i, 0);
-        for (int64_t j = 0; j <= i; ++j) row[j] *= scale;
-        kernels::simd::softmax(row, i + 1);
-      }
-      SMapM(L.att.data() + h * hd, n, hd, Stride(qd)).noalias() = P.triangularView<Eigen::Lower>() * vh;
-    }
-    std::vector<float> tmp(n * d);
-    linear(L.att.data(), w("attn_output.weight"), n, qd, d, tmp.data());
-    for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
-    L.x_mid = x;
-    L.r2.resize(n);
-    L.h2.resize(n * d);
-    rms_forward(x.data(), w("ffn_norm.weight").data(), n, d, c_.norm_eps, L.r2.data(), L.h2.data());
-    L.a.resize(n * F);
-    L.b.resize(n * F);
-    L.m.resize(n * F);
-    linear(L.h2.data(), w("ffn_gate.weight"), n, d, F, L.a.data());
-    linear(L.h2.data(), w("ffn_up.weight"), n, d, F, L.b.data());
-    for (int64_t i = 0; i < n * F; ++i) L.m[i] = silu(L.a[i]) * L.b[i];
-    linear(L.m.data(), w("ffn_down.weight"), n, F, d, tmp.data());
-    for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
   }
-  tp.x_last = x;
-  tp.rf.resize(n);
-  tp.hf.resize(n * d);
-  rms_forward(x.data(), p.get("output_norm.weight").data(), n, d, c_.norm_eps, tp.rf.data(), tp.hf.data());
-  const std::vector<float>& head = p.get(c_.tied_embeddings ? "token_embd.weight" : "output.weight");
-  linear(tp.hf.data(), head, n, d, V, logits);
-  return {};
+  rope_rows(L.q.data(), n, H, hd, inv_freq, c_.rope_style, false);
+  rope_rows(L.k.data(), n, Hk, hd, inv_freq, c_.rope_style, false);
+  L.probs.resize(static_cast<size_t>(H * n * n));  // only the lower triangles are written and read
+  L.att.resize(n * qd);
+#pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = h / (H / Hk);
+    CSMapM qh(L.q.data() + h * hd, n, hd, Stride(qd));
+    CSMapM kh(L.k.data() + g * hd, n, hd, Stride(kvd));
+    CSMapM vh(L.v.data() + g * hd, n, hd, Stride(kvd));
+    MapM P(L.probs.data() + h * n * n, n, n);
+    // Causal: only the lower triangle of the scores is computed (the rest stays 0).
+    P.triangularView<Eigen::Lower>() = qh * kh.transpose();
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = &P(i, 0);
+      for (int64_t j = 0; j <= i; ++j) row[j] *= scale;
+      kernels::simd::softmax(row, i + 1);
+    }
+    SMapM(L.att.data() + h * hd, n, hd, Stride(qd)).noalias() = P.triangularView<Eigen::Lower>() * vh;
+  }
+  std::vector<float> tmp(n * d);
+  linear(L.att.data(), w("attn_output.weight"), n, qd, d, tmp.data(), threads);
+  for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
+  L.x_mid = x;
+  L.r2.resize(n);
+  L.h2.resize(n * d);
+  rms_forward(x.data(), w("ffn_norm.weight").data(), n, d, c_.norm_eps, L.r2.data(), L.h2.data());
+  L.a.resize(n * F);
+  L.b.resize(n * F);
+  L.m.resize(n * F);
+  linear(L.h2.data(), w("ffn_gate.weight"), n, d, F, L.a.data(), threads);
+  linear(L.h2.data(), w("ffn_up.weight"), n, d, F, L.b.data(), threads);
+  for (int64_t i = 0; i < n * F; ++i) L.m[i] = silu(L.a[i]) * L.b[i];
+  linear(L.m.data(), w("ffn_down.weight"), n, F, d, tmp.data(), threads);
+  for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
 }
 
-void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams& grad) {
-  const LlamaTape& tp = *tape_;
-  const int64_t n = tp.n, d = c_.dim, hd = c_.head_dim, V = c_.vocab_size;
-  const char* head_name = c_.tied_embeddings ? "token_embd.weight" : "output.weight";
-  std::vector<float> dhf(n * d, 0.0f), dx(n * d, 0.0f);
-  linear_backward(tp.hf.data(), p.get(head_name), dlogits, n, d, V, dhf.data(), grad.get(head_name));
-  rms_backward(tp.x_last.data(), p.get("output_norm.weight").data(), tp.rf.data(), dhf.data(), n, d, dx.data(),
-               grad.get("output_norm.weight").data());
+// dx [n, dim]: in, the gradient with respect to the block's output; out, with respect to its
+// input. Adds the gradients of the block's weights, norm gains and biases to grad.
+void layer_backward(const ModelConfig& c_, const float* inv_freq, int threads, const LlamaParams& p, int64_t l,
+                    const LayerTape& L, int64_t n, std::vector<float>& dx, LlamaParams& grad) {
+  const int64_t d = c_.dim, hd = c_.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  for (int64_t l = c_.n_layers - 1; l >= 0; --l) {
-    const LayerTape& L = tp.layers[l];
-    auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
-    auto gw = [&](const char* s) -> std::vector<float>& { return grad.get(layer_tensor_name(l, s)); };
-    const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd, F = L.hidden;
-    // FFN: x = x_mid + down(silu(a) b).
-    std::vector<float> dm(n * F, 0.0f);
-    linear_backward(L.m.data(), w("ffn_down.weight"), dx.data(), n, F, d, dm.data(), gw("ffn_down.weight"));
-    std::vector<float> da(n * F), db(n * F);
-    for (int64_t i = 0; i < n * F; ++i) {
-      const float a = L.a[i], sg = 1.0f / (1.0f + std::exp(-a));
-      da[i] = dm[i] * L.b[i] * sg * (1.0f + a * (1.0f - sg));
-      db[i] = dm[i] * a * sg;
-    }
-    std::vector<float> dh(n * d, 0.0f);
-    linear_backward(L.h2.data(), w("ffn_gate.weight"), da.data(), n, d, F, dh.data(), gw("ffn_gate.weight"));
-    linear_backward(L.h2.data(), w("ffn_up.weight"), db.data(), n, d, F, dh.data(), gw("ffn_up.weight"));
-    rms_backward(L.x_mid.data(), w("ffn_norm.weight").data(), L.r2.data(), dh.data(), n, d, dx.data(),
-                 gw("ffn_norm.weight").data());
-    // Attention: x_mid = x_in + wo(att).
-    std::vector<float> datt(n * qd, 0.0f);
-    linear_backward(L.att.data(), w("attn_output.weight"), dx.data(), n, qd, d, datt.data(), gw("attn_output.weight"));
-    std::vector<float> dq(n * qd, 0.0f), dk(n * kvd, 0.0f), dv(n * kvd, 0.0f);
+  auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
+  auto gw = [&](const char* s) -> std::vector<float>& { return grad.get(layer_tensor_name(l, s)); };
+  const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd, F = L.hidden;
+  // FFN: x = x_mid + down(silu(a) b).
+  std::vector<float> dm(n * F, 0.0f);
+  linear_backward(L.m.data(), w("ffn_down.weight"), dx.data(), n, F, d, dm.data(), gw("ffn_down.weight"), threads);
+  std::vector<float> da(n * F), db(n * F);
+  for (int64_t i = 0; i < n * F; ++i) {
+    const float a = L.a[i], sg = 1.0f / (1.0f + std::exp(-a));
+    da[i] = dm[i] * L.b[i] * sg * (1.0f + a * (1.0f - sg));
+    db[i] = dm[i] * a * sg;
+  }
+  std::vector<float> dh(n * d, 0.0f);
+  linear_backward(L.h2.data(), w("ffn_gate.weight"), da.data(), n, d, F, dh.data(), gw("ffn_gate.weight"), threads);
+  linear_backward(L.h2.data(), w("ffn_up.weight"), db.data(), n, d, F, dh.data(), gw("ffn_up.weight"), threads);
+  rms_backward(L.x_mid.data(), w("ffn_norm.weight").data(), L.r2.data(), dh.data(), n, d, dx.data(),
+               gw("ffn_norm.weight").data());
+  // Attention: x_mid = x_in + wo(att).
+  std::vector<float> datt(n * qd, 0.0f);
+  linear_backward(L.att.data(), w("attn_output.weight"), dx.data(), n, qd, d, datt.data(), gw("attn_output.weight"),
+                  threads);
+  std::vector<float> dq(n * qd, 0.0f), dk(n * kvd, 0.0f), dv(n * kvd, 0.0f);
+  // One task per kv head: its query heads in order (dk, dv of a kv head are sums over them).
+#pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
+  for (int64_t g = 0; g < Hk; ++g) {
     Mat dP(n, n), dS(n, n);
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t g = h / (H / Hk);
+    for (int64_t h = g * (H / Hk); h < (g + 1) * (H / Hk); ++h) {
       CMapM P(L.probs.data() + h * n * n, n, n);
       CSMapM dO(datt.data() + h * hd, n, hd, Stride(qd));
       CSMapM qh(L.q.data() + h * hd, n, hd, Stride(qd));
@@ -287,26 +288,89 @@ void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams
       SMapM(dk.data() + g * hd, n, hd, Stride(kvd)).noalias() += dS.transpose().triangularView<Eigen::Upper>() * qh;
       SMapM(dv.data() + g * hd, n, hd, Stride(kvd)).noalias() += P.transpose().triangularView<Eigen::Upper>() * dO;
     }
-    rope_rows(dq.data(), n, H, hd, inv_freq_.data(), c_.rope_style, true);
-    rope_rows(dk.data(), n, Hk, hd, inv_freq_.data(), c_.rope_style, true);
-    if (c_.attn_qkv_bias) {
-      auto &gbq = gw("attn_q.bias"), &gbk = gw("attn_k.bias"), &gbv = gw("attn_v.bias");
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t i = 0; i < qd; ++i) gbq[i] += dq[t * qd + i];
-        for (int64_t i = 0; i < kvd; ++i) gbk[i] += dk[t * kvd + i];
-        for (int64_t i = 0; i < kvd; ++i) gbv[i] += dv[t * kvd + i];
-      }
-    }
-    std::fill(dh.begin(), dh.end(), 0.0f);
-    linear_backward(L.h1.data(), w("attn_q.weight"), dq.data(), n, d, qd, dh.data(), gw("attn_q.weight"));
-    linear_backward(L.h1.data(), w("attn_k.weight"), dk.data(), n, d, kvd, dh.data(), gw("attn_k.weight"));
-    linear_backward(L.h1.data(), w("attn_v.weight"), dv.data(), n, d, kvd, dh.data(), gw("attn_v.weight"));
-    rms_backward(L.x_in.data(), w("attn_norm.weight").data(), L.r1.data(), dh.data(), n, d, dx.data(),
-                 gw("attn_norm.weight").data());
   }
+  rope_rows(dq.data(), n, H, hd, inv_freq, c_.rope_style, true);
+  rope_rows(dk.data(), n, Hk, hd, inv_freq, c_.rope_style, true);
+  if (c_.attn_qkv_bias) {
+    auto &gbq = gw("attn_q.bias"), &gbk = gw("attn_k.bias"), &gbv = gw("attn_v.bias");
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < qd; ++i) gbq[i] += dq[t * qd + i];
+      for (int64_t i = 0; i < kvd; ++i) gbk[i] += dk[t * kvd + i];
+      for (int64_t i = 0; i < kvd; ++i) gbv[i] += dv[t * kvd + i];
+    }
+  }
+  std::fill(dh.begin(), dh.end(), 0.0f);
+  linear_backward(L.h1.data(), w("attn_q.weight"), dq.data(), n, d, qd, dh.data(), gw("attn_q.weight"), threads);
+  linear_backward(L.h1.data(), w("attn_k.weight"), dk.data(), n, d, kvd, dh.data(), gw("attn_k.weight"), threads);
+  linear_backward(L.h1.data(), w("attn_v.weight"), dv.data(), n, d, kvd, dh.data(), gw("attn_v.weight"), threads);
+  rms_backward(L.x_in.data(), w("attn_norm.weight").data(), L.r1.data(), dh.data(), n, d, dx.data(),
+               gw("attn_norm.weight").data());
+}
+
+}  // namespace
+
+LlamaGrad::LlamaGrad(const ModelConfig& config)
+    : c_(config),
+      inv_freq_(kernels::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)),
+      tape_(new LlamaTape) {}
+
+LlamaGrad::~LlamaGrad() { delete tape_; }
+
+Result<void> LlamaGrad::forward(const LlamaParams& p, std::span<const int32_t> tokens, float* logits, bool keep) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), d = c_.dim, V = c_.vocab_size;
+  for (int32_t id : tokens)
+    if (id < 0 || id >= V)
+      return make_error(ErrorCode::kInvalidArgument, "token id ", id, " is outside the vocabulary");
+  LlamaTape& tp = *tape_;
+  tp.n = n;
+  tp.tokens.assign(tokens.begin(), tokens.end());
+  const std::vector<float>& embd = p.get("token_embd.weight");
+  std::vector<float> x(n * d);
+  for (int64_t t = 0; t < n; ++t) std::copy_n(&embd[tokens[t] * d], d, &x[t * d]);
+  tp.layers.resize(c_.n_layers);
+  LayerTape scratch;
+  for (int64_t l = 0; l < c_.n_layers; ++l)
+    layer_forward(c_, inv_freq_.data(), 1, p, l, x, n, keep ? tp.layers[l] : scratch);
+  tp.x_last = x;
+  tp.rf.resize(n);
+  tp.hf.resize(n * d);
+  rms_forward(x.data(), p.get("output_norm.weight").data(), n, d, c_.norm_eps, tp.rf.data(), tp.hf.data());
+  const std::vector<float>& head = p.get(c_.tied_embeddings ? "token_embd.weight" : "output.weight");
+  linear(tp.hf.data(), head, n, d, V, logits, 1);
+  return {};
+}
+
+void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams& grad) {
+  const LlamaTape& tp = *tape_;
+  const int64_t n = tp.n, d = c_.dim, V = c_.vocab_size;
+  const char* head_name = c_.tied_embeddings ? "token_embd.weight" : "output.weight";
+  std::vector<float> dhf(n * d, 0.0f), dx(n * d, 0.0f);
+  linear_backward(tp.hf.data(), p.get(head_name), dlogits, n, d, V, dhf.data(), grad.get(head_name), 1);
+  rms_backward(tp.x_last.data(), p.get("output_norm.weight").data(), tp.rf.data(), dhf.data(), n, d, dx.data(),
+               grad.get("output_norm.weight").data());
+  for (int64_t l = c_.n_layers - 1; l >= 0; --l)
+    layer_backward(c_, inv_freq_.data(), 1, p, l, tp.layers[l], n, dx, grad);
   std::vector<float>& gembd = grad.get("token_embd.weight");
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < d; ++i) gembd[tp.tokens[t] * d + i] += dx[t * d + i];
+}
+
+BlockGrad::BlockGrad(const ModelConfig& config, int threads)
+    : c_(config),
+      inv_freq_(kernels::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)),
+      threads_(std::max(threads, 1)),
+      tape_(new LayerTape) {}
+
+BlockGrad::~BlockGrad() { delete tape_; }
+
+void BlockGrad::forward(const LlamaParams& p, int64_t layer, std::vector<float>& x, int64_t n) {
+  layer_forward(c_, inv_freq_.data(), threads_, p, layer, x, n, *tape_);
+  layer_ = layer;
+  n_ = n;
+}
+
+void BlockGrad::backward(const LlamaParams& p, std::vector<float>& dx, LlamaParams& grad) {
+  layer_backward(c_, inv_freq_.data(), threads_, p, layer_, *tape_, n_, dx, grad);
 }
 
 double kl_loss(const float* teacher, const float* student, int64_t n, int64_t vocab, float weight, float* dstudent) {

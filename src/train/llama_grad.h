@@ -22,6 +22,8 @@ class LlamaParams {
  public:
   // Decodes every tensor of `model` (any encoding) to f32. kUnsupported for LayerNorm or GELU models.
   static Result<LlamaParams> from_model(const Model& model);
+  // Only the tensors of block `layer` ("blk.<layer>.*"), for BlockGrad.
+  static Result<LlamaParams> block_of(const Model& model, int64_t layer);
   // Zeros of the same shapes (gradient accumulators).
   LlamaParams zeros_like() const;
 
@@ -39,6 +41,7 @@ class LlamaParams {
   void fill_zero();
 
  private:
+  static Result<LlamaParams> decode(const Model& model, int64_t layer);  // layer < 0: all tensors
   ModelConfig config_;
   std::vector<std::string> names_;
   std::vector<std::vector<float>> values_;
@@ -67,6 +70,35 @@ class LlamaGrad {
   ModelConfig c_;
   std::vector<float> inv_freq_;
   LlamaTape* tape_;
+};
+
+// Activations of one block's forward pass kept for the backward pass.
+struct LayerTape;
+
+// One transformer block alone, for block-by-block training: forward over one sequence's hidden
+// states and backward from the gradient of its output, with the products, attention heads and
+// kv heads split over `threads` (the results do not depend on the count). The arithmetic is
+// LlamaGrad's, block for block.
+class BlockGrad {
+ public:
+  BlockGrad(const ModelConfig& config, int threads);
+  ~BlockGrad();
+  BlockGrad(const BlockGrad&) = delete;
+  BlockGrad& operator=(const BlockGrad&) = delete;
+
+  // x [n, dim]: the block's input, replaced by its output; the activations are kept for backward().
+  // `p` holds at least block `layer`'s tensors (LlamaParams::block_of).
+  void forward(const LlamaParams& p, int64_t layer, std::vector<float>& x, int64_t n);
+  // dx [n, dim]: in, the loss's gradient with respect to the last forward()'s output; out, with
+  // respect to its input. Adds the gradients of the block's tensors to grad.
+  void backward(const LlamaParams& p, std::vector<float>& dx, LlamaParams& grad);
+
+ private:
+  ModelConfig c_;
+  std::vector<float> inv_freq_;
+  int threads_;
+  LayerTape* tape_;
+  int64_t layer_ = 0, n_ = 0;
 };
 
 // Knowledge-distillation loss of one sequence: Σ over its n positions of KL(p_t || p_s) with

@@ -74,8 +74,10 @@ TEST_CASE("quantize --qat-steps: a quant.qat stage after the quantization keeps 
   if (!s.ok()) return;
   llmc::test::TempDir dir;
   const std::string out = dir.path("qat.llmc");
-  auto r = run_cli("quantize " + s.in() + " -o " + out +
-                   " --bits 3 --scheme sym --qat-steps 2 --qat-noise 0.2 --calib-self 2 --calib-ctx 32 --threads 1");
+  auto r =
+      run_cli("quantize " + s.in() + " -o " + out +
+              " --bits 3 --scheme sym --qat-steps 2 --qat-noise 0.2 --qat-mode block --calib-self 2 --calib-ctx 32 "
+              "--threads 1");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto f = open_llmc(out);
@@ -90,6 +92,7 @@ TEST_CASE("quantize --qat-steps: a quant.qat stage after the quantization keeps 
   CHECK(recipe["stages"][1]["pass"] == "quant.qat");
   CHECK(recipe["stages"][1]["options"]["steps"] == 2);
   CHECK(recipe["stages"][1]["options"]["noise"] == 0.2);
+  CHECK(recipe["stages"][1]["options"]["mode"] == "block");
 }
 
 TEST_CASE("quantize --true-sequential=false: recorded in the recipe, another calibration than the default",
@@ -260,6 +263,9 @@ TEST_CASE("quantize/compress: bad options give clear errors and no output", "[cl
   require_refused(dir, "quantize " + s.in() + " -o " + out + " --damp 0.1", 2, {"damp", "quant.rtn"});
   require_refused(dir, "quantize " + s.in() + " -o " + out + " --qat-steps 5", 2, {"calibration", "quant.qat"});
   require_refused(dir, "quantize " + s.in() + " -o " + out + " --qat-noise 0.1", 2, {"--qat-steps"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --qat-mode block", 2, {"--qat-steps"});
+  require_refused(dir, "quantize " + s.in() + " -o " + out + " --qat-steps 2 --calib-self 2 --qat-mode layer", 2,
+                  {"--qat-mode", "layer"});
   const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
   if (!text.empty())  // stories260K.bin alone has no tokenizer (llama2.c keeps it in tok512.bin)
     require_refused(dir, "quantize " + s.bin + " -o " + out + " --method gptq --calib " + text, 2, {"tokenizer"});

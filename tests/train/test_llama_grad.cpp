@@ -121,3 +121,109 @@ TEST_CASE("training forward pass equals the runtime on stories260K", "[train]") 
   CHECK(max_ref > 1.0);
   CHECK(max_diff < 1e-3 * max_ref);
 }
+
+namespace {
+
+// Σ (block(x) - target)² of block `layer`.
+double block_loss(BlockGrad& g, const LlamaParams& p, int64_t layer, const std::vector<float>& x, int64_t n,
+                  const std::vector<float>& target) {
+  std::vector<float> y = x;
+  g.forward(p, layer, y, n);
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += (static_cast<double>(y[i]) - target[i]) * (y[i] - target[i]);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("block backward pass matches finite differences, for its weights and its input", "[train]") {
+  for (int variant = 0; variant < 2; ++variant) {
+    const bool bias = variant == 1;
+    SynthOptions so;
+    so.seed = 11 + variant;
+    so.stddev = 0.3f;
+    auto model = synth_model(small_config(bias, true, bias ? RopeStyle::kNeox : RopeStyle::kInterleaved), so);
+    REQUIRE(model.ok());
+    auto params = LlamaParams::block_of(model.value(), 1);
+    REQUIRE(params.ok());
+    LlamaParams& p = params.value();
+    CHECK(p.count() == (bias ? 12u : 9u));  // 7 linears, 2 norms (+ 3 biases)
+    CHECK(p.index("token_embd.weight") < 0);
+    const int64_t n = 7, d = p.config().dim;
+    std::mt19937 rng(variant);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(n * d), target(n * d);
+    for (float& v : x) v = nd(rng);
+    for (float& v : target) v = nd(rng);
+    BlockGrad g(p.config(), 1);
+    std::vector<float> y = x;
+    g.forward(p, 1, y, n);
+    std::vector<float> dx(n * d);
+    for (size_t i = 0; i < y.size(); ++i) dx[i] = 2.0f * (y[i] - target[i]);
+    LlamaParams grad = p.zeros_like();
+    g.backward(p, dx, grad);
+    const float h = 1e-2f;
+    auto check = [&](std::vector<float>& w, size_t j, double analytic, const std::string& what) {
+      const float saved = w[j];
+      w[j] = saved + h;
+      const double up = block_loss(g, p, 1, x, n, target);
+      w[j] = saved - h;
+      const double down = block_loss(g, p, 1, x, n, target);
+      w[j] = saved;
+      const double numeric = (up - down) / (2.0 * h);
+      INFO("variant " << variant << " " << what << "[" << j << "] numeric " << numeric << " analytic " << analytic);
+      CHECK(std::abs(numeric - analytic) <= 2e-3 + 2e-2 * std::abs(numeric));
+    };
+    for (size_t i = 0; i < p.count(); ++i) {
+      std::uniform_int_distribution<size_t> pick(0, p.values(i).size() - 1);
+      for (int k = 0; k < 4; ++k) {
+        const size_t j = pick(rng);
+        check(p.values(i), j, grad.values(i)[j], p.name(i));
+      }
+    }
+    std::uniform_int_distribution<size_t> pick(0, x.size() - 1);
+    for (int k = 0; k < 8; ++k) {
+      const size_t j = pick(rng);
+      check(x, j, dx[j], "input");
+    }
+  }
+}
+
+TEST_CASE("block forward and backward give the same bits on 1 and 3 threads", "[train]") {
+  ModelConfig c = small_config(false, true, RopeStyle::kNeox);
+  c.dim = 64;
+  c.hidden_dim = 160;
+  c.head_dim = 16;
+  SynthOptions so;
+  so.seed = 3;
+  so.stddev = 0.1f;
+  auto model = synth_model(c, so);
+  REQUIRE(model.ok());
+  auto params = LlamaParams::block_of(model.value(), 0);
+  REQUIRE(params.ok());
+  const int64_t n = 45;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x0(n * c.dim), dy(n * c.dim);
+  for (float& v : x0) v = nd(rng);
+  for (float& v : dy) v = nd(rng);
+  std::vector<std::vector<float>> outs, dxs;
+  std::vector<LlamaParams> grads;
+  for (int threads : {1, 3}) {
+    BlockGrad g(c, threads);
+    std::vector<float> x = x0, dx = dy;
+    g.forward(params.value(), 0, x, n);
+    LlamaParams grad = params.value().zeros_like();
+    g.backward(params.value(), dx, grad);
+    outs.push_back(x);
+    dxs.push_back(dx);
+    grads.push_back(std::move(grad));
+  }
+  CHECK(outs[0] != x0);
+  CHECK(outs[0] == outs[1]);
+  CHECK(dxs[0] == dxs[1]);
+  for (size_t i = 0; i < grads[0].count(); ++i) {
+    INFO(grads[0].name(i));
+    CHECK(grads[0].values(i) == grads[1].values(i));
+  }
+}

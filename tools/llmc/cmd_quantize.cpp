@@ -32,6 +32,7 @@ struct QuantizeArgs {
   std::vector<std::string> keep;
   int64_t qat_steps = 0;
   double qat_noise = -1;  // < 0: the pass's default
+  std::string qat_mode;   // empty: the pass's default
   PassFlags flags;
   CLI::Option* target_bpw_opt = nullptr;
 };
@@ -93,10 +94,13 @@ Result<Recipe> build_recipe(const QuantizeArgs& a) {
   if (a.qat_steps > 0) {
     OJson qat = {{"steps", a.qat_steps}};
     if (a.qat_noise >= 0) qat["noise"] = a.qat_noise;
+    if (!a.qat_mode.empty()) qat["mode"] = a.qat_mode;
     LLMC_ASSIGN_OR_RETURN(RecipeStage q, make_stage(kQatPass, qat, {}, a.keep));
     recipe.stages.push_back(std::move(q));
   } else if (a.qat_noise >= 0) {
     return bad("--qat-noise needs --qat-steps");
+  } else if (!a.qat_mode.empty()) {
+    return bad("--qat-mode needs --qat-steps");
   }
   LLMC_TRY(validate_recipe(recipe, ErrorCode::kInvalidArgument));
   return recipe;
@@ -133,6 +137,11 @@ RunFn setup_quantize(CLI::App& sub) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   sub.add_option("--qat-noise", a->qat_noise, "quant.qat: fraction of calibration tokens replaced by random ids")
       ->check(CLI::Range(0.0, 0.999));
+  sub.add_option("--qat-mode", a->qat_mode,
+                 "quant.qat: model (whole model on the teacher's logits), block (one block at a time on its hidden "
+                 "states: the memory of one block; --qat-steps per block) or auto (model up to ~1 GiB of training "
+                 "state)")
+      ->check(CLI::IsMember({"auto", "model", "block"}));
   std::vector<std::unique_ptr<Pass>> passes;
   for (const PassInfo& info : pass_registry())
     if (std::string_view(info.name).starts_with("quant.") && info.name != std::string_view(kQatPass))

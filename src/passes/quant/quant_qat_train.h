@@ -1,0 +1,82 @@
+// quant.qat's training pieces shared by its two modes (docs/quant_qat.md): the options, Adam, a
+// quantized tensor's latent weights and trainable group params, the fake quantization with its
+// straight-through / LSQ backward, and the final re-encoding with the tensor's own spec.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/encoding.h"
+#include "core/tensor.h"
+#include "passes/pass.h"
+#include "passes/quant/quant_math.h"
+
+namespace llmc {
+
+struct QatOptions {
+  int64_t steps = 200;        // optimizer steps (block mode: per block)
+  int64_t batch = 4;          // sequences per step
+  double lr = 0.01;           // latent weights: Adam step as a fraction of the group's initial scale
+  double lr_scales = 0.002;   // scales and mins: fraction of the group's initial scale
+  bool norms = true;          // also train the RMSNorm gains
+  double lr_norms = 0.001;    // norm gains: absolute Adam step
+  double noise = 0.05;        // fraction of each training sequence's tokens replaced by random ids
+  std::string mode = "auto";  // model | block | auto
+};
+
+// Adam moments of a parameter vector; `lr(i)` is entry i's step.
+struct Adam {
+  std::vector<float> m, v;
+  void resize(size_t n);
+  void step(float* x, const float* g, size_t n, const std::function<float(size_t)>& lr, int64_t t);
+};
+
+// One quantized tensor being trained.
+struct QatTensor {
+  std::string name;
+  size_t param = 0;  // index in the LlamaParams holding its fake-quantized values
+  QuantSpec spec;
+  int64_t rows = 0, cols = 0, gpr = 0, gsize = 0;
+  std::vector<float> w, s, m, s0;  // latent [rows, cols]; scales, mins, initial scales [rows, gpr]
+  // u8 scales: the input's grids, (step, base) per block of spec.scale_block groups. They stay:
+  // trained scales are snapped onto them in every forward pass (straight through) and at the end.
+  std::vector<float> scale_grid, min_grid;
+  Adam aw, as, am;
+  bool has_mins() const {
+    return spec.scheme == QuantScheme::kAsymmetric || (spec.scheme == QuantScheme::kBinary && spec.binary_two_level);
+  }
+};
+
+// A QatTensor for t (a Quant tensor) whose decoded values are `values`.
+QatTensor make_qat_tensor(const Tensor& t, std::vector<float> values, size_t param);
+// out = t's fake-quantized weights.
+void fake_quant(const QatTensor& t, float* out);
+// One Adam step of t's latent weights, scales and mins. g: dL/d(fake-quantized weights), already
+// divided by the batch's token count; overwritten (it becomes dL/dw). decay: the cosine factor.
+void qat_update(QatTensor& t, std::vector<float>& g, const QatOptions& o, double decay, int64_t step);
+// One Adam step of a norm gain vector.
+void norm_update(std::vector<float>& gain, Adam& adam, std::vector<float>& g, const QatOptions& o, double decay,
+                 int64_t step);
+// 0.5 (1 + cos(pi (step - 1) / steps)).
+double cosine_decay(int64_t step, int64_t steps);
+// The tensor re-encoded with its own spec from the trained latent weights and params; `changed`
+// gets the number of codes that differ from `before`.
+QuantEncoding encode_trained(const QatTensor& t, int64_t* changed, const QuantEncoding& before);
+// t's report entry: its spec and the fraction of codes that changed.
+nlohmann::json trained_entry(const QatTensor& t, int64_t changed);
+// Calibration sequences with `noise` of their tokens (never the first) replaced by random ids.
+std::vector<std::vector<int32_t>> noisy_sequences(std::vector<std::vector<int32_t>> seqs, double noise, uint64_t seed,
+                                                  int64_t vocab);
+
+// Block mode (docs/quant_qat.md): trains block by block to reproduce the teacher's hidden states;
+// `trained` lists the quantized tensors to train (selected weight targets). Returns the report
+// details specific to the mode.
+Result<nlohmann::json> qat_blocks(Model& model, const PassContext& ctx, const QatOptions& o,
+                                  const std::vector<std::vector<int32_t>>& seqs,
+                                  const std::vector<std::string>& trained);
+
+}  // namespace llmc
