@@ -199,6 +199,33 @@ TEST_CASE("quantize: peak RSS stays below the size of SmolLM2's 4-bit GGUF (RTN 
   }
 }
 
+// Quantization-aware distillation of SmolLM2 widened to f16 (258 MiB) picks block mode and stays
+// far below the input's size (model mode would hold gigabytes of f32 copies and gradients).
+TEST_CASE("quantize --qat-steps: SmolLM2 in f16 trains block by block below the input's size",
+          "[cli][quantize][heavy]") {
+  const std::string path = llmc::test::smollm2_path();
+  const std::string text = llmc::test::fixture("text/tinyshakespeare.txt");
+  if (path.empty() || text.empty()) return;
+  llmc::test::TempDir dir;
+  const std::string f16 = dir.path("smol-f16.gguf");
+  auto c = run_cli("convert " + path + " -o " + f16 + " --dtype f16");
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  const double input_mib = static_cast<double>(std::filesystem::file_size(f16)) / (1 << 20);
+  auto r = run_cli("quantize " + f16 + " -o " + dir.path("out.llmc") + " --json - --bits 4 --group-size 128 --calib " +
+                   text + " --calib-samples 2 --calib-ctx 64 --qat-steps 1");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const auto json = nlohmann::json::parse(r.output.substr(r.output.find("{\n")));
+  const auto& qat = json.at("pipeline").at("passes").at(1);
+  CHECK(qat.at("pass") == "quant.qat");
+  CHECK(qat.at("details").at("mode") == "block");
+  CHECK(qat.at("details").at("blocks").size() == 30);
+  const double rss = json.at("peak_rss_mib").get<double>();
+  INFO("peak RSS " << rss << " MiB, input " << input_mib << " MiB");
+  CHECK(rss < 0.5 * input_mib);
+}
+
 TEST_CASE("compress: a recipe with overrides, GGUF output chosen by extension", "[cli][compress]") {
   const Stories s = stories();
   if (!s.ok()) return;
