@@ -132,6 +132,20 @@ MappedFile::~MappedFile() {
   ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+Result<void> transfer_at(int fd, bool write, void* data, size_t size, uint64_t offset, std::string_view what) {
+  auto* p = static_cast<uint8_t*>(data);
+  for (size_t done = 0; done < size;) {
+    const auto at = static_cast<off_t>(offset + done);
+    const ssize_t n = write ? ::pwrite(fd, p + done, size - done, at) : ::pread(fd, p + done, size - done, at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return make_error(ErrorCode::kIo, what, ": cannot ", write ? "write " : "read ", size >> 20,
+                        " MiB: ", n < 0 ? std::strerror(errno) : "no progress");
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
 Result<Bytes> map_file_range(int fd, uint64_t offset, size_t size, const std::string& what) {
   if (size == 0) return Bytes{};
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));

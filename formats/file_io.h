@@ -42,6 +42,11 @@ class MappedFile {
 // `what` names the file in errors.
 Result<Bytes> map_file_range(int fd, uint64_t offset, size_t size, const std::string& what);
 
+// All `size` bytes between `data` and open file `fd` at `offset` (pwrite when `write`, else pread),
+// retrying interrupted and short transfers. On failure: kIo, "<what>: cannot write|read N MiB:
+// <reason>".
+Result<void> transfer_at(int fd, bool write, void* data, size_t size, uint64_t offset, std::string_view what);
+
 // Drops the resident pages wholly inside [data, data + size) when that range lies in a live
 // MappedFile (madvise MADV_DONTNEED: a later read faults them in from the file again, so the bytes
 // stay valid and only memory is traded for I/O); does nothing for any other memory. The mapping maps

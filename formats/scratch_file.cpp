@@ -69,16 +69,9 @@ ScratchFile::Range ScratchFile::reserve(uint64_t size) {
 
 Result<void> ScratchFile::write(const Range& range, uint64_t offset, std::span<const uint8_t> bytes) {
   LLMC_CHECK(offset <= range.size && bytes.size() <= range.size - offset, "scratch write outside its range");
-  const uint64_t at = range.at + offset;
-  for (size_t done = 0; done < bytes.size();) {
-    const ssize_t n = ::pwrite(*fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(at + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      return make_error(ErrorCode::kIo, "scratch file in ", dir_, ": cannot write ", bytes.size() >> 20,
-                        " MiB: ", n < 0 ? std::strerror(errno) : "no progress",
-                        "; free disk space or point TMPDIR elsewhere");
-    done += static_cast<size_t>(n);
-  }
+  auto r = transfer_at(*fd_, true, const_cast<uint8_t*>(bytes.data()), bytes.size(), range.at + offset,
+                       "scratch file in " + dir_);
+  if (!r.ok()) return make_error(ErrorCode::kIo, r.error().message, "; free disk space or point TMPDIR elsewhere");
   return {};
 }
 

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "formats/file_io.h"
 #include "formats/scratch_file.h"
 
 namespace llmc {
@@ -64,20 +65,8 @@ Result<void> ActivationStore::save(size_t i, const float* data) {
 }
 
 Result<void> ActivationStore::transfer(bool write, size_t i, float* data) {
-  auto* p = reinterpret_cast<char*>(data);
-  size_t left = static_cast<size_t>(floats(i)) * 4;
-  auto at = static_cast<off_t>(offsets_[i] * 4);
-  while (left > 0) {
-    const ssize_t done = write ? ::pwrite(fd_, p, left, at) : ::pread(fd_, p, left, at);
-    if (done < 0 && errno == EINTR) continue;
-    if (done <= 0)
-      return make_error(ErrorCode::kIo, "calibration: ", write ? "writing" : "reading", " the spill file in ", dir_,
-                        " failed: ", done < 0 ? std::strerror(errno) : "no progress");
-    p += done;
-    at += done;
-    left -= static_cast<size_t>(done);
-  }
-  return {};
+  return transfer_at(fd_, write, data, static_cast<size_t>(floats(i)) * 4, static_cast<uint64_t>(offsets_[i]) * 4,
+                     "calibration: the spill file in " + dir_);
 }
 
 }  // namespace llmc
