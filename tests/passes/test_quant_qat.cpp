@@ -150,6 +150,28 @@ TEST_CASE("quant.qat block mode: stories260K 4-bit RTN gets closer to the origin
   CHECK(after.same_top.mean > before.same_top.mean);
 }
 
+// A block that training made worse on the calibration sequences keeps its input tensors: with
+// absurd step sizes every block diverges, and the model comes out as it went in.
+TEST_CASE("quant.qat block mode: a block that training made worse keeps its input", "[qat]") {
+  Stories s = load_stories();
+  if (!s.tokenizer) return;
+  auto calib = self_calib(s.model, 4, 32);
+  Model base = s.model;
+  REQUIRE(run_pass("quant.rtn", kRtn4, base, nullptr, nullptr, 1).ok());
+  Model m = base;
+  auto r =
+      run_pass("quant.qat", {{"steps", "3"}, {"mode", "block"}, {"lr", "40"}, {"lr_scales", "20"}, {"lr_norms", "5"}},
+               m, &s.model, calib.get(), 2);
+  REQUIRE(r.ok());
+  for (const auto& b : r->details["blocks"]) {
+    INFO(b.dump());
+    CHECK(b["kept_input"] == true);
+    CHECK(b["rel_error_trained"].get<double>() > b["rel_error_before"].get<double>());
+    CHECK(b["rel_error_after"].get<double>() == b["rel_error_before"].get<double>());
+  }
+  test::require_same_tensors(m, base);
+}
+
 TEST_CASE("quant.qat: refuses bad options, a model with nothing quantized, and a missing teacher", "[qat]") {
   Stories s = load_stories();
   if (!s.tokenizer) return;

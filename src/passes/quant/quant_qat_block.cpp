@@ -3,7 +3,8 @@
 // blocks together: the teacher's (the original model, block by block) and the student's (the
 // blocks already trained and re-encoded). Block l's latent weights train on the student's inputs
 // against the teacher's outputs of block l (squared error, summed over positions and channels);
-// then the block is re-encoded, and the student's stream goes through it as stored. Only one
+// then the block is re-encoded (or keeps its input tensors when that does better on the
+// calibration sequences), and the student's stream goes through it as stored. Only one
 // block's f32 weights, latents, Adam moments and gradient exist at a time, and the streams live
 // in an ActivationStore (in memory up to --calib-ram, else in a temporary file).
 #include <cmath>
@@ -194,8 +195,10 @@ Result<nlohmann::json> qat_blocks(Model& model, const PassContext& ctx, const Qa
         for (size_t k = 0; k < b.norms.size(); ++k)
           norm_update(b.values.values(b.norms[k]), b.norm_adam[k], grad.values(b.norms[k]), o, decay, step);
       }
+      std::vector<Tensor> inputs;  // the block as it came, kept in case training made it worse
       for (QatTensor& t : b.quant) {
-        const Tensor old = model.get(t.name);
+        inputs.push_back(model.get(t.name));
+        const Tensor& old = inputs.back();
         int64_t changed = 0;
         QuantEncoding enc = encode_trained(t, &changed, std::get<QuantEncoding>(old.encoding->node));
         tensors[t.name] = trained_entry(t, changed);
@@ -204,12 +207,25 @@ Result<nlohmann::json> qat_blocks(Model& model, const PassContext& ctx, const Qa
         t = QatTensor{};  // its latents and moments are done with
       }
       for (size_t k : b.norms) {
-        const Tensor& old = model.get(b.values.name(k));
+        inputs.push_back(model.get(b.values.name(k)));
+        const Tensor& old = inputs.back();
         const auto* dense = std::get_if<DenseEncoding>(&old.encoding->node);
         replace_and_release(model,
                             make_dense(old.name, old.shape, b.values.values(k), dense ? dense->dtype : DType::kF32));
       }
       LLMC_ASSIGN_OR_RETURN(b.values, decode_block(model, l));  // the block as stored
+      // Re-encoded, the block must do better on the calibration sequences than it did before
+      // training; else it keeps its input tensors.
+      LLMC_ASSIGN_OR_RETURN(const double trained, block_error(false));
+      if (trained > before) {
+        entry["kept_input"] = true;
+        entry["rel_error_trained"] = trained;
+        for (Tensor& t : inputs) {
+          if (tensors.contains(t.name)) tensors[t.name]["kept_input"] = true;
+          model.replace(std::move(t));
+        }
+        LLMC_ASSIGN_OR_RETURN(b.values, decode_block(model, l));
+      }
     }
     LLMC_ASSIGN_OR_RETURN(const double after, block_error(true));
     entry[b.quant.empty() ? "rel_error" : "rel_error_after"] = after;
