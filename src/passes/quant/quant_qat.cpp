@@ -240,17 +240,11 @@ Result<nlohmann::json> QuantQatPass::train_model(Model& model, const PassContext
   }
   nlohmann::json tensors = nlohmann::json::object();
   for (QatTensor& t : qt) {
-    const Tensor old = model.get(t.name);
-    int64_t changed = 0;
-    QuantEncoding enc = encode_trained(t, &changed, std::get<QuantEncoding>(old.encoding->node));
-    tensors[t.name] = trained_entry(t, changed);
-    replace_and_release(model, Tensor{t.name, old.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
+    store_trained(model, t, tensors);
     student.values(t.param) = model.get(t.name).to_f32();
   }
   for (size_t k : norm_params) {
-    const Tensor& old = model.get(student.name(k));
-    const auto* dense = std::get_if<DenseEncoding>(&old.encoding->node);
-    replace_and_release(model, make_dense(old.name, old.shape, student.values(k), dense ? dense->dtype : DType::kF32));
+    store_norm(model, student.name(k), student.values(k));
     student.values(k) = model.get(student.name(k)).to_f32();
   }
   const double kl_after = mean_kl();  // of the model as encoded

@@ -94,6 +94,26 @@ void fake_quant_backward(const QatTensor& t, const float* g, float* gw, float* g
   });
 }
 
+// The tensor re-encoded with its own spec from the trained latent weights and params; `changed`
+// gets the number of codes that differ from `before`.
+QuantEncoding encode_trained(const QatTensor& t, int64_t* changed, const QuantEncoding& before) {
+  QuantRowsBuilder b(t.spec, t.rows, t.cols);
+  if (t.spec.scale_dtype == DType::kU8) b.set_scale_grid_meta(t.scale_grid, t.min_grid);
+  const int64_t stride = quant_row_stride(before, t.cols);
+  *changed = 0;
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t g = 0; g < t.gpr; ++g) {
+      const size_t gi = static_cast<size_t>(r * t.gpr + g);
+      const GroupParams p = b.set_params(r, g, GroupParams{t.s[gi], t.has_mins() ? t.m[gi] : 0.0f});
+      for (int64_t c = g * t.gsize; c < std::min(t.cols, (g + 1) * t.gsize); ++c) {
+        const uint32_t q = quantize_value(t.spec, p, t.w[static_cast<size_t>(r * t.cols + c)]);
+        b.set_code(r, c, q);
+        *changed += q != quant_code_at(before, before.codes.data() + r * stride, c);
+      }
+    }
+  return b.finish();
+}
+
 }  // namespace
 
 void Adam::resize(size_t n) {
@@ -179,27 +199,19 @@ void norm_update(std::vector<float>& gain, Adam& adam, std::vector<float>& g, co
       gain.data(), g.data(), g.size(), [&](size_t) { return static_cast<float>(o.lr_norms * decay); }, step);
 }
 
-QuantEncoding encode_trained(const QatTensor& t, int64_t* changed, const QuantEncoding& before) {
-  QuantRowsBuilder b(t.spec, t.rows, t.cols);
-  if (t.spec.scale_dtype == DType::kU8) b.set_scale_grid_meta(t.scale_grid, t.min_grid);
-  const int64_t stride = quant_row_stride(before, t.cols);
-  *changed = 0;
-  for (int64_t r = 0; r < t.rows; ++r)
-    for (int64_t g = 0; g < t.gpr; ++g) {
-      const size_t gi = static_cast<size_t>(r * t.gpr + g);
-      const GroupParams p = b.set_params(r, g, GroupParams{t.s[gi], t.has_mins() ? t.m[gi] : 0.0f});
-      for (int64_t c = g * t.gsize; c < std::min(t.cols, (g + 1) * t.gsize); ++c) {
-        const uint32_t q = quantize_value(t.spec, p, t.w[static_cast<size_t>(r * t.cols + c)]);
-        b.set_code(r, c, q);
-        *changed += q != quant_code_at(before, before.codes.data() + r * stride, c);
-      }
-    }
-  return b.finish();
+void store_trained(Model& model, const QatTensor& t, nlohmann::json& tensors) {
+  const Tensor old = model.get(t.name);
+  int64_t changed = 0;
+  QuantEncoding enc = encode_trained(t, &changed, std::get<QuantEncoding>(old.encoding->node));
+  tensors[t.name] = {{"spec", describe_quant_spec(t.spec)},
+                     {"codes_changed", static_cast<double>(changed) / static_cast<double>(t.rows * t.cols)}};
+  replace_and_release(model, Tensor{t.name, old.shape, std::make_shared<const Encoding>(Encoding{std::move(enc)})});
 }
 
-nlohmann::json trained_entry(const QatTensor& t, int64_t changed) {
-  return {{"spec", describe_quant_spec(t.spec)},
-          {"codes_changed", static_cast<double>(changed) / static_cast<double>(t.rows * t.cols)}};
+void store_norm(Model& model, const std::string& name, const std::vector<float>& values) {
+  const Tensor& old = model.get(name);
+  const auto* dense = std::get_if<DenseEncoding>(&old.encoding->node);
+  replace_and_release(model, make_dense(old.name, old.shape, values, dense ? dense->dtype : DType::kF32));
 }
 
 std::vector<std::vector<int32_t>> noisy_sequences(std::vector<std::vector<int32_t>> seqs, double noise, uint64_t seed,

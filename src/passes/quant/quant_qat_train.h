@@ -63,11 +63,11 @@ void norm_update(std::vector<float>& gain, Adam& adam, std::vector<float>& g, co
                  int64_t step);
 // 0.5 (1 + cos(pi (step - 1) / steps)).
 double cosine_decay(int64_t step, int64_t steps);
-// The tensor re-encoded with its own spec from the trained latent weights and params; `changed`
-// gets the number of codes that differ from `before`.
-QuantEncoding encode_trained(const QatTensor& t, int64_t* changed, const QuantEncoding& before);
-// t's report entry: its spec and the fraction of codes that changed.
-nlohmann::json trained_entry(const QatTensor& t, int64_t changed);
+// Replaces t's tensor in `model` by its re-encoding (replace_and_release) and records its report
+// entry (spec, fraction of codes changed) in tensors[t.name].
+void store_trained(Model& model, const QatTensor& t, nlohmann::json& tensors);
+// Replaces the norm gain `name` by `values`, in the tensor's own dtype.
+void store_norm(Model& model, const std::string& name, const std::vector<float>& values);
 // Calibration sequences with `noise` of their tokens (never the first) replaced by random ids.
 std::vector<std::vector<int32_t>> noisy_sequences(std::vector<std::vector<int32_t>> seqs, double noise, uint64_t seed,
                                                   int64_t vocab);
