@@ -17,15 +17,38 @@
 
 namespace llmc {
 
+// A transformer block, or one of its halves: attention (attn_norm, attn_q/k/v/output and their
+// biases: x += wo(attention(norm(x)))) or FFN (ffn_norm, ffn_gate/up/down: x += down(...)).
+enum class BlockPart { kWhole, kAttention, kFfn };
+
+// Whether the block tensor `name` ("blk.<l>.<role>") belongs to `part`.
+bool in_block_part(const std::string& name, BlockPart part);
+
+// A linear weight whose f32 values are made on demand, a block of rows (or columns) at a time, instead of being
+// stored (quant.qat's block mode makes its fake-quantized weights from their latents this way).
+// rows() and cols() are called from several threads at once.
+class RowSource {
+ public:
+  virtual ~RowSource() = default;
+  // out [r1 - r0, cols]: rows [r0, r1).
+  virtual void rows(int64_t r0, int64_t r1, float* out) const = 0;
+  // out [c1 - c0, rows]: columns [c0, c1), each as a row (rows of the transpose).
+  virtual void cols(int64_t c0, int64_t c1, float* out) const = 0;
+};
+
 // f32 values of every tensor of a model, in canonical order (model/arch.h expected_tensors).
 class LlamaParams {
  public:
   // Decodes every tensor of `model` (any encoding) to f32. kUnsupported for LayerNorm or GELU models.
   static Result<LlamaParams> from_model(const Model& model);
-  // Only the tensors of block `layer` ("blk.<layer>.*"), for BlockGrad.
-  static Result<LlamaParams> block_of(const Model& model, int64_t layer);
-  // Zeros of the same shapes (gradient accumulators).
+  // Only the tensors of block `layer` ("blk.<layer>.*") in `part`, for BlockGrad.
+  static Result<LlamaParams> block_of(const Model& model, int64_t layer, BlockPart part = BlockPart::kWhole);
+  // Zeros of the same shapes (gradient accumulators; stored, also for tensors with a source).
   LlamaParams zeros_like() const;
+  // Linear weight i's values come from `source` (not owned, must outlive its use) from now on;
+  // its stored values are freed. The blocks' products read it through the source.
+  void set_source(size_t i, const RowSource* source);
+  const RowSource* source(size_t i) const { return sources_[i]; }
 
   const ModelConfig& config() const { return config_; }
   size_t count() const { return names_.size(); }
@@ -41,10 +64,13 @@ class LlamaParams {
   void fill_zero();
 
  private:
-  static Result<LlamaParams> decode(const Model& model, int64_t layer);  // layer < 0: all tensors
+  // layer < 0: all tensors; else those of the block's part.
+  static Result<LlamaParams> decode(const Model& model, int64_t layer, BlockPart part);
   ModelConfig config_;
   std::vector<std::string> names_;
   std::vector<std::vector<float>> values_;
+  std::vector<const RowSource*> sources_;
+  std::vector<size_t> sizes_;  // values per tensor (also when it has a source)
   std::map<std::string, size_t> index_;
 };
 
@@ -72,8 +98,9 @@ class LlamaGrad {
   LlamaTape* tape_;
 };
 
-// Activations of one block's forward pass kept for the backward pass.
+// Activations of one block's forward pass kept for the backward pass; buffers of its products.
 struct LayerTape;
+struct GradScratch;
 
 // One transformer block alone, for block-by-block training: forward over one sequence's hidden
 // states and backward from the gradient of its output, with the products, attention heads and
@@ -86,11 +113,12 @@ class BlockGrad {
   BlockGrad(const BlockGrad&) = delete;
   BlockGrad& operator=(const BlockGrad&) = delete;
 
-  // x [n, dim]: the block's input, replaced by its output; the activations are kept for backward().
-  // `p` holds at least block `layer`'s tensors (LlamaParams::block_of).
-  void forward(const LlamaParams& p, int64_t layer, std::vector<float>& x, int64_t n);
+  // x [n, dim]: the input of the block (or of its `part`), replaced by its output; the activations
+  // are kept for backward(). `p` holds at least the part's tensors (LlamaParams::block_of).
+  void forward(const LlamaParams& p, int64_t layer, std::vector<float>& x, int64_t n,
+               BlockPart part = BlockPart::kWhole);
   // dx [n, dim]: in, the loss's gradient with respect to the last forward()'s output; out, with
-  // respect to its input. Adds the gradients of the block's tensors to grad.
+  // respect to its input. Adds the gradients of the part's tensors to grad.
   void backward(const LlamaParams& p, std::vector<float>& dx, LlamaParams& grad);
 
  private:
@@ -98,7 +126,9 @@ class BlockGrad {
   std::vector<float> inv_freq_;
   int threads_;
   LayerTape* tape_;
+  GradScratch* scratch_;
   int64_t layer_ = 0, n_ = 0;
+  BlockPart part_ = BlockPart::kWhole;
 };
 
 // Knowledge-distillation loss of one sequence: Σ over its n positions of KL(p_t || p_s) with

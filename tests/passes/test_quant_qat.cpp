@@ -109,10 +109,11 @@ TEST_CASE("quant.qat: every tensor keeps its encoding and size, and 1 and 2 thre
       CHECK(one.get("token_embd.weight").to_f32() == base.get("token_embd.weight").to_f32());
       CHECK(r1->details["not_trained_outside_blocks"] == nlohmann::json::array({"token_embd.weight"}));
       REQUIRE(r1->details["blocks"].size() == static_cast<size_t>(s.model.config.n_layers));
-      for (const auto& b : r1->details["blocks"]) {
-        INFO(b.dump());
-        CHECK(b["rel_error_after"].get<double>() < b["rel_error_before"].get<double>());
-      }
+      for (const auto& b : r1->details["blocks"])
+        for (const char* half : {"attention", "ffn"}) {
+          INFO(b.dump());
+          CHECK(b[half]["rel_error_after"].get<double>() < b[half]["rel_error_before"].get<double>());
+        }
     }
 
     // With every step size 0 the re-encoding gives back the input exactly (negative symmetric
@@ -163,12 +164,13 @@ TEST_CASE("quant.qat block mode: a block that training made worse keeps its inpu
       run_pass("quant.qat", {{"steps", "3"}, {"mode", "block"}, {"lr", "40"}, {"lr_scales", "20"}, {"lr_norms", "5"}},
                m, &s.model, calib.get(), 2);
   REQUIRE(r.ok());
-  for (const auto& b : r->details["blocks"]) {
-    INFO(b.dump());
-    CHECK(b["kept_input"] == true);
-    CHECK(b["rel_error_trained"].get<double>() > b["rel_error_before"].get<double>());
-    CHECK(b["rel_error_after"].get<double>() == b["rel_error_before"].get<double>());
-  }
+  for (const auto& b : r->details["blocks"])
+    for (const char* half : {"attention", "ffn"}) {
+      INFO(b.dump());
+      CHECK(b[half]["kept_input"] == true);
+      CHECK(b[half]["rel_error_trained"].get<double>() > b[half]["rel_error_before"].get<double>());
+      CHECK(b[half]["rel_error_after"].get<double>() == b[half]["rel_error_before"].get<double>());
+    }
   test::require_same_tensors(m, base);
 }
 

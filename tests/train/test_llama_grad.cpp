@@ -227,3 +227,92 @@ TEST_CASE("block forward and backward give the same bits on 1 and 3 threads", "[
     CHECK(grads[0].values(i) == grads[1].values(i));
   }
 }
+
+namespace {
+
+// Rows of a stored copy, as a RowSource.
+class CopyRows : public RowSource {
+ public:
+  CopyRows(std::vector<float> v, int64_t cols) : v_(std::move(v)), cols_(cols) {}
+  void rows(int64_t r0, int64_t r1, float* out) const override {
+    std::copy(v_.begin() + r0 * cols_, v_.begin() + r1 * cols_, out);
+  }
+  void cols(int64_t c0, int64_t c1, float* out) const override {
+    const int64_t rows = std::ssize(v_) / cols_;
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t r = 0; r < rows; ++r) out[(c - c0) * rows + r] = v_[r * cols_ + c];
+  }
+
+ private:
+  std::vector<float> v_;
+  int64_t cols_;
+};
+
+}  // namespace
+
+// Block-by-block training runs a block as its two halves (attention, then FFN), with the
+// quantized weights made on demand by a RowSource: both give the bits of the whole block on
+// stored weights, forward and backward, on 1 and 2 threads.
+TEST_CASE("block halves and weights from a RowSource give the bits of the whole block", "[train]") {
+  ModelConfig c = small_config(true, true, RopeStyle::kNeox);
+  c.dim = 48;
+  c.hidden_dim = 136;  // not a multiple of the 16-row blocks
+  c.head_dim = 12;
+  SynthOptions so;
+  so.seed = 5;
+  so.stddev = 0.1f;
+  auto model = synth_model(c, so);
+  REQUIRE(model.ok());
+  auto whole = LlamaParams::block_of(model.value(), 1);
+  auto attn = LlamaParams::block_of(model.value(), 1, BlockPart::kAttention);
+  auto ffn = LlamaParams::block_of(model.value(), 1, BlockPart::kFfn);
+  REQUIRE((whole.ok() && attn.ok() && ffn.ok()));
+  CHECK(attn->count() == 8u);  // norm, q, k, v, output, 3 biases
+  CHECK(ffn->count() == 4u);   // norm, gate, up, down
+  CHECK(attn->index("blk.1.ffn_up.weight") < 0);
+  CHECK(ffn->index("blk.1.attn_q.weight") < 0);
+  // Every linear weight of the halves from a source; their stored values are gone.
+  std::vector<std::unique_ptr<CopyRows>> sources;
+  for (LlamaParams* p : {&attn.value(), &ffn.value()})
+    for (size_t i = 0; i < p->count(); ++i) {
+      const Tensor& t = model->get(p->name(i));
+      if (t.shape.dims.size() != 2) continue;
+      sources.push_back(std::make_unique<CopyRows>(p->values(i), t.cols()));
+      p->set_source(i, sources.back().get());
+      CHECK(p->values(i).empty());
+    }
+  CHECK(sources.size() == 7u);
+  const int64_t n = 21;
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x0(n * c.dim), dy(n * c.dim);
+  for (float& v : x0) v = nd(rng);
+  for (float& v : dy) v = nd(rng);
+  for (int threads : {1, 2}) {
+    INFO(threads << " threads");
+    BlockGrad g(c, threads);
+    std::vector<float> x = x0, dx = dy;
+    g.forward(whole.value(), 1, x, n);
+    LlamaParams grad = whole->zeros_like();
+    g.backward(whole.value(), dx, grad);
+
+    std::vector<float> xh = x0;
+    g.forward(attn.value(), 1, xh, n, BlockPart::kAttention);
+    const std::vector<float> mid = xh;
+    g.forward(ffn.value(), 1, xh, n, BlockPart::kFfn);
+    CHECK(xh == x);
+    LlamaParams gffn = ffn->zeros_like(), gattn = attn->zeros_like();
+    std::vector<float> dxh = dy;
+    g.backward(ffn.value(), dxh, gffn);
+    std::vector<float> again = x0;  // the attention half's tape again (the FFN half's replaced it)
+    g.forward(attn.value(), 1, again, n, BlockPart::kAttention);
+    CHECK(again == mid);
+    g.backward(attn.value(), dxh, gattn);
+    CHECK(dxh == dx);
+    for (const LlamaParams* half : {&gffn, &gattn})
+      for (size_t i = 0; i < half->count(); ++i) {
+        INFO(half->name(i));
+        CHECK(half->values(i) == grad.get(half->name(i)));
+      }
+  }
+}

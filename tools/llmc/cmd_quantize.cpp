@@ -138,9 +138,9 @@ RunFn setup_quantize(CLI::App& sub) {
   sub.add_option("--qat-noise", a->qat_noise, "quant.qat: fraction of calibration tokens replaced by random ids")
       ->check(CLI::Range(0.0, 0.999));
   sub.add_option("--qat-mode", a->qat_mode,
-                 "quant.qat: model (whole model on the teacher's logits), block (one block at a time on its hidden "
-                 "states: the memory of one block; --qat-steps per block) or auto (model up to ~1 GiB of training "
-                 "state)")
+                 "quant.qat: model (whole model on the teacher's logits), block (block by block, each as its "
+                 "attention and FFN halves, on the hidden states: the memory of one half-block; --qat-steps per "
+                 "half) or auto (model up to ~1 GiB of training state)")
       ->check(CLI::IsMember({"auto", "model", "block"}));
   std::vector<std::unique_ptr<Pass>> passes;
   for (const PassInfo& info : pass_registry())

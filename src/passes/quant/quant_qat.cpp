@@ -7,7 +7,8 @@
 // LSQ derivative; Adam with a cosine-decayed step; optional training of the norm gains. At the end
 // every tensor is re-encoded with its own spec (bits, scheme, group size, scale dtype), so the
 // file has exactly the input's layout and size. That is model mode; block mode (quant_qat_block.cpp)
-// trains one block at a time on the teacher's hidden states instead, in the memory of one block.
+// trains one half-block at a time on the teacher's hidden states instead, in the memory of one
+// half-block.
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -44,8 +45,9 @@ class QuantQatPass : public Pass {
              "fraction of calibration tokens replaced by uniformly random ids (teacher and student see the same "
              "sequences: matching on unusual contexts too)");
     v.option("mode", o_.mode,
-             "model: train the whole model on the teacher's logits (KL); block: one block at a time on the "
-             "teacher's hidden states (memory of one block); auto: model while its estimate stays within 1 GiB",
+             "model: train the whole model on the teacher's logits (KL); block: block by block, each as its "
+             "attention and FFN halves, on the teacher's hidden states (memory of one half-block); auto: model "
+             "while its estimate stays within 1 GiB",
              kModes);
   }
   Result<void> validate_options() const override {

@@ -160,11 +160,59 @@ QatTensor make_qat_tensor(const Tensor& t, std::vector<float> values, size_t par
   return x;
 }
 
-void fake_quant(const QatTensor& t, float* out) {
-  for_each_weight(t, [&](size_t i, size_t, float s, float m, float, float q, float centre, float, float) {
-    out[i] = s == 0.0f ? m : (q - centre) * s + m;
-  });
+namespace {
+
+// The fake-quantization constants of t: code axis centre and maximum, the scale's factor (2 for
+// binary).
+struct FakeQuant {
+  float centre = 0, qmax = 1, k = 1;
+  explicit FakeQuant(const QatTensor& t) {
+    code_axis(t.spec, &centre, &qmax);
+    k = t.spec.scheme == QuantScheme::kBinary ? 2.0f : 1.0f;
+  }
+  // Group gi's stored (on-grid) scale, times k, and min.
+  void params(const QatTensor& t, size_t gi, float* s, float* m) const {
+    *s = on_grid(t.scale_grid, t.spec.scale_block, gi, t.s[gi]) * k;
+    *m = t.has_mins() ? on_grid(t.min_grid, t.spec.scale_block, gi, t.m[gi]) : 0.0f;
+  }
+  // The value of latent w under (s, m): for_each_weight's, bit for bit (clamping before rounding
+  // gives the same codes, and adding and subtracting 1.5 · 2^23 rounds half to even like
+  // std::nearbyint over the codes' range), in a form the compiler vectorizes.
+  float value(float w, float s, float m) const {
+    if (s == 0.0f) return m;
+    constexpr float kMagic = 12582912.0f;
+    const float x = std::min(std::max((w - m) / s + centre, 0.0f), qmax);
+    return ((x + kMagic) - kMagic - centre) * s + m;
+  }
+};
+
+}  // namespace
+
+void fake_quant_rows(const QatTensor& t, int64_t r0, int64_t r1, float* out) {
+  const FakeQuant fq(t);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t g = 0; g < t.gpr; ++g) {
+      float s = 0, m = 0;
+      fq.params(t, static_cast<size_t>(r * t.gpr + g), &s, &m);
+      const float* w = t.w.data() + r * t.cols;
+      float* o = out + (r - r0) * t.cols;
+      for (int64_t c = g * t.gsize; c < std::min(t.cols, (g + 1) * t.gsize); ++c) o[c] = fq.value(w[c], s, m);
+    }
 }
+
+void fake_quant_cols(const QatTensor& t, int64_t c0, int64_t c1, float* out) {
+  const FakeQuant fq(t);
+  for (int64_t r = 0; r < t.rows; ++r)
+    for (int64_t g = c0 / t.gsize; g * t.gsize < c1; ++g) {
+      float s = 0, m = 0;
+      fq.params(t, static_cast<size_t>(r * t.gpr + g), &s, &m);
+      const float* w = t.w.data() + r * t.cols;
+      for (int64_t c = std::max(c0, g * t.gsize); c < std::min(c1, (g + 1) * t.gsize); ++c)
+        out[(c - c0) * t.rows + r] = fq.value(w[c], s, m);
+    }
+}
+
+void fake_quant(const QatTensor& t, float* out) { fake_quant_rows(t, 0, t.rows, out); }
 
 double cosine_decay(int64_t step, int64_t steps) {
   return 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(step - 1) / static_cast<double>(steps)));

@@ -14,11 +14,12 @@
 #include "core/tensor.h"
 #include "passes/pass.h"
 #include "passes/quant/quant_math.h"
+#include "train/llama_grad.h"
 
 namespace llmc {
 
 struct QatOptions {
-  int64_t steps = 200;        // optimizer steps (block mode: per block)
+  int64_t steps = 200;        // optimizer steps (block mode: per half-block)
   int64_t batch = 4;          // sequences per step
   double lr = 0.01;           // latent weights: Adam step as a fraction of the group's initial scale
   double lr_scales = 0.002;   // scales and mins: fraction of the group's initial scale
@@ -55,6 +56,22 @@ struct QatTensor {
 QatTensor make_qat_tensor(const Tensor& t, std::vector<float> values, size_t param);
 // out = t's fake-quantized weights.
 void fake_quant(const QatTensor& t, float* out);
+// out [r1 - r0, cols] = rows [r0, r1) of them.
+void fake_quant_rows(const QatTensor& t, int64_t r0, int64_t r1, float* out);
+// out [c1 - c0, rows] = columns [c0, c1) of them, each as a row.
+void fake_quant_cols(const QatTensor& t, int64_t c0, int64_t c1, float* out);
+
+// t's fake-quantized weights made on demand from its current latents and params (block mode:
+// they are not stored).
+class FakeQuantRows : public RowSource {
+ public:
+  explicit FakeQuantRows(const QatTensor& t) : t_(&t) {}
+  void rows(int64_t r0, int64_t r1, float* out) const override { fake_quant_rows(*t_, r0, r1, out); }
+  void cols(int64_t c0, int64_t c1, float* out) const override { fake_quant_cols(*t_, c0, c1, out); }
+
+ private:
+  const QatTensor* t_;
+};
 // One Adam step of t's latent weights, scales and mins. g: dL/d(fake-quantized weights), already
 // divided by the batch's token count; overwritten (it becomes dL/dw). decay: the cosine factor.
 void qat_update(QatTensor& t, std::vector<float>& g, const QatOptions& o, double decay, int64_t step);
