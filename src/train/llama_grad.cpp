@@ -45,8 +45,8 @@ Result<LlamaParams> LlamaParams::block_of(const Model& model, int64_t layer, Blo
 }
 
 bool in_block_part(const std::string& name, BlockPart part) {
-  const bool attn = name.find(".attn_") != std::string::npos, ffn = name.find(".ffn_") != std::string::npos;
-  return part == BlockPart::kWhole ? attn || ffn : part == BlockPart::kAttention ? attn : ffn;
+  if (part == BlockPart::kWhole) return true;
+  return name.find(part == BlockPart::kAttention ? ".attn_" : ".ffn_") != std::string::npos;
 }
 
 Result<LlamaParams> LlamaParams::decode(const Model& model, int64_t layer, BlockPart part) {

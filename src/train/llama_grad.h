@@ -21,7 +21,7 @@ namespace llmc {
 // biases: x += wo(attention(norm(x)))) or FFN (ffn_norm, ffn_gate/up/down: x += down(...)).
 enum class BlockPart { kWhole, kAttention, kFfn };
 
-// Whether the block tensor `name` ("blk.<l>.<role>") belongs to `part`.
+// Whether the block tensor `name` ("blk.<l>.<role>") belongs to `part` (kWhole: every one).
 bool in_block_part(const std::string& name, BlockPart part);
 
 // A linear weight whose f32 values are made on demand, a block of rows (or columns) at a time, instead of being

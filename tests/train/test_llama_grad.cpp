@@ -189,24 +189,46 @@ TEST_CASE("block backward pass matches finite differences, for its weights and i
   }
 }
 
-TEST_CASE("block forward and backward give the same bits on 1 and 3 threads", "[train]") {
-  ModelConfig c = small_config(false, true, RopeStyle::kNeox);
-  c.dim = 64;
-  c.hidden_dim = 160;
-  c.head_dim = 16;
+namespace {
+
+// A 2-block model of small_config's kind with wider blocks (weights N(0, 0.1²)), and a block
+// input x0 and output gradient dy [n, dim] of N(0, 1) values.
+struct BlockCase {
+  ModelConfig c;
+  Model model;
+  std::vector<float> x0, dy;
+};
+
+BlockCase block_case(bool bias, int64_t dim, int64_t hidden, int64_t head_dim, uint64_t seed, int64_t n) {
+  BlockCase b;
+  b.c = small_config(bias, true, RopeStyle::kNeox);
+  b.c.dim = dim;
+  b.c.hidden_dim = hidden;
+  b.c.head_dim = head_dim;
   SynthOptions so;
-  so.seed = 3;
+  so.seed = seed;
   so.stddev = 0.1f;
-  auto model = synth_model(c, so);
+  auto model = synth_model(b.c, so);
   REQUIRE(model.ok());
-  auto params = LlamaParams::block_of(model.value(), 0);
-  REQUIRE(params.ok());
-  const int64_t n = 45;
-  std::mt19937 rng(1);
+  b.model = std::move(model).value();
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x0(n * c.dim), dy(n * c.dim);
-  for (float& v : x0) v = nd(rng);
-  for (float& v : dy) v = nd(rng);
+  b.x0.resize(static_cast<size_t>(n * dim));
+  b.dy.resize(b.x0.size());
+  for (float& v : b.x0) v = nd(rng);
+  for (float& v : b.dy) v = nd(rng);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("block forward and backward give the same bits on 1 and 3 threads", "[train]") {
+  const int64_t n = 45;
+  const BlockCase b = block_case(false, 64, 160, 16, 3, n);
+  const ModelConfig& c = b.c;
+  const std::vector<float>&x0 = b.x0, &dy = b.dy;
+  auto params = LlamaParams::block_of(b.model, 0);
+  REQUIRE(params.ok());
   std::vector<std::vector<float>> outs, dxs;
   std::vector<LlamaParams> grads;
   for (int threads : {1, 3}) {
@@ -254,18 +276,13 @@ class CopyRows : public RowSource {
 // quantized weights made on demand by a RowSource: both give the bits of the whole block on
 // stored weights, forward and backward, on 1 and 2 threads.
 TEST_CASE("block halves and weights from a RowSource give the bits of the whole block", "[train]") {
-  ModelConfig c = small_config(true, true, RopeStyle::kNeox);
-  c.dim = 48;
-  c.hidden_dim = 136;  // not a multiple of the 16-row blocks
-  c.head_dim = 12;
-  SynthOptions so;
-  so.seed = 5;
-  so.stddev = 0.1f;
-  auto model = synth_model(c, so);
-  REQUIRE(model.ok());
-  auto whole = LlamaParams::block_of(model.value(), 1);
-  auto attn = LlamaParams::block_of(model.value(), 1, BlockPart::kAttention);
-  auto ffn = LlamaParams::block_of(model.value(), 1, BlockPart::kFfn);
+  const int64_t n = 21;
+  const BlockCase b = block_case(true, 48, 136, 12, 5, n);  // FFN width: not a multiple of 16 rows
+  const ModelConfig& c = b.c;
+  const std::vector<float>&x0 = b.x0, &dy = b.dy;
+  auto whole = LlamaParams::block_of(b.model, 1);
+  auto attn = LlamaParams::block_of(b.model, 1, BlockPart::kAttention);
+  auto ffn = LlamaParams::block_of(b.model, 1, BlockPart::kFfn);
   REQUIRE((whole.ok() && attn.ok() && ffn.ok()));
   CHECK(attn->count() == 8u);  // norm, q, k, v, output, 3 biases
   CHECK(ffn->count() == 4u);   // norm, gate, up, down
@@ -275,19 +292,13 @@ TEST_CASE("block halves and weights from a RowSource give the bits of the whole 
   std::vector<std::unique_ptr<CopyRows>> sources;
   for (LlamaParams* p : {&attn.value(), &ffn.value()})
     for (size_t i = 0; i < p->count(); ++i) {
-      const Tensor& t = model->get(p->name(i));
+      const Tensor& t = b.model.get(p->name(i));
       if (t.shape.dims.size() != 2) continue;
       sources.push_back(std::make_unique<CopyRows>(p->values(i), t.cols()));
       p->set_source(i, sources.back().get());
       CHECK(p->values(i).empty());
     }
   CHECK(sources.size() == 7u);
-  const int64_t n = 21;
-  std::mt19937 rng(4);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x0(n * c.dim), dy(n * c.dim);
-  for (float& v : x0) v = nd(rng);
-  for (float& v : dy) v = nd(rng);
   for (int threads : {1, 2}) {
     INFO(threads << " threads");
     BlockGrad g(c, threads);
