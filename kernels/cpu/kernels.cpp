@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numbers>
 
 #include "kernels/cpu/simd.h"
@@ -190,9 +191,9 @@ void gram_upper_accumulate(const float* x, int64_t n, int64_t cols, double* tota
   if (n <= 0 || cols <= 0) return;
   // xt: [cols, n], so that element (i, j) is the dot product of rows i and j. Not thread_local:
   // it would stay allocated after the pass (3 MiB for SmolLM2's FFN at 512 tokens) under the next
-  // one's peak.
-  std::vector<float> transposed(static_cast<size_t>(cols * n));
-  float* xt = transposed.data();
+  // one's peak. Not zero-filled: every element is written below.
+  const auto transposed = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(cols * n));
+  float* xt = transposed.get();
   const int64_t tiles = (cols + kGramTile - 1) / kGramTile;
   const int64_t pairs = tiles * (tiles + 1) / 2;
   const bool parallel = cols * cols * n >= (int64_t{1} << 20);

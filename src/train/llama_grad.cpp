@@ -175,8 +175,8 @@ void transpose(const float* x, int64_t rows, int64_t cols, std::vector<float>& o
     for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = x[r * cols + c];
 }
 
-// A linear weight [rows, cols] as the products read it: stored values, or made by a RowSource
-// block of rows by block of rows (the same bits either way).
+// A linear weight [rows, cols] as the products read it: stored values, or made by a RowSource a
+// block of rows (forward) or columns (backward) at a time (the same bits either way).
 struct WeightRef {
   const float* data = nullptr;
   const RowSource* source = nullptr;

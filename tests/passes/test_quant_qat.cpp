@@ -9,6 +9,7 @@
 #include "model/describe.h"
 #include "model/tokenizer.h"
 #include "passes/pass.h"
+#include "passes/quant/quant_qat_train.h"
 #include "pipeline/calibration.h"
 #include "pipeline/pass_options.h"
 #include "quant_test_util.h"
@@ -172,6 +173,43 @@ TEST_CASE("quant.qat block mode: a block that training made worse keeps its inpu
       CHECK(b[half]["rel_error_after"].get<double>() == b[half]["rel_error_before"].get<double>());
     }
   test::require_same_tensors(m, base);
+}
+
+// Before any step the fake-quantized weights are the stored ones exactly, made by rows (the
+// forward products) or by columns (the backward ones), for symmetric and asymmetric codes, u8
+// scale grids, ragged groups (stories260K's FFN width 172), binary and ternary.
+TEST_CASE("quant.qat: fake quantization by rows and by columns gives the stored weights", "[qat]") {
+  Stories s = load_stories();
+  const std::vector<std::map<std::string, std::string>> specs = {
+      kRtn4,
+      {{"bits", "3"}, {"scheme", "sym"}, {"scale_dtype", "u8"}, {"group_size", "64"}},
+      {{"bits", "2"}, {"scheme", "asym"}, {"group_size", "32"}},
+      {{"scheme", "binary"}, {"group_size", "32"}},
+      {{"scheme", "ternary"}, {"group_size", "32"}}};
+  for (const auto& spec : specs) {
+    Model m = s.model;
+    REQUIRE(run_pass("quant.rtn", spec, m, nullptr, nullptr, 1).ok());
+    for (const char* name : {"blk.0.ffn_down.weight", "blk.1.attn_q.weight", "blk.2.ffn_up.weight"}) {
+      const Tensor& t = m.get(name);
+      INFO(name << " " << describe_encoding(*t.encoding));
+      const std::vector<float> stored = t.to_f32();
+      const QatTensor q = make_qat_tensor(t, stored, 0);
+      std::vector<float> rows(stored.size()), cols(stored.size()), by_rows(stored.size());
+      fake_quant(q, rows.data());
+      CHECK(rows == stored);
+      fake_quant_rows(q, 1, q.rows, by_rows.data() + q.cols);  // from row 1 on
+      std::copy_n(rows.begin(), q.cols, by_rows.begin());
+      CHECK(by_rows == stored);
+      for (int64_t c0 = 0; c0 < q.cols; c0 += 7) {  // column blocks across group boundaries
+        const int64_t c1 = std::min(q.cols, c0 + 7);
+        std::vector<float> block(static_cast<size_t>((c1 - c0) * q.rows));
+        fake_quant_cols(q, c0, c1, block.data());
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t r = 0; r < q.rows; ++r) cols[r * q.cols + c] = block[(c - c0) * q.rows + r];
+      }
+      CHECK(cols == stored);
+    }
+  }
 }
 
 TEST_CASE("quant.qat: refuses bad options, a model with nothing quantized, and a missing teacher", "[qat]") {
