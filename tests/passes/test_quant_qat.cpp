@@ -60,14 +60,20 @@ KldResult eval_kld(const Model& q, const Model& ref, const Tokenizer& tokenizer)
 
 const std::map<std::string, std::string> kRtn4{{"bits", "4"}, {"scheme", "asym"}, {"group_size", "32"}};
 
+// `model` quantized with 4-bit RTN (asymmetric, group 32).
+Model rtn4(const Model& model, int threads) {
+  Model m = model;
+  REQUIRE(run_pass("quant.rtn", kRtn4, m, nullptr, nullptr, threads).ok());
+  return m;
+}
+
 }  // namespace
 
 TEST_CASE("quant.qat: every tensor keeps its encoding and size, and 1 and 2 threads give the same model", "[qat]") {
   Stories s = load_stories();
   if (!s.tokenizer) return;
   auto calib = self_calib(s.model, 6, 48);
-  Model base = s.model;
-  REQUIRE(run_pass("quant.rtn", kRtn4, base, nullptr, nullptr, 1).ok());
+  Model base = rtn4(s.model, 1);
   // Two specs in one model: 3-bit symmetric with u8 scales for the FFN.
   std::map<std::string, std::string> ffn{{"bits", "3"}, {"scheme", "sym"}, {"scale_dtype", "u8"}, {"group_size", "64"}};
   {
@@ -139,8 +145,7 @@ TEST_CASE("quant.qat block mode: stories260K 4-bit RTN gets closer to the origin
   Stories s = load_stories();
   if (!s.tokenizer) return;
   auto calib = self_calib(s.model, 32, 128);
-  Model rtn = s.model;
-  REQUIRE(run_pass("quant.rtn", kRtn4, rtn, nullptr, nullptr, 2).ok());
+  const Model rtn = rtn4(s.model, 2);
   Model qat = rtn;
   auto r = run_pass("quant.qat", {{"steps", "100"}, {"mode", "block"}}, qat, &s.model, calib.get(), 2);
   REQUIRE(r.ok());
@@ -152,14 +157,13 @@ TEST_CASE("quant.qat block mode: stories260K 4-bit RTN gets closer to the origin
   CHECK(after.same_top.mean > before.same_top.mean);
 }
 
-// A block that training made worse on the calibration sequences keeps its input tensors: with
-// absurd step sizes every block diverges, and the model comes out as it went in.
-TEST_CASE("quant.qat block mode: a block that training made worse keeps its input", "[qat]") {
+// A half-block that training made worse on the calibration sequences keeps its input tensors:
+// with absurd step sizes every half diverges, and the model comes out as it went in.
+TEST_CASE("quant.qat block mode: a half-block that training made worse keeps its input", "[qat]") {
   Stories s = load_stories();
   if (!s.tokenizer) return;
   auto calib = self_calib(s.model, 4, 32);
-  Model base = s.model;
-  REQUIRE(run_pass("quant.rtn", kRtn4, base, nullptr, nullptr, 1).ok());
+  Model base = rtn4(s.model, 1);
   Model m = base;
   auto r =
       run_pass("quant.qat", {{"steps", "3"}, {"mode", "block"}, {"lr", "40"}, {"lr_scales", "20"}, {"lr_norms", "5"}},
