@@ -104,17 +104,12 @@ struct LayerTape {
   std::vector<float> x_in, r1, h1, q, k, v, probs, att, x_mid, r2, h2, a, b;
 };
 
-// The buffer of linear_backward (Xᵀ), kept by the caller between calls.
-struct GradScratch {
-  std::vector<float> xt;
-};
-
 struct LlamaTape {
   int64_t n = 0;
   std::vector<int32_t> tokens;
   std::vector<LayerTape> layers;
   std::vector<float> x_last, rf, hf;
-  GradScratch scratch;
+  std::vector<float> xt;  // linear_backward's buffer
 };
 
 namespace {
@@ -340,15 +335,14 @@ void ffn_forward(const ModelConfig& c_, int threads, const LlamaParams& p, int64
 // output; out, with respect to its input. Each adds the gradients of its weights, norm gain and
 // biases to grad. The FFN half: x = x_mid + down(silu(a) b).
 void ffn_backward(const ModelConfig& c_, int threads, const LlamaParams& p, int64_t l, const LayerTape& L, int64_t n,
-                  std::vector<float>& dx, LlamaParams& grad, GradScratch& scratch) {
+                  std::vector<float>& dx, LlamaParams& grad, std::vector<float>& xt) {
   const int64_t d = c_.dim, F = L.hidden;
   auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
   auto lw = [&](const char* s) { return weight_ref(p, layer_tensor_name(l, s)); };
   auto gw = [&](const char* s) -> std::vector<float>& { return grad.get(layer_tensor_name(l, s)); };
   std::vector<float> m(n * F), dm(n * F, 0.0f);
   for (int64_t i = 0; i < n * F; ++i) m[i] = silu(L.a[i]) * L.b[i];
-  linear_backward(m.data(), lw("ffn_down.weight"), dx.data(), n, F, d, dm.data(), gw("ffn_down.weight"), threads,
-                  scratch.xt);
+  linear_backward(m.data(), lw("ffn_down.weight"), dx.data(), n, F, d, dm.data(), gw("ffn_down.weight"), threads, xt);
   // d(up) into m's buffer, d(gate) into dm's, in place.
   std::vector<float>&da = dm, &db = m;
   for (int64_t i = 0; i < n * F; ++i) {
@@ -358,16 +352,15 @@ void ffn_backward(const ModelConfig& c_, int threads, const LlamaParams& p, int6
   }
   std::vector<float> dh(n * d, 0.0f);
   linear_backward(L.h2.data(), lw("ffn_gate.weight"), da.data(), n, d, F, dh.data(), gw("ffn_gate.weight"), threads,
-                  scratch.xt);
-  linear_backward(L.h2.data(), lw("ffn_up.weight"), db.data(), n, d, F, dh.data(), gw("ffn_up.weight"), threads,
-                  scratch.xt);
+                  xt);
+  linear_backward(L.h2.data(), lw("ffn_up.weight"), db.data(), n, d, F, dh.data(), gw("ffn_up.weight"), threads, xt);
   rms_backward(L.x_mid.data(), w("ffn_norm.weight").data(), L.r2.data(), dh.data(), n, d, dx.data(),
                gw("ffn_norm.weight").data());
 }
 
 // The attention half: x_mid = x_in + wo(att).
 void attn_backward(const ModelConfig& c_, const float* inv_freq, int threads, const LlamaParams& p, int64_t l,
-                   const LayerTape& L, int64_t n, std::vector<float>& dx, LlamaParams& grad, GradScratch& scratch) {
+                   const LayerTape& L, int64_t n, std::vector<float>& dx, LlamaParams& grad, std::vector<float>& xt) {
   const int64_t d = c_.dim, hd = c_.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   auto w = [&](const char* s) -> const std::vector<float>& { return p.get(layer_tensor_name(l, s)); };
@@ -376,7 +369,7 @@ void attn_backward(const ModelConfig& c_, const float* inv_freq, int threads, co
   const int64_t H = L.heads, Hk = L.kv_heads, qd = H * hd, kvd = Hk * hd;
   std::vector<float> datt(n * qd, 0.0f);
   linear_backward(L.att.data(), lw("attn_output.weight"), dx.data(), n, qd, d, datt.data(), gw("attn_output.weight"),
-                  threads, scratch.xt);
+                  threads, xt);
   std::vector<float> dq(n * qd, 0.0f), dk(n * kvd, 0.0f), dv(n * kvd, 0.0f);
   // One task per kv head: its query heads in order (dk, dv of a kv head are sums over them).
 #pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
@@ -410,12 +403,9 @@ void attn_backward(const ModelConfig& c_, const float* inv_freq, int threads, co
     }
   }
   std::vector<float> dh(n * d, 0.0f);
-  linear_backward(L.h1.data(), lw("attn_q.weight"), dq.data(), n, d, qd, dh.data(), gw("attn_q.weight"), threads,
-                  scratch.xt);
-  linear_backward(L.h1.data(), lw("attn_k.weight"), dk.data(), n, d, kvd, dh.data(), gw("attn_k.weight"), threads,
-                  scratch.xt);
-  linear_backward(L.h1.data(), lw("attn_v.weight"), dv.data(), n, d, kvd, dh.data(), gw("attn_v.weight"), threads,
-                  scratch.xt);
+  linear_backward(L.h1.data(), lw("attn_q.weight"), dq.data(), n, d, qd, dh.data(), gw("attn_q.weight"), threads, xt);
+  linear_backward(L.h1.data(), lw("attn_k.weight"), dk.data(), n, d, kvd, dh.data(), gw("attn_k.weight"), threads, xt);
+  linear_backward(L.h1.data(), lw("attn_v.weight"), dv.data(), n, d, kvd, dh.data(), gw("attn_v.weight"), threads, xt);
   rms_backward(L.x_in.data(), w("attn_norm.weight").data(), L.r1.data(), dh.data(), n, d, dx.data(),
                gw("attn_norm.weight").data());
 }
@@ -428,10 +418,10 @@ void layer_forward(const ModelConfig& c, const float* inv_freq, int threads, con
 }
 
 void layer_backward(const ModelConfig& c, const float* inv_freq, int threads, const LlamaParams& p, int64_t l,
-                    const LayerTape& L, int64_t n, std::vector<float>& dx, LlamaParams& grad, GradScratch& scratch,
+                    const LayerTape& L, int64_t n, std::vector<float>& dx, LlamaParams& grad, std::vector<float>& xt,
                     BlockPart part = BlockPart::kWhole) {
-  if (part != BlockPart::kAttention) ffn_backward(c, threads, p, l, L, n, dx, grad, scratch);
-  if (part != BlockPart::kFfn) attn_backward(c, inv_freq, threads, p, l, L, n, dx, grad, scratch);
+  if (part != BlockPart::kAttention) ffn_backward(c, threads, p, l, L, n, dx, grad, xt);
+  if (part != BlockPart::kFfn) attn_backward(c, inv_freq, threads, p, l, L, n, dx, grad, xt);
 }
 
 }  // namespace
@@ -472,13 +462,12 @@ void LlamaGrad::backward(const LlamaParams& p, const float* dlogits, LlamaParams
   const int64_t n = tp.n, d = c_.dim, V = c_.vocab_size;
   const char* head_name = c_.tied_embeddings ? "token_embd.weight" : "output.weight";
   std::vector<float> dhf(n * d, 0.0f), dx(n * d, 0.0f);
-  GradScratch& scratch = tape_->scratch;
   linear_backward(tp.hf.data(), WeightRef(p.get(head_name)), dlogits, n, d, V, dhf.data(), grad.get(head_name), 1,
-                  scratch.xt);
+                  tape_->xt);
   rms_backward(tp.x_last.data(), p.get("output_norm.weight").data(), tp.rf.data(), dhf.data(), n, d, dx.data(),
                grad.get("output_norm.weight").data());
   for (int64_t l = c_.n_layers - 1; l >= 0; --l)
-    layer_backward(c_, inv_freq_.data(), 1, p, l, tp.layers[l], n, dx, grad, scratch);
+    layer_backward(c_, inv_freq_.data(), 1, p, l, tp.layers[l], n, dx, grad, tape_->xt);
   std::vector<float>& gembd = grad.get("token_embd.weight");
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < d; ++i) gembd[tp.tokens[t] * d + i] += dx[t * d + i];
@@ -488,13 +477,9 @@ BlockGrad::BlockGrad(const ModelConfig& config, int threads)
     : c_(config),
       inv_freq_(kernels::rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)),
       threads_(std::max(threads, 1)),
-      tape_(new LayerTape),
-      scratch_(new GradScratch) {}
+      tape_(new LayerTape) {}
 
-BlockGrad::~BlockGrad() {
-  delete tape_;
-  delete scratch_;
-}
+BlockGrad::~BlockGrad() { delete tape_; }
 
 void BlockGrad::forward(const LlamaParams& p, int64_t layer, std::vector<float>& x, int64_t n, BlockPart part) {
   if (part != part_) *tape_ = LayerTape{};  // the other part's activations are not needed any more
@@ -505,7 +490,7 @@ void BlockGrad::forward(const LlamaParams& p, int64_t layer, std::vector<float>&
 }
 
 void BlockGrad::backward(const LlamaParams& p, std::vector<float>& dx, LlamaParams& grad) {
-  layer_backward(c_, inv_freq_.data(), threads_, p, layer_, *tape_, n_, dx, grad, *scratch_, part_);
+  layer_backward(c_, inv_freq_.data(), threads_, p, layer_, *tape_, n_, dx, grad, xt_, part_);
 }
 
 double kl_loss(const float* teacher, const float* student, int64_t n, int64_t vocab, float weight, float* dstudent) {

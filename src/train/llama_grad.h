@@ -24,9 +24,9 @@ enum class BlockPart { kWhole, kAttention, kFfn };
 // Whether the block tensor `name` ("blk.<l>.<role>") belongs to `part` (kWhole: every one).
 bool in_block_part(const std::string& name, BlockPart part);
 
-// A linear weight whose f32 values are made on demand, a block of rows (or columns) at a time, instead of being
-// stored (quant.qat's block mode makes its fake-quantized weights from their latents this way).
-// rows() and cols() are called from several threads at once.
+// A linear weight whose f32 values are made on demand, a block of rows (or columns) at a time,
+// instead of being stored (quant.qat's block mode makes its fake-quantized weights from their
+// latents this way). rows() and cols() are called from several threads at once.
 class RowSource {
  public:
   virtual ~RowSource() = default;
@@ -98,9 +98,8 @@ class LlamaGrad {
   LlamaTape* tape_;
 };
 
-// Activations of one block's forward pass kept for the backward pass; buffers of its products.
+// Activations of one block's forward pass kept for the backward pass.
 struct LayerTape;
-struct GradScratch;
 
 // One transformer block alone, for block-by-block training: forward over one sequence's hidden
 // states and backward from the gradient of its output, with the products, attention heads and
@@ -126,7 +125,7 @@ class BlockGrad {
   std::vector<float> inv_freq_;
   int threads_;
   LayerTape* tape_;
-  GradScratch* scratch_;
+  std::vector<float> xt_;  // buffer of the backward pass's products
   int64_t layer_ = 0, n_ = 0;
   BlockPart part_ = BlockPart::kWhole;
 };
