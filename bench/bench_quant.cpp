@@ -5,6 +5,7 @@
 // Prints a Markdown table; asserts nothing. Weights are random (speed does not depend on values).
 // usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
+//                    [--kernel-shape ROWSxCOLS]  (--kernel on that weight shape instead of the model's FFN)
 //                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2)
 //                    [--simd AVX2|AVX3|...]  (that SIMD target and worse ones only)
 //                    [--huge-pages on|off]  (RuntimeOptions::huge_pages; default on)
@@ -195,6 +196,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   int64_t group = 32, membw_mib = 1024;
   bool kernel_only = false, huge_pages = true;
+  int64_t kernel_rows = 0, kernel_cols = 0;
   BenchOptions bo;
   bo.prompt_tokens = 64;
   bo.gen_tokens = 16;
@@ -218,7 +220,17 @@ int main(int argc, char** argv) {
       bo.repeat = std::stoi(next());
     else if (a == "--kernel")
       kernel_only = true;
-    else if (a == "--membw-mib")
+    else if (a == "--kernel-shape") {
+      const std::string v = next();
+      const size_t x = v.find('x');
+      kernel_only = true;
+      kernel_rows = std::stoll(v.substr(0, x));
+      kernel_cols = x == std::string::npos ? 0 : std::stoll(v.substr(x + 1));
+      if (kernel_rows <= 0 || kernel_cols <= 0) {
+        std::fprintf(stderr, "--kernel-shape wants ROWSxCOLS, not %s\n", v.c_str());
+        return 2;
+      }
+    } else if (a == "--membw-mib")
       membw_mib = std::stoll(next());
     else if (a == "--huge-pages")
       huge_pages = next() != "off";
@@ -261,6 +273,10 @@ int main(int argc, char** argv) {
       for (const auto& row : kBenchFormats)
         if (name == row.name) f = &row;
       if (f == nullptr && name != "f16") continue;
+      if (kernel_rows > 0) {
+        kernel_bench(f, group, threads, kernel_rows, kernel_cols, bo.prompt_tokens);
+        continue;
+      }
       kernel_bench(f, group, threads, s->config.hidden_dim, s->config.dim, bo.prompt_tokens);
       kernel_bench(f, group, threads, s->config.dim, s->config.hidden_dim, bo.prompt_tokens);
     }

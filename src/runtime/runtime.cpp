@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include "core/sparse.h"
@@ -309,7 +310,8 @@ class TransformerRuntime final : public Runtime {
         sequences_(options.sequences),
         act_group_(options.activation_q8_group),
         huge_pages_(options.huge_pages),
-        release_pages_(options.release_weight_pages) {}
+        release_pages_(options.release_weight_pages),
+        activations_(options.quant_activations) {}
 
   Result<void> init();
   Result<void> forward(std::span<const int32_t> tokens, int64_t pos, float* logits, bool all_logits) override;
@@ -340,6 +342,7 @@ class TransformerRuntime final : public Runtime {
   int64_t act_group_;
   bool huge_pages_;
   bool release_pages_;
+  std::optional<kernels::QuantActivations> activations_;
   BlockForward block_;
   std::vector<size_t> cache_offset_;  // [layers + 1] first float of each layer's [max_context, kv_dim] cache
   std::vector<LayerWeights> layers_;
@@ -448,6 +451,8 @@ Result<void> TransformerRuntime::forward(std::span<const int32_t> tokens, int64_
                       ") exceed the context of ", max_context_);
   LLMC_TRY(check_tokens(tokens));
   kernels::set_num_threads(threads_);
+  std::optional<kernels::ScopedQuantActivations> mode;
+  if (activations_) mode.emplace(*activations_);
   for (int64_t start = 0; start < n; start += kMaxBatch) {
     const int64_t m = std::min(kMaxBatch, n - start);
     const bool last = start + m == n;
@@ -467,6 +472,8 @@ Result<void> TransformerRuntime::forward_batch(std::span<const int32_t> tokens, 
     return make_error(ErrorCode::kInvalidArgument, "runtime: position ", pos, " exceeds the context of ", max_context_);
   LLMC_TRY(check_tokens(tokens));
   kernels::set_num_threads(threads_);
+  std::optional<kernels::ScopedQuantActivations> mode;
+  if (activations_) mode.emplace(*activations_);
   forward_chunk(tokens.data(), sequences_, pos, logits, true, true);
   return {};
 }

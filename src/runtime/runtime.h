@@ -4,11 +4,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "core/model.h"
 
 namespace llmc {
+namespace kernels {
+enum class QuantActivations : uint8_t;  // kernels/cpu/kernels.h
+}
 
 struct RuntimeOptions {
   int threads = 0;          // 0 = all cores
@@ -32,6 +36,10 @@ struct RuntimeOptions {
   // the pages in again from the page cache. For passes over an input being compressed
   // (calibration sampling), not for decode.
   bool release_weight_pages = false;
+  // How Quant and Palette weights take their activations in forward() and forward_batch()
+  // (kernels::QuantActivations, docs/runtime.md); the process-wide mode is restored after each
+  // call. nullopt: the process-wide mode (kInt8x2 unless changed).
+  std::optional<kernels::QuantActivations> quant_activations;
 };
 
 class Runtime {

@@ -2,6 +2,8 @@
 // random and adversarial inputs, with error bounds derived from the accumulation length.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 
 #include "kernels/cpu/kernels.h"
@@ -153,6 +155,30 @@ TEST_CASE("linear kernels give identical results for 1 and 2 threads", "[kernels
   kernels::matmul(w, x.data(), 40, y2.data());
   kernels::set_num_threads(0);
   CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+}
+
+// The row blocks of a parallel linear call are shared out per thread and taken over by threads that
+// finish early (kernels/cpu/linear.cpp): with more threads than cores, shares of unequal length and
+// row counts that are not a multiple of the block, every row must still be computed exactly once
+// (outputs start as NaN) and give the 1-thread bits.
+TEST_CASE("linear kernels: every row is computed once whatever the thread count", "[kernels]") {
+  for (int64_t rows : {1, 5, 37, 300, 1029}) {
+    const Tensor w = make_quant(rows, 256, static_cast<uint32_t>(rows));
+    for (int64_t n : {1, 3}) {
+      const auto x = random_values(n * 256, Fill::kNormal, 41);
+      std::vector<float> ref(static_cast<size_t>(n * rows));
+      kernels::set_num_threads(1);
+      kernels::matmul(w, x.data(), n, ref.data());
+      for (int threads : {2, 3, 7}) {
+        std::vector<float> y(ref.size(), std::numeric_limits<float>::quiet_NaN());
+        kernels::set_num_threads(threads);
+        kernels::matmul(w, x.data(), n, y.data());
+        INFO("rows " << rows << " tokens " << n << " threads " << threads);
+        CHECK(std::memcmp(y.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+  kernels::set_num_threads(0);
 }
 
 TEST_CASE("rmsnorm, softmax, silu_mul match _ref", "[kernels]") {

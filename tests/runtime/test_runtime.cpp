@@ -5,10 +5,12 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <random>
 
 #include "formats/file_io.h"
 #include "formats/model_io.h"
+#include "kernels/cpu/kernels.h"
 #include "model/arch.h"
 #include "model/synth.h"
 #include "runtime/runtime.h"
@@ -253,6 +255,48 @@ TEST_CASE("runtime: results do not depend on the thread count", "[runtime]") {
   }
   CHECK(out[0] == out[1]);
   CHECK(out[0] == out[2]);
+}
+
+// RuntimeOptions::quant_activations: a runtime's forward calls run its Quant weights in that mode
+// (the logits of the process-wide mode set to it), and the process-wide mode is back afterwards.
+TEST_CASE("runtime: its own activation mode applies to its forward calls only", "[runtime]") {
+  using QA = kernels::QuantActivations;
+  Model m = random_model(kVariants[0], 31);
+  std::mt19937 rng(32);
+  for (const auto& spec : expected_tensors(m.config)) {
+    if (spec.role != TensorRole::kLinear) continue;
+    QuantEncoding q;  // 4-bit symmetric in groups of 16, f16 scales
+    q.bits = 4;
+    q.group_size = 16;
+    q.scale_dtype = DType::kF16;
+    std::vector<uint8_t> codes(static_cast<size_t>(spec.shape.rows() * quant_row_stride(q, spec.shape.cols())));
+    for (auto& c : codes) c = static_cast<uint8_t>(rng());
+    q.codes = Bytes::owned(std::move(codes));
+    q.scales = Bytes::from_vector(std::vector<uint16_t>(
+        static_cast<size_t>(spec.shape.rows() * quant_groups_per_row(q, spec.shape.cols())), 0x2E66));  // ~0.1
+    m.replace(Tensor{spec.name, spec.shape, std::make_shared<Encoding>(Encoding{q})});
+  }
+  const int64_t vocab = m.config.vocab_size;
+  const auto tokens = random_tokens(6, vocab, 33);
+  auto logits = [&](std::optional<QA> mode) {
+    RuntimeOptions o;
+    o.quant_activations = mode;
+    auto rt = Runtime::create(m, o);
+    REQUIRE(rt.ok());
+    std::vector<float> out(tokens.size() * static_cast<size_t>(vocab));
+    REQUIRE((*rt)->forward(tokens, 0, out.data(), true).ok());
+    return out;
+  };
+  REQUIRE(kernels::quant_activations() == QA::kInt8x2);
+  const auto two_parts = logits(std::nullopt);
+  const auto one_part = logits(QA::kInt8);
+  CHECK(kernels::quant_activations() == QA::kInt8x2);
+  CHECK(one_part != two_parts);
+  CHECK(logits(QA::kInt8x2) == two_parts);
+  const kernels::ScopedQuantActivations process(QA::kInt8);
+  CHECK(logits(std::nullopt) == one_part);
+  CHECK(logits(QA::kInt8x2) == two_parts);
+  CHECK(kernels::quant_activations() == QA::kInt8);
 }
 
 TEST_CASE("runtime: weights collapsed into huge pages give the same logits", "[runtime]") {

@@ -98,6 +98,29 @@ TEST_CASE("llmc eval and bench write valid reports", "[verify]") {
   CHECK(llmc::test::run_cli(quick + " --ref " + bin + " --min-same-top 0.999 --max-kld 1e-6").exit_code == 0);
   CHECK(llmc::test::run_cli(quick + " --max-kld 0.1").exit_code == 3);  // needs --ref
 
+  // --activations: a 4-bit RTN file against the f32 model, with one int8 activation part or the
+  // default two; the mode is in the report; an unknown mode is a usage error.
+  const std::string q4 = dir.path("q4.llmc");
+  auto q = llmc::test::run_cli("quantize " + bin + " --tokenizer " + tok + " -o " + q4 +
+                               " --bits 4 --group-size 32 --method rtn --threads 1");
+  INFO(q.output);
+  REQUIRE(q.exit_code == 0);
+  double kld[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    const std::string mode = i == 0 ? "int8x2" : "int8", path = dir.path("q4-" + mode + ".json");
+    auto e = llmc::test::run_cli("eval " + q4 + " --data " + text + " --ctx 64 --max-chunks 4 --threads 1 --ref " +
+                                 bin + " --tokenizer " + tok + " --activations " + mode + " --json " + path);
+    INFO(e.output);
+    REQUIRE(e.exit_code == 0);
+    auto j = Json::parse(llmc::test::read_file_bytes(path));
+    CHECK(validate_report(j).ok());
+    CHECK(j["metrics"]["activations"] == mode);
+    kld[i] = j["metrics"]["vs_reference"]["kld"]["mean"].get<double>();
+  }
+  INFO("mean KLD int8x2 " << kld[0] << ", int8 " << kld[1]);
+  CHECK(kld[1] > kld[0]);  // one part rounds activations ~128x coarser than two
+  CHECK(llmc::test::run_cli(quick + " --activations int4").exit_code == 2);
+
   const std::string bjson = dir.path("bench.json");
   auto b = llmc::test::run_cli("bench " + bin +
                                " --threads 1 --prompt-tokens 16 --gen-tokens 8 --repeat 2 --membw-mib 64 --json " +

@@ -20,6 +20,7 @@ struct BenchArgs {
   BenchOptions options;
   int64_t membw_mib = 1024;
   bool no_huge_pages = false;
+  std::string activations;
   ReportTargets out;
 };
 
@@ -42,6 +43,7 @@ int run_bench_command(BenchArgs& a) {
   ropt.threads = a.options.threads;
   ropt.max_context = a.options.prompt_tokens + a.options.gen_tokens;
   ropt.huge_pages = !a.no_huge_pages;
+  ropt.quant_activations = activations_mode(a.activations);
   auto runtime = Runtime::create(*model, ropt);
   if (!runtime.ok()) return report_error(with_context(runtime.error(), a.model));
   auto bench = run_bench(**runtime, a.options);
@@ -53,6 +55,7 @@ int run_bench_command(BenchArgs& a) {
   if (!identity.ok()) return report_error(identity.error());
   parts.model = std::move(identity).value();
   parts.metrics = bench_metrics_json(*bench);
+  parts.metrics["activations"] = a.activations.empty() ? "int8x2" : a.activations;
   parts.machine = machine_json(detect_machine(), &bench->membw);
   parts.command_line = current_command_line();
   parts.load_seconds = load_seconds;
@@ -75,6 +78,7 @@ RunFn setup_bench(CLI::App& sub) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   sub.add_flag("--no-huge-pages", a->no_huge_pages,
                "Leave weights held in heap memory in 4 KiB pages (A/B runs; docs/runtime.md)");
+  add_activations_option(sub, a->activations);
   sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer file (not needed for timing)")
       ->check(CLI::ExistingFile);
   sub.add_option("--json", a->out.json_path, "Write the JSON report to FILE ('-' = stdout)");

@@ -25,6 +25,7 @@ struct EvalArgs {
   int64_t max_chunks = 0;
   int64_t batch = 256;
   int threads = 0;
+  std::string activations;  // --activations (the model's runtime; the reference keeps the default)
   ReportTargets out;
   // Quality gates (0 = off): a failed gate gives exit code 3 after the reports are written.
   double max_ppl = 0;
@@ -103,7 +104,9 @@ int run_eval(const EvalArgs& a) {
   RuntimeOptions ropt;
   ropt.threads = a.threads;
   ropt.max_context = a.ctx;
-  auto runtime = Runtime::create(*model, ropt);
+  RuntimeOptions model_opt = ropt;
+  model_opt.quant_activations = activations_mode(a.activations);
+  auto runtime = Runtime::create(*model, model_opt);
   if (!runtime.ok()) return report_error(with_context(runtime.error(), a.model));
   std::unique_ptr<Runtime> ref_runtime;
   if (ref) {
@@ -131,6 +134,7 @@ int run_eval(const EvalArgs& a) {
   }
   parts.metrics = eval_metrics_json(*eval);
   parts.metrics["data"] = a.data;
+  parts.metrics["activations"] = a.activations.empty() ? "int8x2" : a.activations;
   parts.machine = machine_json(detect_machine(), nullptr);
   parts.command_line = current_command_line();
   parts.load_seconds = load_seconds;
@@ -156,6 +160,7 @@ RunFn setup_eval(CLI::App& sub) {
   sub.add_option("--threads", a->threads, "Threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   sub.add_option("--tokenizer", a->tokenizer, "Separate tokenizer file (e.g. llama2.c tokenizer.bin)")
       ->check(CLI::ExistingFile);
+  add_activations_option(sub, a->activations);
   sub.add_option("--batch", a->batch, "Scored tokens per forward call (bounds logits memory)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   sub.add_option("--json", a->out.json_path, "Write the JSON report to FILE ('-' = stdout)");

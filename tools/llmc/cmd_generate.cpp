@@ -22,6 +22,7 @@ struct GenerateArgs {
   SamplingOptions sampling;
   int beams = 1;
   int threads = 0;
+  std::string activations;
 };
 
 int run_generate(const GenerateArgs& a) {
@@ -55,6 +56,7 @@ int run_generate(const GenerateArgs& a) {
   RuntimeOptions ro;
   ro.threads = a.threads;
   ro.max_context = steps;
+  ro.quant_activations = activations_mode(a.activations);
   std::fputs(a.prompt.c_str(), stdout);
   std::fflush(stdout);
   const auto t0 = std::chrono::steady_clock::now();
@@ -122,6 +124,7 @@ RunFn setup_generate(CLI::App& sub) {
   sub.add_option("--beam", a->beams, "Beam search with B hypotheses (ignores sampling options)")->capture_default_str();
   sub.add_option("--seed", a->sampling.seed, "Random seed for sampling")->capture_default_str();
   sub.add_option("--threads", a->threads, "CPU threads; 0 = all cores")->capture_default_str();
+  add_activations_option(sub, a->activations);
   return [a] { return run_generate(*a); };
 }
 
