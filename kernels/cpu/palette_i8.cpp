@@ -174,19 +174,16 @@ void matmul_palette_i8_ref(const Tensor& w, const float* x, int64_t n, float* y)
         for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(codebook[palette_index_at(row, p.bits, c)]) * xt[c];
       } else {
         for (int64_t b = 0; b < plan.blocks; ++b) {
-          const float* e = record.data() + plan.x_floats + (b / 2) * plan.pair_floats;
-          const int h = static_cast<int>(b % 2);
-          const auto* bytes = reinterpret_cast<const int8_t*>(e);
+          const float* pairs = record.data() + plan.x_floats;
           int64_t j = 0;  // Σ v_c · xq_c, v_c the grid integer of the entry
           for (int i = 0; i < 32; ++i) {
             if (plan.slot_col[i] >= plan.len[b]) continue;
             const int64_t c = plan.start[b] + plan.slot_col[i];
             const auto v = static_cast<int64_t>(std::ldexp(codebook[palette_index_at(row, p.bits, c)], -k));
-            const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
-            const int64_t xq = plan.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
-            j += v * xq;
+            j += v * i8_slot_activation(plan, pairs, b, i);
           }
-          s += std::ldexp(1.0, k) * e[16 + 4 * h] * static_cast<double>(j);
+          const float dx = pairs[simd::pair_field(b / 2, plan.pair_floats, simd::kFieldDx) + 4 * (b % 2)];
+          s += std::ldexp(1.0, k) * dx * static_cast<double>(j);
         }
       }
       if (outliers) {

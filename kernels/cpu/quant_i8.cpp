@@ -108,7 +108,7 @@ void build_plan(int64_t cols, int64_t groups, int64_t glen, int code_bits, bool 
   p.slot_col.resize(32);
   fill_slots(f->kind, p.slot_col.data());
   p.x_floats = mins ? (p.groups + 7) / 8 * 8 : 0;
-  p.record_floats = p.x_floats + p.pair_floats * p.pairs;
+  p.record_floats = p.x_floats + p.pair_floats * (p.pairs + p.pairs % 2);  // simd::pair_field
 }
 
 // Round half to even for |v| < 2^22 (f32 adds, no FMA or libm call).
@@ -178,10 +178,9 @@ void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split,
     if (!(r >= -127.0f)) r = -127.0f;  // NaN too
     return r;
   };
+  auto* bytes = reinterpret_cast<int8_t*>(pairs);
   for (int64_t k = 0; k < blocks; ++k) {
-    float* e = pairs + (k / 2) * pair_floats;
     const int h = static_cast<int>(k % 2);
-    auto* base = reinterpret_cast<int8_t*>(e);
     const float* src = x + start[k];
     float amax = 0.0f;
     for (int64_t c = 0; c < len[k]; ++c) amax = std::max(amax, std::fabs(src[c]));
@@ -196,19 +195,24 @@ void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split,
         hi = clamp(round_even(p));
         lo = clamp(round_even((p - hi) * 256.0f));  // p - hi is exact
       }
-      const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;  // XA or XB byte of this slot
-      base[slot] = static_cast<int8_t>(hi);
+      bytes[simd::slot_byte(k, pair_floats, i, false)] = static_cast<int8_t>(hi);
       sum += static_cast<int32_t>(hi) * (split ? 256 : 1);
       if (split) {
-        base[128 + slot] = static_cast<int8_t>(lo);
+        bytes[simd::slot_byte(k, pair_floats, i, true)] = static_cast<int8_t>(lo);
         sum += static_cast<int32_t>(lo);
       }
     }
-    float* dxv = e + 16 + 4 * h;
+    float* dxv = pairs + simd::pair_field(k / 2, pair_floats, simd::kFieldDx) + 4 * h;
     for (int i = 0; i < 4; ++i) dxv[i] = split ? dx * (1.0f / 256.0f) : dx;
     const int32_t c[4] = {-offset * sum, 0, 0, 0};
-    std::memcpy(e + 24 + 4 * h, c, sizeof(c));
+    std::memcpy(pairs + simd::pair_field(k / 2, pair_floats, simd::kFieldC) + 4 * h, c, sizeof(c));
   }
+}
+
+int64_t i8_slot_activation(const QuantI8Plan& plan, const float* pairs, int64_t k, int i) {
+  const auto* bytes = reinterpret_cast<const int8_t*>(pairs);
+  const int64_t hi = bytes[simd::slot_byte(k, plan.pair_floats, i, false)];
+  return plan.split ? 256 * hi + bytes[simd::slot_byte(k, plan.pair_floats, i, true)] : hi;
 }
 
 void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float* record, bool reference) {
@@ -220,6 +224,9 @@ void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float
   else
     simd::quantize_i8_blocks(plan.format->kind, plan.format->offset, plan.split, x, plan.start.data(), plan.len.data(),
                              plan.slot_col.data(), 2 * plan.pairs, pairs);
+  if (plan.pairs % 2)  // the unused entry next to the last pair's: zeros, not stale values
+    for (int f = 0; f < plan.pair_floats / 8; ++f)
+      std::fill_n(pairs + simd::pair_field(plan.pairs, plan.pair_floats, f), 8, 0.0f);
 }
 
 simd::QuantI8DotArgs i8_dot_args(const QuantI8Plan& plan, const float* act, int64_t t_begin, int64_t t_end,
@@ -343,19 +350,17 @@ void matmul_quant_i8_ref(const Tensor& w, const float* x, int64_t n, float* y) {
       const uint8_t* row = q.codes.data() + r * stride;
       double s = 0.0;
       for (int64_t k = 0; k < plan.blocks; ++k) {
-        const float* e = record.data() + plan.x_floats + (k / 2) * plan.pair_floats;
-        const int h = static_cast<int>(k % 2);
-        const auto* bytes = reinterpret_cast<const int8_t*>(e);
+        const float* pairs = record.data() + plan.x_floats;
+        const auto* bytes = reinterpret_cast<const int8_t*>(pairs);
         int64_t j = 0;  // J_b = Σ v_c · xq_c with v_c the centred integer value of the code
         for (int i = 0; i < 32; ++i) {
           if (plan.slot_col[i] >= plan.len[k]) continue;
           const int64_t c = plan.start[k] + plan.slot_col[i];
           const auto v = static_cast<int64_t>(quant_value(q.scheme, q.bits, quant_code_at(q, row, c), 1.0f, 0.0f));
-          const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
-          const int64_t xq = plan.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
-          j += (v - plan.format->centre) * xq;
+          j += (v - plan.format->centre) * i8_slot_activation(plan, pairs, k, i);
         }
-        s += static_cast<double>(scales[plan.group[k]]) * e[16 + 4 * h] * static_cast<double>(j);
+        const float dx = pairs[simd::pair_field(k / 2, plan.pair_floats, simd::kFieldDx) + 4 * (k % 2)];
+        s += static_cast<double>(scales[plan.group[k]]) * dx * static_cast<double>(j);
       }
       for (int64_t g = 0; mins && g < gpr; ++g)
         s += static_cast<double>(i8_centred_min(mvals[g], plan.format->centre, scales[g])) * record[g];

@@ -74,6 +74,9 @@ inline void i8_block_scale(float amax, float& dx, float& inv) {
 // mins, blocks by simd::quantize_i8_blocks (production) or i8_quantize_blocks_ref (the reference;
 // both give the same bytes).
 void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float* record, bool reference);
+// The quantized activation xq of slot i of block k in a token's pair entries (record + x_floats):
+// the int8 part, or 256 · hi + lo when split.
+int64_t i8_slot_activation(const QuantI8Plan& plan, const float* pairs, int64_t k, int i);
 // X_g = Σ_{c in g} x_c in f32, column order; zeros up to x_floats.
 void i8_group_sums(const QuantI8Plan& plan, const float* x, float* record);
 // The blocks of a token (start/len per block, `blocks` = 2 · pairs) into the pair entries at

@@ -277,9 +277,6 @@ HWY_INLINE float half_min_terms(const uint8_t* mins, const uint8_t* scales, floa
 using W = __m512i;
 
 HWY_INLINE W join(V lo, V hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
-HWY_INLINE W join_at(const float* lo, const float* hi) {
-  return join(_mm256_loadu_si256(reinterpret_cast<const V*>(lo)), _mm256_loadu_si256(reinterpret_cast<const V*>(hi)));
-}
 
 #if HWY_TARGET == HWY_AVX3_DL
 // VBMI tables of the 3/5/6/7-bit extractor for two pairs in the common layout (block j of the four
@@ -408,22 +405,23 @@ HWY_INLINE W dot_quad(W acc, W a, W b, W xa, W xb) {
 #endif
 }
 
-// A token's activation vectors for pairs p, p+1 (entries e and e + pair_floats), built once and
-// used by every row of a decode block.
+// A token's activation vectors for pairs p, p+1 (p even; e = their entries, simd::pair_field),
+// loaded once and used by every row of a decode block.
 struct QuadAct {
   W xa, xb, xa_lo, xb_lo, c;  // int8 parts (lo: split only), C (Quant weights other than kSigned8)
   __m512 dx;
 };
 template <K kKind, bool kLut, bool kSplit>
-HWY_INLINE QuadAct quad_act(const float* e, int64_t pair_floats) {
+HWY_INLINE QuadAct quad_act(const float* e) {
+  const auto field = [&](int f) { return _mm512_loadu_si512(e + 16 * f); };
   QuadAct x;
-  x.xa = join_at(e, e + pair_floats);
-  x.xb = join_at(e + 8, e + pair_floats + 8);
-  x.dx = _mm512_castsi512_ps(join_at(e + 16, e + pair_floats + 16));
-  x.c = kKind != K::kSigned8 && !kLut ? join_at(e + 24, e + pair_floats + 24) : _mm512_setzero_si512();
+  x.xa = field(kFieldXA);
+  x.xb = field(kFieldXB);
+  x.dx = _mm512_castsi512_ps(field(kFieldDx));
+  x.c = kKind != K::kSigned8 && !kLut ? field(kFieldC) : _mm512_setzero_si512();
   if constexpr (kSplit) {
-    x.xa_lo = join_at(e + 32, e + pair_floats + 32);
-    x.xb_lo = join_at(e + 40, e + pair_floats + 40);
+    x.xa_lo = field(kFieldXALo);
+    x.xb_lo = field(kFieldXBLo);
   }
   return x;
 }
@@ -462,12 +460,13 @@ HWY_INLINE __m512 quad_scales(bool half, const uint8_t* sc, int64_t p, const Hal
 }
 #endif
 
-// Block sums U + C of pair p for one token at record entry e (int32 lanes as dot_pair; exact).
+// Block sums U + C of pair p for one token, e its entry (simd::pair_field; int32 lanes as dot_pair;
+// exact).
 // kLut: sa, sb the signed values, ca, cb their magnitudes (v · x = |v| · sign(x, v)).
 template <K kKind, bool kLut, bool kSplit>
 HWY_INLINE V pair_sums(V ca, V cb, V sa, V sb, const float* e) {
-  const auto act = [&](int at, V s) {
-    const V x = _mm256_loadu_si256(reinterpret_cast<const V*>(e + at));
+  const auto act = [&](int field, V s) {
+    const V x = _mm256_loadu_si256(reinterpret_cast<const V*>(e + 16 * field));
     if constexpr (kLut) {
       return _mm256_sign_epi8(x, s);
     } else {
@@ -475,11 +474,12 @@ HWY_INLINE V pair_sums(V ca, V cb, V sa, V sb, const float* e) {
       return x;
     }
   };
-  V d = dot_pair<kKind, kLut>(ca, cb, act(0, sa), act(8, sb));
+  V d = dot_pair<kKind, kLut>(ca, cb, act(kFieldXA, sa), act(kFieldXB, sb));
   if constexpr (kSplit)  // 256 · hi + lo: exact in int32
-    d = _mm256_add_epi32(_mm256_slli_epi32(d, 8), dot_pair<kKind, kLut>(ca, cb, act(32, sa), act(40, sb)));
+    d = _mm256_add_epi32(_mm256_slli_epi32(d, 8),
+                         dot_pair<kKind, kLut>(ca, cb, act(kFieldXALo, sa), act(kFieldXBLo, sb)));
   if constexpr (kKind != K::kSigned8 && !kLut)  // palette: offset 0
-    d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 24)));
+    d = _mm256_add_epi32(d, _mm256_loadu_si256(reinterpret_cast<const V*>(e + 16 * kFieldC)));
   return d;
 }
 
@@ -524,6 +524,7 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
     for (int t = 0; t < T; ++t) acc[r][t] = acc_zero();
   }
   constexpr int64_t kPairFloats = kSplit ? 48 : 32;
+  const auto entry = [&](int t, int64_t pair) { return rec[t] + pair_field(pair, kPairFloats, kFieldXA); };
   const HalfScales hs(a.block_shift);
   if constexpr (R > 1) {
     // The scales of the rows the codes' prefetch reaches (the next-but-one call's): a stream of
@@ -539,13 +540,13 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
     // Decode blocks (R > 1, T == 1) build the token's vectors once for all rows.
     static_assert(R == 1 || T == 1);
     QuadAct shared{};
-    if constexpr (R > 1) shared = quad_act<kKind, kLut, kSplit>(rec[0] + p * kPairFloats, kPairFloats);
+    if constexpr (R > 1) shared = quad_act<kKind, kLut, kSplit>(entry(0, p));
     const auto act_of = [&](int t) {
       if constexpr (R > 1) {
         (void)t;
         return shared;
       } else {
-        return quad_act<kKind, kLut, kSplit>(rec[t] + p * kPairFloats, kPairFloats);
+        return quad_act<kKind, kLut, kSplit>(entry(t, p));
       }
     };
 #pragma GCC unroll 4
@@ -589,9 +590,9 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
       const __m256 s = pair_scales(half, sc[r], p, hs);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
-        const float* e = rec[t] + p * kPairFloats;
+        const float* e = entry(t, p);
         const V d = pair_sums<kKind, kLut, kSplit>(ca, cb, sa, sb, e);
-        acc[r][t] = acc_pair(acc[r][t], _mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16)));
+        acc[r][t] = acc_pair(acc[r][t], _mm256_cvtepi32_ps(d), _mm256_mul_ps(s, _mm256_loadu_ps(e + 16 * kFieldDx)));
       }
     }
   }
@@ -713,12 +714,13 @@ void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* 
     const V bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     return to_slots<kKind>(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
   };
-  auto store = [](uint8_t* base, int h, V slots) {  // slots 0..15 to XA, 16..31 to XB
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 16 * h), _mm256_castsi256_si128(slots));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 32 + 16 * h), _mm256_extracti128_si256(slots, 1));
+  // Slots 0..15 to field xa, 16..31 to xb (XA, XB or their low parts) of entry e.
+  auto store = [](float* e, int xa, int h, V slots) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 16 * xa + 4 * h), _mm256_castsi256_si128(slots));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 16 * (xa + 1) + 4 * h), _mm256_extracti128_si256(slots, 1));
   };
   for (int64_t k = 0; k < blocks; ++k) {
-    float* e = pairs + (k / 2) * pair_floats;
+    float* e = pairs + pair_field(k / 2, pair_floats, kFieldXA);
     const int h = static_cast<int>(k % 2);
     const float* src = x + start[k];
     if (len[k] < 32) {  // short and phantom blocks: zero padded
@@ -747,13 +749,12 @@ void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* 
             _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(p, _mm256_cvtepi32_ps(qh[i])), k256)), hi),
             lo);
     }
-    auto* base = reinterpret_cast<uint8_t*>(e);
     int32_t sum_hi = 0, sum_lo = 0;
-    store(base, h, pack(qh, sum_hi));
-    if (split) store(base + 128, h, pack(ql, sum_lo));
-    _mm_storeu_ps(e + 16 + 4 * h, _mm_set1_ps(split ? dx * (1.0f / 256.0f) : dx));
+    store(e, kFieldXA, h, pack(qh, sum_hi));
+    if (split) store(e, kFieldXALo, h, pack(ql, sum_lo));
+    _mm_storeu_ps(e + 16 * kFieldDx + 4 * h, _mm_set1_ps(split ? dx * (1.0f / 256.0f) : dx));
     const int32_t sum = split ? 256 * sum_hi + sum_lo : sum_hi;
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 24 + 4 * h), _mm_setr_epi32(-offset * sum, 0, 0, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 16 * kFieldC + 4 * h), _mm_setr_epi32(-offset * sum, 0, 0, 0));
   }
 }
 
@@ -811,21 +812,22 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
       const float* rec = a.act + t * a.act_stride;
       float acc = 0.0f;
       for (int64_t k = 0; k < 2 * a.pairs; ++k) {
-        const float* e = rec + a.x_floats + (k / 2) * a.pair_floats;
+        const float* pairs = rec + a.x_floats;
+        const float* e = pairs + pair_field(k / 2, a.pair_floats, kFieldXA);
         const int h = static_cast<int>(k % 2);
-        const auto* bytes = reinterpret_cast<const int8_t*>(e);
+        const auto* bytes = reinterpret_cast<const int8_t*>(pairs);
         int32_t u = 0;
         for (int i = 0; i < 32; ++i) {
           if (a.slot_col[i] >= a.block_len[k]) continue;
-          const int slot = (i < 16 ? 0 : 32) + 16 * h + i % 16;
-          const int32_t xq = a.split ? 256 * bytes[slot] + bytes[128 + slot] : bytes[slot];
+          const int32_t hi = bytes[slot_byte(k, a.pair_floats, i, false)];
+          const int32_t xq = a.split ? 256 * hi + bytes[slot_byte(k, a.pair_floats, i, true)] : hi;
           const int32_t u_c = slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]);
           u += (lut != nullptr ? static_cast<int8_t>(lut[u_c]) : u_c) * xq;
         }
         int32_t c;
-        std::memcpy(&c, e + 24 + 4 * h, 4);
+        std::memcpy(&c, e + 16 * kFieldC + 4 * h, 4);
         if (a.kind != K::kSigned8) u += c;
-        acc = fmadd(static_cast<float>(u), scale(k) * e[16 + 4 * h], acc);
+        acc = fmadd(static_cast<float>(u), scale(k) * e[16 * kFieldDx + 4 * h], acc);
       }
       if (mins) {
         float m = 0.0f;

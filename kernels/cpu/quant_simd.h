@@ -64,11 +64,26 @@ enum class QuantI8Kind : uint8_t {
 // bytes past the last block's start: pad the last row of a tensor). s: [rows, 2 * pairs] f32 scale
 // of each block (its group's), rows `scales_stride` apart. Token t's record
 // starts at act + t * act_stride floats: X [x_floats] (group sums, read only with mins), then
-// pair_floats floats per pair: int8 XA[32] (128-bit lane h = slots 0..15 of block 2p+h), XB[32]
-// (slots 16..31), f32 dx[8] (block 2p in lanes 0..3, 2p+1 in 4..7), int32 C[8] (block 2p in lane 0,
-// 2p+1 in lane 4), and when split the low parts XA_lo[32], XB_lo[32]. Per (row, token) the pairs are summed in order
-// into one f32 vector accumulator (lanes reduced in a fixed order), then the min terms: the result does not depend on
-// rows, n or blocking.
+// pair_floats floats per pair in six fields of 32 bytes (pair_field): int8 XA[32] (128-bit lane h =
+// slots 0..15 of block 2p+h), XB[32] (slots 16..31), f32 dx[8] (block 2p in lanes 0..3, 2p+1 in
+// 4..7), int32 C[8] (block 2p in lane 0, 2p+1 in lane 4), and when split the low parts XA_lo[32],
+// XB_lo[32]. Per (row, token) the pairs are summed in order into one f32 vector accumulator (lanes
+// reduced in a fixed order), then the min terms: the result does not depend on rows, n or blocking.
+// The fields of a pair's activation entry, 8 floats (32 bytes) each.
+enum PairField : int { kFieldXA = 0, kFieldXB = 1, kFieldDx = 2, kFieldC = 3, kFieldXALo = 4, kFieldXBLo = 5 };
+// Offset in floats of field f of pair p from the start of the pair entries. The entries of pairs 2q
+// and 2q+1 share 2 · pair_floats floats with each field's two halves adjacent (field f of pair 2q at
+// 16 f, of 2q+1 at 16 f + 8): the 512-bit kernels load a field of two pairs at once. A record
+// holds an even number of pair entries (the last of an odd count unused).
+constexpr int64_t pair_field(int64_t p, int64_t pair_floats, int f) {
+  return (p >> 1) * 2 * pair_floats + 16 * f + 8 * (p & 1);
+}
+// Byte offset from the start of the pair entries of the int8 activation of slot i (0..31) of block
+// k: its high part, or its low part (`lo`, split records).
+constexpr int64_t slot_byte(int64_t k, int64_t pair_floats, int i, bool lo) {
+  return 4 * pair_field(k / 2, pair_floats, (i < 16 ? kFieldXA : kFieldXB) + (lo ? 4 : 0)) + 16 * (k % 2) + i % 16;
+}
+
 struct QuantI8DotArgs {
   QuantI8Kind kind;  // kSigned8 skips C (its offset is 0)
   bool split;        // two int8 parts per activation: U = 256 · U(hi) + U(lo)
