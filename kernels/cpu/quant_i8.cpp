@@ -351,7 +351,6 @@ void matmul_quant_i8_ref(const Tensor& w, const float* x, int64_t n, float* y) {
       double s = 0.0;
       for (int64_t k = 0; k < plan.blocks; ++k) {
         const float* pairs = record.data() + plan.x_floats;
-        const auto* bytes = reinterpret_cast<const int8_t*>(pairs);
         int64_t j = 0;  // J_b = Σ v_c · xq_c with v_c the centred integer value of the code
         for (int i = 0; i < 32; ++i) {
           if (plan.slot_col[i] >= plan.len[k]) continue;
