@@ -184,11 +184,14 @@ void run_linear(const Tensor& w, const float* x, int64_t n, float* y) {
     const int t = omp_get_thread_num(), team = omp_get_num_threads();
     for (int64_t tb = 0; tb < n; tb += token_block) {
       const int64_t te = std::min(n, tb + token_block);
+      // No thread may still take from a share when its owner resets it, nor before it is set.
+      if (tb > 0) {
+#pragma omp barrier
+      }
       queue.reset(t, team, row_blocks);
 #pragma omp barrier
       for (int64_t rb = queue.next(t, team); rb >= 0; rb = queue.next(t, team))
         kernel(w, x, aux_data, tb, te, rb * block, std::min(rows, (rb + 1) * block), y);
-#pragma omp barrier
     }
   }
 }

@@ -158,13 +158,13 @@ TEST_CASE("linear kernels give identical results for 1 and 2 threads", "[kernels
 }
 
 // The row blocks of a parallel linear call are shared out per thread and taken over by threads that
-// finish early (kernels/cpu/linear.cpp): with more threads than cores, shares of unequal length and
-// row counts that are not a multiple of the block, every row must still be computed exactly once
-// (outputs start as NaN) and give the 1-thread bits.
+// finish early (kernels/cpu/linear.cpp): with more threads than cores, shares of unequal length,
+// row counts that are not a multiple of the block and several token blocks (130 tokens), every row
+// must still be computed exactly once (outputs start as NaN) and give the 1-thread bits.
 TEST_CASE("linear kernels: every row is computed once whatever the thread count", "[kernels]") {
   for (int64_t rows : {1, 5, 37, 300, 1029}) {
     const Tensor w = make_quant(rows, 256, static_cast<uint32_t>(rows));
-    for (int64_t n : {1, 3}) {
+    for (int64_t n : {int64_t{1}, int64_t{3}, rows <= 300 ? int64_t{130} : int64_t{1}}) {
       const auto x = random_values(n * 256, Fill::kNormal, 41);
       std::vector<float> ref(static_cast<size_t>(n * rows));
       kernels::set_num_threads(1);

@@ -109,17 +109,17 @@ std::shared_ptr<ScratchFile> transform_scratch() {
 }
 
 void add_activations_option(CLI::App& sub, std::string& mode) {
+  mode = "int8x2";
   sub.add_option("--activations", mode,
                  "Activations of Quant and Palette weights: int8x2 (default; two int8 parts, f32 quality), int8 "
                  "(one part, faster, adds int8 rounding error) or f32 (docs/runtime.md)")
       ->check(CLI::IsMember({"int8x2", "int8", "f32"}));
 }
 
-std::optional<kernels::QuantActivations> activations_mode(const std::string& mode) {
-  if (mode == "int8x2") return kernels::QuantActivations::kInt8x2;
+kernels::QuantActivations activations_mode(const std::string& mode) {
   if (mode == "int8") return kernels::QuantActivations::kInt8;
   if (mode == "f32") return kernels::QuantActivations::kF32;
-  return std::nullopt;
+  return kernels::QuantActivations::kInt8x2;
 }
 
 }  // namespace llmc::cli

@@ -55,7 +55,7 @@ int run_bench_command(BenchArgs& a) {
   if (!identity.ok()) return report_error(identity.error());
   parts.model = std::move(identity).value();
   parts.metrics = bench_metrics_json(*bench);
-  parts.metrics["activations"] = a.activations.empty() ? "int8x2" : a.activations;
+  parts.metrics["activations"] = a.activations;
   parts.machine = machine_json(detect_machine(), &bench->membw);
   parts.command_line = current_command_line();
   parts.load_seconds = load_seconds;

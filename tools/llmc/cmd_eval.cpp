@@ -134,7 +134,7 @@ int run_eval(const EvalArgs& a) {
   }
   parts.metrics = eval_metrics_json(*eval);
   parts.metrics["data"] = a.data;
-  parts.metrics["activations"] = a.activations.empty() ? "int8x2" : a.activations;
+  parts.metrics["activations"] = a.activations;
   parts.machine = machine_json(detect_machine(), nullptr);
   parts.command_line = current_command_line();
   parts.load_seconds = load_seconds;

@@ -3,7 +3,6 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
-#include <optional>
 #include <string>
 
 #include "kernels/cpu/kernels.h"
@@ -14,10 +13,11 @@ namespace llmc::cli {
 using RunFn = std::function<int()>;
 
 // --activations of the commands that run a model (eval, bench, generate): how Quant and Palette
-// weights take their activations (kernels::QuantActivations, docs/runtime.md), stored in `mode`.
+// weights take their activations (kernels::QuantActivations, docs/runtime.md), stored in `mode`
+// ("int8x2" when not given).
 void add_activations_option(CLI::App& sub, std::string& mode);
-// The mode that option names; nullopt for "" (not given: the default, int8x2).
-std::optional<kernels::QuantActivations> activations_mode(const std::string& mode);
+// The mode that option names.
+kernels::QuantActivations activations_mode(const std::string& mode);
 
 struct CommandRow {
   const char* name;
