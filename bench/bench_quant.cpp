@@ -6,7 +6,11 @@
 // usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
 //                    [--kernel-shape ROWSxCOLS]  (--kernel on that weight shape instead of the model's FFN)
-//                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2)
+//                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2;
+//                                  with --paired a comma list, every mode timed in every slice)
+//                    [--paired SLICES]  (decode only: SLICES times a bandwidth probe and then --gen decode
+//                                  tokens per activation mode, so each fraction pairs a decode with the
+//                                  bandwidth of the same seconds; the VM's bandwidth moves within minutes)
 //                    [--simd AVX2|AVX3|...]  (that SIMD target and worse ones only)
 //                    [--huge-pages on|off]  (RuntimeOptions::huge_pages; default on)
 #include <time.h>
@@ -131,8 +135,8 @@ Model make_model(const ModelConfig& c, const BenchFormat& f, int64_t group) {
   return m;
 }
 
-const char* activations_name() {
-  switch (kernels::quant_activations()) {
+const char* activations_name(kernels::QuantActivations mode = kernels::quant_activations()) {
+  switch (mode) {
     case kernels::QuantActivations::kF32: return "f32";
     case kernels::QuantActivations::kInt8: return "int8";
     case kernels::QuantActivations::kInt8x2: return "int8x2";
@@ -189,6 +193,61 @@ void kernel_bench(const BenchFormat* f, int64_t group, int threads, int64_t rows
   std::fflush(stdout);
 }
 
+kernels::QuantActivations parse_activations(const std::string& m) {
+  return m == "f32"           ? kernels::QuantActivations::kF32
+         : m == "f32-decoded" ? kernels::QuantActivations::kF32Decoded
+         : m == "int8"        ? kernels::QuantActivations::kInt8
+                              : kernels::QuantActivations::kInt8x2;
+}
+
+// --paired: decode speed against the bandwidth of the same seconds. Each slice is a probe
+// (best of 5 reads of the buffer, as the plain run's probes) followed, for every activation mode, by one untimed token
+// and `gen` timed ones at positions 1..gen (the KV cache is rewritten; attention stays short). The table splits the
+// slices by their probe: within 15 % of the run's best probe (the VM's fast minutes, when the run saw any) or not, and
+// gives each part's median fraction and range (per-slice figures go to stderr).
+void paired_bench(Runtime& rt, const BenchFormat& f, const std::vector<kernels::QuantActivations>& modes, int slices,
+                  int64_t gen, uint64_t membw_bytes, int threads) {
+  struct Sample {
+    double probe, gbs;
+  };
+  std::vector<std::vector<Sample>> samples(modes.size());
+  std::vector<float> logits(static_cast<size_t>(rt.vocab_size()));
+  const double bytes = static_cast<double>(rt.weight_bytes_per_token());
+  int32_t token = 1;
+  double best_probe = 0;
+  for (int k = 0; k < slices; ++k) {
+    const double probe = measure_memory_bandwidth(membw_bytes, 5, threads).gb_per_s;
+    best_probe = std::max(best_probe, probe);
+    std::fprintf(stderr, "slice %d probe %.1f GB/s:", k, probe);
+    for (size_t m = 0; m < modes.size(); ++m) {
+      kernels::set_quant_activations(modes[m]);
+      if (!rt.forward(std::span<const int32_t>(&token, 1), 0, logits.data(), false)) return;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 1; i <= gen; ++i)
+        if (!rt.forward(std::span<const int32_t>(&token, 1), i, logits.data(), false)) return;
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      samples[m].push_back({probe, bytes * static_cast<double>(gen) / seconds / 1e9});
+      std::fprintf(stderr, " %s %.1f GB/s", activations_name(modes[m]), samples[m].back().gbs);
+    }
+    std::fprintf(stderr, "\n");
+  }
+  for (size_t m = 0; m < modes.size(); ++m) {
+    std::vector<double> fast, slow;
+    for (const Sample& x : samples[m]) (x.probe >= 0.85 * best_probe ? fast : slow).push_back(x.gbs / x.probe);
+    const auto cells = [](const std::vector<double>& v) {
+      if (v.empty()) return std::string("0 | - | -");
+      const Spread x = spread_of(v);
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%zu | %.0f %% | %.0f–%.0f %%", v.size(), 100 * x.median, 100 * x.min,
+                    100 * x.max);
+      return std::string(buf);
+    };
+    std::printf("| %s | %s | %.1f | %s | %s |\n", f.name, activations_name(modes[m]), best_probe, cells(fast).c_str(),
+                cells(slow).c_str());
+  }
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,6 +256,8 @@ int main(int argc, char** argv) {
   int64_t group = 32, membw_mib = 1024;
   bool kernel_only = false, huge_pages = true;
   int64_t kernel_rows = 0, kernel_cols = 0;
+  int paired = 0;
+  std::vector<kernels::QuantActivations> modes{kernels::QuantActivations::kInt8x2};
   BenchOptions bo;
   bo.prompt_tokens = 64;
   bo.gen_tokens = 16;
@@ -244,11 +305,12 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else if (a == "--activations") {
-      const std::string m = next();
-      kernels::set_quant_activations(m == "f32"           ? kernels::QuantActivations::kF32
-                                     : m == "f32-decoded" ? kernels::QuantActivations::kF32Decoded
-                                     : m == "int8"        ? kernels::QuantActivations::kInt8
-                                                          : kernels::QuantActivations::kInt8x2);
+      modes.clear();
+      for (const std::string& m : split(next())) modes.push_back(parse_activations(m));
+      if (modes.empty()) modes.push_back(kernels::QuantActivations::kInt8x2);
+      kernels::set_quant_activations(modes.front());
+    } else if (a == "--paired") {
+      paired = std::stoi(next());
     } else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -282,19 +344,34 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  const MemBandwidth bw = measure_memory_bandwidth(static_cast<uint64_t>(membw_mib) << 20, 5, threads);
-  std::printf(
-      "shape %s, %d threads, SIMD %s, group %lld, f16 scales, activations %s, memory read "
-      "bandwidth %.2f GB/s\n\n",
-      shape.c_str(), threads, kernels::active_simd_target().c_str(), static_cast<long long>(group), activations_name(),
-      bw.gb_per_s);
-  // The machine's bandwidth moves by tens of percent within minutes (VM neighbours): every row's
-  // fraction is against the best of the probe above and a probe right after the row's runs.
-  std::printf(
-      "| format | bpw | weights MB/token | prefill %lld tok/s | decode tok/s | decode GB/s | probe GB/s | of bandwidth "
-      "|\n",
-      static_cast<long long>(bo.prompt_tokens));
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  if (paired > 0) {
+    std::printf(
+        "shape %s, %d threads, SIMD %s, group %lld, f16 scales; %d slices, each a bandwidth probe (best of 5 reads "
+        "of %lld MiB) and then %lld decode tokens per activation mode\n\n",
+        shape.c_str(), threads, kernels::active_simd_target().c_str(), static_cast<long long>(group), paired,
+        static_cast<long long>(membw_mib), static_cast<long long>(bo.gen_tokens));
+    std::printf(
+        "| format | activations | best probe GB/s | slices, probe ≥ 85 %% of best | decode of bandwidth (median) "
+        "| range | other slices | decode of bandwidth (median) | range |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    std::fflush(stdout);
+  }
+  MemBandwidth bw;
+  if (paired == 0) {
+    bw = measure_memory_bandwidth(static_cast<uint64_t>(membw_mib) << 20, 5, threads);
+    std::printf(
+        "shape %s, %d threads, SIMD %s, group %lld, f16 scales, activations %s, memory read "
+        "bandwidth %.2f GB/s\n\n",
+        shape.c_str(), threads, kernels::active_simd_target().c_str(), static_cast<long long>(group),
+        activations_name(), bw.gb_per_s);
+    // The machine's bandwidth moves by tens of percent within minutes (VM neighbours): every row's
+    // fraction is against the best of the probe above and a probe right after the row's runs.
+    std::printf(
+        "| format | bpw | weights MB/token | prefill %lld tok/s | decode tok/s | decode GB/s | probe GB/s | of "
+        "bandwidth |\n",
+        static_cast<long long>(bo.prompt_tokens));
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  }
   bo.threads = threads;
   bo.membw_bytes = static_cast<uint64_t>(membw_mib) << 20;
   bo.membw_runs = 5;
@@ -315,11 +392,15 @@ int main(int argc, char** argv) {
       }
     RuntimeOptions ro;
     ro.threads = threads;
-    ro.max_context = bo.prompt_tokens + bo.gen_tokens + 1;
+    ro.max_context = std::max(bo.prompt_tokens, int64_t{0}) + bo.gen_tokens + 1;
     ro.huge_pages = huge_pages;
     auto rt = Runtime::create(m, ro);
     if (!rt) {
       std::printf("| %s | - | - | error: %s | | | | |\n", f->name, rt.error().message.c_str());
+      continue;
+    }
+    if (paired > 0) {
+      paired_bench(**rt, *f, modes, paired, bo.gen_tokens, bo.membw_bytes, threads);
       continue;
     }
     auto r = run_bench(**rt, bo);
