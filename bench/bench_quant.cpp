@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -193,11 +194,11 @@ void kernel_bench(const BenchFormat* f, int64_t group, int threads, int64_t rows
   std::fflush(stdout);
 }
 
-kernels::QuantActivations parse_activations(const std::string& m) {
-  return m == "f32"           ? kernels::QuantActivations::kF32
-         : m == "f32-decoded" ? kernels::QuantActivations::kF32Decoded
-         : m == "int8"        ? kernels::QuantActivations::kInt8
-                              : kernels::QuantActivations::kInt8x2;
+std::optional<kernels::QuantActivations> parse_activations(const std::string& m) {
+  for (const auto mode : {kernels::QuantActivations::kF32, kernels::QuantActivations::kF32Decoded,
+                          kernels::QuantActivations::kInt8, kernels::QuantActivations::kInt8x2})
+    if (m == activations_name(mode)) return mode;
+  return std::nullopt;
 }
 
 // --paired: decode speed against the bandwidth of the same seconds. Each slice is a probe
@@ -221,10 +222,15 @@ void paired_bench(Runtime& rt, const BenchFormat& f, const std::vector<kernels::
     std::fprintf(stderr, "slice %d probe %.1f GB/s:", k, probe);
     for (size_t m = 0; m < modes.size(); ++m) {
       kernels::set_quant_activations(modes[m]);
-      if (!rt.forward(std::span<const int32_t>(&token, 1), 0, logits.data(), false)) return;
+      const auto step = [&](int64_t pos) {
+        const auto r = rt.forward(std::span<const int32_t>(&token, 1), pos, logits.data(), false);
+        if (!r) std::fprintf(stderr, "\ndecode failed: %s\n", r.error().message.c_str());
+        return r.ok();
+      };
+      bool ok = step(0);
       const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t i = 1; i <= gen; ++i)
-        if (!rt.forward(std::span<const int32_t>(&token, 1), i, logits.data(), false)) return;
+      for (int64_t i = 1; ok && i <= gen; ++i) ok = step(i);
+      if (!ok) return;
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       samples[m].push_back({probe, bytes * static_cast<double>(gen) / seconds / 1e9});
       std::fprintf(stderr, " %s %.1f GB/s", activations_name(modes[m]), samples[m].back().gbs);
@@ -306,7 +312,14 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--activations") {
       modes.clear();
-      for (const std::string& m : split(next())) modes.push_back(parse_activations(m));
+      for (const std::string& m : split(next())) {
+        const auto mode = parse_activations(m);
+        if (!mode) {
+          std::fprintf(stderr, "unknown activation mode '%s' (int8x2, int8, f32, f32-decoded)\n", m.c_str());
+          return 2;
+        }
+        modes.push_back(*mode);
+      }
       if (modes.empty()) modes.push_back(kernels::QuantActivations::kInt8x2);
       kernels::set_quant_activations(modes.front());
     } else if (a == "--paired") {
