@@ -19,7 +19,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -136,16 +135,6 @@ Model make_model(const ModelConfig& c, const BenchFormat& f, int64_t group) {
   return m;
 }
 
-const char* activations_name(kernels::QuantActivations mode = kernels::quant_activations()) {
-  switch (mode) {
-    case kernels::QuantActivations::kF32: return "f32";
-    case kernels::QuantActivations::kInt8: return "int8";
-    case kernels::QuantActivations::kInt8x2: return "int8x2";
-    case kernels::QuantActivations::kF32Decoded: return "f32-decoded";
-  }
-  return "?";
-}
-
 double cpu_seconds() {
   timespec ts{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -194,13 +183,6 @@ void kernel_bench(const BenchFormat* f, int64_t group, int threads, int64_t rows
   std::fflush(stdout);
 }
 
-std::optional<kernels::QuantActivations> parse_activations(const std::string& m) {
-  for (const auto mode : {kernels::QuantActivations::kF32, kernels::QuantActivations::kF32Decoded,
-                          kernels::QuantActivations::kInt8, kernels::QuantActivations::kInt8x2})
-    if (m == activations_name(mode)) return mode;
-  return std::nullopt;
-}
-
 // --paired: decode speed against the bandwidth of the same seconds. Each slice is a probe
 // (best of 5 reads of the buffer, as the plain run's probes) followed, for every activation mode, by one untimed token
 // and `gen` timed ones at positions 1..gen (the KV cache is rewritten; attention stays short). The table splits the
@@ -233,7 +215,7 @@ void paired_bench(Runtime& rt, const BenchFormat& f, const std::vector<kernels::
       if (!ok) return;
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       samples[m].push_back({probe, bytes * static_cast<double>(gen) / seconds / 1e9});
-      std::fprintf(stderr, " %s %.1f GB/s", activations_name(modes[m]), samples[m].back().gbs);
+      std::fprintf(stderr, " %s %.1f GB/s", kernels::quant_activations_name(modes[m]), samples[m].back().gbs);
     }
     std::fprintf(stderr, "\n");
   }
@@ -248,8 +230,8 @@ void paired_bench(Runtime& rt, const BenchFormat& f, const std::vector<kernels::
                     100 * x.max);
       return std::string(buf);
     };
-    std::printf("| %s | %s | %.1f | %s | %s |\n", f.name, activations_name(modes[m]), best_probe, cells(fast).c_str(),
-                cells(slow).c_str());
+    std::printf("| %s | %s | %.1f | %s | %s |\n", f.name, kernels::quant_activations_name(modes[m]), best_probe,
+                cells(fast).c_str(), cells(slow).c_str());
   }
   std::fflush(stdout);
 }
@@ -313,7 +295,7 @@ int main(int argc, char** argv) {
     } else if (a == "--activations") {
       modes.clear();
       for (const std::string& m : split(next())) {
-        const auto mode = parse_activations(m);
+        const auto mode = kernels::parse_quant_activations(m);
         if (!mode) {
           std::fprintf(stderr, "unknown activation mode '%s' (int8x2, int8, f32, f32-decoded)\n", m.c_str());
           return 2;
@@ -338,8 +320,8 @@ int main(int argc, char** argv) {
     std::printf(
         "kernel only, %d threads, SIMD %s, group %lld, f16 scales, activations %s; prefill = matmul of %lld "
         "tokens\n\n",
-        threads, kernels::active_simd_target().c_str(), static_cast<long long>(group), activations_name(),
-        static_cast<long long>(bo.prompt_tokens));
+        threads, kernels::active_simd_target().c_str(), static_cast<long long>(group),
+        kernels::quant_activations_name(kernels::quant_activations()), static_cast<long long>(bo.prompt_tokens));
     std::printf(
         "| format | weight | decode GB/s (wall) | decode GB/s (CPU time) | prefill GFLOP/s (wall) | prefill "
         "GFLOP/s (CPU time) |\n| --- | --- | --- | --- | --- | --- |\n");
@@ -376,7 +358,7 @@ int main(int argc, char** argv) {
         "shape %s, %d threads, SIMD %s, group %lld, f16 scales, activations %s, memory read "
         "bandwidth %.2f GB/s\n\n",
         shape.c_str(), threads, kernels::active_simd_target().c_str(), static_cast<long long>(group),
-        activations_name(), bw.gb_per_s);
+        kernels::quant_activations_name(kernels::quant_activations()), bw.gb_per_s);
     // The machine's bandwidth moves by tens of percent within minutes (VM neighbours): every row's
     // fraction is against the best of the probe above and a probe right after the row's runs.
     std::printf(

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/model.h"
@@ -66,6 +68,10 @@ enum class QuantActivations : uint8_t {
 // Sets the mode for every later call; not thread-safe against kernels running concurrently.
 void set_quant_activations(QuantActivations mode);
 QuantActivations quant_activations();
+// The mode's name in options and reports ("f32", "int8x2", "int8", "f32-decoded"), and the mode of a
+// name (nullopt for any other string).
+const char* quant_activations_name(QuantActivations mode);
+std::optional<QuantActivations> parse_quant_activations(std::string_view name);
 // True when this weight runs on int8 activations now: a Quant weight whose group size is the whole
 // row or a multiple of 8 (kernels/cpu/quant_i8.h), in mode kInt8x2 or kInt8.
 bool quant_int8_activations(const Tensor& w);

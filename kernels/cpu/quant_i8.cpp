@@ -122,6 +122,23 @@ float round_even(float v) {
 void set_quant_activations(QuantActivations mode) { g_mode.store(mode); }
 QuantActivations quant_activations() { return g_mode.load(); }
 
+const char* quant_activations_name(QuantActivations mode) {
+  switch (mode) {
+    case QuantActivations::kF32: return "f32";
+    case QuantActivations::kInt8x2: return "int8x2";
+    case QuantActivations::kInt8: return "int8";
+    case QuantActivations::kF32Decoded: return "f32-decoded";
+  }
+  return "?";
+}
+
+std::optional<QuantActivations> parse_quant_activations(std::string_view name) {
+  for (const auto mode :
+       {QuantActivations::kF32, QuantActivations::kInt8x2, QuantActivations::kInt8, QuantActivations::kF32Decoded})
+    if (name == quant_activations_name(mode)) return mode;
+  return std::nullopt;
+}
+
 const QuantI8Format* i8_format(const QuantEncoding& q, int64_t cols) {
   const bool whole_row = q.group_size == 0 || q.group_size >= cols;
   if (!whole_row && q.group_size % 8 != 0) return nullptr;  // blocks must start on byte boundaries

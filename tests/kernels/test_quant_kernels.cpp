@@ -355,6 +355,17 @@ TEST_CASE("Quant kernels: which weights run on int8 activations", "[kernels][qua
   CHECK(kernels::quant_activations() == QA::kInt8x2);
 }
 
+TEST_CASE("Quant activation modes: each name parses back to its mode and nothing else parses", "[kernels][quant]") {
+  using QA = kernels::QuantActivations;
+  for (const QA mode : {QA::kF32, QA::kInt8x2, QA::kInt8, QA::kF32Decoded}) {
+    const std::string name = kernels::quant_activations_name(mode);
+    INFO(name);
+    REQUIRE(kernels::parse_quant_activations(name) == mode);
+  }
+  CHECK(std::string(kernels::quant_activations_name(QA::kInt8x2)) == "int8x2");
+  for (const char* bad : {"", "int4", "INT8", "int8 ", "f16"}) CHECK_FALSE(kernels::parse_quant_activations(bad));
+}
+
 TEST_CASE("Quant kernels, int8 path: zero, tiny, subnormal and huge activation blocks", "[kernels][quant]") {
   const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
   ActivationMode scope(mode);

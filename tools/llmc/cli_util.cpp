@@ -117,9 +117,7 @@ void add_activations_option(CLI::App& sub, std::string& mode) {
 }
 
 kernels::QuantActivations activations_mode(const std::string& mode) {
-  if (mode == "int8") return kernels::QuantActivations::kInt8;
-  if (mode == "f32") return kernels::QuantActivations::kF32;
-  return kernels::QuantActivations::kInt8x2;
+  return kernels::parse_quant_activations(mode).value_or(kernels::QuantActivations::kInt8x2);
 }
 
 }  // namespace llmc::cli
