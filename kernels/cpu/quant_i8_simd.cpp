@@ -220,13 +220,11 @@ struct HalfScales {
   bool pair_two = true;  // a pair's blocks are in two groups (shift 0)
   __m256i pair_spread;   // group of each lane of a pair's sums
 #if HWY_TARGET != HWY_AVX2
-  __mmask8 quad_mask = 0;  // the groups of two pairs' blocks to load
   __m512i quad_spread;
 #endif
   explicit HalfScales(int block_shift) : shift(block_shift > 0 ? block_shift : 0), pair_two(shift == 0) {
     pair_spread = pair_two ? _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1) : _mm256_setzero_si256();
 #if HWY_TARGET != HWY_AVX2
-    quad_mask = static_cast<__mmask8>(shift == 0 ? 0xF : shift == 1 ? 0x3 : 0x1);
     quad_spread = shift == 0   ? _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
                   : shift == 1 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
                                : _mm512_setzero_si512();
@@ -447,16 +445,46 @@ HWY_INLINE W quad_sums(W ca, W cb, W sa, W sb, const QuadAct& x) {
   }
 }
 
-// The scales of blocks 2p..2p+3 (p even), each over four int32 lanes (as pair_scales). The masked
-// load reads no group past the row's last.
-HWY_INLINE __m512 quad_scales(bool half, const uint8_t* sc, int64_t p, const HalfScales& h) {
-  if (half) {
-    const __m128i bits = _mm_maskz_loadu_epi16(h.quad_mask, sc + 2 * ((2 * p) >> h.shift));
-    return _mm512_permutexvar_ps(h.quad_spread, _mm512_castps128_ps512(_mm_cvtph_ps(bits)));
+// The f16 scales of a quad's 4, 2 or 1 groups (shift 0, 1, >= 2) at `at`: a plain load of that size,
+// none past the row's last group. (A masked load instead made the decode step slower on Zen 4.)
+template <int kShift>
+HWY_INLINE __m128i quad_half_bits(const uint8_t* at) {
+  if constexpr (kShift == 0) {
+    return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(at));
+  } else if constexpr (kShift == 1) {
+    uint32_t v;
+    std::memcpy(&v, at, 4);
+    return _mm_cvtsi32_si128(static_cast<int>(v));
   } else {
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                                 _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(sc + 8 * p))));
+    uint16_t v;
+    std::memcpy(&v, at, 2);
+    return _mm_cvtsi32_si128(v);
   }
+}
+
+// The scales of blocks 2p..2p+3 (p even) of R rows, each over four int32 lanes (as pair_scales); one
+// branch on the group shape for all rows.
+template <int R>
+HWY_INLINE void quad_scales(bool half, const uint8_t* const* sc, int64_t p, const HalfScales& h, __m512* s) {
+  if (!half) {
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (int r = 0; r < R; ++r)
+      s[r] = _mm512_permutexvar_ps(spread,
+                                   _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(sc[r] + 8 * p))));
+    return;
+  }
+  const int64_t at = 2 * ((2 * p) >> h.shift);
+  const auto rows = [&](auto load) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+      s[r] = _mm512_permutexvar_ps(h.quad_spread, _mm512_castps128_ps512(_mm_cvtph_ps(load(sc[r] + at))));
+  };
+  if (h.shift == 0)
+    rows(quad_half_bits<0>);
+  else if (h.shift == 1)
+    rows(quad_half_bits<1>);
+  else
+    rows(quad_half_bits<2>);
 }
 #endif
 
@@ -502,10 +530,10 @@ HWY_INLINE float acc_sum(Acc acc) {
 
 // R rows × T tokens: every extracted code pair feeds T tokens, every activation record R rows.
 // The small loops are unrolled so the accumulators live in registers.
-// kScales: 0 f32 scales, 1 f16, 2 either (`half_arg`, a branch per scale load).
-template <K kKind, bool kLut, bool kSplit, bool kUniform, int kScales, int R, int T>
-HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int64_t t0) {
-  const bool half = kScales == 2 ? half_arg : kScales == 1;
+// kHalf: f16 scales per group (QuantI8DotArgs::half_scales), else f32 per block.
+template <K kKind, bool kLut, bool kSplit, bool kUniform, bool kHalf, int R, int T>
+HWY_INLINE void i8_block(const QuantI8DotArgs& a, int64_t r0, int64_t t0) {
+  constexpr bool half = kHalf;
   Acc acc[R][T];
   const float* rec[T];
   const uint8_t* row[R];
@@ -549,6 +577,8 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
         return quad_act<kKind, kLut, kSplit>(entry(t, p));
       }
     };
+    __m512 s[R];
+    quad_scales<R>(half, sc, p, hs, s);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       W ca, cb, sa, sb;
@@ -560,12 +590,11 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
         ca = _mm512_abs_epi8(sa);
         cb = _mm512_abs_epi8(sb);
       }
-      const __m512 s = quad_scales(half, sc[r], p, hs);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const QuadAct x = act_of(t);
         const W d = quad_sums<kKind, kLut, kSplit>(ca, cb, sa, sb, x);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s, x.dx), acc[r][t]);
+        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s[r], x.dx), acc[r][t]);
       }
     }
   }
@@ -611,15 +640,14 @@ HWY_INLINE void i8_block(const QuantI8DotArgs& a, bool half_arg, int64_t r0, int
 }
 
 // Decode: 4 rows share each activation record; prefill: 4 tokens share each extracted pair.
-// Scales: f32 (palette weights always), or f16 per group. AVX2 compiles the two forms apart (the
-// branch per scale load cost ~10 % of its q4 decode); the AVX-512 targets take the branch (no
-// measurable cost there), one instantiation instead of two for this file's largest targets.
-template <K kKind, bool kLut, bool kSplit, bool kUniform, int kScales>
-void i8_rows_tokens(const QuantI8DotArgs& a, bool half) {
+// Scales: f32 (palette weights always), or f16 per group, compiled apart (a branch per scale load
+// cost ~10 % of AVX2's q4 decode; on AVX-512 the branch per row kept an accumulator on the stack).
+template <K kKind, bool kLut, bool kSplit, bool kUniform, bool kHalf>
+void i8_rows_tokens(const QuantI8DotArgs& a) {
   if (a.n == 1) {
     int64_t r = 0;
-    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kUniform, kScales, 4, 1>(a, half, r, 0);
-    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 1>(a, half, r, 0);
+    for (; r + 4 <= a.rows; r += 4) i8_block<kKind, kLut, kSplit, kUniform, kHalf, 4, 1>(a, r, 0);
+    for (; r < a.rows; ++r) i8_block<kKind, kLut, kSplit, kUniform, kHalf, 1, 1>(a, r, 0);
     return;
   }
   int64_t r0 = 0;
@@ -633,23 +661,20 @@ void i8_rows_tokens(const QuantI8DotArgs& a, bool half) {
   // does not depend on the blocking).
   if constexpr ((kKind == K::kNibbles || kKind == K::kCrumbs) && !kLut)
     for (; r0 + 4 <= a.rows; r0 += 4)
-      for (int64_t t = 0; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kScales, 4, 1>(a, half, r0, t);
+      for (int64_t t = 0; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kHalf, 4, 1>(a, r0, t);
 #endif
   for (int64_t r = r0; r < a.rows; ++r) {
     int64_t t = 0;
-    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 4>(a, half, r, t);
-    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kScales, 1, 1>(a, half, r, t);
+    for (; t + 4 <= a.n; t += 4) i8_block<kKind, kLut, kSplit, kUniform, kHalf, 1, 4>(a, r, t);
+    for (; t < a.n; ++t) i8_block<kKind, kLut, kSplit, kUniform, kHalf, 1, 1>(a, r, t);
   }
 }
 template <K kKind, bool kLut, bool kSplit, bool kUniform>
 void i8_shapes(const QuantI8DotArgs& a) {
-  const bool half = !kLut && a.half_scales != nullptr;
-#if HWY_TARGET == HWY_AVX2
-  if (half) return i8_rows_tokens<kKind, kLut, kSplit, kUniform, 1>(a, half);
-  i8_rows_tokens<kKind, kLut, kSplit, kUniform, 0>(a, half);
-#else
-  i8_rows_tokens<kKind, kLut, kSplit, kUniform, 2>(a, half);
-#endif
+  if constexpr (!kLut) {  // palette weights have f32 scales
+    if (a.half_scales != nullptr) return i8_rows_tokens<kKind, kLut, kSplit, kUniform, true>(a);
+  }
+  i8_rows_tokens<kKind, kLut, kSplit, kUniform, false>(a);
 }
 // Codes in the common layout (QuantI8DotArgs::uniform) take the 512-bit extractors where there are.
 template <K kKind, bool kLut, bool kSplit>
