@@ -32,7 +32,7 @@ int codebook_table(const PaletteEncoding& p, int64_t g, uint8_t* lut) {
   const auto inverse = static_cast<float>(std::ldexp(1.0, -k));
   const int64_t at = p.bits == 1 ? 2 : 1;
   std::memset(lut, 0, 16);
-  for (int64_t i = 0; i < n; ++i)
+  for (int64_t i = 0; i < n && at * i < 16; ++i)  // n <= 16 / at: grid tables are for bits <= 4
     lut[at * i] = static_cast<uint8_t>(static_cast<int8_t>(static_cast<int32_t>(entries[i] * inverse)));
   return k;
 }

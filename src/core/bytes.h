@@ -14,18 +14,15 @@ class Bytes {
  public:
   Bytes() = default;
   static Bytes owned(std::vector<uint8_t> bytes) {
-    auto holder = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
-    Bytes b;
-    b.data_ = holder->data();
-    b.size_ = holder->size();
-    b.owner_ = std::move(holder);
-    return b;
+    return adopt(std::make_shared<std::vector<uint8_t>>(std::move(bytes)));
   }
+  // The bytes of v, copied straight into the owned buffer (no moved-from temporary: GCC 12 took
+  // its destructor for a free of a non-heap pointer, -Wfree-nonheap-object).
   template <class T>
   static Bytes from_vector(const std::vector<T>& v) {
-    std::vector<uint8_t> raw(v.size() * sizeof(T));
-    if (!raw.empty()) std::memcpy(raw.data(), v.data(), raw.size());
-    return owned(std::move(raw));
+    auto holder = std::make_shared<std::vector<uint8_t>>(v.size() * sizeof(T));
+    if (!holder->empty()) std::memcpy(holder->data(), v.data(), holder->size());
+    return adopt(std::move(holder));
   }
   // A view into memory that `owner` keeps alive (e.g. a mapped file).
   static Bytes view(std::shared_ptr<const void> owner, const uint8_t* data, size_t size) {
@@ -50,6 +47,13 @@ class Bytes {
   bool is_view_of(const void* owner) const { return owner_.get() == owner; }
 
  private:
+  static Bytes adopt(std::shared_ptr<std::vector<uint8_t>> holder) {
+    Bytes b;
+    b.data_ = holder->data();
+    b.size_ = holder->size();
+    b.owner_ = std::move(holder);
+    return b;
+  }
   std::shared_ptr<const void> owner_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;

@@ -433,7 +433,10 @@ std::string render_markdown(const Json& r) {
   if (r.value("kind", "") == "bench") render_bench(r, out);
   const Json& mc = r["machine"];
   std::string features;
-  for (const Json& f : mc["features"]) features += (features.empty() ? "" : " ") + f.get<std::string>();
+  for (const Json& f : mc["features"]) {
+    if (!features.empty()) features += ' ';
+    features += f.get<std::string>();
+  }
   out += str_cat("\n## Machine\n\n- CPU: ", mc.value("cpu_model", ""), ", ", mc.value("logical_cores", 0),
                  " logical cores, SIMD ", mc.value("simd_target", ""), " (", features, ")\n");
   out += str_cat("- OS: ", mc.value("os", ""), "\n");

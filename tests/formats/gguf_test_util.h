@@ -100,7 +100,7 @@ inline std::pair<int, std::string> run_command(const std::string& cmd) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, out};
 }
 
-inline std::string peer_tool() { return std::string("python3 ") + LLMC_SOURCE_DIR + "/tests/py/gguf_peer_tool.py"; }
+inline std::string peer_tool() { return "python3 " LLMC_SOURCE_DIR "/tests/py/gguf_peer_tool.py"; }
 
 // True when python3 with the gguf and numpy packages is available; otherwise FAIL under CI, else WARN.
 inline bool have_python_gguf() {

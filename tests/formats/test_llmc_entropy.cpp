@@ -591,7 +591,9 @@ TEST_CASE("llmc write golden entropy files", "[.llmc-golden-entropy-write]") {
   for (size_t i = 0; i < std::size(kGoldenFiles); ++i) {
     LlmcWriteOptions o = coding(kGoldenCodings[i]);
     o.command_line = "llmc_tests [.llmc-golden-entropy-write]";
-    REQUIRE(write_llmc(m, std::string(LLMC_SOURCE_DIR) + "/tests/golden/v1/" + kGoldenFiles[i], o).ok());
+    std::string path = LLMC_SOURCE_DIR "/tests/golden/v1/";
+    path += kGoldenFiles[i];
+    REQUIRE(write_llmc(m, path, o).ok());
   }
 }
 
