@@ -6,7 +6,7 @@
 // usage: bench_quant [--shape tinyllama-1.1b] [--threads 2] [--formats q8,q4,q3,q2,binary,ternary,p4]
 //                    [--group 32] [--prompt 64] [--gen 16] [--repeat 3] [--membw-mib 1024] [--kernel]
 //                    [--kernel-shape ROWSxCOLS]  (--kernel on that weight shape instead of the model's FFN)
-//                    [--activations int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default int8x2;
+//                    [--activations auto|int8x2|int8|f32|f32-decoded]  (kernels::QuantActivations; default auto;
 //                                  with --paired a comma list, every mode timed in every slice)
 //                    [--paired SLICES]  (decode only: SLICES times a bandwidth probe and then --gen decode
 //                                  tokens per activation mode, so each fraction pairs a decode with the
@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
   bool kernel_only = false, huge_pages = true;
   int64_t kernel_rows = 0, kernel_cols = 0;
   int paired = 0;
-  std::vector<kernels::QuantActivations> modes{kernels::QuantActivations::kInt8x2};
+  std::vector<kernels::QuantActivations> modes{kernels::quant_activations()};
   BenchOptions bo;
   bo.prompt_tokens = 64;
   bo.gen_tokens = 16;
@@ -297,12 +297,12 @@ int main(int argc, char** argv) {
       for (const std::string& m : split(next())) {
         const auto mode = kernels::parse_quant_activations(m);
         if (!mode) {
-          std::fprintf(stderr, "unknown activation mode '%s' (int8x2, int8, f32, f32-decoded)\n", m.c_str());
+          std::fprintf(stderr, "unknown activation mode '%s' (auto, int8x2, int8, f32, f32-decoded)\n", m.c_str());
           return 2;
         }
         modes.push_back(*mode);
       }
-      if (modes.empty()) modes.push_back(kernels::QuantActivations::kInt8x2);
+      if (modes.empty()) modes.push_back(kernels::quant_activations());
       kernels::set_quant_activations(modes.front());
     } else if (a == "--paired") {
       paired = std::stoi(next());

@@ -46,8 +46,8 @@ void matmul_quant_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // the outliers, double accumulation (independent of the encoding's row decoder).
 void matmul_palette_ref(const Tensor& w, const float* x, int64_t n, float* y);
 // True when a Palette weight runs on int8 activations now (kernels/cpu/palette_i8.h): bits <= 4, mode
-// kInt8x2 or kInt8, and codebook 0 on the integer grid (core/palette.h). Then every row whose codebook
-// is on the grid takes the integer path; other rows keep f32 activations.
+// kInt8x2, kInt8 or kAuto (one part: indices of at most 4 bits), and codebook 0 on the integer grid (core/palette.h).
+// Then every row whose codebook is on the grid takes the integer path; other rows keep f32 activations.
 bool palette_int8_activations(const Tensor& w);
 // Scalar model of that path for the current mode (the Quant int8 activation quantizer, exact integer
 // block dot products, scaled and summed in double; rows off the grid as matmul_palette_ref). Requires
@@ -56,25 +56,31 @@ void matmul_palette_i8_ref(const Tensor& w, const float* x, int64_t n, float* y)
 // How Quant kernels take their activations (docs/runtime.md, "Quant kernels: int8 activations").
 enum class QuantActivations : uint8_t {
   kF32 = 0,         // f32 activations times codes unpacked to f32 (every weight)
-  kInt8x2 = 1,      // default: two int8 parts per activation, x ≈ dx · (hi + lo / 256) per block of 32,
-                    // exact integer dot products; the activation error is ~1/256 of plain int8's
-  kInt8 = 2,        // one int8 per activation: faster, adds int8 rounding error (~0.0013 mean KLD on
-                    // stories260K, more after AWQ scaling)
+  kInt8x2 = 1,      // two int8 parts per activation, x ≈ dx · (hi + lo / 256) with one dx per 8 columns
+                    // of a block of 32, exact integer dot products; the activation error is ~1/256 of
+                    // plain int8's
+  kInt8 = 2,        // one int8 per activation (one dx per 8 columns): faster, adds int8 rounding error
+                    // (~0.0003 mean KLD on stories260K at 4 bits, ~0.0007 at 8 bits)
   kF32Decoded = 3,  // f32 activations; blocks of 16 rows decoded to f32 weights (exactly
                     // decode_rows_to_f32's values) and run by the dense f32 kernel: every element
                     // equals the dense kernel on the decoded tensor. The fast mode for many tokens
                     // (calibration); a one-token call decodes its rows like any other.
+  kAuto = 4,        // default: per weight, kInt8 for codes of at most 4 bits (their own rounding error
+                    // dwarfs int8's: +0.1-0.5 % mean KLD) and kInt8x2 for wider codes
 };
 // Sets the mode for every later call; not thread-safe against kernels running concurrently.
 void set_quant_activations(QuantActivations mode);
 QuantActivations quant_activations();
-// The mode's name in options and reports ("f32", "int8x2", "int8", "f32-decoded"), and the mode of a
-// name (nullopt for any other string).
+// The mode's name in options and reports ("f32", "int8x2", "int8", "f32-decoded", "auto"), and the mode
+// of a name (nullopt for any other string).
 const char* quant_activations_name(QuantActivations mode);
 std::optional<QuantActivations> parse_quant_activations(std::string_view name);
 // True when this weight runs on int8 activations now: a Quant weight whose group size is the whole
-// row or a multiple of 8 (kernels/cpu/quant_i8.h), in mode kInt8x2 or kInt8.
+// row or a multiple of 8 (kernels/cpu/quant_i8.h), in mode kInt8x2, kInt8 or kAuto.
 bool quant_int8_activations(const Tensor& w);
+// True when int8 activations of codes of `bits` bits take two parts in `mode` (kInt8x2, or kAuto
+// with more than 4 bits).
+bool quant_int8_two_parts(QuantActivations mode, int bits);
 // Scalar model of that int8 path (for the current mode): the same activation quantizer and exact
 // integer block dot products, scaled and summed in double. Requires quant_int8_activations(w).
 void matmul_quant_i8_ref(const Tensor& w, const float* x, int64_t n, float* y);

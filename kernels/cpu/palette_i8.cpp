@@ -175,15 +175,15 @@ void matmul_palette_i8_ref(const Tensor& w, const float* x, int64_t n, float* y)
       } else {
         for (int64_t b = 0; b < plan.blocks; ++b) {
           const float* pairs = record.data() + plan.x_floats;
-          int64_t j = 0;  // Σ v_c · xq_c, v_c the grid integer of the entry
+          int64_t j[4] = {0, 0, 0, 0};  // Σ v_c · xq_c per lane, v_c the grid integer of the entry
           for (int i = 0; i < 32; ++i) {
             if (plan.slot_col[i] >= plan.len[b]) continue;
             const int64_t c = plan.start[b] + plan.slot_col[i];
             const auto v = static_cast<int64_t>(std::ldexp(codebook[palette_index_at(row, p.bits, c)], -k));
-            j += v * i8_slot_activation(plan, pairs, b, i);
+            j[i8_slot_lane(i)] += v * i8_slot_activation(plan, pairs, b, i);
           }
-          const float dx = pairs[simd::pair_field(b / 2, plan.pair_floats, simd::kFieldDx) + 4 * (b % 2)];
-          s += std::ldexp(1.0, k) * dx * static_cast<double>(j);
+          for (int l = 0; l < 4; ++l)
+            s += std::ldexp(1.0, k) * i8_lane_dx(plan, pairs, b, l) * static_cast<double>(j[l]);
         }
       }
       if (outliers) {

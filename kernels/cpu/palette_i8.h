@@ -4,10 +4,11 @@
 // pshufb), the block dot products are exact int32, and the row's scale is 2^k. Rows whose codebook
 // is off the grid take the f32 lookup kernel.
 //
-// Which weights: bits <= 4, mode kInt8x2 or kInt8 (i8_palette_format), and codebook 0 on the grid
-// (checked once per call: palette_int8_activations in kernels.h). Such a weight gets its activations
-// quantized once per call (palette_i8_prepare); then every row whose codebook is on the grid takes
-// this path. Per row the result does not depend on the row/token blocking or the thread count.
+// Which weights: bits <= 4, mode kInt8x2, kInt8 or kAuto (i8_palette_format; kAuto takes one
+// part), and codebook 0 on the grid (checked once per call: palette_int8_activations in kernels.h).
+// Such a weight gets its activations quantized once per call (palette_i8_prepare); then every row
+// whose codebook is on the grid takes this path. Per row the result does not depend on the
+// row/token blocking or the thread count.
 #pragma once
 
 #include <cstdint>

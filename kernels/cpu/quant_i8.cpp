@@ -48,7 +48,7 @@ const QuantI8Format kPaletteI8Formats[] = {
     {S::kSymmetric, 4, P::kBits, Kd::kNibbles, 0, 0, "palette 4-bit grid, int8 activations"},
 };
 
-std::atomic<QuantActivations> g_mode{QuantActivations::kInt8x2};
+std::atomic<QuantActivations> g_mode{QuantActivations::kAuto};
 
 constexpr int64_t kBlock = 32;       // activation block (columns)
 constexpr int64_t kRowPad = 64;      // bytes the kernel may read past a row's end (at most 32)
@@ -120,6 +120,9 @@ float round_even(float v) {
 }  // namespace
 
 void set_quant_activations(QuantActivations mode) { g_mode.store(mode); }
+bool quant_int8_two_parts(QuantActivations mode, int bits) {
+  return mode == QuantActivations::kInt8x2 || (mode == QuantActivations::kAuto && bits > 4);
+}
 QuantActivations quant_activations() { return g_mode.load(); }
 
 const char* quant_activations_name(QuantActivations mode) {
@@ -128,13 +131,14 @@ const char* quant_activations_name(QuantActivations mode) {
     case QuantActivations::kInt8x2: return "int8x2";
     case QuantActivations::kInt8: return "int8";
     case QuantActivations::kF32Decoded: return "f32-decoded";
+    case QuantActivations::kAuto: return "auto";
   }
   return "?";
 }
 
 std::optional<QuantActivations> parse_quant_activations(std::string_view name) {
-  for (const auto mode :
-       {QuantActivations::kF32, QuantActivations::kInt8x2, QuantActivations::kInt8, QuantActivations::kF32Decoded})
+  for (const auto mode : {QuantActivations::kF32, QuantActivations::kInt8x2, QuantActivations::kInt8,
+                          QuantActivations::kF32Decoded, QuantActivations::kAuto})
     if (name == quant_activations_name(mode)) return mode;
   return std::nullopt;
 }
@@ -154,7 +158,7 @@ const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols) {
   thread_local QuantI8Plan plan;
   const QuantI8Format* f = i8_format(q, cols);
   const int64_t glen = quant_groups_per_row(q, cols) == 1 ? cols : q.group_size;
-  const bool split = g_mode.load(std::memory_order_relaxed) == QuantActivations::kInt8x2;
+  const bool split = quant_int8_two_parts(g_mode.load(std::memory_order_relaxed), q.bits);
   if (plan.format != f || plan.cols != cols || plan.glen != glen || plan.split != split ||
       (plan.x_floats > 0) != !q.mins.empty())
     build_plan(cols, quant_groups_per_row(q, cols), glen, f->kind == Kd::kBytes ? 8 : q.bits, !q.mins.empty(), f, split,
@@ -172,7 +176,7 @@ const QuantI8Format* i8_palette_format(int bits, int64_t cols) {
 const QuantI8Plan& i8_palette_plan(int bits, int64_t cols) {
   thread_local QuantI8Plan plan;
   const QuantI8Format* f = i8_palette_format(bits, cols);
-  const bool split = g_mode.load(std::memory_order_relaxed) == QuantActivations::kInt8x2;
+  const bool split = quant_int8_two_parts(g_mode.load(std::memory_order_relaxed), bits);
   if (plan.format != f || plan.cols != cols || plan.split != split)
     build_plan(cols, 1, cols, bits, false, f, split, plan);
   return plan;
@@ -199,29 +203,34 @@ void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split,
   for (int64_t k = 0; k < blocks; ++k) {
     const int h = static_cast<int>(k % 2);
     const float* src = x + start[k];
-    float amax = 0.0f;
-    for (int64_t c = 0; c < len[k]; ++c) amax = std::max(amax, std::fabs(src[c]));
-    float dx, inv;
-    i8_block_scale(amax, dx, inv);
-    int32_t sum = 0;
+    float amax[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < 32; ++i)
+      if (slot_col[i] < len[k]) amax[i8_slot_lane(i)] = std::max(amax[i8_slot_lane(i)], std::fabs(src[slot_col[i]]));
+    float dx[4], inv[4];
+    for (int l = 0; l < 4; ++l) i8_block_scale(amax[l], dx[l], inv[l]);
+    int32_t sum[4] = {0, 0, 0, 0};
     for (int i = 0; i < 32; ++i) {
       const int64_t c = slot_col[i];
+      const int l = i8_slot_lane(i);
       float hi = 0.0f, lo = 0.0f;
       if (c < len[k]) {
-        const float p = src[c] * inv;
+        const float p = src[c] * inv[l];
         hi = clamp(round_even(p));
         lo = clamp(round_even((p - hi) * 256.0f));  // p - hi is exact
       }
       bytes[simd::slot_byte(k, pair_floats, i, false)] = static_cast<int8_t>(hi);
-      sum += static_cast<int32_t>(hi) * (split ? 256 : 1);
+      sum[l] += static_cast<int32_t>(hi) * (split ? 256 : 1);
       if (split) {
         bytes[simd::slot_byte(k, pair_floats, i, true)] = static_cast<int8_t>(lo);
-        sum += static_cast<int32_t>(lo);
+        sum[l] += static_cast<int32_t>(lo);
       }
     }
     float* dxv = pairs + simd::pair_field(k / 2, pair_floats, simd::kFieldDx) + 4 * h;
-    for (int i = 0; i < 4; ++i) dxv[i] = split ? dx * (1.0f / 256.0f) : dx;
-    const int32_t c[4] = {-offset * sum, 0, 0, 0};
+    int32_t c[4];
+    for (int l = 0; l < 4; ++l) {
+      dxv[l] = split ? dx[l] * (1.0f / 256.0f) : dx[l];
+      c[l] = -offset * sum[l];
+    }
     std::memcpy(pairs + simd::pair_field(k / 2, pair_floats, simd::kFieldC) + 4 * h, c, sizeof(c));
   }
 }
@@ -230,6 +239,10 @@ int64_t i8_slot_activation(const QuantI8Plan& plan, const float* pairs, int64_t 
   const auto* bytes = reinterpret_cast<const int8_t*>(pairs);
   const int64_t hi = bytes[simd::slot_byte(k, plan.pair_floats, i, false)];
   return plan.split ? 256 * hi + bytes[simd::slot_byte(k, plan.pair_floats, i, true)] : hi;
+}
+
+float i8_lane_dx(const QuantI8Plan& plan, const float* pairs, int64_t k, int l) {
+  return pairs[simd::pair_field(k / 2, plan.pair_floats, simd::kFieldDx) + 4 * (k % 2) + l];
 }
 
 void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float* record, bool reference) {
@@ -368,15 +381,15 @@ void matmul_quant_i8_ref(const Tensor& w, const float* x, int64_t n, float* y) {
       double s = 0.0;
       for (int64_t k = 0; k < plan.blocks; ++k) {
         const float* pairs = record.data() + plan.x_floats;
-        int64_t j = 0;  // J_b = Σ v_c · xq_c with v_c the centred integer value of the code
+        int64_t j[4] = {0, 0, 0, 0};  // J_bl = Σ v_c · xq_c with v_c the centred integer value of the code
         for (int i = 0; i < 32; ++i) {
           if (plan.slot_col[i] >= plan.len[k]) continue;
           const int64_t c = plan.start[k] + plan.slot_col[i];
           const auto v = static_cast<int64_t>(quant_value(q.scheme, q.bits, quant_code_at(q, row, c), 1.0f, 0.0f));
-          j += (v - plan.format->centre) * i8_slot_activation(plan, pairs, k, i);
+          j[i8_slot_lane(i)] += (v - plan.format->centre) * i8_slot_activation(plan, pairs, k, i);
         }
-        const float dx = pairs[simd::pair_field(k / 2, plan.pair_floats, simd::kFieldDx) + 4 * (k % 2)];
-        s += static_cast<double>(scales[plan.group[k]]) * dx * static_cast<double>(j);
+        for (int l = 0; l < 4; ++l)
+          s += static_cast<double>(scales[plan.group[k]]) * i8_lane_dx(plan, pairs, k, l) * static_cast<double>(j[l]);
       }
       for (int64_t g = 0; mins && g < gpr; ++g)
         s += static_cast<double>(i8_centred_min(mvals[g], plan.format->centre, scales[g])) * record[g];

@@ -4,20 +4,25 @@
 // Math (exact integer dot products, f32 scaling):
 //   Every row is split into blocks: each weight group [g0, g1) into consecutive blocks of 32
 //   columns, the last one shorter when the group length is not a multiple of 32 (ragged row
-//   tails, group sizes like 24 or 40). A token's activations are quantized once per call,
-//   symmetric int8 per block: dx_b = max|x_c| / 127, xq_c = round-half-even(x_c · (127 / max|x_c|))
-//   (f32 product), |xq_c| <= 127; dx_b = 0 and xq = 0 for an all-zero block (or a block so tiny
-//   that 127 / max overflows). In mode QuantActivations::kInt8x2 (split) a second part per column,
-//   lo_c = round-half-even(256 · (x_c · 127 / max - xq_c)) clamped to ±127, gives x_c ≈ dx_b ·
-//   (xq_c + lo_c / 256); the kernels then use xq' = 256 · xq + lo and dx_b / 256 in the sums below.
+//   tails, group sizes like 24 or 40). Each block's 32 slots (slot_col) form 4 lanes of 8 columns:
+//   lane l holds slots 4l..4l+3 and 16+4l..16+4l+3, the slots of one int32 lane of the kernels'
+//   dot products (4-bit codes: columns 8l..8l+7). A token's activations are quantized once per
+//   call, symmetric int8 per lane: dx_l = max|x_c| / 127 over the lane, xq_c = round-half-even(x_c ·
+//   (127 / max|x_c|)) (f32 product), |xq_c| <= 127; dx_l = 0 and xq = 0 for an all-zero lane (or
+//   one so tiny that 127 / max overflows). A scale per 8 columns instead of per 32 costs the kernels
+//   nothing (they scale every int32 lane anyway) and cuts one part's error: an outlier coarsens only
+//   its own lane. In two-part mode (split: QuantActivations::kInt8x2, or kAuto above 4 bits) a
+//   second part per column, lo_c = round-half-even(256 · (x_c · 127 / max - xq_c)) clamped to ±127,
+//   gives x_c ≈ dx_l · (xq_c + lo_c / 256); the kernels then use xq' = 256 · xq + lo and dx_l / 256.
 //   A weight of group g is w_c = v_c · s_g + m'_g with integer v_c (quant_value with scale 1, min
 //   0; asymmetric codes are centred, v_c = q_c - 2^(bits-1), and m'_g = m_g + 2^(bits-1) · s_g, so
 //   the int8 error multiplies small |v_c|). Then
-//     y = Σ_b s_{g(b)} · dx_b · J_b + Σ_g m'_g · X_g,   J_b = Σ_{c in b} v_c · xq_c (exact int32),
-//   X_g = Σ_{c in g} x_c summed in f32 in column order (the exact activations: mins see no int8 error).
-// The kernels compute J_b as u8 codes × int8 activations (AVX2 maddubs/madd, AVX-512 VNNI dpbusd)
-// plus a per-block integer correction -off · Σ xq_c, so every J_b is exact; only the f32 scaling
-// and summation round. matmul_quant_i8_ref computes the same J_b and the sum in double.
+//     y = Σ_b Σ_l s_{g(b)} · dx_bl · J_bl + Σ_g m'_g · X_g,   J_bl = Σ_{c in lane l of b} v_c · xq_c,
+//   exact int32, and X_g = Σ_{c in g} x_c summed in f32 in column order (the exact activations: mins
+//   see no int8 error).
+// The kernels compute J_bl as u8 codes × int8 activations (AVX2 maddubs/madd, AVX-512 VNNI dpbusd)
+// plus a per-lane integer correction -off · Σ xq_c, so every J_bl is exact; only the f32 scaling
+// and summation round. matmul_quant_i8_ref computes the same J_bl and the sum in double.
 #pragma once
 
 #include <cstdint>
@@ -49,7 +54,7 @@ struct QuantI8Plan {
   bool uniform = false;                          // QuantI8DotArgs::uniform
   int block_shift = -1;           // block k is in group k >> block_shift for every k (no phantom), else -1
   std::vector<uint8_t> slot_col;  // [32]: column offset in its block of A/B slot i (layout order)
-  bool split = false;             // two int8 parts per activation (QuantActivations::kInt8x2)
+  bool split = false;             // two int8 parts per activation (quant_int8_two_parts)
   int64_t pair_floats = 32;       // record floats per pair: 32, or 48 when split
   int64_t x_floats = 0;           // group sums X_g at the head of a record (0 without mins; padded to 8)
   int64_t record_floats = 0;      // floats per token: x_floats + pair_floats · pairs
@@ -62,7 +67,7 @@ const QuantI8Plan& i8_plan(const QuantEncoding& q, int64_t cols);
 const QuantI8Format* i8_palette_format(int bits, int64_t cols);
 const QuantI8Plan& i8_palette_plan(int bits, int64_t cols);
 
-// dx and 127 / max of a block with max|x| = amax; both 0 for an all-zero block and for one whose
+// dx and 127 / max of a lane with max|x| = amax; both 0 for an all-zero lane and for one whose
 // 127 / amax exceeds kI8MaxInverse (it would overflow), which is then quantized to zeros.
 constexpr float kI8MaxInverse = 3.4e38f;
 inline void i8_block_scale(float amax, float& dx, float& inv) {
@@ -77,10 +82,14 @@ void i8_quantize_token(const QuantI8Plan& plan, bool mins, const float* x, float
 // The quantized activation xq of slot i of block k in a token's pair entries (record + x_floats):
 // the int8 part, or 256 · hi + lo when split.
 int64_t i8_slot_activation(const QuantI8Plan& plan, const float* pairs, int64_t k, int i);
+// The lane of slot i (0..31) of a block, and the dx of lane l of block k (split: dx_l / 256).
+constexpr int i8_slot_lane(int i) { return (i % 16) / 4; }
+float i8_lane_dx(const QuantI8Plan& plan, const float* pairs, int64_t k, int l);
 // X_g = Σ_{c in g} x_c in f32, column order; zeros up to x_floats.
 void i8_group_sums(const QuantI8Plan& plan, const float* x, float* record);
 // The blocks of a token (start/len per block, `blocks` = 2 · pairs) into the pair entries at
-// `pairs`: xq in slot order, dx, C = -offset · Σ xq (split: hi, lo, dx / 256, -offset · Σ (256 hi + lo)).
+// `pairs`: xq in slot order, dx per lane, C per lane = -offset · Σ xq (split: hi, lo, dx / 256,
+// -offset · Σ (256 hi + lo)).
 // Scalar; the portable SIMD target uses it too.
 void i8_quantize_blocks_ref(const uint8_t* slot_col, int32_t offset, bool split, const float* x, const int32_t* start,
                             const int32_t* len, int64_t blocks, float* pairs);

@@ -725,6 +725,50 @@ HWY_INLINE V to_slots(V n) {
   }
 }
 
+// max over each 128-bit vector: {max x0, max x1, max x2, max x3} (inputs without NaN).
+HWY_INLINE __m128 max4(__m128 x0, __m128 x1, __m128 x2, __m128 x3) {
+  const __m128 t0 = _mm_max_ps(_mm_unpacklo_ps(x0, x1), _mm_unpackhi_ps(x0, x1));  // x0 02, x1 02, x0 13, x1 13
+  const __m128 t1 = _mm_max_ps(_mm_unpacklo_ps(x2, x3), _mm_unpackhi_ps(x2, x3));
+  return _mm_max_ps(_mm_movelh_ps(t0, t1), _mm_movehl_ps(t1, t0));
+}
+HWY_INLINE __m128 lo128(__m256 v) { return _mm256_castps256_ps128(v); }
+HWY_INLINE __m128 hi128(__m256 v) { return _mm256_extractf128_ps(v, 1); }
+
+// Per lane of a block (quant_i8.h: slots 4l..4l+3 and 16+4l..16+4l+3), from |x| of its 32 columns
+// in column order (a[i]: columns 8i..8i+7): the max over the lane's columns, which depend on kKind's
+// slot order — 4-bit: columns 8l..8l+7; 2-bit: lane 2 · (c % 2) + c / 16; natural order: lane
+// (c % 16) / 4.
+template <K kKind>
+HWY_INLINE __m128 lane_max(const __m256* a) {
+  if constexpr (kKind == K::kNibbles) {
+    return max4(_mm_max_ps(lo128(a[0]), hi128(a[0])), _mm_max_ps(lo128(a[1]), hi128(a[1])),
+                _mm_max_ps(lo128(a[2]), hi128(a[2])), _mm_max_ps(lo128(a[3]), hi128(a[3])));
+  } else if constexpr (kKind == K::kCrumbs) {  // columns c and c + 8 share a lane below 16, as above
+    const __m256 b0 = _mm256_max_ps(a[0], a[1]), b1 = _mm256_max_ps(a[2], a[3]);
+    __m128 x = _mm_max_ps(lo128(b0), hi128(b0)), y = _mm_max_ps(lo128(b1), hi128(b1));  // even, odd, even, odd
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));                                             // lanes 0, 2
+    y = _mm_max_ps(y, _mm_movehl_ps(y, y));                                             // lanes 1, 3
+    return _mm_unpacklo_ps(x, y);
+  } else {  // columns c and c + 16 share a lane
+    const __m256 b0 = _mm256_max_ps(a[0], a[2]), b1 = _mm256_max_ps(a[1], a[3]);
+    return max4(lo128(b0), hi128(b0), lo128(b1), hi128(b1));
+  }
+}
+// The inverse of each column's lane, in column order (as a[] above).
+template <K kKind>
+HWY_INLINE void lane_inverses(const float* inv, __m256* out) {
+  const auto two = [](float lo, float hi) { return _mm256_setr_m128(_mm_set1_ps(lo), _mm_set1_ps(hi)); };
+  if constexpr (kKind == K::kNibbles) {
+    for (int i = 0; i < 4; ++i) out[i] = _mm256_set1_ps(inv[i]);
+  } else if constexpr (kKind == K::kCrumbs) {
+    out[0] = out[1] = _mm256_setr_ps(inv[0], inv[2], inv[0], inv[2], inv[0], inv[2], inv[0], inv[2]);
+    out[2] = out[3] = _mm256_setr_ps(inv[1], inv[3], inv[1], inv[3], inv[1], inv[3], inv[1], inv[3]);
+  } else {
+    out[0] = out[2] = two(inv[0], inv[1]);
+    out[1] = out[3] = two(inv[2], inv[3]);
+  }
+}
+
 template <K kKind>
 void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* start, const int32_t* len,
                      int64_t blocks, float* pairs) {
@@ -732,16 +776,17 @@ void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* 
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const V hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
   const __m256 k256 = _mm256_set1_ps(256.0f);
+  const __m128 k127 = _mm_set1_ps(127.0f), max_inverse = _mm_set1_ps(kI8MaxInverse);
   alignas(32) float tmp[32];
-  // 32 int32 in column order -> 32 int8 in slot order; sum of the 32 values.
-  auto pack = [](const V* q, int32_t& sum) {
-    const V s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    sum = _mm_cvtsi128_si32(s4);
+  // 32 int32 in column order -> 32 int8 in slot order.
+  auto pack = [](const V* q) {
     const V bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     return to_slots<kKind>(_mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  };
+  // Σ xq of each lane from the slot-order bytes (A in the low 128 bits, B in the high).
+  auto lane_sums = [](V slots) {
+    const V s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), slots), _mm256_set1_epi16(1));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
   };
   // Slots 0..15 to field xa, 16..31 to xb (XA, XB or their low parts) of entry e.
   auto store = [](float* e, int xa, int h, V slots) {
@@ -757,33 +802,41 @@ void quantize_blocks(int32_t offset, bool split, const float* x, const int32_t* 
       std::memcpy(tmp, src, static_cast<size_t>(len[k]) * sizeof(float));
       src = tmp;
     }
-    __m256 v[4];
-    __m256 m = _mm256_setzero_ps();
+    __m256 v[4], a[4];
     for (int i = 0; i < 4; ++i) {
       v[i] = _mm256_loadu_ps(src + 8 * i);
-      m = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), m);  // a NaN |x| keeps m, as std::max does
+      // |x|, a NaN as 0: the max ignores it, as std::max(max, NaN) keeps max
+      a[i] = _mm256_and_ps(_mm256_and_ps(v[i], abs_mask), _mm256_cmp_ps(v[i], v[i], _CMP_ORD_Q));
     }
-    m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4E));
-    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xB1));
-    float dx, inv;
-    i8_block_scale(_mm256_cvtss_f32(m), dx, inv);
-    const __m256 vinv = _mm256_set1_ps(inv);
+    // i8_block_scale per lane: 0 where max is 0 or 127 / max overflows
+    const __m128 m = lane_max<kKind>(a);
+    const __m128 inv4 = _mm_div_ps(k127, m);
+    const __m128 ok = _mm_and_ps(_mm_cmpgt_ps(m, _mm_setzero_ps()), _mm_cmple_ps(inv4, max_inverse));
+    const __m128 dx4 = _mm_and_ps(_mm_div_ps(m, k127), ok);
+    alignas(16) float inv[4];
+    _mm_store_ps(inv, _mm_and_ps(inv4, ok));
+    __m256 vinv[4];
+    lane_inverses<kKind>(inv, vinv);
     V qh[4], ql[4];
     for (int i = 0; i < 4; ++i) {  // round half even (MXCSR default); NaN -> INT_MIN -> -127
-      const __m256 p = _mm256_mul_ps(v[i], vinv);
+      const __m256 p = _mm256_mul_ps(v[i], vinv[i]);
       qh[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(p), hi), lo);
       if (split)  // p - hi is exact; the low part in units of 1/256
         ql[i] = _mm256_max_epi32(
             _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(p, _mm256_cvtepi32_ps(qh[i])), k256)), hi),
             lo);
     }
-    int32_t sum_hi = 0, sum_lo = 0;
-    store(e, kFieldXA, h, pack(qh, sum_hi));
-    if (split) store(e, kFieldXALo, h, pack(ql, sum_lo));
-    _mm_storeu_ps(e + 16 * kFieldDx + 4 * h, _mm_set1_ps(split ? dx * (1.0f / 256.0f) : dx));
-    const int32_t sum = split ? 256 * sum_hi + sum_lo : sum_hi;
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 16 * kFieldC + 4 * h), _mm_setr_epi32(-offset * sum, 0, 0, 0));
+    const V slots_hi = pack(qh);
+    store(e, kFieldXA, h, slots_hi);
+    __m128i sum = lane_sums(slots_hi);
+    if (split) {
+      const V slots_lo = pack(ql);
+      store(e, kFieldXALo, h, slots_lo);
+      sum = _mm_add_epi32(_mm_slli_epi32(sum, 8), lane_sums(slots_lo));
+    }
+    _mm_storeu_ps(e + 16 * kFieldDx + 4 * h, split ? _mm_mul_ps(dx4, _mm_set1_ps(1.0f / 256.0f)) : dx4);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + 16 * kFieldC + 4 * h),
+                     _mm_mullo_epi32(sum, _mm_set1_epi32(-offset)));
   }
 }
 
@@ -845,18 +898,19 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
         const float* e = pairs + pair_field(k / 2, a.pair_floats, kFieldXA);
         const int h = static_cast<int>(k % 2);
         const auto* bytes = reinterpret_cast<const int8_t*>(pairs);
-        int32_t u = 0;
+        int32_t u[4] = {0, 0, 0, 0};  // per lane (quant_i8.h)
         for (int i = 0; i < 32; ++i) {
           if (a.slot_col[i] >= a.block_len[k]) continue;
           const int32_t hi = bytes[slot_byte(k, a.pair_floats, i, false)];
           const int32_t xq = a.split ? 256 * hi + bytes[slot_byte(k, a.pair_floats, i, true)] : hi;
           const int32_t u_c = slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]);
-          u += (lut != nullptr ? static_cast<int8_t>(lut[u_c]) : u_c) * xq;
+          u[(i % 16) / 4] += (lut != nullptr ? static_cast<int8_t>(lut[u_c]) : u_c) * xq;
         }
-        int32_t c;
-        std::memcpy(&c, e + 16 * kFieldC + 4 * h, 4);
-        if (a.kind != K::kSigned8) u += c;
-        acc = fmadd(static_cast<float>(u), scale(k) * e[16 * kFieldDx + 4 * h], acc);
+        int32_t c[4];
+        std::memcpy(c, e + 16 * kFieldC + 4 * h, sizeof(c));
+        for (int l = 0; l < 4; ++l)
+          acc = fmadd(static_cast<float>(a.kind != K::kSigned8 ? u[l] + c[l] : u[l]),
+                      scale(k) * e[16 * kFieldDx + 4 * h + l], acc);
       }
       if (mins) {
         float m = 0.0f;

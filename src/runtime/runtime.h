@@ -38,7 +38,7 @@ struct RuntimeOptions {
   bool release_weight_pages = false;
   // How Quant and Palette weights take their activations in forward() and forward_batch()
   // (kernels::QuantActivations, docs/runtime.md); the process-wide mode is restored after each
-  // call. nullopt: the process-wide mode (kInt8x2 unless changed).
+  // call. nullopt: the process-wide mode (kAuto unless changed).
   std::optional<kernels::QuantActivations> quant_activations;
 };
 

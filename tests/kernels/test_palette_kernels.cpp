@@ -183,7 +183,7 @@ GridBounds grid_bounds(const Tensor& w, int64_t r, const float* x) {
   std::vector<float> codebook(static_cast<size_t>(palette_entries(p.bits)));
   palette_codebook_f32(p, palette_codebook_of_row(p, r), codebook.data());
   const uint8_t* row = p.indices.data() + r * palette_row_stride(p.bits, cols);
-  const double step = kernels::quant_activations() == QA::kInt8x2 ? 1.0 / 256 : 0.5;
+  const double step = kernels::quant_int8_two_parts(kernels::quant_activations(), p.bits) ? 1.0 / 256 : 0.5;
   double b = 0, act = 0;
   for (int64_t b0 = 0; b0 < cols; b0 += 32) {
     const int64_t b1 = std::min(cols, b0 + 32);

@@ -162,7 +162,7 @@ I8Bounds i8_bounds(const QuantCase& qc, int64_t r, const float* x) {
   // ≤ 2^(bits-1) times Σxq: |terms| ≤ (3·2^(bits-1) + 1) · dx·|xq| per column.
   const double u_off = 3.0 * std::ldexp(1.0, q.bits - 1) + 1.0;
   // Largest |x/dx - xq|: 1/2 for one int8 part; with two (hi + lo/256), 1/256 (lo is clamped at ±127).
-  const double half_step = kernels::quant_activations() == kernels::QuantActivations::kInt8x2 ? 1.0 / 256 : 0.5;
+  const double half_step = kernels::quant_int8_two_parts(kernels::quant_activations(), q.bits) ? 1.0 / 256 : 0.5;
   double main = 0, mins = 0, act = 0;
   for (int64_t g = 0; g < gpr; ++g) {
     const double s = qc.scales[r * gpr + g];
@@ -337,7 +337,7 @@ TEST_CASE("Quant kernels: which weights run on int8 activations", "[kernels][qua
                         DType::kF16, 1)
         .w;
   };
-  CHECK(kernels::quant_activations() == QA::kInt8x2);
+  CHECK(kernels::quant_activations() == QA::kAuto);
   for (int bits = 2; bits <= 8; ++bits) {
     INFO("bits " << bits);
     CHECK(kernels::quant_int8_activations(make(bits, QuantScheme::kAsymmetric, 32, 172)));
@@ -352,17 +352,43 @@ TEST_CASE("Quant kernels: which weights run on int8 activations", "[kernels][qua
     ActivationMode f32(QA::kF32);
     CHECK_FALSE(kernels::quant_int8_activations(make(1, QuantScheme::kBinary, 32, 172)));
   }
-  CHECK(kernels::quant_activations() == QA::kInt8x2);
+  CHECK(kernels::quant_activations() == QA::kAuto);
+  // Two parts: always in kInt8x2, never in kInt8, in kAuto above 4 bits.
+  for (int bits = 1; bits <= 8; ++bits) {
+    INFO("bits " << bits);
+    CHECK(kernels::quant_int8_two_parts(QA::kInt8x2, bits));
+    CHECK_FALSE(kernels::quant_int8_two_parts(QA::kInt8, bits));
+    CHECK(kernels::quant_int8_two_parts(QA::kAuto, bits) == (bits > 4));
+  }
+}
+
+TEST_CASE("Quant kernels: auto mode gives one part's results up to 4 bits and two parts' above", "[kernels][quant]") {
+  uint32_t seed = 60;
+  for (const Format& f : all_formats()) {
+    INFO(describe(f, 32, DType::kF16));
+    const QuantCase qc = random_quant(f, 9, 172, 32, DType::kF16, seed++);
+    const auto x = random_x(3 * 172, seed++);
+    auto run = [&](QA mode) {
+      const ActivationMode scope(mode);
+      std::vector<float> y(static_cast<size_t>(3 * 9));
+      kernels::matmul(qc.w, x.data(), 3, y.data());
+      return y;
+    };
+    const auto one = run(QA::kInt8), two = run(QA::kInt8x2), autom = run(QA::kAuto);
+    REQUIRE(one != two);
+    CHECK(autom == (f.bits <= 4 ? one : two));
+  }
 }
 
 TEST_CASE("Quant activation modes: each name parses back to its mode and nothing else parses", "[kernels][quant]") {
   using QA = kernels::QuantActivations;
-  for (const QA mode : {QA::kF32, QA::kInt8x2, QA::kInt8, QA::kF32Decoded}) {
+  for (const QA mode : {QA::kF32, QA::kInt8x2, QA::kInt8, QA::kF32Decoded, QA::kAuto}) {
     const std::string name = kernels::quant_activations_name(mode);
     INFO(name);
     REQUIRE(kernels::parse_quant_activations(name) == mode);
   }
   CHECK(std::string(kernels::quant_activations_name(QA::kInt8x2)) == "int8x2");
+  CHECK(std::string(kernels::quant_activations_name(QA::kAuto)) == "auto");
   for (const char* bad : {"", "int4", "INT8", "int8 ", "f16"}) CHECK_FALSE(kernels::parse_quant_activations(bad));
 }
 
@@ -387,15 +413,15 @@ TEST_CASE("Quant kernels, int8 path: zero, tiny, subnormal and huge activation b
 }
 
 TEST_CASE("Quant kernels, int8 path: activations on the int8 grid are exact up to f32 rounding", "[kernels][quant]") {
-  // x_c = k_c / 128 with |k_c| ≤ 127 and ±127 in every block: dx = 1/128 and xq_c = k_c exactly, so
-  // the int8 path must agree with the f32-activation reference to rounding error only.
+  // x_c = k_c / 128 with |k_c| ≤ 127 and ±127 in every lane of 8 columns (columns c % 4 ∈ {0, 1} of
+  // a block reach every lane of every slot order: quant_i8.h): dx = 1/128 and xq_c = k_c exactly,
+  // so the int8 path must agree with the f32-activation reference to rounding error only.
   const int64_t cols = 172;
   std::mt19937 rng(5);
   std::vector<float> x(static_cast<size_t>(2 * cols));
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(rng() % 255) - 127) / 128.0f;
-  for (size_t i = 0; i < x.size(); i += 32) x[i] = (i % 64 ? -127.0f : 127.0f) / 128.0f;
-  x[cols] = 127.0f / 128.0f;  // token 1's blocks start at column 0 of its row
-  for (size_t i = cols; i < x.size(); i += 32) x[i] = 127.0f / 128.0f;
+  for (size_t i = 0; i < x.size(); ++i)
+    if ((i % cols) % 4 < 2) x[i] = (i % 8 < 4 ? -127.0f : 127.0f) / 128.0f;
   const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
   ActivationMode scope(mode);
   for (const Format& f : all_formats()) {
@@ -447,4 +473,41 @@ TEST_CASE("Quant kernels, int8 path: the SIMD activation quantizer writes the re
           }
         }
   });
+}
+
+TEST_CASE("Quant kernels, int8 path: every lane of 8 columns has its own scale", "[kernels][quant]") {
+  // One outlier per block (1000x): with one scale per block it would coarsen all 32 columns; per lane
+  // (quant_i8.h) dx_l = max|x| / 127 over the lane's own columns and |x - dx_l · xq| ≤ dx_l / 2 (one
+  // part) or dx_l / 256 (two parts), for every slot order.
+  std::vector<float> x = random_x(300, 31);
+  for (size_t i = 5; i < x.size(); i += 32) x[i] *= 1000.0f;
+  const QA mode = GENERATE(QA::kInt8x2, QA::kInt8);
+  ActivationMode scope(mode);
+  for (const Format& f : all_formats()) {
+    INFO(describe(f, 32, DType::kF16));
+    const QuantCase qc = random_quant(f, 2, 300, 32, DType::kF16, 3);
+    const auto& q = std::get<QuantEncoding>(qc.w.encoding->node);
+    const kernels::QuantI8Plan plan = kernels::i8_plan(q, 300);
+    std::vector<float> record(static_cast<size_t>(plan.record_floats));
+    kernels::i8_quantize_token(plan, f.mins, x.data(), record.data(), false);
+    const float* pairs = record.data() + plan.x_floats;
+    const double step = plan.split ? 1.0 / 256 : 0.5;
+    for (int64_t k = 0; k < plan.blocks; ++k)
+      for (int l = 0; l < 4; ++l) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; ++i)
+          if (kernels::i8_slot_lane(i) == l && plan.slot_col[i] < plan.len[k])
+            amax = std::max(amax, std::fabs(x[static_cast<size_t>(plan.start[k] + plan.slot_col[i])]));
+        const double dx = kernels::i8_lane_dx(plan, pairs, k, l) * (plan.split ? 256.0 : 1.0);
+        INFO("block " << k << " lane " << l);
+        REQUIRE(static_cast<float>(dx) == amax / 127.0f);
+        for (int i = 0; i < 32; ++i)
+          if (kernels::i8_slot_lane(i) == l && plan.slot_col[i] < plan.len[k]) {
+            const double xc = x[static_cast<size_t>(plan.start[k] + plan.slot_col[i])];
+            const double xq =
+                static_cast<double>(kernels::i8_slot_activation(plan, pairs, k, i)) / (plan.split ? 256.0 : 1.0);
+            REQUIRE(std::fabs(xc - dx * xq) <= dx * (step + 1e-5));
+          }
+      }
+  }
 }

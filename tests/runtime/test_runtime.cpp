@@ -287,16 +287,16 @@ TEST_CASE("runtime: its own activation mode applies to its forward calls only", 
     REQUIRE((*rt)->forward(tokens, 0, out.data(), true).ok());
     return out;
   };
-  REQUIRE(kernels::quant_activations() == QA::kInt8x2);
-  const auto two_parts = logits(std::nullopt);
-  const auto one_part = logits(QA::kInt8);
+  REQUIRE(kernels::quant_activations() == QA::kAuto);
+  const auto by_default = logits(std::nullopt);
+  const auto two_parts = logits(QA::kInt8x2);
+  CHECK(kernels::quant_activations() == QA::kAuto);
+  CHECK(by_default != two_parts);
+  CHECK(logits(QA::kInt8) == by_default);  // auto: 4-bit codes take one part
+  const kernels::ScopedQuantActivations process(QA::kInt8x2);
+  CHECK(logits(std::nullopt) == two_parts);
+  CHECK(logits(QA::kAuto) == by_default);
   CHECK(kernels::quant_activations() == QA::kInt8x2);
-  CHECK(one_part != two_parts);
-  CHECK(logits(QA::kInt8x2) == two_parts);
-  const kernels::ScopedQuantActivations process(QA::kInt8);
-  CHECK(logits(std::nullopt) == one_part);
-  CHECK(logits(QA::kInt8x2) == two_parts);
-  CHECK(kernels::quant_activations() == QA::kInt8);
 }
 
 TEST_CASE("runtime: weights collapsed into huge pages give the same logits", "[runtime]") {

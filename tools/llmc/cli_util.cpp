@@ -109,15 +109,16 @@ std::shared_ptr<ScratchFile> transform_scratch() {
 }
 
 void add_activations_option(CLI::App& sub, std::string& mode) {
-  mode = "int8x2";
+  mode = "auto";
   sub.add_option("--activations", mode,
-                 "Activations of Quant and Palette weights: int8x2 (default; two int8 parts, f32 quality), int8 "
-                 "(one part, faster, adds int8 rounding error) or f32 (docs/runtime.md)")
-      ->check(CLI::IsMember({"int8x2", "int8", "f32"}));
+                 "Activations of Quant and Palette weights: auto (default; int8 for codes of at most 4 bits, "
+                 "int8x2 for wider ones), int8x2 (two int8 parts, f32 quality), int8 (one part, faster, adds int8 "
+                 "rounding error) or f32 (docs/runtime.md)")
+      ->check(CLI::IsMember({"auto", "int8x2", "int8", "f32"}));
 }
 
 kernels::QuantActivations activations_mode(const std::string& mode) {
-  return kernels::parse_quant_activations(mode).value_or(kernels::QuantActivations::kInt8x2);
+  return kernels::parse_quant_activations(mode).value_or(kernels::QuantActivations::kAuto);
 }
 
 }  // namespace llmc::cli

@@ -110,7 +110,11 @@ int run_eval(const EvalArgs& a) {
   if (!runtime.ok()) return report_error(with_context(runtime.error(), a.model));
   std::unique_ptr<Runtime> ref_runtime;
   if (ref) {
-    auto r = Runtime::create(*ref, ropt);
+    // The reference runs as exactly as the int8 path allows (two parts for every width), whatever
+    // --activations the model gets and the default's choice for a quantized reference (a GGUF).
+    RuntimeOptions ref_opt = ropt;
+    ref_opt.quant_activations = kernels::QuantActivations::kInt8x2;
+    auto r = Runtime::create(*ref, ref_opt);
     if (!r.ok()) return report_error(with_context(r.error(), a.ref));
     ref_runtime = std::move(r).value();
   }

@@ -14,7 +14,7 @@ using RunFn = std::function<int()>;
 
 // --activations of the commands that run a model (eval, bench, generate): how Quant and Palette
 // weights take their activations (kernels::QuantActivations, docs/runtime.md), stored in `mode`
-// ("int8x2" when not given).
+// ("auto" when not given).
 void add_activations_option(CLI::App& sub, std::string& mode);
 // The mode that option names.
 kernels::QuantActivations activations_mode(const std::string& mode);
