@@ -904,7 +904,7 @@ void QuantI8Dot(const QuantI8DotArgs& a) {
           const int32_t hi = bytes[slot_byte(k, a.pair_floats, i, false)];
           const int32_t xq = a.split ? 256 * hi + bytes[slot_byte(k, a.pair_floats, i, true)] : hi;
           const int32_t u_c = slot_value(a.kind, row, a.block_start[k] + a.slot_col[i]);
-          u[(i % 16) / 4] += (lut != nullptr ? static_cast<int8_t>(lut[u_c]) : u_c) * xq;
+          u[i8_slot_lane(i)] += (lut != nullptr ? static_cast<int8_t>(lut[u_c]) : u_c) * xq;
         }
         int32_t c[4];
         std::memcpy(c, e + 16 * kFieldC + 4 * h, sizeof(c));
